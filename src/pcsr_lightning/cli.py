@@ -1,0 +1,37 @@
+"""The ``pcsr`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from pcsr_lightning.checkpoint import CheckpointError
+
+# Each module registers one subcommand (``add_parser``) and implements it (``run``).
+COMMANDS = [
+    "pcsr_lightning.commands.import_official",
+    "pcsr_lightning.commands.upscale",
+    "pcsr_lightning.commands.eval",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pcsr", description="PCSR super-resolution: import, upscale, evaluate")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (CheckpointError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

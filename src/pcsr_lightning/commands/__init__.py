@@ -1,0 +1,1 @@
+"""Subcommands of the ``pcsr`` console script; each module has ``add_parser`` and ``run``."""

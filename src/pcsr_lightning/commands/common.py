@@ -1,0 +1,27 @@
+"""Flags shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+from pcsr_lightning.predict import RoutingOptions
+
+
+def add_routing_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scale", type=float, default=4.0, help="upscaling factor (> 1; any value for PCSR)")
+    parser.add_argument("--k", type=float, default=0.0, help="cost knob: larger k sends more pixels to light upsamplers")
+    parser.add_argument("--adaptive", action="store_true", help="adaptive decision making (k-means), k unused")
+    parser.add_argument("--no-refine", action="store_true", help="skip the pixel-wise refinement")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+
+
+def routing_from(args: argparse.Namespace) -> RoutingOptions:
+    return RoutingOptions(k=args.k, adaptive=args.adaptive, refine=not args.no_refine)
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,27 @@
+"""pcsr import-official: release .pth -> project checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+from pcsr_lightning.checkpoint import load_checkpoint
+from pcsr_lightning.official import import_official
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("import-official", help="convert a PCSR release checkpoint (FSRCNN, CARN, SRResNet; original or PCSR)")
+    p.add_argument("--src", required=True, help="the release's .pth (e.g. save/carn-pcsr-phase1/iter_last.pth)")
+    p.add_argument("--out", required=True, help="project checkpoint to write (.ckpt)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = import_official(args.src, args.out)
+    loaded = load_checkpoint(out)
+    params = sum(p.numel() for p in loaded.model.parameters())
+    extra = ""
+    if loaded.is_pcsr:
+        costs = ", ".join(f"{c:.4f}" for c in loaded.model.cost_list(4.0).tolist())
+        extra = f", {loaded.model.num_classes} upsamplers, cost list x4 (heavy..light) [{costs}]"
+    print(f"wrote {out}: {loaded.kind} model, {params:,} parameters{extra}")
+    return 0

@@ -1,0 +1,73 @@
+"""pcsr upscale: SR PNGs for an image or a folder, optionally with a class-map overlay."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from pcsr_lightning.checkpoint import load_checkpoint
+from pcsr_lightning.commands.common import add_routing_flags, routing_from
+from pcsr_lightning.data.io import ImageReadError, list_images, read_image, write_png
+from pcsr_lightning.predict import check_scale, heavy_share, resolve_device, super_resolve
+
+# Heaviest first: red, orange, yellow, ... lightest green/blue.
+PALETTE = torch.tensor(
+    [[230, 40, 40], [40, 180, 60], [250, 160, 30], [60, 110, 230], [240, 230, 50], [160, 60, 200]], dtype=torch.float32
+) / 255
+
+
+def class_overlay(sr: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Blend each pixel's upsampler colour over a gray copy of the SR image: (3,H,W)."""
+    palette = PALETTE if num_classes <= 2 else PALETTE[[0, 2, 4, 1, 3, 5]]
+    colours = palette[classes.long().cpu() % len(palette)].permute(2, 0, 1)
+    gray = sr.cpu().clamp(0, 1).mean(0, keepdim=True).expand(3, -1, -1)
+    return 0.45 * gray + 0.55 * colours
+
+
+def inputs_of(path: Path) -> list[Path]:
+    if path.is_dir():
+        return list_images(path)
+    if path.is_file():
+        return [path]
+    raise FileNotFoundError(f"input not found: {path}")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("upscale", help="super-resolve an image or every image of a folder")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--input", required=True, help="image file or folder")
+    p.add_argument("--output", required=True, help="folder for the SR PNGs")
+    add_routing_flags(p)
+    p.add_argument("--class-map", action="store_true", help="also write <name>_classes.png (PCSR only)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    loaded = load_checkpoint(args.ckpt, map_location=device)
+    check_scale(loaded, args.scale)
+    routing = routing_from(args)
+    out_dir = Path(args.output)
+    failures = 0
+    for path in inputs_of(Path(args.input)):
+        try:
+            lr = read_image(path)[None].to(device)
+            sr, classes = super_resolve(loaded, lr, args.scale, routing)
+        except ImageReadError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failures += 1
+            continue
+        target = write_png(sr[0], out_dir / f"{path.stem}.png")
+        note = ""
+        if classes is not None:
+            note = f"  heavy share {heavy_share(classes):.3f}"
+            if args.class_map:
+                write_png(class_overlay(sr[0], classes[0], loaded.model.num_classes), out_dir / f"{path.stem}_classes.png")
+        print(f"{path.name} -> {target} ({sr.shape[-1]}x{sr.shape[-2]}){note}")
+    if failures:
+        print(f"{failures} image(s) could not be processed", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""Data: image I/O, MATLAB-style bicubic, datasets and the Lightning DataModule."""

@@ -1,0 +1,83 @@
+"""Reading any image as RGB float, and writing PNGs atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+
+
+class ImageReadError(ValueError):
+    """An image that cannot be decoded; the message names the file."""
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """(3,H,W) float32 in [0,1]; grayscale, palette, alpha and 16-bit images become plain RGB."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.repeat((arr / peak)[..., None], 3, axis=2)
+        return torch.from_numpy(arr.astype(np.float32)).permute(2, 0, 1).contiguous()
+    if img.mode == "F":
+        arr = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
+        return torch.from_numpy(np.repeat(arr[..., None], 3, axis=2)).permute(2, 0, 1).contiguous()
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """(3,H,W) float32 RGB in [0,1]; raises ImageReadError naming the file when it cannot be decoded."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return pil_to_tensor(img)
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise ImageReadError(f"cannot read image {path}: {err}") from err
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """(3,H,W) float in [0,1] -> (H,W,3) uint8, rounding as the PSNR protocol does."""
+    return img.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """Call ``write(tmp_path)`` then rename over ``path``: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_png(img: torch.Tensor | np.ndarray, path: str | Path) -> Path:
+    """Write (3,H,W) float [0,1] or (H,W,3) uint8 as PNG, atomically."""
+    arr = to_uint8(img) if isinstance(img, torch.Tensor) else img
+    return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))

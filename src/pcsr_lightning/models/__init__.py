@@ -1,0 +1,13 @@
+"""Networks (archs): backbones, the pixel sampler's MLPs, PCSR and its router.
+
+Kept free of training and data code so they can be built from a checkpoint alone.
+"""
+
+from pcsr_lightning.models.carn import CARN
+from pcsr_lightning.models.fsrcnn import FSRCNN
+from pcsr_lightning.models.mlp import MLP
+from pcsr_lightning.models.original import OriginalSR
+from pcsr_lightning.models.pcsr import PCSR
+from pcsr_lightning.models.srresnet import SRResNet
+
+__all__ = ["CARN", "FSRCNN", "MLP", "OriginalSR", "PCSR", "SRResNet"]

@@ -1,0 +1,97 @@
+"""PCSR: backbone -> per-pixel classifier -> one of M upsamplers, on top of a bilinear base.
+
+``forward`` is the soft mixture used for training; ``upscale`` is routed inference. They are separate
+methods on purpose: the same module trains and serves without looking at ``self.training``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pcsr_lightning.models.mlp import MLP
+from pcsr_lightning.models.sampler import query_inputs
+
+
+class PCSR(nn.Module):
+    """``upsampler_hidden[j]`` are U_j's hidden widths, U_0 the heaviest; M = len(upsampler_hidden)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        upsampler_hidden: Sequence[Sequence[int]],
+        classifier_hidden: Sequence[int] = (),
+        rgb_mean: Sequence[float] = (0.0, 0.0, 0.0),
+    ):
+        super().__init__()
+        if len(upsampler_hidden) < 1:
+            raise ValueError("PCSR needs at least one upsampler")
+        if getattr(backbone, "scale", None) is not None:
+            raise ValueError("PCSR needs a backbone without its upsampling tail (scale=None)")
+        self.backbone = backbone
+        in_dim = backbone.out_dim + 4
+        self.upsamplers = nn.ModuleList(MLP(in_dim, 3, hidden) for hidden in upsampler_hidden)
+        self.classifier = MLP(in_dim, len(upsampler_hidden), classifier_hidden) if len(upsampler_hidden) > 1 else None
+        self.register_buffer(
+            "rgb_mean", torch.tensor(list(rgb_mean), dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+        )
+        self._costs: dict[float, torch.Tensor] = {}
+
+    def cost_list(self, scale: float) -> torch.Tensor:
+        """Normalised per-class costs at this scale (architecture-only, so cached per scale)."""
+        from pcsr_lightning.models.routed import cost_list
+
+        key = float(scale)
+        if key not in self._costs:
+            self._costs[key] = cost_list(self, key)
+        return self._costs[key]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.upsamplers)
+
+    def normalize(self, lr: torch.Tensor) -> torch.Tensor:
+        return lr - self.rgb_mean
+
+    def encode(self, lr_norm: torch.Tensor) -> torch.Tensor:
+        """LR features, computed once per image and queried many times."""
+        return self.backbone(lr_norm)
+
+    @staticmethod
+    def bilinear_base(lr_norm: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
+        """Bilinear value of the normalised LR at each query (border padding): (B,Q,3)."""
+        grid = coord.flip(-1).unsqueeze(1)
+        base = F.grid_sample(lr_norm, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return base[:, :, 0, :].permute(0, 2, 1)
+
+    def class_probabilities(self, inputs: torch.Tensor, num_active: int | None = None) -> torch.Tensor:
+        """Softmax over the first ``num_active`` classes (all by default); (…, num_active)."""
+        m = num_active or self.num_classes
+        if m == 1:
+            return inputs.new_ones(*inputs.shape[:-1], 1)
+        return F.softmax(self.classifier(inputs)[..., :m], dim=-1)
+
+    def forward(
+        self, lr: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor, num_active: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Soft mixture over the first ``num_active`` upsamplers: every query goes through each.
+
+        Returns the prediction (B,Q,3) in image range and the class probabilities (B,Q,num_active).
+        """
+        lr_norm = self.normalize(lr)
+        inputs = query_inputs(self.encode(lr_norm), coord, cell)
+        m = num_active or self.num_classes
+        probs = self.class_probabilities(inputs, m)
+        residual = sum(probs[..., j : j + 1] * self.upsamplers[j](inputs) for j in range(m))
+        pred = residual + self.bilinear_base(lr_norm, coord) + self.rgb_mean.view(1, 1, 3)
+        return pred, probs
+
+    @torch.no_grad()
+    def upscale(self, lr: torch.Tensor, scale: float, **options):
+        """Routed inference on whole LR images (B,3,h,w) in [0,1]; see ``routed.upscale``."""
+        from pcsr_lightning.models.routed import upscale
+
+        return upscale(self, lr, scale, **options)

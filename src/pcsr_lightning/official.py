@@ -1,0 +1,113 @@
+"""Import the PCSR authors' released checkpoints (``save/<name>/iter_last.pth``).
+
+The release's dict is ``{'model': {'name', 'args', 'sd'}, ...}``. Its PCSR class index 0 is the
+light upsampler; here U_0 is the heaviest, so the classifier's output rows are swapped on import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pcsr_lightning.checkpoint import CheckpointError, build_model, load_weights, save_checkpoint
+
+CARN_MEAN = (0.4488, 0.4371, 0.4040)
+ZERO_MEAN = (0.0, 0.0, 0.0)
+BACKBONES = {
+    "fsrcnn": "pcsr_lightning.models.FSRCNN",
+    "carn": "pcsr_lightning.models.CARN",
+    "srresnet": "pcsr_lightning.models.SRResNet",
+}
+
+
+def _backbone_config(name: str, args: dict, with_tail: bool) -> dict:
+    if name not in BACKBONES:
+        raise CheckpointError(f"unknown backbone {name!r} in release checkpoint; expected one of {sorted(BACKBONES)}")
+    scale = int(args.get("upscale", args.get("scale", 4))) if with_tail else None
+    if with_tail and args.get("no_upsampling"):
+        raise CheckpointError(f"release {name} checkpoint has no upsampling tail: not an original network")
+    cfg: dict = {"_target_": BACKBONES[name], "scale": scale}
+    if name == "fsrcnn":
+        cfg.update(d=int(args.get("d", 56)), s=int(args.get("s", 12)), m=int(args.get("m", 4)))
+    elif name == "carn":
+        cfg.update(nf=int(args.get("nf", 64)), group=int(args.get("group", 4)))
+    else:
+        cfg.update(nf=int(args.get("nf", 64)), nb=int(args.get("nb", 16)))
+    return cfg
+
+
+def _hidden(spec: dict, role: str) -> list[int]:
+    try:
+        return [int(x) for x in spec["args"]["imnet_spec"]["args"]["hidden_list"]]
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"release checkpoint's {role} spec has no imnet hidden_list") from err
+
+
+def convert_release(raw: object, source: str = "checkpoint") -> tuple[dict, dict, dict]:
+    """Release dict -> (model config, state dict, meta) in this project's layout."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+        raise CheckpointError(f"{source} is not a PCSR release checkpoint: expected a dict with a 'model' entry")
+    spec = raw["model"]
+    missing = {"name", "args", "sd"} - set(spec)
+    if missing:
+        raise CheckpointError(f"{source} is not a PCSR release checkpoint: 'model' lacks {sorted(missing)}")
+    name, args, sd = spec["name"], spec["args"] or {}, spec["sd"]
+    meta = {"source": str(source), "release_name": name, "iter": raw.get("iter")}
+    if name in BACKBONES:
+        mean = CARN_MEAN if name == "carn" else ZERO_MEAN
+        config = {"_target_": "pcsr_lightning.models.OriginalSR", "network": _backbone_config(name, args, True),
+                  "rgb_mean": list(mean)}
+        state = {f"network.{k}": v for k, v in sd.items()}
+        return config, state, meta
+    if name not in ("pcsr-phase0", "pcsr-phase1"):
+        raise CheckpointError(
+            f"{source}: unknown release model {name!r}; expected fsrcnn, carn, srresnet, pcsr-phase0 or pcsr-phase1"
+        )
+    enc = args.get("encoder_spec") or {}
+    backbone = _backbone_config(enc.get("name"), enc.get("args") or {}, False)
+    hidden = [_hidden(args["heavy_sampler_spec"], "heavy sampler")]
+    roles = {"heavy_sampler.imnet.": "upsamplers.0."}
+    if name == "pcsr-phase1":
+        hidden.append(_hidden(args["light_sampler_spec"], "light sampler"))
+        roles["light_sampler.imnet."] = "upsamplers.1."
+        roles["classifier.imnet."] = "classifier."
+    config = {
+        "_target_": "pcsr_lightning.models.PCSR",
+        "backbone": backbone,
+        "upsampler_hidden": hidden,
+        "classifier_hidden": _hidden(args["classifier_spec"], "classifier") if name == "pcsr-phase1" else [],
+        "rgb_mean": list(CARN_MEAN if enc.get("name") == "carn" else ZERO_MEAN),
+    }
+    state = {}
+    for key, value in sd.items():
+        if key.startswith("encoder."):
+            state["backbone." + key[len("encoder."):]] = value
+            continue
+        for old, new in roles.items():
+            if key.startswith(old):
+                state[new + key[len(old):]] = value
+                break
+        else:
+            state[key] = value  # reported as unexpected by load_weights
+    if name == "pcsr-phase1":
+        last = max(int(k.split(".")[2]) for k in state if k.startswith("classifier.layers."))
+        for suffix in ("weight", "bias"):
+            key = f"classifier.layers.{last}.{suffix}"
+            state[key] = state[key].flip(0)  # release: 0 = light, 1 = heavy
+    return config, state, meta
+
+
+def import_official(src: str | Path, out: str | Path) -> Path:
+    """Convert a release ``.pth`` into a project checkpoint at ``out``."""
+    src = Path(src)
+    if not src.is_file():
+        raise CheckpointError(f"release checkpoint not found: {src}")
+    try:
+        raw = torch.load(src, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"{src} cannot be read as a PyTorch checkpoint: {str(err).splitlines()[0]}") from err
+    config, state, meta = convert_release(raw, str(src))
+    model = build_model(config)
+    load_weights(model, state, str(src))
+    return save_checkpoint(out, model, config, meta)

@@ -1,0 +1,47 @@
+"""One entry point for SR with either kind of checkpoint, used by every command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pcsr_lightning.checkpoint import LoadedModel
+
+
+@dataclass(frozen=True)
+class RoutingOptions:
+    """How a PCSR model routes pixels; ignored by original networks."""
+
+    k: float = 0.0
+    adaptive: bool = False
+    refine: bool = True
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} requested but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def check_scale(loaded: LoadedModel, scale: float) -> None:
+    if not scale > 1:
+        raise ValueError(f"--scale must be > 1, got {scale}")
+    if not loaded.is_pcsr and float(scale) != float(loaded.model.scale):
+        raise ValueError(f"this original network upscales x{loaded.model.scale} only, got --scale {scale}")
+
+
+@torch.no_grad()
+def super_resolve(
+    loaded: LoadedModel, lr: torch.Tensor, scale: float, routing: RoutingOptions = RoutingOptions()
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """lr (B,3,h,w) in [0,1] -> (sr (B,3,H,W), class map (B,H,W) or None for original networks)."""
+    if loaded.is_pcsr:
+        out = loaded.model.upscale(lr, scale, k=routing.k, adaptive=routing.adaptive, refine=routing.refine)
+        return out.sr, out.classes
+    return loaded.model(lr), None
+
+
+def heavy_share(classes: torch.Tensor | None) -> float | None:
+    """Share of pixels on the heaviest upsampler (U_0)."""
+    return None if classes is None else float((classes == 0).float().mean())

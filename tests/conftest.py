@@ -1,0 +1,42 @@
+"""Shared fixtures. Released checkpoints come from ../shared/reference/official-pcsr when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+OFFICIAL = Path(os.environ.get("PCSR_OFFICIAL_DIR", ROOT.parent / "shared" / "reference" / "official-pcsr"))
+RELEASE_FILES = ("fsrcnn-x4", "fsrcnn-pcsr-phase1", "carn-x4", "carn-pcsr-phase1")
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def sample_photo(name: str = "astronaut") -> torch.Tensor:
+    """A real photo shipped inside scikit-image, (3,H,W) float in [0,1]."""
+    import skimage.data
+
+    arr = getattr(skimage.data, name)()
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    return torch.from_numpy(arr[..., :3].copy()).permute(2, 0, 1).float() / 255
+
+
+@pytest.fixture(scope="session")
+def official_ckpts(tmp_path_factory) -> dict[str, Path]:
+    """The four release checkpoints imported into the project format (skipped when absent)."""
+    missing = [n for n in RELEASE_FILES if not (OFFICIAL / f"{n}.pth").is_file()]
+    if missing:
+        pytest.skip(f"released PCSR checkpoints not found in {OFFICIAL} (missing {missing}); set PCSR_OFFICIAL_DIR")
+    from pcsr_lightning.official import import_official
+
+    out = tmp_path_factory.mktemp("official")
+    return {n: import_official(OFFICIAL / f"{n}.pth", out / f"{n}.ckpt") for n in RELEASE_FILES}

@@ -1,0 +1,109 @@
+"""The pcsr console script: import, upscale and eval, including bad input."""
+
+import csv
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import sample_photo
+from pcsr_lightning.checkpoint import save_checkpoint
+from pcsr_lightning.cli import main
+from pcsr_lightning.data.io import read_image
+from pcsr_lightning.models import CARN, PCSR
+
+PCSR_CONFIG = {
+    "_target_": "pcsr_lightning.models.PCSR",
+    "backbone": {"_target_": "pcsr_lightning.models.CARN", "nf": 16, "group": 4, "scale": None},
+    "upsampler_hidden": [[24, 24], [8]],
+    "classifier_hidden": [8],
+    "rgb_mean": [0.4488, 0.4371, 0.4040],
+}
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    model = PCSR(CARN(nf=16), [[24, 24], [8]], [8], rgb_mean=PCSR_CONFIG["rgb_mean"])
+    return save_checkpoint(tmp_path / "tiny.ckpt", model, PCSR_CONFIG)
+
+
+@pytest.fixture
+def photo_dir(tmp_path):
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    img = (sample_photo("chelsea")[:, :64, :96] * 255).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(img).save(folder / "cat.png")
+    Image.fromarray(img[..., 0]).save(folder / "gray.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    return folder
+
+
+def test_upscale_folder_with_a_broken_image(tiny_ckpt, photo_dir, tmp_path, capsys):
+    out = tmp_path / "sr"
+    assert main(["upscale", "--ckpt", str(tiny_ckpt), "--input", str(photo_dir), "--output", str(out), "--class-map"]) == 1
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err
+    assert sorted(p.name for p in out.iterdir()) == ["cat.png", "cat_classes.png", "gray.png", "gray_classes.png"]
+    assert read_image(out / "cat.png").shape == (3, 256, 384)
+
+
+def test_upscale_single_file_non_integer_scale(tiny_ckpt, photo_dir, tmp_path):
+    out = tmp_path / "sr"
+    args = ["upscale", "--ckpt", str(tiny_ckpt), "--input", str(photo_dir / "cat.png"), "--output", str(out)]
+    assert main(args + ["--scale", "2.5", "--k", "1", "--no-refine"]) == 0
+    assert read_image(out / "cat.png").shape == (3, 160, 240)
+
+
+def test_eval_writes_csv_with_mean_row(tiny_ckpt, photo_dir, tmp_path, capsys):
+    csv_path = tmp_path / "results.csv"
+    code = main(["eval", "--ckpt", str(tiny_ckpt), "--hr-dir", str(photo_dir), "--out", str(csv_path), "--adaptive"])
+    assert code == 1  # broken.jpg is reported, the others are scored
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["image"] for r in rows] == ["cat.png", "gray.png", "mean"]
+    assert {"image", "psnr", "heavy_share"} <= set(rows[0])
+    psnrs = [float(r["psnr"]) for r in rows]
+    assert psnrs[2] == pytest.approx((psnrs[0] + psnrs[1]) / 2, abs=1e-3)
+    assert 0 <= float(rows[0]["heavy_share"]) <= 1
+    assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_bad_checkpoint_and_device_errors(tmp_path, photo_dir, capsys):
+    bogus = tmp_path / "bogus.ckpt"
+    torch.save({"weights": 1}, bogus)
+    assert main(["eval", "--ckpt", str(bogus), "--hr-dir", str(photo_dir)]) == 2
+    assert "not a pcsr-lightning checkpoint" in capsys.readouterr().err
+    assert main(["eval", "--ckpt", str(tmp_path / "missing.ckpt"), "--hr-dir", str(photo_dir)]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_original_network_scale_mismatch(tmp_path, photo_dir, capsys):
+    from pcsr_lightning.models import OriginalSR
+
+    config = {"_target_": "pcsr_lightning.models.OriginalSR",
+              "network": {"_target_": "pcsr_lightning.models.CARN", "nf": 16, "scale": 2}, "rgb_mean": [0, 0, 0]}
+    ckpt = save_checkpoint(tmp_path / "orig.ckpt", OriginalSR(CARN(nf=16, scale=2)), config)
+    assert main(["eval", "--ckpt", str(ckpt), "--hr-dir", str(photo_dir), "--scale", "4"]) == 2
+    assert "x2 only" in capsys.readouterr().err
+    csv_path = tmp_path / "o.csv"
+    assert main(["eval", "--ckpt", str(ckpt), "--hr-dir", str(photo_dir), "--scale", "2", "--out", str(csv_path)]) == 1
+    rows = list(csv.DictReader(csv_path.open()))
+    assert rows[0]["heavy_share"] == ""
+
+
+def test_checkpoint_refuses_foreign_targets(tmp_path):
+    from pcsr_lightning.checkpoint import CheckpointError, load_checkpoint
+
+    model = PCSR(CARN(nf=16), [[24, 24], [8]], [8])
+    bad = dict(PCSR_CONFIG, _target_="os.system")
+    path = save_checkpoint(tmp_path / "evil.ckpt", model, bad)
+    with pytest.raises(CheckpointError, match="refusing to build 'os.system'"):
+        load_checkpoint(path)
+
+
+def test_import_official_cli(official_ckpts, tmp_path, capsys):
+    from conftest import OFFICIAL
+
+    out = tmp_path / "c.ckpt"
+    assert main(["import-official", "--src", str(OFFICIAL / "carn-pcsr-phase1.pth"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "168,970 parameters" in text and "0.6812, 0.3188" in text
