@@ -14,6 +14,7 @@ COMMANDS = [
     "pcsr_lightning.commands.upscale",
     "pcsr_lightning.commands.eval",
     "pcsr_lightning.commands.flops",
+    "pcsr_lightning.commands.table",
 ]
 
 
