@@ -54,15 +54,19 @@ def test_upscale_single_file_non_integer_scale(tiny_ckpt, photo_dir, tmp_path):
     assert read_image(out / "cat.png").shape == (3, 160, 240)
 
 
-def test_eval_writes_csv_with_mean_row(tiny_ckpt, photo_dir, tmp_path, capsys):
-    csv_path = tmp_path / "results.csv"
-    code = main(["eval", "--ckpt", str(tiny_ckpt), "--hr-dir", str(photo_dir), "--out", str(csv_path), "--adaptive"])
+def test_eval_writes_per_image_and_summary_csv(tiny_ckpt, photo_dir, tmp_path, capsys):
+    csv_path, summary = tmp_path / "results.csv", tmp_path / "summary.csv"
+    args = ["eval", "--ckpt", str(tiny_ckpt), "--hr-dir", str(photo_dir), "--out", str(csv_path), "--adaptive"]
+    code = main(args + ["--summary", str(summary)])
     assert code == 1  # broken.jpg is reported, the others are scored
     rows = list(csv.DictReader(csv_path.open()))
-    assert [r["image"] for r in rows] == ["cat.png", "gray.png", "mean"]
-    assert {"image", "psnr", "heavy_share"} <= set(rows[0])
+    assert [r["image"] for r in rows] == ["cat.png", "gray.png"]
+    assert {"image", "psnr", "heavy_share", "gflops_fvcore", "gflops_paper"} <= set(rows[0])
+    assert all(r["setting"] == "adaptive" for r in rows)
+    mean = list(csv.DictReader(summary.open()))
+    assert len(mean) == 1 and mean[0]["images"] == "2"
     psnrs = [float(r["psnr"]) for r in rows]
-    assert psnrs[2] == pytest.approx((psnrs[0] + psnrs[1]) / 2, abs=1e-3)
+    assert float(mean[0]["psnr"]) == pytest.approx((psnrs[0] + psnrs[1]) / 2, abs=1e-3)
     assert 0 <= float(rows[0]["heavy_share"]) <= 1
     assert "broken.jpg" in capsys.readouterr().err
 

@@ -13,6 +13,8 @@ COMMANDS = [
     "pcsr_lightning.commands.import_official",
     "pcsr_lightning.commands.upscale",
     "pcsr_lightning.commands.eval",
+    "pcsr_lightning.commands.flops",
+    "pcsr_lightning.commands.table",
 ]
 
 

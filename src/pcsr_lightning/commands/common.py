@@ -7,9 +7,13 @@ import argparse
 from pcsr_lightning.predict import RoutingOptions
 
 
-def add_routing_flags(parser: argparse.ArgumentParser) -> None:
+def add_routing_flags(parser: argparse.ArgumentParser, several_k: bool = False) -> None:
+    """``several_k``: --k takes a list (a sweep in one process) instead of one value."""
     parser.add_argument("--scale", type=float, default=4.0, help="upscaling factor (> 1; any value for PCSR)")
-    parser.add_argument("--k", type=float, default=0.0, help="cost knob: larger k sends more pixels to light upsamplers")
+    if several_k:
+        parser.add_argument("--k", type=float, nargs="+", default=[0.0], help="cost knob(s); several = a k sweep")
+    else:
+        parser.add_argument("--k", type=float, default=0.0, help="cost knob: larger k sends more pixels to light upsamplers")
     parser.add_argument("--adaptive", action="store_true", help="adaptive decision making (k-means), k unused")
     parser.add_argument("--no-refine", action="store_true", help="skip the pixel-wise refinement")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")

@@ -1,0 +1,1 @@
+"""Hydra configs shipped with the package (arch/*.yaml: the spec's models; eval.yaml: pcsr-eval)."""

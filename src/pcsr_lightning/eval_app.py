@@ -1,0 +1,35 @@
+"""pcsr-eval: ``pcsr eval`` as a Hydra app, so evaluations can be swept with ``-m`` (e.g. over eval.k)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+
+def settings_of(cfg: DictConfig):
+    """EvalSettings from the ``eval`` node; ``k`` may be a number or a list."""
+    from hydra.utils import instantiate
+
+    node = OmegaConf.to_container(cfg.eval, resolve=True)
+    k = node.pop("k")
+    node["ks"] = [float(x) for x in (k if isinstance(k, list) else [k])]
+    return instantiate(node)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> int:
+    from hydra.core.hydra_config import HydraConfig
+
+    from pcsr_lightning.commands.eval import run_settings
+
+    out = Path(HydraConfig.get().runtime.output_dir)
+    code = run_settings(settings_of(cfg), out / "per_image.csv", out / "summary.csv", out / "curve.png", cfg.wandb)
+    if code:
+        raise SystemExit(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()

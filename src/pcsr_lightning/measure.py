@@ -1,0 +1,151 @@
+"""FLOPs of whole images, on the routing PCSR actually chose, in both conventions (spec section 4).
+
+Routed PCSR costs: the backbone once on the LR, the classifier on every HR pixel, each upsampler only on
+its own pixels. Every term is *measured* by a counter (``flops.count_flops``): the backbone on the real
+LR size, each MLP on one query, multiplied by the number of queries it serves (a Linear's cost is exactly
+linear in the number of rows; tracing millions of queries would only cost memory). ``RoutedGraph`` is
+the same inference written as one plain forward, traced whole in the tests to check that sum.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pcsr_lightning.flops import CONVENTIONS, flops_by_module, group_by_prefix
+from pcsr_lightning.models.router import refine as refine_pixels
+from pcsr_lightning.models.sampler import make_cell, make_coord, output_size, query_inputs
+
+ARCH_DIR = Path(__file__).parent / "conf" / "arch"
+
+
+def arch_names() -> list[str]:
+    return sorted(p.stem for p in ARCH_DIR.glob("*.yaml"))
+
+
+def arch_config(name: str, original: bool = False) -> dict:
+    """The spec's model config (``conf/arch/<name>.yaml``) for the original network or its PCSR twin."""
+    from omegaconf import OmegaConf
+
+    path = ARCH_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown arch {name!r}; expected one of {arch_names()}")
+    return OmegaConf.to_container(OmegaConf.load(path))["original" if original else "pcsr"]
+
+
+def build_arch(name: str, original: bool = False) -> nn.Module:
+    from pcsr_lightning.checkpoint import build_model
+
+    return build_model(arch_config(name, original)).eval()
+
+
+def class_counts(classes: torch.Tensor, num_classes: int) -> list[int]:
+    """Pixels per upsampler (index 0 = heaviest) of one image's class map."""
+    return torch.bincount(classes.flatten().cpu(), minlength=num_classes).tolist()
+
+
+def all_on(num_classes: int, pixels: int, j: int) -> list[int]:
+    """Counts with every pixel on upsampler ``j`` (0 = all-heavy, num_classes - 1 = all-light)."""
+    return [pixels if i == j else 0 for i in range(num_classes)]
+
+
+def _check_convention(convention: str) -> None:
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown FLOPs convention {convention!r}; expected one of {list(CONVENTIONS)}")
+
+
+class FlopsMeter:
+    """Counts for one model. Backbone/original counts depend on the LR size only, so they are kept
+    per (convention, size); per-query MLP costs per convention."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self._by_size: dict[tuple, OrderedDict[str, int]] = {}
+        self._per_query: dict[tuple, int] = {}
+
+    def _zeros(self, lr_size: tuple[int, int]) -> torch.Tensor:
+        buffer = next(self.model.buffers(), None)
+        device = buffer.device if buffer is not None else "cpu"
+        return torch.zeros(1, 3, *lr_size, device=device)
+
+    def network(self, lr_size: tuple[int, int], convention: str) -> OrderedDict[str, int]:
+        """Original network on the whole LR, or the PCSR backbone: per top-level part."""
+        _check_convention(convention)
+        key = (convention, tuple(lr_size))
+        if key not in self._by_size:
+            is_pcsr = hasattr(self.model, "backbone")
+            module = self.model.backbone if is_pcsr else self.model.network
+            prefix = "backbone" if is_pcsr else "network"
+            counts = group_by_prefix(flops_by_module(module, self._zeros(lr_size), convention=convention))
+            self._by_size[key] = OrderedDict((f"{prefix}.{n}" if n else prefix, v) for n, v in counts.items())
+        return self._by_size[key]
+
+    def per_query(self, mlp: nn.Module, convention: str) -> int:
+        _check_convention(convention)
+        key = (convention, id(mlp))
+        if key not in self._per_query:
+            one = torch.zeros(1, mlp.in_dim, device=mlp.linears[0].weight.device)
+            self._per_query[key] = sum(flops_by_module(mlp, one, convention=convention).values())
+        return self._per_query[key]
+
+    def routed(
+        self, lr_size: tuple[int, int], scale: float, counts: list[int], convention: str
+    ) -> OrderedDict[str, int]:
+        """Backbone once + classifier on all H*W + upsampler j on counts[j] pixels."""
+        model = self.model
+        hh, ww = output_size(tuple(lr_size), scale)
+        if len(counts) != model.num_classes or sum(counts) != hh * ww:
+            raise ValueError(
+                f"class counts {counts} do not cover the {hh}x{ww} output of {model.num_classes} upsamplers"
+            )
+        parts = OrderedDict(self.network(lr_size, convention))
+        if model.classifier is not None:
+            parts["classifier"] = hh * ww * self.per_query(model.classifier, convention)
+        for j, upsampler in enumerate(model.upsamplers):
+            parts[f"upsamplers.{j}"] = counts[j] * self.per_query(upsampler, convention)
+        return parts
+
+    def image(self, lr_size: tuple[int, int], scale: float, counts: list[int] | None, convention: str) -> int:
+        """Total for one image; ``counts`` is None for an original network."""
+        if counts is None:
+            return sum(self.network(lr_size, convention).values())
+        return sum(self.routed(lr_size, scale, counts, convention).values())
+
+
+class RoutedGraph(nn.Module):
+    """Routed inference as one plain forward on a fixed class map, for counters that trace a graph.
+
+    Same computation as ``routed.upscale`` without folding or chunks: memory grows with H*W, so it is
+    meant for checks on small images.
+    """
+
+    def __init__(self, model: nn.Module, classes: torch.Tensor, refine: bool = True):
+        """``classes``: the (H,W) or (1,H,W) class map of one image; it fixes the output size."""
+        super().__init__()
+        self.model = model
+        self.hr_size = tuple(int(n) for n in classes.shape[-2:])
+        self.classes = classes.reshape(-1)
+        self.refine = refine
+
+    def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(SR image, class probabilities); the probabilities are returned so a tracer keeps them."""
+        model = self.model
+        lr_norm = model.normalize(lr)
+        feat = model.encode(lr_norm)
+        hh, ww = self.hr_size
+        coord = make_coord((hh, ww), lr.device)[None]
+        cell = make_cell((hh, ww), hh * ww, lr.device)[None]
+        inputs = query_inputs(feat, coord, cell)
+        probs = model.class_probabilities(inputs)  # the classifier on every pixel
+        residual = torch.zeros(1, hh * ww, 3, device=lr.device)
+        for j, upsampler in enumerate(model.upsamplers):
+            pixels = (self.classes == j).nonzero().squeeze(1)
+            residual[:, pixels] = upsampler(inputs[:, pixels])
+        pred = residual + model.bilinear_base(lr_norm, coord)
+        pred = pred.transpose(1, 2).reshape(1, 3, hh, ww)
+        if self.refine:
+            pred = refine_pixels(pred, self.classes.view(1, hh, ww), model.num_classes)
+        return pred + model.rgb_mean, probs
