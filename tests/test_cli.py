@@ -60,13 +60,14 @@ def test_eval_writes_per_image_and_summary_csv(tiny_ckpt, photo_dir, tmp_path, c
     code = main(args + ["--summary", str(summary)])
     assert code == 1  # broken.jpg is reported, the others are scored
     rows = list(csv.DictReader(csv_path.open()))
-    assert [r["image"] for r in rows] == ["cat.png", "gray.png"]
+    assert [r["image"] for r in rows] == ["cat.png", "gray.png", "mean"]  # the per-image CSV ends with the mean
     assert {"image", "psnr", "heavy_share", "gflops_fvcore", "gflops_paper"} <= set(rows[0])
     assert all(r["setting"] == "adaptive" for r in rows)
     mean = list(csv.DictReader(summary.open()))
     assert len(mean) == 1 and mean[0]["images"] == "2"
-    psnrs = [float(r["psnr"]) for r in rows]
+    psnrs = [float(r["psnr"]) for r in rows[:2]]
     assert float(mean[0]["psnr"]) == pytest.approx((psnrs[0] + psnrs[1]) / 2, abs=1e-3)
+    assert float(rows[2]["psnr"]) == pytest.approx(float(mean[0]["psnr"]), abs=1e-5)
     assert 0 <= float(rows[0]["heavy_share"]) <= 1
     assert "broken.jpg" in capsys.readouterr().err
 

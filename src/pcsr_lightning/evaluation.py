@@ -274,13 +274,15 @@ def curve_series(summary: list[dict], label: str, original_label: str = "origina
 
 def write_outputs(records: list[Record], summary: list[dict], out: str | None = None, summary_out: str | None = None,
                   plot: str | None = None, title: str = "PSNR vs GFLOPs") -> list[Path]:
-    """Per-image CSV, summary CSV and the PSNR-vs-GFLOPs plot, each written atomically when asked for."""
+    """Per-image CSV (ending with a ``mean`` row per model/setting/k), summary CSV and the PSNR-vs-GFLOPs
+    plot, each written atomically when asked for."""
     from pcsr_lightning.data.io import write_text
     from pcsr_lightning.plot import save_plot
 
     written = []
     if out:
-        written.append(write_text(rows_to_csv(RECORD_COLUMNS, record_dicts(records)), out))
+        means = [dict(row, image="mean") for row in summary]
+        written.append(write_text(rows_to_csv(RECORD_COLUMNS, record_dicts(records) + means), out))
     if summary_out:
         written.append(write_text(rows_to_csv(SUMMARY_COLUMNS, summary), summary_out))
     if plot:
