@@ -160,19 +160,16 @@ def run_pipeline(cfg: DictConfig, loggers: list | None = None, callbacks: list |
                    if k.startswith(prefix)}
         metrics.update(counts, steps=int(trainer.global_step))
         model_path = stage_dir / "model.ckpt"
+        manifest.put(StageRecord(plan.name, "done", str(model_path), record.config, metrics))
         if trainer.is_global_zero:
-            save_checkpoint(model_path, net, model_config,
-                            {"experiment": str(cfg.name), "stage": plan.name, "steps": int(trainer.global_step)})
-            record = StageRecord(plan.name, "done", str(model_path), record.config, metrics)
-            manifest.put(record)
+            meta = {"experiment": str(cfg.name), "stage": plan.name, "steps": int(trainer.global_step)}
+            save_checkpoint(model_path, net, model_config, meta)
             if i == len(plans) - 1:
-                final = save_checkpoint(run_dir / FINAL_NAME, net, model_config,
-                                        {"experiment": str(cfg.name), "stages": [p.name for p in plans]})
+                final = save_checkpoint(run_dir / FINAL_NAME, net, model_config, meta)
                 manifest.final_checkpoint = str(final.resolve())
             manifest.save(run_dir)
-        manifest.put(StageRecord(plan.name, "done", str(model_path), record.config, metrics))
     if manifest.final_checkpoint is None and is_main_process():
-        # every stage was already done (a resumed finished run): make sure the final checkpoint exists
+        # every stage was already done (a finished run resumed again): write the final checkpoint
         final = save_checkpoint(run_dir / FINAL_NAME, net, model_config, {"experiment": str(cfg.name)})
         manifest.final_checkpoint = str(final.resolve())
         manifest.save(run_dir)

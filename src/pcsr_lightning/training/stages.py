@@ -111,6 +111,16 @@ class OriginalStage(Stage):
         self.log_stage({"val_psnr": psnr(sr[0], batch["hr"][0], shave_for(self.scale))}, 1, prog_bar=True)
 
 
+@torch.no_grad()
+def all_heavy(net: PCSR, lr: torch.Tensor, hr_size: tuple[int, int]) -> torch.Tensor:
+    """Every pixel through U_0 (the heaviest upsampler), queries in chunks: (B,3,H,W)."""
+    coord = make_coord(hr_size, lr.device).unsqueeze(0).expand(lr.shape[0], -1, -1)
+    cell = make_cell(hr_size, coord.shape[1], lr.device).unsqueeze(0).expand_as(coord)
+    preds = [net(lr, coord[:, s : s + VAL_CHUNK], cell[:, s : s + VAL_CHUNK], num_active=1)[0]
+             for s in range(0, coord.shape[1], VAL_CHUNK)]
+    return torch.cat(preds, 1).transpose(1, 2).reshape(lr.shape[0], 3, *hr_size)
+
+
 def queries_of(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Coordinates, cells and target colours of the batch's query pixels: (B,Q,2), (B,Q,2), (B,Q,3)."""
     hr, idx = batch["hr"], batch["idx"]
@@ -141,19 +151,10 @@ class PCSRStage(Stage):
         parts = [self.net.backbone, *self.net.upsamplers]
         return parts + ([self.net.classifier] if self.net.classifier is not None else [])
 
-    @torch.no_grad()
-    def all_heavy(self, lr: torch.Tensor, hr_size: tuple[int, int]) -> torch.Tensor:
-        """Every pixel through U_0 (the heaviest upsampler): (B,3,H,W)."""
-        coord = make_coord(hr_size, lr.device).unsqueeze(0).expand(lr.shape[0], -1, -1)
-        cell = make_cell(hr_size, coord.shape[1], lr.device).unsqueeze(0).expand_as(coord)
-        preds = [self.net(lr, coord[:, s : s + VAL_CHUNK], cell[:, s : s + VAL_CHUNK], num_active=1)[0]
-                 for s in range(0, coord.shape[1], VAL_CHUNK)]
-        return torch.cat(preds, 1).transpose(1, 2).reshape(lr.shape[0], 3, *hr_size)
-
     def validation_step(self, batch, batch_idx):
         lr, hr = batch["lr"], batch["hr"][0]
         shave = shave_for(self.scale)
-        values = {"val_psnr_heavy": psnr(self.all_heavy(lr, tuple(hr.shape[-2:]))[0], hr, shave)}
+        values = {"val_psnr_heavy": psnr(all_heavy(self.net, lr, tuple(hr.shape[-2:]))[0], hr, shave)}
         if self.num_active == self.net.num_classes and self.net.num_classes > 1:
             routed = self.net.upscale(lr, self.scale, k=0.0)
             values["val_psnr_k0"] = psnr(routed.sr[0], hr, shave)
