@@ -83,6 +83,8 @@ def open_manifest(cfg: DictConfig, run_dir: Path, kind: str) -> Manifest:
             log.warning("resume=true but %s has no %s: starting the pipeline from the beginning", run_dir, FILENAME)
         return fresh
     if not cfg.resume:
+        if not is_main_process():
+            return fresh  # a DDP worker started after rank 0 wrote the manifest of this very run
         raise ValueError(f"{run_dir} already holds a training run ({FILENAME}); pass resume=true to continue it "
                          "or choose another folder")
     manifest = Manifest.load(run_dir)
