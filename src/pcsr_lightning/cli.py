@@ -15,11 +15,12 @@ COMMANDS = [
     "pcsr_lightning.commands.eval",
     "pcsr_lightning.commands.flops",
     "pcsr_lightning.commands.table",
+    "pcsr_lightning.commands.demo",
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pcsr", description="PCSR super-resolution: import, upscale, evaluate")
+    parser = argparse.ArgumentParser(prog="pcsr", description="PCSR super-resolution: import, upscale, evaluate, train a demo")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(name).add_parser(sub)

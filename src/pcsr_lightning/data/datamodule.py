@@ -1,0 +1,148 @@
+"""Training crops and validation pairs, and the LightningDataModule that serves them.
+
+Training item: a random HR crop of ``lr_patch * scale`` pixels (128 at x4), one of the 8 flips /
+transposes, its LR by MATLAB-style bicubic in float (not rounded), and the indices of the HR pixels
+used as queries (all of them, or a random subset of ``queries``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pcsr_lightning.data.bicubic import imresize
+from pcsr_lightning.data.io import ImageReadError
+from pcsr_lightning.data.sources import HRSource
+
+
+def augment(img: torch.Tensor, code: int) -> torch.Tensor:
+    """One of the 8 symmetries of the square: bit 0 = horizontal flip, 1 = vertical flip, 2 = transpose."""
+    if code & 1:
+        img = img.flip(-1)
+    if code & 2:
+        img = img.flip(-2)
+    if code & 4:
+        img = img.transpose(-1, -2)
+    return img
+
+
+class _SkipUnreadable:
+    """Loads an image; an unreadable one is reported once by name and another image is used instead."""
+
+    def __init__(self, source: HRSource):
+        self.source = source
+        self.bad: set[int] = set()
+
+    def load(self, index: int) -> tuple[int, torch.Tensor]:
+        n = len(self.source)
+        for shift in range(n):
+            i = (index + shift) % n
+            if i in self.bad:
+                continue
+            try:
+                return i, self.source.load(i)
+            except ImageReadError as err:
+                self.bad.add(i)
+                warnings.warn(f"skipping unreadable image during training: {err}", stacklevel=2)
+        raise RuntimeError("every training image is unreadable")
+
+
+class TrainCrops(Dataset):
+    """``crops_per_image`` random crops per source image and epoch (1 for prepared sub-images)."""
+
+    def __init__(self, source: HRSource, scale: int = 4, lr_patch: int = 32, queries: int | None = None,
+                 crops_per_image: int = 1, augment: bool = True):
+        self.images = _SkipUnreadable(source)
+        self.scale, self.lr_patch = int(scale), int(lr_patch)
+        self.hr_patch = self.lr_patch * self.scale
+        self.queries = None if queries is None else int(queries)
+        if self.queries is not None and not 0 < self.queries <= self.hr_patch**2:
+            raise ValueError(f"queries must be in [1, {self.hr_patch ** 2}] (or null for all), got {queries}")
+        self.crops_per_image = int(crops_per_image)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.images.source) * self.crops_per_image
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        _, img = self.images.load(index // self.crops_per_image)
+        size = self.hr_patch
+        h, w = img.shape[-2:]
+        if h < size or w < size:
+            raise ValueError(f"image {tuple(img.shape[-2:])} is smaller than a {size}x{size} crop")
+        top = int(torch.randint(0, h - size + 1, ()))
+        left = int(torch.randint(0, w - size + 1, ()))
+        hr = img[:, top : top + size, left : left + size]
+        if self.augment:
+            hr = augment(hr, int(torch.randint(0, 8, ())))
+        hr = hr.contiguous()
+        lr = imresize(hr, (self.lr_patch, self.lr_patch))
+        n = size * size
+        idx = torch.arange(n) if self.queries is None else torch.randperm(n)[: self.queries]
+        return {"lr": lr, "hr": hr, "idx": idx}
+
+
+class ValImages(Dataset):
+    """Whole validation images (or a centre crop of ``crop`` HR pixels), cropped to a multiple of the scale."""
+
+    def __init__(self, source: HRSource, scale: int = 4, crop: int | None = None, limit: int | None = None):
+        self.source, self.scale, self.crop = source, int(scale), crop
+        self.images = _SkipUnreadable(source)
+        self.count = len(source) if limit is None else min(len(source), int(limit))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> dict:
+        index, img = self.images.load(index)
+        h, w = img.shape[-2:]
+        if self.crop is not None:
+            ch, cw = min(h, self.crop), min(w, self.crop)
+            top, left = (h - ch) // 2, (w - cw) // 2
+            img, h, w = img[:, top : top + ch, left : left + cw], ch, cw
+        h, w = h - h % self.scale, w - w % self.scale
+        if h < self.scale or w < self.scale:
+            raise ValueError(f"validation image {self.source.name(index)} is too small for x{self.scale}")
+        hr = img[:, :h, :w].contiguous()
+        return {"lr": imresize(hr, (h // self.scale, w // self.scale)), "hr": hr}
+
+
+class SRDataModule(L.LightningDataModule):
+    """Train on ``train`` (an HRSource), validate on ``val``; batches of ``batch_size`` crops."""
+
+    def __init__(self, train: HRSource, val: HRSource, scale: int = 4, lr_patch: int = 32, batch_size: int = 16,
+                 queries: int | None = None, crops_per_image: int = 1, num_workers: int = 0,
+                 val_crop: int | None = None, val_images: int | None = None):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.train_source, self.val_source = train, val
+        self.scale, self.lr_patch, self.batch_size = int(scale), int(lr_patch), int(batch_size)
+        self.queries, self.crops_per_image, self.num_workers = queries, int(crops_per_image), int(num_workers)
+        self.val_crop, self.val_images = val_crop, val_images
+        self._checked = False
+
+    def prepare_data(self) -> None:
+        self.train_source.prepare()
+        self.val_source.prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self._checked:
+            self.train_source.keep_at_least(self.lr_patch * self.scale)
+            self.val_source.keep_at_least(self.scale)
+            self._checked = True
+
+    def train_dataloader(self) -> DataLoader:
+        data = TrainCrops(self.train_source, self.scale, self.lr_patch, self.queries, self.crops_per_image)
+        if len(data) < self.batch_size:
+            raise ValueError(f"{len(data)} training crops per epoch is fewer than batch_size={self.batch_size}: "
+                             "raise data.crops_per_image or lower the batch size")
+        return DataLoader(data, batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        data = ValImages(self.val_source, self.scale, self.val_crop, self.val_images)
+        return DataLoader(data, batch_size=1, num_workers=self.num_workers)

@@ -1,0 +1,150 @@
+"""Where HR training and validation images come from.
+
+Every source is a small indexable collection of HR images: ``len(source)``, ``source.load(i)`` ->
+(3,H,W) float in [0,1], ``source.name(i)``, and ``prepare()`` for one-off work done before training
+(DIV2K's sub-image cache). Sources are built from Hydra configs (``conf/data``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from pcsr_lightning.data.io import ImageReadError, list_images, read_image
+
+# Photos inside scikit-image that need no download. The stereo pair is one scene: keep both in one split.
+SAMPLE_TRAIN = (
+    "astronaut", "coffee", "immunohistochemistry", "hubble_deep_field", "retina",
+    "camera", "brick", "grass", "gravel", "motorcycle_left", "motorcycle_right",
+)
+SAMPLE_VAL = ("chelsea", "rocket")
+
+
+class HRSource:
+    """Base class: an indexable set of HR images."""
+
+    def prepare(self) -> None:
+        """One-off preparation (downloads never happen); a no-op unless a source needs a cache."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load(self, index: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def name(self, index: int) -> str:
+        raise NotImplementedError
+
+    def min_size(self, index: int) -> tuple[int, int] | None:
+        """(H, W) of an image when it is known without decoding it, else None."""
+        return None
+
+    def keep_at_least(self, size: int) -> None:
+        """Drop images smaller than ``size`` on a side (or unreadable), warning with their names."""
+
+
+def _sample_array(name: str) -> np.ndarray:
+    import skimage.data
+
+    if name in ("motorcycle_left", "motorcycle_right"):
+        left, right, _ = skimage.data.stereo_motorcycle()
+        return left if name == "motorcycle_left" else right
+    loader = getattr(skimage.data, name, None)
+    if loader is None or not callable(loader):
+        raise ValueError(f"unknown scikit-image sample photo {name!r}")
+    return loader()
+
+
+class SamplePhotos(HRSource):
+    """Photos shipped inside scikit-image (offline); grayscale ones are repeated to RGB."""
+
+    def __init__(self, names: Sequence[str] = SAMPLE_TRAIN):
+        if not names:
+            raise ValueError("SamplePhotos needs at least one photo name")
+        self.names = list(names)
+        self._images: list[torch.Tensor] | None = None
+
+    def _all(self) -> list[torch.Tensor]:
+        if self._images is None:
+            images = []
+            for n in self.names:
+                arr = _sample_array(n)
+                if arr.ndim == 2:
+                    arr = np.repeat(arr[..., None], 3, axis=2)
+                arr = np.ascontiguousarray(arr[..., :3])
+                images.append(torch.from_numpy(arr).permute(2, 0, 1).float().div_(255))
+            self._images = images
+        return self._images
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def load(self, index: int) -> torch.Tensor:
+        return self._all()[index]
+
+    def name(self, index: int) -> str:
+        return self.names[index]
+
+    def keep_at_least(self, size: int) -> None:
+        keep = [i for i, img in enumerate(self._all()) if min(img.shape[-2:]) >= size]
+        for i in sorted(set(range(len(self.names))) - set(keep)):
+            warnings.warn(f"skipping sample photo {self.names[i]!r}: smaller than {size} pixels", stacklevel=2)
+        self.names = [self.names[i] for i in keep]
+        self._images = [self._images[i] for i in keep]
+        if not self.names:
+            raise ValueError(f"no sample photo is at least {size}x{size}")
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(H, W) from the file header; ImageReadError when it cannot be opened."""
+    try:
+        with Image.open(path) as img:
+            return img.size[1], img.size[0]
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise ImageReadError(f"cannot read image {path}: {err}") from err
+
+
+class ImageFolder(HRSource):
+    """Every image in a folder (not recursive): DIV2K_valid_HR, Flickr2K, a user's photos."""
+
+    def __init__(self, path: str | Path, limit: int | None = None):
+        if path is None or str(path) in ("", "???"):
+            raise ValueError("ImageFolder needs a path (set data.train.path / data.val.path)")
+        self.path = Path(path).expanduser()
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"image folder not found: {self.path}")
+        self.files = list_images(self.path)
+        if not self.files:
+            raise FileNotFoundError(f"no images (png, jpg, bmp, tif, webp, ppm) in {self.path}")
+        if limit is not None:
+            self.files = self.files[: int(limit)]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int) -> torch.Tensor:
+        return read_image(self.files[index])
+
+    def name(self, index: int) -> str:
+        return self.files[index].name
+
+    def keep_at_least(self, size: int) -> None:
+        keep = []
+        for f in self.files:
+            try:
+                h, w = image_size(f)
+            except ImageReadError as err:
+                warnings.warn(f"skipping {err}", stacklevel=2)
+                continue
+            if min(h, w) < size:
+                warnings.warn(f"skipping {f}: {h}x{w} is smaller than a {size}x{size} crop", stacklevel=2)
+                continue
+            keep.append(f)
+        if not keep:
+            raise ValueError(f"no usable image of at least {size}x{size} in {self.path}")
+        self.files = keep

@@ -1,0 +1,90 @@
+"""``pcsr-train``: the Hydra app, and the job wrapper that always closes its loggers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from pcsr_lightning.training.manifest import Manifest
+from pcsr_lightning.training.pipeline import run_pipeline
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def upsampler_widths(heavy: Sequence[int], light: Sequence[int], num_classes: int) -> list[list[int]]:
+    """Hidden widths of U_0 (heavy) .. U_{M-1} (light). For M > 2 the middle upsamplers get the heavy
+    depth and widths spaced geometrically between the heavy and the light width."""
+    m = int(num_classes)
+    if m < 1:
+        raise ValueError(f"model.num_classes must be >= 1, got {m}")
+    if m == 1:
+        return [list(heavy)]
+    out = [list(heavy)]
+    for j in range(1, m - 1):
+        t = j / (m - 1)
+        width = round(heavy[0] * (light[0] / heavy[0]) ** t)
+        out.append([width] * len(heavy))
+    return out + [list(light)]
+
+
+def register_resolvers() -> None:
+    """``${pcsr_widths:heavy,light,M}`` used by conf/model/pcsr.yaml."""
+    if not OmegaConf.has_resolver("pcsr_widths"):
+        OmegaConf.register_new_resolver("pcsr_widths", upsampler_widths)
+
+
+def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
+    """The training config composed without the Hydra app (tests, ``pcsr demo``)."""
+    from hydra import compose, initialize_config_dir
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    if output_dir is not None:
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [instantiate(c) for c in (cfg.logger or {}).values()]
+
+
+def close_loggers(loggers: list, failed: bool) -> None:
+    """Finalize every logger; finish the job's wandb run (exit code 1 when the job failed)."""
+    for logger in loggers:
+        try:
+            logger.finalize("failed" if failed else "success")
+        except Exception as err:  # noqa: BLE001 - closing must not hide the job's own error
+            log.warning("could not finalize logger %s: %s", type(logger).__name__, err)
+        if type(logger).__name__ == "WandbLogger" and getattr(logger, "_experiment", None) is not None:
+            import wandb
+
+            wandb.finish(exit_code=1 if failed else 0)
+
+
+def run_job(cfg: DictConfig, callbacks: Sequence = ()) -> Manifest:
+    """One training job: loggers opened once (one wandb run per job), closed even when training fails."""
+    loggers: list = []
+    failed = True
+    try:
+        loggers = build_loggers(cfg)
+        manifest = run_pipeline(cfg, loggers, list(callbacks))
+        failed = False
+        return manifest
+    finally:
+        close_loggers(loggers, failed)
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> None:
+    manifest = run_job(cfg)
+    log.info("final checkpoint: %s", manifest.final_checkpoint)

@@ -1,0 +1,30 @@
+"""The two training losses of PCSR (spec section 2)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+L1_WEIGHT = 1000.0
+AVERAGE_WEIGHT = 3.0
+
+
+def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(pred, target)
+
+
+def average_loss(probs: torch.Tensor) -> torch.Tensor:
+    """Load balance over the whole batch: (1/M) sum_j |sum_i p_ij - N/M| / (N/M).
+
+    ``probs`` is (..., M); N is the number of pixels over all leading dimensions (batch x queries).
+    """
+    p = probs.reshape(-1, probs.shape[-1])
+    n, m = p.shape
+    target = n / m
+    return ((p.sum(0) - target).abs() / target).mean()
+
+
+def classifier_stage_loss(pred: torch.Tensor, target: torch.Tensor, probs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """1000 * L1 + 3 * L_avg, with both parts for logging."""
+    l1, avg = l1_loss(pred, target), average_loss(probs)
+    return {"loss": L1_WEIGHT * l1 + AVERAGE_WEIGHT * avg, "l1": l1, "average": avg}

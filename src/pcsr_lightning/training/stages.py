@@ -1,0 +1,202 @@
+"""One LightningModule per kind of training stage. Each wraps a plain ``nn.Module`` (the network).
+
+- ``OriginalStage``: the plain SR network, L1.
+- ``BackboneStage`` (stage 0): PCSR's backbone B and its heaviest upsampler U_0, L1 only.
+- ``UpsamplerStage`` (stage j >= 1): U_j and the classifier C, everything trained before frozen
+  (``requires_grad`` off and kept in eval mode), loss 1000 * L1 + 3 * L_avg.
+
+The optimizer and scheduler arrive as Hydra ``_partial_`` factories and only ever see the trainable
+parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import lightning as L
+import torch
+from torch import nn
+
+from pcsr_lightning.metrics import psnr, shave_for
+from pcsr_lightning.models import PCSR, OriginalSR
+from pcsr_lightning.models.sampler import make_cell, make_coord
+from pcsr_lightning.training.losses import classifier_stage_loss, l1_loss
+
+VAL_CHUNK = 1 << 16
+
+
+def parameter_count(modules: Iterable[nn.Module]) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+class Stage(L.LightningModule):
+    """Common machinery: which submodules train, the optimizer over them, and logging."""
+
+    def __init__(self, net: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
+                 name: str = "stage", scale: int = 4):
+        super().__init__()
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.stage_name, self.scale = name, scale
+        trainable = self.trainable_modules()
+        self.frozen = [m for m in self.parts() if all(m is not t for t in trainable)]
+        net.requires_grad_(False)
+        for m in trainable:
+            m.requires_grad_(True)
+        for m in self.frozen:
+            m.eval()
+
+    # -- what trains
+    def parts(self) -> list[nn.Module]:
+        """The network's separately trainable parts."""
+        return [self.net]
+
+    def trainable_modules(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def trainable_names(self) -> list[str]:
+        """Where the trainable parts sit in the network, e.g. ``["upsamplers.1", "classifier"]``."""
+        names = {id(m): n for n, m in self.net.named_modules()}
+        return [names[id(m)] or "<network>" for m in self.trainable_modules()]
+
+    def train(self, mode: bool = True):
+        """Lightning calls ``.train()`` after validation: frozen parts stay in eval mode."""
+        super().train(mode)
+        for m in self.frozen:
+            m.eval()
+        return self
+
+    def parameter_counts(self) -> dict[str, int]:
+        trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.net.parameters())
+        return {"params_trainable": trainable, "params_frozen": total - trainable}
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
+                                                         "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        counts = {f"{self.stage_name}/{k}": float(v) for k, v in self.parameter_counts().items()}
+        for logger in self.loggers:
+            logger.log_metrics(counts, step=self.global_step)
+
+    def log_stage(self, values: dict[str, torch.Tensor | float], batch_size: int, **kwargs) -> None:
+        for key, value in values.items():
+            self.log(f"{self.stage_name}/{key}", value, batch_size=batch_size, sync_dist=True, **kwargs)
+
+
+class OriginalStage(Stage):
+    """The plain network (``OriginalSR``) with L1 on whole HR crops."""
+
+    def __init__(self, net: OriginalSR, optimizer: Callable, scheduler: Callable | None = None,
+                 name: str = "original", scale: int = 4):
+        if not isinstance(net, OriginalSR):
+            raise TypeError(f"OriginalStage trains an OriginalSR, got {type(net).__name__}")
+        super().__init__(net, optimizer, scheduler, name, scale)
+
+    def trainable_modules(self) -> list[nn.Module]:
+        return [self.net]
+
+    def training_step(self, batch, batch_idx):
+        loss = l1_loss(self.net(batch["lr"]), batch["hr"])
+        self.log_stage({"train_loss": loss}, batch["lr"].shape[0], prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        sr = self.net(batch["lr"])
+        self.log_stage({"val_psnr": psnr(sr[0], batch["hr"][0], shave_for(self.scale))}, 1, prog_bar=True)
+
+
+@torch.no_grad()
+def all_heavy(net: PCSR, lr: torch.Tensor, hr_size: tuple[int, int]) -> torch.Tensor:
+    """Every pixel through U_0 (the heaviest upsampler), queries in chunks: (B,3,H,W)."""
+    coord = make_coord(hr_size, lr.device).unsqueeze(0).expand(lr.shape[0], -1, -1)
+    cell = make_cell(hr_size, coord.shape[1], lr.device).unsqueeze(0).expand_as(coord)
+    preds = [net(lr, coord[:, s : s + VAL_CHUNK], cell[:, s : s + VAL_CHUNK], num_active=1)[0]
+             for s in range(0, coord.shape[1], VAL_CHUNK)]
+    return torch.cat(preds, 1).transpose(1, 2).reshape(lr.shape[0], 3, *hr_size)
+
+
+def queries_of(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Coordinates, cells and target colours of the batch's query pixels: (B,Q,2), (B,Q,2), (B,Q,3)."""
+    hr, idx = batch["hr"], batch["idx"]
+    b, _, h, w = hr.shape
+    coord = make_coord((h, w), hr.device)[idx]
+    cell = make_cell((h, w), idx.numel(), hr.device).view(b, -1, 2)
+    target = hr.flatten(2).transpose(1, 2).gather(1, idx.unsqueeze(-1).expand(-1, -1, 3))
+    return coord, cell, target
+
+
+class PCSRStage(Stage):
+    """Stages of a PCSR network: ``num_active`` upsamplers take part in the soft mixture."""
+
+    def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str = "stage",
+                 scale: int = 4, index: int = 0):
+        if not isinstance(net, PCSR):
+            raise TypeError(f"{type(self).__name__} trains a PCSR network, got {type(net).__name__}")
+        if not 0 <= index < net.num_classes:
+            raise ValueError(f"stage {index} does not exist for a PCSR with M={net.num_classes} upsamplers")
+        self.index = index
+        super().__init__(net, optimizer, scheduler, name, scale)
+
+    @property
+    def num_active(self) -> int:
+        return self.index + 1
+
+    def parts(self) -> list[nn.Module]:
+        parts = [self.net.backbone, *self.net.upsamplers]
+        return parts + ([self.net.classifier] if self.net.classifier is not None else [])
+
+    def validation_step(self, batch, batch_idx):
+        lr, hr = batch["lr"], batch["hr"][0]
+        shave = shave_for(self.scale)
+        values = {"val_psnr_heavy": psnr(all_heavy(self.net, lr, tuple(hr.shape[-2:]))[0], hr, shave)}
+        if self.num_active == self.net.num_classes and self.net.num_classes > 1:
+            routed = self.net.upscale(lr, self.scale, k=0.0)
+            values["val_psnr_k0"] = psnr(routed.sr[0], hr, shave)
+            values["val_heavy_share_k0"] = routed.heavy_share()
+        self.log_stage(values, 1, prog_bar=True)
+
+
+class BackboneStage(PCSRStage):
+    """Stage 0: the backbone and U_0, L1 only (the classifier is not used yet)."""
+
+    def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str = "stage0",
+                 scale: int = 4):
+        super().__init__(net, optimizer, scheduler, name, scale, index=0)
+
+    def trainable_modules(self) -> list[nn.Module]:
+        return [self.net.backbone, self.net.upsamplers[0]]
+
+    def training_step(self, batch, batch_idx):
+        coord, cell, target = queries_of(batch)
+        pred, _ = self.net(batch["lr"], coord, cell, num_active=1)
+        loss = l1_loss(pred, target)
+        self.log_stage({"train_loss": loss}, coord.shape[0], prog_bar=True)
+        return loss
+
+
+class UpsamplerStage(PCSRStage):
+    """Stage j >= 1: U_j and the classifier; 1000 * L1 + 3 * L_avg over j + 1 active upsamplers."""
+
+    def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str | None = None,
+                 scale: int = 4, index: int = 1):
+        if index < 1:
+            raise ValueError("UpsamplerStage trains U_j for j >= 1 (stage 0 is BackboneStage)")
+        super().__init__(net, optimizer, scheduler, name or f"stage{index}", scale, index=index)
+
+    def trainable_modules(self) -> list[nn.Module]:
+        return [self.net.upsamplers[self.index], self.net.classifier]
+
+    def training_step(self, batch, batch_idx):
+        coord, cell, target = queries_of(batch)
+        pred, probs = self.net(batch["lr"], coord, cell, num_active=self.num_active)
+        losses = classifier_stage_loss(pred, target, probs)
+        heavy = probs[..., 0].mean()
+        self.log_stage({"train_loss": losses["loss"], "train_l1": losses["l1"], "train_average": losses["average"],
+                        "train_p_heavy": heavy}, coord.shape[0], prog_bar=True)
+        return losses["loss"]

@@ -1,0 +1,250 @@
+"""Training: losses, frozen stages, configs, the staged pipeline with resume, train-then-eval, multirun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from pcsr_lightning.checkpoint import build_model, load_checkpoint
+from pcsr_lightning.cli import main as pcsr_main
+from pcsr_lightning.models import CARN, PCSR
+from pcsr_lightning.training.app import compose_config, run_job, upsampler_widths
+from pcsr_lightning.training.losses import average_loss, classifier_stage_loss
+from pcsr_lightning.training.manifest import Manifest
+from pcsr_lightning.training.stages import BackboneStage, UpsamplerStage
+
+SMOKE = ["profile=smoke", "logger=none", "callbacks=none"]
+BIN = Path(sys.executable).parent
+
+
+# ------------------------------------------------------------------ losses
+
+
+def test_average_loss_by_hand():
+    # N = 4 pixels, M = 2: column sums 3.0 and 1.0, target 2 -> (|3-2| + |1-2|) / 2 / 2 = 0.5
+    p = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.5, 0.5], [0.5, 0.5]]])
+    assert average_loss(p).item() == pytest.approx(0.5)
+    assert average_loss(torch.full((3, 5, 2), 0.5)).item() == pytest.approx(0.0)
+    # M = 3, all mass on one class over N = 6: sums (6, 0, 0), target 2 -> (2 + 1 + 1) / 3
+    one = torch.zeros(2, 3, 3)
+    one[..., 0] = 1
+    assert average_loss(one).item() == pytest.approx(4 / 3)
+
+
+def test_classifier_stage_loss_by_hand():
+    pred = torch.zeros(1, 2, 3)
+    target = torch.full((1, 2, 3), 0.1)
+    probs = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])  # L_avg = (|2-1| + |0-1|) / 1 / 2 = 1
+    out = classifier_stage_loss(pred, target, probs)
+    assert out["l1"].item() == pytest.approx(0.1)
+    assert out["average"].item() == pytest.approx(1.0)
+    assert out["loss"].item() == pytest.approx(1000 * 0.1 + 3 * 1.0)
+
+
+# ------------------------------------------------------------------ stages
+
+
+def tiny_pcsr() -> PCSR:
+    return PCSR(CARN(nf=8, group=4), [[16, 16], [4]], [4], rgb_mean=(0.4, 0.4, 0.4))
+
+
+def fake_batch(b=2, q=32) -> dict:
+    hr = torch.rand(b, 3, 16, 16)
+    return {"lr": torch.rand(b, 3, 4, 4), "hr": hr, "idx": torch.stack([torch.randperm(256)[:q] for _ in range(b)])}
+
+
+def adam():
+    return lambda params: torch.optim.Adam(params, lr=1e-2, betas=(0.9, 0.99))
+
+
+def test_upsampler_stage_freezes_everything_trained_before():
+    net = tiny_pcsr()
+    stage = UpsamplerStage(net, adam(), index=1)
+    optimizer = stage.configure_optimizers()
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    expected = {id(p) for m in (net.upsamplers[1], net.classifier) for p in m.parameters()}
+    assert in_optimizer == expected
+    assert stage.trainable_names() == ["upsamplers.1", "classifier"]
+    frozen = {k: v.clone() for k, v in net.state_dict().items()
+              if k.startswith(("backbone.", "upsamplers.0."))}
+    trained = {k: v.clone() for k, v in net.state_dict().items() if k.startswith(("upsamplers.1.", "classifier."))}
+    stage.train()  # Lightning does this: frozen parts must stay in eval mode (CARN's BatchNorm)
+    assert not net.backbone.training and not net.upsamplers[0].training
+    assert net.upsamplers[1].training and net.classifier.training
+    for _ in range(3):
+        loss = stage.training_step(fake_batch(), 0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = net.state_dict()
+    for k, v in frozen.items():  # weights and BatchNorm running statistics
+        assert torch.equal(after[k], v), k
+    assert any(not torch.equal(after[k], v) for k, v in trained.items())
+    assert all(not p.requires_grad for p in net.backbone.parameters())
+
+
+def test_backbone_stage_trains_backbone_and_heaviest_upsampler_only():
+    net = tiny_pcsr()
+    stage = BackboneStage(net, adam())
+    optimizer = stage.configure_optimizers()
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert in_optimizer == {id(p) for m in (net.backbone, net.upsamplers[0]) for p in m.parameters()}
+    light = {k: v.clone() for k, v in net.state_dict().items() if k.startswith(("upsamplers.1.", "classifier."))}
+    loss = stage.training_step(fake_batch(), 0)
+    loss.backward()
+    optimizer.step()
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in light.items())
+    assert stage.parameter_counts()["params_trainable"] == sum(p.numel() for p in optimizer.param_groups[0]["params"])
+
+
+# ------------------------------------------------------------------ configs
+
+
+@pytest.mark.parametrize("experiment, params", [
+    ("fsrcnn_original", 24_515), ("fsrcnn_pcsr", 24_502), ("carn_original", 294_915), ("carn_pcsr", 168_970),
+])
+def test_experiments_build_the_papers_networks(experiment, params, tmp_path):
+    cfg = compose_config([f"experiment={experiment}"], tmp_path)
+    net = build_model(OmegaConf.to_container(cfg.model.net, resolve=True))
+    assert sum(p.numel() for p in net.parameters()) == params
+    assert cfg.name == experiment
+    assert cfg.optimizer.lr == (1e-3 if experiment.startswith("fsrcnn") else 2e-4)
+
+
+def test_srresnet_and_m3_configs_compose(tmp_path):
+    cfg = compose_config(["experiment=srresnet_pcsr", "model.num_classes=3"], tmp_path)
+    widths = OmegaConf.to_container(cfg.model.net, resolve=True)["upsampler_hidden"]
+    assert widths == [[170] * 4, [82] * 4, [40] * 3]
+    assert upsampler_widths([58] * 4, [10] * 3, 2) == [[58] * 4, [10] * 3]
+    with pytest.raises(ValueError, match="num_classes"):
+        upsampler_widths([8], [4], 0)
+
+
+# ------------------------------------------------------------------ pipeline
+
+
+class Interrupt(L.Callback):
+    """Simulates a killed job: raises once ``stage`` reaches ``step``."""
+
+    def __init__(self, stage: str, step: int):
+        self.stage, self.step = stage, step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if module.stage_name == self.stage and trainer.global_step >= self.step:
+            raise RuntimeError("simulated interruption")
+
+
+class FirstStep(L.Callback):
+    def __init__(self):
+        self.seen: dict[str, int] = {}
+
+    def on_train_start(self, trainer, module):
+        self.seen[module.stage_name] = trainer.global_step
+
+
+def test_resume_continues_an_interrupted_pipeline(tmp_path):
+    cfg = compose_config([*SMOKE, "profile.steps.stage=4"], tmp_path / "run")
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        run_job(cfg, callbacks=[Interrupt("stage1", 2)])
+    manifest = Manifest.load(tmp_path / "run")
+    assert [(s.name, s.status) for s in manifest.stages] == [("stage0", "done"), ("stage1", "running")]
+    assert manifest.final_checkpoint is None
+    stage0 = Path(manifest.stages[0].checkpoint)
+    stamp = stage0.stat().st_mtime_ns
+
+    with pytest.raises(ValueError, match="resume=true"):
+        run_job(cfg)  # the folder holds a run: refuse to start over silently
+
+    cfg.resume = True
+    seen = FirstStep()
+    manifest = run_job(cfg, callbacks=[seen])
+    assert seen.seen == {"stage1": 2}  # stage 0 not redone, stage 1 continued from step 2
+    assert stage0.stat().st_mtime_ns == stamp
+    assert [(s.name, s.status) for s in manifest.stages] == [("stage0", "done"), ("stage1", "done")]
+    assert manifest.stages[1].metrics["steps"] == 4
+    on_disk = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert on_disk["final_checkpoint"] == str((tmp_path / "run" / "final.ckpt").resolve())
+    assert load_checkpoint(on_disk["final_checkpoint"]).is_pcsr
+
+
+def test_train_then_eval_round_trip(tmp_path, capsys):
+    cfg = compose_config([*SMOKE, "logger=csv", "experiment=carn_pcsr"], tmp_path / "run")
+    manifest = run_job(cfg)
+    assert manifest.kind == "pcsr" and manifest.backbone == "carn"
+    stage1 = manifest.stage("stage1")
+    assert {"val_psnr_heavy", "val_psnr_k0", "val_heavy_share_k0", "params_trainable", "params_frozen"} <= set(
+        stage1.metrics)
+    assert stage1.config["trainable"] == ["upsamplers.1", "classifier"]
+    csv_text = next((tmp_path / "run" / "csv").rglob("metrics.csv")).read_text()
+    assert "stage1/val_psnr_k0" in csv_text and "stage0/params_trainable" in csv_text
+    hr_dir = tmp_path / "hr"
+    hr_dir.mkdir()
+    from PIL import Image
+
+    from conftest import sample_photo
+
+    img = (sample_photo("chelsea")[:, :64, :80] * 255).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(img).save(hr_dir / "cat.png")
+    out = tmp_path / "eval.csv"
+    assert pcsr_main(["eval", "--ckpt", manifest.final_checkpoint, "--hr-dir", str(hr_dir), "--out", str(out)]) == 0
+    rows = out.read_text().splitlines()
+    assert rows[0] == "image,psnr,heavy_share" and rows[-1].startswith("mean,")
+    assert pcsr_main(["upscale", "--ckpt", manifest.final_checkpoint, "--input", str(hr_dir),
+                      "--output", str(tmp_path / "sr")]) == 0
+    assert (tmp_path / "sr" / "cat.png").is_file()
+
+
+def test_original_pipeline_loads_in_eval(tmp_path):
+    cfg = compose_config([*SMOKE, "experiment=fsrcnn_original"], tmp_path / "run")
+    manifest = run_job(cfg)
+    assert [s.name for s in manifest.stages] == ["original"]
+    assert "val_psnr" in manifest.stages[0].metrics
+    loaded = load_checkpoint(manifest.final_checkpoint)
+    assert loaded.kind == "original" and loaded.model.scale == 4
+
+
+def test_impossible_configs_fail_clearly(tmp_path):
+    cfg = compose_config([*SMOKE, "data=image_folder", f"data.train.path={tmp_path / 'nope'}",
+                          f"data.val.path={tmp_path}"], tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        run_job(cfg)
+    cfg = compose_config([*SMOKE, "data.queries=100000"], tmp_path / "run2")
+    with pytest.raises(ValueError, match="queries must be"):
+        run_job(cfg)
+
+
+def test_multirun_gives_each_job_its_folder_and_wandb_run(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.run(
+        [str(BIN / "pcsr-train"), "-m", "experiment=fsrcnn_pcsr,fsrcnn_original", "profile=smoke", "logger=wandb",
+         "callbacks=none", "profile.steps.stage0=1", "profile.steps.stage=1", "profile.steps.original=1",
+         f"hydra.sweep.dir={tmp_path}"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifests = sorted(tmp_path.glob("*/manifest.json"))
+    assert [m.parent.name for m in manifests] == ["0_fsrcnn_pcsr", "1_fsrcnn_original"]
+    for m in manifests:
+        data = json.loads(m.read_text())
+        assert Path(data["final_checkpoint"]).is_file()
+        assert len(list((m.parent / "wandb").glob("offline-run-*"))) == 1
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path):
+    proc = subprocess.run(
+        [str(BIN / "pcsr-train"), "profile=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+         "logger=csv", "callbacks=none", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert [s["status"] for s in data["stages"]] == ["done", "done"]
+    assert load_checkpoint(data["final_checkpoint"]).is_pcsr
