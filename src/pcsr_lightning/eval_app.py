@@ -7,6 +7,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from pcsr_lightning.paths import config_dir
+
 
 def settings_of(cfg: DictConfig):
     """EvalSettings from the ``eval`` node; ``k`` may be a number or a list."""
@@ -18,7 +20,7 @@ def settings_of(cfg: DictConfig):
     return instantiate(node)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 def main(cfg: DictConfig) -> int:
     from hydra.core.hydra_config import HydraConfig
 

@@ -17,20 +17,20 @@ from torch import nn
 
 from pcsr_lightning.flops import CONVENTIONS, flops_by_module, group_by_prefix
 from pcsr_lightning.models.router import refine as refine_pixels
+from pcsr_lightning.paths import config_dir
 from pcsr_lightning.models.sampler import make_cell, make_coord, output_size, query_inputs
 
-ARCH_DIR = Path(__file__).parent / "conf" / "arch"
 
 
 def arch_names() -> list[str]:
-    return sorted(p.stem for p in ARCH_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in (config_dir() / "arch").glob("*.yaml"))
 
 
 def arch_config(name: str, original: bool = False) -> dict:
     """The spec's model config (``conf/arch/<name>.yaml``) for the original network or its PCSR twin."""
     from omegaconf import OmegaConf
 
-    path = ARCH_DIR / f"{name}.yaml"
+    path = (config_dir() / "arch") / f"{name}.yaml"
     if not path.is_file():
         raise ValueError(f"unknown arch {name!r}; expected one of {arch_names()}")
     return OmegaConf.to_container(OmegaConf.load(path))["original" if original else "pcsr"]

@@ -12,7 +12,7 @@ import torch
 
 from pcsr_lightning.checkpoint import load_checkpoint
 from pcsr_lightning.commands.common import format_table
-from pcsr_lightning.commands.eval import make_pair, rows_to_csv
+from pcsr_lightning.evaluation import make_pair, rows_to_csv
 from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.data.io import write_text
 from pcsr_lightning.metrics import psnr, shave_for

@@ -10,11 +10,12 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from pcsr_lightning.paths import config_dir
 from pcsr_lightning.training.manifest import Manifest
 from pcsr_lightning.training.pipeline import run_pipeline
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONFIG_DIR = config_dir()
 
 
 def upsampler_widths(heavy: Sequence[int], light: Sequence[int], num_classes: int) -> list[list[int]]:
