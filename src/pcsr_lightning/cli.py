@@ -13,6 +13,7 @@ COMMANDS = [
     "pcsr_lightning.commands.import_official",
     "pcsr_lightning.commands.upscale",
     "pcsr_lightning.commands.eval",
+    "pcsr_lightning.commands.bench",
 ]
 
 

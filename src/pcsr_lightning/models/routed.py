@@ -77,7 +77,8 @@ class FoldedLayer:
         lr_term = (w_feat @ feat.reshape(c, -1)).t()  # this order is ~10x faster than feat.t() @ w.t()
         row_term = grid.rel_row[:, None] * w_rel_row[None] + const[None]
         col_term = grid.rel_col[:, None] * w_rel_col[None]
-        return FoldedLayer(lr_term.contiguous(), row_term.contiguous(), col_term.contiguous())
+        dtype = lr_term.dtype  # the grid is fp32; a low-precision model keeps its own dtype
+        return FoldedLayer(lr_term.contiguous(), row_term.to(dtype).contiguous(), col_term.to(dtype).contiguous())
 
 
 class BlockedTail:
@@ -226,8 +227,14 @@ def upscale(
     refine: bool = True,
     max_queries: int = DEFAULT_MAX_QUERIES,
     feat: torch.Tensor | None = None,
+    tile: int = 0,
 ) -> RoutedSR:
-    """Fast routed inference. ``feat`` may be given to reuse backbone features (tiling)."""
+    """Fast routed inference. ``feat`` may be given to reuse backbone features; ``tile`` > 0 runs the
+    backbone on LR tiles of that size (bounded memory for huge images, same result)."""
+    if feat is None and tile > 0:
+        from pcsr_lightning.models.tiling import encode_tiled
+
+        feat = encode_tiled(model, model.normalize(lr), tile)
     prepared = prepare(model, lr, scale, max_queries, feat)
     return render(model, prepared, route(model, prepared, k, adaptive), refine, max_queries)
 
