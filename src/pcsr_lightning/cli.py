@@ -16,6 +16,7 @@ COMMANDS = [
     "pcsr_lightning.commands.flops",
     "pcsr_lightning.commands.table",
     "pcsr_lightning.commands.demo",
+    "pcsr_lightning.commands.bench",
 ]
 
 

@@ -16,6 +16,7 @@ class RoutingOptions:
     k: float = 0.0
     adaptive: bool = False
     refine: bool = True
+    tile: int = 0  # LR tile size for the backbone, 0 = whole image
 
 
 def resolve_device(name: str) -> torch.device:
@@ -37,9 +38,20 @@ def super_resolve(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """lr (B,3,h,w) in [0,1] -> (sr (B,3,H,W), class map (B,H,W) or None for original networks)."""
     if loaded.is_pcsr:
-        out = loaded.model.upscale(lr, scale, k=routing.k, adaptive=routing.adaptive, refine=routing.refine)
+        out = loaded.model.upscale(
+            lr, scale, k=routing.k, adaptive=routing.adaptive, refine=routing.refine, tile=routing.tile
+        )
         return out.sr, out.classes
     return loaded.model(lr), None
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: CUDA max allocated on a GPU, peak RSS (ru_maxrss) on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def heavy_share(classes: torch.Tensor | None) -> float | None:

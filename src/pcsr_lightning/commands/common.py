@@ -17,10 +17,15 @@ def add_routing_flags(parser: argparse.ArgumentParser, several_k: bool = False) 
     parser.add_argument("--adaptive", action="store_true", help="adaptive decision making (k-means), k unused")
     parser.add_argument("--no-refine", action="store_true", help="skip the pixel-wise refinement")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument(
+        "--tile", type=int, default=0, help="run the PCSR backbone on LR tiles of this size (huge images; 0 = whole)"
+    )
 
 
 def routing_from(args: argparse.Namespace) -> RoutingOptions:
-    return RoutingOptions(k=args.k, adaptive=args.adaptive, refine=not args.no_refine)
+    if args.tile < 0:
+        raise ValueError(f"--tile must be >= 0, got {args.tile}")
+    return RoutingOptions(k=args.k, adaptive=args.adaptive, refine=not args.no_refine, tile=args.tile)
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:

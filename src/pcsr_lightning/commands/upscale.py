@@ -11,7 +11,7 @@ import torch
 from pcsr_lightning.checkpoint import load_checkpoint
 from pcsr_lightning.commands.common import add_routing_flags, routing_from
 from pcsr_lightning.data.io import ImageReadError, list_images, read_image, write_png
-from pcsr_lightning.predict import check_scale, heavy_share, resolve_device, super_resolve
+from pcsr_lightning.predict import check_scale, heavy_share, peak_memory_mb, resolve_device, super_resolve
 
 # Heaviest first: red, orange, yellow, ... lightest green/blue.
 PALETTE = torch.tensor(
@@ -42,6 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument("--output", required=True, help="folder for the SR PNGs")
     add_routing_flags(p)
     p.add_argument("--class-map", action="store_true", help="also write <name>_classes.png (PCSR only)")
+    p.add_argument("--report-memory", action="store_true", help="print the peak memory (RSS on CPU) after each image")
     p.set_defaults(run=run)
 
 
@@ -66,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
             note = f"  heavy share {heavy_share(classes):.3f}"
             if args.class_map:
                 write_png(class_overlay(sr[0], classes[0], loaded.model.num_classes), out_dir / f"{path.stem}_classes.png")
+        if args.report_memory:
+            note += f"  peak memory {peak_memory_mb(device):,.0f} MiB"
         print(f"{path.name} -> {target} ({sr.shape[-1]}x{sr.shape[-2]}){note}")
     if failures:
         print(f"{failures} image(s) could not be processed", file=sys.stderr)

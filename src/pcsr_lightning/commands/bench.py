@@ -1,0 +1,162 @@
+"""pcsr bench: routed PCSR vs its original network (and the reference loop), timed side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from pcsr_lightning.bench import (
+    TABLE_HEADER,
+    Row,
+    machine_info,
+    parse_size,
+    peak_memory_mb,
+    photo_mosaic,
+    ratio_rows,
+    time_ms,
+)
+from pcsr_lightning.checkpoint import load_checkpoint
+from pcsr_lightning.commands.common import format_table
+from pcsr_lightning.data.bicubic import downscale
+from pcsr_lightning.data.io import write_text
+from pcsr_lightning.metrics import psnr, shave_for
+from pcsr_lightning.models.routed import prepare, render, upscale, upscale_reference
+from pcsr_lightning.predict import resolve_device
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+GUARD_DB = 0.05  # low precision may cost at most this much PSNR against fp32
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="time routed PCSR against the original network and the reference path")
+    p.add_argument("--pcsr-ckpt", required=True)
+    p.add_argument("--original-ckpt", required=True)
+    p.add_argument("--hr-size", required=True, help="HxW of the HR image, e.g. 2160x3840")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--k", type=float, nargs="+", default=[0.0], help="cost knob values for the PCSR fast path")
+    p.add_argument("--precision", choices=sorted(DTYPES), default="fp32", help="same for both models")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (conv speed on GPU)")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--reference-repeats", type=int, default=1, help="the reference loop is slow: fewer repeats")
+    p.add_argument("--no-reference", action="store_true", help="skip the reference path")
+    p.add_argument("--tile", type=int, default=0, help="LR tile size for the PCSR backbone (0 = whole image)")
+    p.add_argument("--json", help="write all results here")
+    p.set_defaults(run=run)
+
+
+def _load(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dtype, channels_last: bool, scale: int):
+    loaded = load_checkpoint(path, map_location=device)
+    if loaded.is_pcsr != want_pcsr:
+        raise ValueError(f"{path} is a {loaded.kind} checkpoint, expected {'pcsr' if want_pcsr else 'original'}")
+    model = loaded.model.eval()
+    if want_pcsr:
+        model.cost_list(scale)  # cached, computed in fp32 before any cast
+    elif model.scale != scale:
+        raise ValueError(f"the original network upscales x{model.scale}, the benchmark runs x{scale}")
+    model = model.to(dtype)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+@torch.no_grad()
+def measure(name: str, fn, hr: torch.Tensor, scale: int, device, repeats: int) -> tuple[Row, object]:
+    """Warm-up call (its peak memory and output are kept), then timed repeats."""
+    out = []
+    peak = peak_memory_mb(lambda: out.append(fn()), device)
+    result = out[0]
+    sr = result if isinstance(result, torch.Tensor) else result.sr
+    share = None if isinstance(result, torch.Tensor) else result.heavy_share()
+    quality = psnr(sr[0].float().cpu(), hr, shave_for(scale))
+    times = time_ms(fn, device, repeats, warmup=0)
+    row = Row(name, sorted(times)[len(times) // 2], quality, share, peak, times)
+    print(f"  {name}: {row.ms:.1f} ms, {quality:.3f} dB", flush=True)
+    return row, result
+
+
+def forced(model, lr, scale, cls: int, tile: int):
+    """Routed run with every pixel sent to class ``cls`` (classifier still runs): the two bounds."""
+    from pcsr_lightning.models.tiling import encode_tiled
+
+    feat = encode_tiled(model, model.normalize(lr), tile) if tile else None
+    prepared = prepare(model, lr, scale, feat=feat)
+    hh, ww = prepared.grid.hr_size
+    classes = torch.full((lr.shape[0], hh * ww), cls, dtype=torch.long, device=lr.device)
+    return render(model, prepared, classes)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    h, w = parse_size(args.hr_size)
+    if h % args.scale or w % args.scale:
+        raise ValueError(f"--hr-size {h}x{w} must be divisible by --scale {args.scale}")
+    dtype = DTYPES[args.precision]
+    pcsr = _load(args.pcsr_ckpt, True, device, dtype, args.channels_last, args.scale)
+    original = _load(args.original_ckpt, False, device, dtype, args.channels_last, args.scale)
+    hr = photo_mosaic((h, w))
+    lr = downscale(hr, args.scale).clamp(0, 1)[None].to(device, dtype)
+    if args.channels_last:
+        lr = lr.contiguous(memory_format=torch.channels_last)
+    print(f"bench x{args.scale}: HR {h}x{w}, LR {lr.shape[-2]}x{lr.shape[-1]}, {device}, {args.precision}", flush=True)
+    s, tile = args.scale, args.tile
+    rows, results = [], {}
+    row, _ = measure("original", lambda: original(lr), hr, s, device, args.repeats)
+    rows.append(row)
+    for k in args.k:
+        row, results[k] = measure(f"pcsr k={k:g}", lambda k=k: upscale(pcsr, lr, s, k=k, tile=tile), hr, s, device, args.repeats)
+        rows.append(row)
+    for name, cls in (("pcsr all-heavy", 0), ("pcsr all-light", pcsr.num_classes - 1)):
+        rows.append(measure(name, lambda cls=cls: forced(pcsr, lr, s, cls, tile), hr, s, device, args.repeats)[0])
+    report = {"hr_size": [h, w], "scale": s, "device": str(device), "precision": args.precision,
+              "channels_last": args.channels_last, "k": args.k, "machine": machine_info(device)}
+    if not args.no_reference and dtype == torch.float32:
+        row, ref = measure(
+            f"reference k={args.k[0]:g}",
+            lambda: upscale_reference(pcsr, lr, s, k=args.k[0]),
+            hr, s, device, args.reference_repeats,
+        )
+        rows.append(row)
+        fast = results[args.k[0]]
+        report["fast_vs_reference"] = {
+            "classes_identical": bool(torch.equal(fast.classes, ref.classes)),
+            "psnr_diff_db": abs(rows[1].psnr - row.psnr),
+            "speedup": row.ms / rows[1].ms,
+        }
+    if dtype != torch.float32:
+        full = _load(args.pcsr_ckpt, True, device, torch.float32, False, s)
+        with torch.no_grad():
+            ref_sr = upscale(full, lr.float(), s, k=args.k[0], tile=tile).sr
+        fp32_psnr = psnr(ref_sr[0].cpu(), hr, shave_for(s))
+        report["psnr_guard"] = {"fp32": fp32_psnr, "low_precision": rows[1].psnr,
+                                "ok": fp32_psnr - rows[1].psnr <= GUARD_DB}
+    by_name = {r.name: r for r in rows}
+    first = by_name[f"pcsr k={args.k[0]:g}"]
+    reference = by_name.get(f"reference k={args.k[0]:g}")
+    report.update(
+        ms_original=by_name["original"].ms,
+        ms_pcsr=first.ms,
+        ms_reference=None if reference is None else reference.ms,
+        psnr={r.name: r.psnr for r in rows},
+        psnr_original=by_name["original"].psnr,
+        psnr_pcsr=first.psnr,
+        psnr_reference=None if reference is None else reference.psnr,
+        peak_memory_mb={r.name: r.peak_mb for r in rows},
+        rows=[r.as_dict() for r in rows],
+    )
+    print(format_table(TABLE_HEADER, ratio_rows(rows)))
+    if "fast_vs_reference" in report:
+        check = report["fast_vs_reference"]
+        print(f"fast vs reference: {check['speedup']:.2f}x faster, class maps identical: "
+              f"{check['classes_identical']}, PSNR difference {check['psnr_diff_db']:.4f} dB")
+    if "psnr_guard" in report and not report["psnr_guard"]["ok"]:
+        print(f"warning: {args.precision} loses more than {GUARD_DB} dB against fp32: {report['psnr_guard']}")
+    if args.json:
+        write_text(json.dumps(report, indent=2), args.json)
+        print(f"wrote {args.json}")
+    return 0

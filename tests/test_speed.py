@@ -1,0 +1,138 @@
+"""Fast path vs reference, tiled backbone vs whole image, and the bench command (no timing asserts)."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import sample_photo
+from pcsr_lightning.bench import parse_size, photo_mosaic, ratio_rows, Row
+from pcsr_lightning.checkpoint import load_checkpoint, save_checkpoint
+from pcsr_lightning.cli import main
+from pcsr_lightning.data.bicubic import imresize
+from pcsr_lightning.metrics import psnr
+from pcsr_lightning.models import CARN, FSRCNN, PCSR
+from pcsr_lightning.models.routed import upscale_reference
+from pcsr_lightning.models.router import refine, refine_in_place, route_by_cost
+from pcsr_lightning.models.tiling import encode_tiled, receptive_radius
+
+
+def test_fast_path_equals_reference_on_released_models_at_psnr_level(official_ckpts):
+    hr = sample_photo("astronaut")[:, :192, :256]
+    lr = imresize(hr, (48, 64))[None]
+    for name in ("carn-pcsr-phase1", "fsrcnn-pcsr-phase1"):
+        model = load_checkpoint(official_ckpts[name]).model
+        for k in (0.0, 0.5):
+            fast, ref = model.upscale(lr, 4, k=k), upscale_reference(model, lr, 4, k=k)
+            assert torch.equal(fast.classes, ref.classes), (name, k)
+            assert abs(psnr(fast.sr[0], hr, 4) - psnr(ref.sr[0], hr, 4)) <= 0.01, (name, k)
+
+
+@pytest.mark.parametrize("block", [7, 4096])
+def test_fast_path_equals_reference_on_random_model_any_block(block):
+    model = PCSR(CARN(nf=16), [[24, 24], [8]], [8], rgb_mean=(0.4, 0.4, 0.4)).eval()
+    lr = torch.rand(2, 3, 11, 14)
+    for scale in (4, 2.7):
+        fast = model.upscale(lr, scale, k=0.2, max_queries=block)
+        ref = upscale_reference(model, lr, scale, k=0.2, chunk=50)
+        assert torch.equal(fast.classes, ref.classes)
+        torch.testing.assert_close(fast.sr, ref.sr, atol=1e-5, rtol=0)
+
+
+def test_route_by_cost_class_major_equals_last_dim():
+    probs = torch.softmax(torch.randn(2, 500, 3), -1)
+    probs[0, :10] = torch.tensor([0.25, 0.25, 0.5])  # ties between the two heavier classes
+    costs = torch.tensor([0.5, 0.3, 0.2])
+    last = route_by_cost(probs, costs, 0.7)
+    assert torch.equal(last, route_by_cost(probs.transpose(1, 2).contiguous(), costs, 0.7, dim=1))
+    scores = probs / costs**0.7
+    assert torch.equal(last, 2 - scores.flip(-1).argmax(-1))
+
+
+def test_sparse_refinement_equals_dense():
+    classes = (torch.rand(2, 30, 40) < 0.2).long()
+    pred = torch.rand(2, 3, 30, 40)
+    out = pred.clone()
+    refine_in_place(out, classes, 2)
+    torch.testing.assert_close(out, refine(pred, classes, 2), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("backbone", [CARN(nf=8), FSRCNN(d=12, s=6, m=2)])
+def test_tiled_backbone_equals_whole_image(backbone):
+    model = PCSR(backbone, [[16], [4]], []).eval()
+    lr = torch.rand(1, 3, 53, 71)
+    radius = receptive_radius(model.backbone)
+    with torch.no_grad():
+        whole = model.encode(model.normalize(lr))
+        tiled = encode_tiled(model, model.normalize(lr), tile=16)
+        short = encode_tiled(model, model.normalize(lr), tile=16, overlap=0)
+        assert (tiled - whole).abs().max() <= 1e-4
+        assert (short - whole).abs().max() > 1e-3  # without context the seams show: the test can fail
+        sr_whole, sr_tiled = model.upscale(lr, 4), model.upscale(lr, 4, tile=16)
+    assert radius > 0
+    assert torch.equal(sr_whole.classes, sr_tiled.classes)
+    assert (sr_whole.sr - sr_tiled.sr).abs().max() <= 1 / 255
+
+
+def test_parse_size_and_mosaic():
+    assert parse_size("64x96") == (64, 96)
+    with pytest.raises(ValueError, match="HxW"):
+        parse_size("64")
+    img = photo_mosaic((300, 520))
+    assert img.shape == (3, 300, 520) and 0 <= float(img.min()) and float(img.max()) <= 1
+    assert float(img.std()) > 0.05  # real texture, not a constant
+    rows = ratio_rows([Row("original", 10.0, 30.0, None, 1.0, [10.0]), Row("pcsr k=0", 5.0, 30.1, 0.4, 1.0, [5.0])])
+    assert rows[1][2] == "0.500"
+
+
+def test_bench_command_writes_json(tmp_path):
+    pcsr_cfg = {
+        "_target_": "pcsr_lightning.models.PCSR",
+        "backbone": {"_target_": "pcsr_lightning.models.CARN", "nf": 8, "group": 4, "scale": None},
+        "upsampler_hidden": [[16, 16], [4]],
+        "classifier_hidden": [8],
+    }
+    orig_cfg = {
+        "_target_": "pcsr_lightning.models.OriginalSR",
+        "network": {"_target_": "pcsr_lightning.models.CARN", "nf": 8, "group": 4, "scale": 4},
+    }
+    from pcsr_lightning.checkpoint import build_model
+
+    p = save_checkpoint(tmp_path / "p.ckpt", build_model(pcsr_cfg), pcsr_cfg)
+    o = save_checkpoint(tmp_path / "o.ckpt", build_model(orig_cfg), orig_cfg)
+    out = tmp_path / "bench.json"
+    args = ["bench", "--pcsr-ckpt", str(p), "--original-ckpt", str(o), "--hr-size", "32x48", "--repeats", "1"]
+    assert main(args + ["--k", "0", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    for key in ("ms_original", "ms_pcsr", "ms_reference", "psnr_original", "psnr_pcsr", "psnr_reference"):
+        assert isinstance(report[key], float) and report[key] > 0, key
+    assert report["fast_vs_reference"]["classes_identical"] is True
+    assert set(report["peak_memory_mb"]) >= {"original", "pcsr k=0", "pcsr k=1", "reference k=0"}
+    assert main(args + ["--precision", "bf16", "--no-reference"]) == 0
+    assert main(args[:-4] + ["--hr-size", "30x47"]) == 2  # not divisible by the scale: clear error
+    assert main(["bench", "--pcsr-ckpt", str(o), "--original-ckpt", str(o), "--hr-size", "32x48"]) == 2
+
+
+def test_upscale_cli_tiled_reports_memory(tmp_path, capsys):
+    cfg = {
+        "_target_": "pcsr_lightning.models.PCSR",
+        "backbone": {"_target_": "pcsr_lightning.models.CARN", "nf": 8, "group": 4, "scale": None},
+        "upsampler_hidden": [[16], [4]],
+        "classifier_hidden": [],
+    }
+    from PIL import Image
+
+    from pcsr_lightning.checkpoint import build_model
+
+    ckpt = save_checkpoint(tmp_path / "p.ckpt", build_model(cfg), cfg)
+    img = (sample_photo("chelsea")[:, :40, :56] * 255).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(img).save(tmp_path / "cat.png")
+    base = ["upscale", "--ckpt", str(ckpt), "--input", str(tmp_path / "cat.png")]
+    assert main(base + ["--output", str(tmp_path / "whole")]) == 0
+    assert main(base + ["--output", str(tmp_path / "tiled"), "--tile", "16", "--report-memory"]) == 0
+    assert "peak memory" in capsys.readouterr().out
+    from pcsr_lightning.data.io import read_image
+
+    diff = (read_image(tmp_path / "whole" / "cat.png") - read_image(tmp_path / "tiled" / "cat.png")).abs().max()
+    assert diff <= 1 / 255
+    assert main(base + ["--output", str(tmp_path / "x"), "--tile", "-1"]) == 2
