@@ -74,6 +74,7 @@ FREE_FVCORE_OPS = (
     "aten::index_select", "aten::index_copy_", "aten::index_copy", "aten::scatter_add_", "aten::bincount",
     "aten::float", "aten::long", "aten::mean", "aten::sum", "aten::fill_", "aten::pad", "aten::replication_pad2d",
     "aten::meshgrid", "aten::reciprocal", "aten::bitwise_and", "aten::logical_not", "aten::logical_and", "aten::numel",
+    "aten::__ior__", "aten::__or__", "aten::bitwise_or", "aten::clone",
 )
 
 

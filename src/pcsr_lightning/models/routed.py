@@ -140,6 +140,7 @@ class Prepared:
     probs: torch.Tensor | None  # (B,H*W,M); None when M == 1
 
 
+@torch.no_grad()
 def prepare(
     model, lr: torch.Tensor, scale: float, max_queries: int = DEFAULT_MAX_QUERIES, feat: torch.Tensor | None = None
 ) -> Prepared:
@@ -166,6 +167,7 @@ def prepare(
     return Prepared(lr_norm, feat, grid, float(scale), probs)
 
 
+@torch.no_grad()
 def route(model, prepared: Prepared, k: float = 0.0, adaptive: bool = False) -> torch.Tensor:
     """(B,H*W) classes, 0 = heaviest."""
     if prepared.probs is None:
@@ -195,6 +197,7 @@ def _render_class(upsampler, folded: FoldedLayer, grid: QueryGrid, pixels: torch
         out.index_copy_(1, pixels[p0:p1], tail(pre))
 
 
+@torch.no_grad()
 def render(
     model, prepared: Prepared, classes: torch.Tensor, refine: bool = True, max_queries: int = DEFAULT_MAX_QUERIES
 ) -> RoutedSR:
@@ -218,6 +221,7 @@ def render(
     return RoutedSR(pred, class_map)
 
 
+@torch.no_grad()
 def upscale(
     model,
     lr: torch.Tensor,
@@ -242,6 +246,7 @@ def upscale(
 # ---------------------------------------------------------------- reference path
 
 
+@torch.no_grad()
 def upscale_reference(
     model,
     lr: torch.Tensor,
