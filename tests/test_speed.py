@@ -104,9 +104,10 @@ def test_bench_command_writes_json(tmp_path):
     args = ["bench", "--pcsr-ckpt", str(p), "--original-ckpt", str(o), "--hr-size", "32x48", "--repeats", "1"]
     assert main(args + ["--k", "0", "1", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    for key in ("ms_original", "ms_pcsr", "ms_reference", "psnr_original", "psnr_pcsr", "psnr_reference"):
+    for key in ("ms_original", "ms_backbone", "ms_pcsr", "ms_reference", "psnr_original", "psnr_pcsr", "psnr_reference"):
         assert isinstance(report[key], float) and report[key] > 0, key
     assert report["fast_vs_reference"]["classes_identical"] is True
+    assert report["fast_vs_reference"]["speedup_routed"] > 0
     assert set(report["peak_memory_mb"]) >= {"original", "pcsr k=0", "pcsr k=1", "reference k=0"}
     assert main(args + ["--precision", "bf16", "--no-reference"]) == 0
     assert main(args[:-4] + ["--hr-size", "30x47"]) == 2  # not divisible by the scale: clear error
