@@ -1,0 +1,14 @@
+# Sourced by the scripts here: the venv's commands and the imported release checkpoints.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+[ -x .venv/bin/pcsr ] || make install
+export PATH="$PWD/.venv/bin:$PATH"
+OFFICIAL=${PCSR_OFFICIAL_DIR:-../shared/reference/official-pcsr}
+CKPTS=results/checkpoints
+mkdir -p "$CKPTS"
+for name in carn-x4 carn-pcsr-phase1 fsrcnn-x4 fsrcnn-pcsr-phase1; do
+  if [ ! -f "$CKPTS/$name.ckpt" ]; then
+    [ -f "$OFFICIAL/$name.pth" ] || { echo "missing $OFFICIAL/$name.pth: set PCSR_OFFICIAL_DIR" >&2; exit 2; }
+    pcsr import-official --src "$OFFICIAL/$name.pth" --out "$CKPTS/$name.ckpt"
+  fi
+done
