@@ -89,3 +89,32 @@ def test_wrong_files_get_clear_errors(tmp_path, official_ckpts):
     assert not (tmp_path / "x.ckpt").exists()
     with pytest.raises(CheckpointError, match="import-official"):
         load_checkpoint(OFFICIAL / "carn-x4.pth")
+
+
+def test_srresnet_and_phase0_release_layouts_import(tmp_path):
+    """The release ships no SRResNet or phase-0 files here: build ones in its layout and import them."""
+    from pcsr_lightning.models import PCSR, FSRCNN, SRResNet
+    from pcsr_lightning.models.routed import upscale
+
+    net = SRResNet(nf=64, nb=16, scale=4)
+    raw = {"model": {"name": "srresnet", "args": {"nf": 64, "nb": 16, "upscale": 4, "no_upsampling": False},
+                     "sd": net.state_dict()}, "iter": 5}
+    torch.save(raw, tmp_path / "srresnet.pth")
+    loaded = load_checkpoint(import_official(tmp_path / "srresnet.pth", tmp_path / "srresnet.ckpt"))
+    lr = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(lr), net(lr))
+    assert paper_flops(loaded.model, torch.zeros(1, 3, 32, 32)) == 5_193_990_144
+
+    phase0 = PCSR(FSRCNN(d=48), [[58] * 4], [])
+    sd = {("encoder." + k[len("backbone."):] if k.startswith("backbone.") else
+           k.replace("upsamplers.0.", "heavy_sampler.imnet.")): v for k, v in phase0.state_dict().items()}
+    mlp = {"name": "liif-sampler", "args": {"imnet_spec": {"name": "mlp", "args": {"hidden_list": [58] * 4}}}}
+    raw = {"model": {"name": "pcsr-phase0", "args": {"encoder_spec": {"name": "fsrcnn", "args": {"d": 48}},
+                                                     "heavy_sampler_spec": mlp}, "sd": sd}}
+    torch.save(raw, tmp_path / "phase0.pth")
+    loaded = load_checkpoint(import_official(tmp_path / "phase0.pth", tmp_path / "phase0.ckpt"))
+    assert loaded.is_pcsr and loaded.model.num_classes == 1
+    out = upscale(loaded.model, lr, 4)
+    assert out.heavy_share() == 1.0
+    torch.testing.assert_close(out.sr, upscale(phase0.eval(), lr, 4).sr)
