@@ -144,3 +144,12 @@ def test_sample_photos_split_is_offline_and_disjoint():
     assert [val.load(i).shape[0] for i in range(len(val))] == [3, 3]
     with pytest.raises(ValueError, match="unknown"):
         SamplePhotos(["no_such_photo"]).load(0)
+
+
+def test_table_default_photos_are_the_held_out_ones(tmp_path):
+    from pcsr_lightning.data.samples import materialize_samples
+
+    folder = materialize_samples(tmp_path / "samples")
+    assert sorted(p.stem for p in folder.iterdir()) == sorted(SAMPLE_VAL)
+    materialize_samples(tmp_path / "all", SAMPLE_TRAIN[:1] + ("motorcycle_left",))  # the stereo pair loads too
+    assert (tmp_path / "all" / "motorcycle_left.png").is_file()

@@ -48,7 +48,8 @@ class HRSource:
         """Drop images smaller than ``size`` on a side (or unreadable), warning with their names."""
 
 
-def _sample_array(name: str) -> np.ndarray:
+def sample_array(name: str) -> np.ndarray:
+    """One photo shipped inside scikit-image, as its (H,W[,3]) uint8 array."""
     import skimage.data
 
     if name in ("motorcycle_left", "motorcycle_right"):
@@ -73,7 +74,7 @@ class SamplePhotos(HRSource):
         if self._images is None:
             images = []
             for n in self.names:
-                arr = _sample_array(n)
+                arr = sample_array(n)
                 if arr.ndim == 2:
                     arr = np.repeat(arr[..., None], 3, axis=2)
                 arr = np.ascontiguousarray(arr[..., :3])
