@@ -63,7 +63,7 @@ def test_eval_sweep_with_original_plot_and_paper_crop(fsrcnn_pair, tmp_path):
     mean = {(r["setting"], r["k"]): r for r in csv.DictReader(summary.open())}
     assert mean[("k", "-1.000000")]["images"] == "2"
     with Image.open(plot) as img:
-        assert img.size == (1000, 700) and len(img.getcolors(1 << 16)) > 5
+        assert img.size == (1200, 720) and len(img.getcolors(1 << 16)) > 5
 
 
 def test_paper_crop_sizes():

@@ -50,7 +50,7 @@ def test_table_from_manifest_and_checkpoint(runs, capsys):
     md = (out / "table.md").read_text()
     assert md.startswith("| model | Test2K k | Test2K PSNR") and "| FSRCNN-PCSR |" in md and "25.61 / 8.5 (19%)" in md
     with Image.open(out / "curve_Test2K.png") as img:
-        assert img.size == (1000, 700)
+        assert img.size == (1200, 720)
 
 
 def test_table_bad_rows(runs, capsys):

@@ -259,16 +259,17 @@ def curve_series(summary: list[dict], label: str, original_label: str = "origina
     ks = sorted(pick("k"), key=lambda r: r["gflops_paper"])
     if ks:
         series.append(Series(f"{label} (k sweep)", [(r["gflops_paper"], r["psnr"]) for r in ks],
-                             notes=[f"k={r['k']:g}" for r in ks]))
+                             notes=[f"k={r['k']:g}" for r in ks], group=label))
     for setting, marker in (("adaptive", "circle"), ("original", "square")):
         rows = pick(setting)
         if rows:
             name = original_label if setting == "original" else f"{label} (adaptive)"
-            series.append(Series(name, [(r["gflops_paper"], r["psnr"]) for r in rows], line=False, marker=marker))
+            series.append(Series(name, [(r["gflops_paper"], r["psnr"]) for r in rows], line=False, marker=marker,
+                                 group=label))
     ends = pick("all-light") + pick("all-heavy")
     if ends:
         series.append(Series(f"{label} all-light / all-heavy", [(r["gflops_paper"], r["psnr"]) for r in ends],
-                             line=False, marker="diamond", notes=[r["setting"] for r in ends]))
+                             line=False, marker="diamond", notes=[r["setting"] for r in ends], group=label))
     return series
 
 

@@ -23,6 +23,7 @@ class Series:
     line: bool = True
     notes: Sequence[str] = ()  # text beside each point (e.g. k values)
     marker: str = "circle"  # circle, square, diamond
+    group: str = ""  # series of one group (a model and its original) share a colour
 
 
 def nice_ticks(lo: float, hi: float, count: int = 6) -> list[float]:
@@ -56,14 +57,14 @@ def _marker(draw: ImageDraw.ImageDraw, x: float, y: float, shape: str, color, r:
 
 
 def draw_plot(series: Sequence[Series], title: str, xlabel: str = "GFLOPs per image (paper convention)",
-              ylabel: str = "PSNR (dB)", size: tuple[int, int] = (1000, 700)) -> Image.Image:
+              ylabel: str = "PSNR (dB)", size: tuple[int, int] = (1200, 720)) -> Image.Image:
     points = [p for s in series for p in s.points if all(map(math.isfinite, p))]
     if not points:
         raise ValueError("nothing to plot: no finite (GFLOPs, PSNR) point")
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     font, small, big = _font(18), _font(14), _font(22)
-    left, right, top, bottom = 100, size[0] - 260, 60, size[1] - 80
+    left, right, top, bottom = 100, size[0] - 340, 60, size[1] - 80
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     xpad, ypad = (max(xs) - min(xs)) * 0.08 or 1.0, (max(ys) - min(ys)) * 0.1 or 0.5
     xt, yt = nice_ticks(min(xs) - xpad, max(xs) + xpad), nice_ticks(min(ys) - ypad, max(ys) + ypad)
@@ -86,14 +87,19 @@ def draw_plot(series: Sequence[Series], title: str, xlabel: str = "GFLOPs per im
     label_img = Image.new("RGB", (bottom - top, 30), "white")
     ImageDraw.Draw(label_img).text(((bottom - top) / 2, 15), ylabel, fill="black", font=font, anchor="mm")
     img.paste(label_img.rotate(90, expand=True), (20, top))
+    groups: dict[str, int] = {}
+    note_boxes: list[tuple[float, float, float, float]] = []
     for i, s in enumerate(series):
-        color = PALETTE[i % len(PALETTE)]
+        color = PALETTE[groups.setdefault(s.group or s.label, len(groups)) % len(PALETTE)]
         pts = [to_px(*p) for p in s.points if all(map(math.isfinite, p))]
         if s.line and len(pts) > 1:
             draw.line(sorted(pts), fill=color, width=3)
         for (px, py), note in zip(pts, list(s.notes) + [""] * len(pts)):
             _marker(draw, px, py, s.marker, color)
-            if note:
+            box = draw.textbbox((px + 9, py - 9), note, font=small, anchor="ls") if note else None
+            # A label over another one is unreadable: skip it (the legend and the CSV have every point).
+            if box and not any(b[0] < box[2] and box[0] < b[2] and b[1] < box[3] and box[1] < b[3] for b in note_boxes):
+                note_boxes.append(box)
                 draw.text((px + 9, py - 9), note, fill=color, font=small, anchor="ls")
         ly = top + 10 + 28 * i
         _marker(draw, right + 30, ly, s.marker, color)
