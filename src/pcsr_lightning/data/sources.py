@@ -40,10 +40,6 @@ class HRSource:
     def name(self, index: int) -> str:
         raise NotImplementedError
 
-    def min_size(self, index: int) -> tuple[int, int] | None:
-        """(H, W) of an image when it is known without decoding it, else None."""
-        return None
-
     def keep_at_least(self, size: int) -> None:
         """Drop images smaller than ``size`` on a side (or unreadable), warning with their names."""
 

@@ -11,7 +11,7 @@ parameters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -23,10 +23,6 @@ from pcsr_lightning.models.sampler import make_cell, make_coord
 from pcsr_lightning.training.losses import classifier_stage_loss, l1_loss
 
 VAL_CHUNK = 1 << 16
-
-
-def parameter_count(modules: Iterable[nn.Module]) -> int:
-    return sum(p.numel() for m in modules for p in m.parameters())
 
 
 class Stage(L.LightningModule):
