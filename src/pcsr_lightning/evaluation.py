@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ import torch
 from pcsr_lightning.checkpoint import LoadedModel, load_checkpoint
 from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.data.io import ImageReadError, list_images, read_image
-from pcsr_lightning.measure import FlopsMeter, all_on, class_counts
+from pcsr_lightning.measure import FlopsMeter, class_counts
 from pcsr_lightning.metrics import psnr, shave_for
 from pcsr_lightning.models.routed import prepare, render, route
 from pcsr_lightning.predict import check_scale
@@ -105,7 +105,6 @@ class EvalSettings:
     crop: str | None = None
     ends: bool = False
     device: str = "cpu"
-    extra: dict = field(default_factory=dict)
 
 
 def _gflops(meter: FlopsMeter, lr_size, scale: float, counts) -> dict[str, float]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pcsr_lightning.flops import CONVENTIONS, flops_by_module, group_by_prefix
+from pcsr_lightning.models.pcsr import PCSR
 from pcsr_lightning.models.router import refine as refine_pixels
 from pcsr_lightning.paths import config_dir
 from pcsr_lightning.models.sampler import make_cell, make_coord, output_size, query_inputs
@@ -76,7 +77,7 @@ class FlopsMeter:
         _check_convention(convention)
         key = (convention, tuple(lr_size))
         if key not in self._by_size:
-            is_pcsr = hasattr(self.model, "backbone")
+            is_pcsr = isinstance(self.model, PCSR)
             module = self.model.backbone if is_pcsr else self.model.network
             prefix = "backbone" if is_pcsr else "network"
             counts = group_by_prefix(flops_by_module(module, self._zeros(lr_size), convention=convention))

@@ -22,7 +22,7 @@ from pcsr_lightning.commands.common import format_table
 from pcsr_lightning.data.bicubic import downscale
 from pcsr_lightning.data.io import write_text
 from pcsr_lightning.metrics import psnr, shave_for
-from pcsr_lightning.models.routed import prepare, render, upscale, upscale_reference
+from pcsr_lightning.models.routed import upscale, upscale_forced, upscale_reference
 from pcsr_lightning.predict import resolve_device
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -88,17 +88,6 @@ def measure_backbone(model, lr, tile: int, device, repeats: int) -> float:
     return ms
 
 
-def forced(model, lr, scale, cls: int, tile: int):
-    """Routed run with every pixel sent to class ``cls`` (classifier still runs): the two bounds."""
-    from pcsr_lightning.models.tiling import encode_tiled
-
-    feat = encode_tiled(model, model.normalize(lr), tile) if tile else None
-    prepared = prepare(model, lr, scale, feat=feat)
-    hh, ww = prepared.grid.hr_size
-    classes = torch.full((lr.shape[0], hh * ww), cls, dtype=torch.long, device=lr.device)
-    return render(model, prepared, classes)
-
-
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.threads < 0:
@@ -125,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         row, results[k] = measure(f"pcsr k={k:g}", lambda k=k: upscale(pcsr, lr, s, k=k, tile=tile), hr, s, device, args.repeats)
         rows.append(row)
     for name, cls in (("pcsr all-heavy", 0), ("pcsr all-light", pcsr.num_classes - 1)):
-        rows.append(measure(name, lambda cls=cls: forced(pcsr, lr, s, cls, tile), hr, s, device, args.repeats)[0])
+        rows.append(measure(name, lambda cls=cls: upscale_forced(pcsr, lr, s, cls, tile), hr, s, device, args.repeats)[0])
     report = {"hr_size": [h, w], "scale": s, "device": str(device), "precision": args.precision,
               "channels_last": args.channels_last, "k": args.k, "machine": machine_info(device)}
     if not args.no_reference and dtype == torch.float32:

@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
 
 def compare(loaded, source, scale: int, ks: list[float]) -> list[dict]:
     """Mean PSNR over ``source``'s images of bicubic, all-heavy and routed PCSR at each k."""
-    from pcsr_lightning.training.stages import all_heavy
+    from pcsr_lightning.models.routed import prepare, render, render_forced, route
 
     model, shave = loaded.model, shave_for(scale)
     totals: dict[str, list[float]] = {}
@@ -45,9 +45,10 @@ def compare(loaded, source, scale: int, ks: list[float]) -> list[dict]:
         hr, lr = make_pair(source.load(i), scale)
         lr = lr[None]
         add("bicubic", psnr(imresize(lr, tuple(hr.shape[-2:]))[0], hr, shave))
-        add("PCSR, all heavy (U_0)", psnr(all_heavy(model, lr, tuple(hr.shape[-2:]))[0], hr, shave), 1.0)
+        prepared = prepare(model, lr, scale)  # backbone and classifier once per photo
+        add("PCSR, all heavy (U_0)", psnr(render_forced(model, prepared, 0).sr[0], hr, shave), 1.0)
         for k in ks:
-            out = model.upscale(lr, scale, k=k)
+            out = render(model, prepared, route(model, prepared, k))
             add(f"PCSR routed, k={k:g}", psnr(out.sr[0], hr, shave), out.heavy_share())
     return [{"method": key, "psnr": f"{sum(v) / len(v):.2f}",
              "heavy_share": f"{sum(shares[key]) / len(shares[key]):.3f}" if key in shares else ""}

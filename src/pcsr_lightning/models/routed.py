@@ -246,6 +246,25 @@ def upscale(
     return render(model, prepared, route(model, prepared, k, adaptive), refine, max_queries or DEFAULT_MAX_QUERIES)
 
 
+@torch.no_grad()
+def render_forced(model, prepared: Prepared, cls: int, refine: bool = True) -> RoutedSR:
+    """Every pixel on upsampler ``cls`` (0 = all-heavy, M - 1 = all-light): the two ends of the k curve."""
+    hh, ww = prepared.grid.hr_size
+    classes = torch.full((prepared.lr_norm.shape[0], hh * ww), cls, dtype=torch.long, device=prepared.lr_norm.device)
+    return render(model, prepared, classes, refine)
+
+
+@torch.no_grad()
+def upscale_forced(model, lr: torch.Tensor, scale: float, cls: int, tile: int = 0) -> RoutedSR:
+    """``render_forced`` from scratch; the classifier still runs, so timings compare with routed runs."""
+    feat = None
+    if tile > 0:
+        from pcsr_lightning.models.tiling import encode_tiled
+
+        feat = encode_tiled(model, model.normalize(lr), tile)
+    return render_forced(model, prepare(model, lr, scale, feat=feat), cls)
+
+
 # ---------------------------------------------------------------- reference path
 
 

@@ -19,11 +19,9 @@ from torch import nn
 
 from pcsr_lightning.metrics import psnr, shave_for
 from pcsr_lightning.models import PCSR, OriginalSR
+from pcsr_lightning.models.routed import prepare, render, render_forced, route
 from pcsr_lightning.models.sampler import make_cell, make_coord
 from pcsr_lightning.training.losses import classifier_stage_loss, l1_loss
-
-VAL_CHUNK = 1 << 16
-
 
 class Stage(L.LightningModule):
     """Common machinery: which submodules train, the optimizer over them, and logging."""
@@ -107,16 +105,6 @@ class OriginalStage(Stage):
         self.log_stage({"val_psnr": psnr(sr[0], batch["hr"][0], shave_for(self.scale))}, 1, prog_bar=True)
 
 
-@torch.no_grad()
-def all_heavy(net: PCSR, lr: torch.Tensor, hr_size: tuple[int, int]) -> torch.Tensor:
-    """Every pixel through U_0 (the heaviest upsampler), queries in chunks: (B,3,H,W)."""
-    coord = make_coord(hr_size, lr.device).unsqueeze(0).expand(lr.shape[0], -1, -1)
-    cell = make_cell(hr_size, coord.shape[1], lr.device).unsqueeze(0).expand_as(coord)
-    preds = [net(lr, coord[:, s : s + VAL_CHUNK], cell[:, s : s + VAL_CHUNK], num_active=1)[0]
-             for s in range(0, coord.shape[1], VAL_CHUNK)]
-    return torch.cat(preds, 1).transpose(1, 2).reshape(lr.shape[0], 3, *hr_size)
-
-
 def queries_of(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Coordinates, cells and target colours of the batch's query pixels: (B,Q,2), (B,Q,2), (B,Q,3)."""
     hr, idx = batch["hr"], batch["idx"]
@@ -150,9 +138,10 @@ class PCSRStage(Stage):
     def validation_step(self, batch, batch_idx):
         lr, hr = batch["lr"], batch["hr"][0]
         shave = shave_for(self.scale)
-        values = {"val_psnr_heavy": psnr(all_heavy(self.net, lr, tuple(hr.shape[-2:]))[0], hr, shave)}
+        prepared = prepare(self.net, lr, self.scale)  # backbone and classifier once for both metrics
+        values = {"val_psnr_heavy": psnr(render_forced(self.net, prepared, 0).sr[0], hr, shave)}
         if self.num_active == self.net.num_classes and self.net.num_classes > 1:
-            routed = self.net.upscale(lr, self.scale, k=0.0)
+            routed = render(self.net, prepared, route(self.net, prepared, 0.0))
             values["val_psnr_k0"] = psnr(routed.sr[0], hr, shave)
             values["val_heavy_share_k0"] = routed.heavy_share()
         self.log_stage(values, 1, prog_bar=True)
