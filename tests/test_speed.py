@@ -12,7 +12,8 @@ from pcsr_lightning.cli import main
 from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.metrics import psnr
 from pcsr_lightning.models import CARN, FSRCNN, PCSR
-from pcsr_lightning.models.routed import upscale_reference
+from pcsr_lightning.models.mlp import MLP
+from pcsr_lightning.models.routed import BlockedTail, upscale_reference
 from pcsr_lightning.models.router import refine, refine_in_place, route_by_cost
 from pcsr_lightning.models.tiling import encode_tiled, receptive_radius
 
@@ -37,6 +38,20 @@ def test_fast_path_equals_reference_on_random_model_any_block(block):
         ref = upscale_reference(model, lr, scale, k=0.2, chunk=50)
         assert torch.equal(fast.classes, ref.classes)
         torch.testing.assert_close(fast.sr, ref.sr, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("hidden", [[24, 24, 24], [8, 8], []])
+def test_blocked_tail_layouts_equal_the_mlp(hidden):
+    mlp = MLP(12, 3, hidden).eval()
+    x = torch.randn(50, 12)
+    first = mlp.linears[0]
+    with torch.no_grad():
+        want = mlp(x).t()
+        for query_major in (True, False):
+            tail = BlockedTail(mlp, 64, x, query_major=query_major)
+            pre = tail.first(50)
+            torch.addmm(first.bias, x, first.weight.t(), out=pre)
+            torch.testing.assert_close(tail(pre), want, atol=1e-5, rtol=0)
 
 
 def test_route_by_cost_class_major_equals_last_dim():

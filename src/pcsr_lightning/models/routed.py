@@ -21,10 +21,16 @@ from pcsr_lightning.models.router import refine_in_place
 from pcsr_lightning.models.router import route_adaptive, route_by_cost
 from pcsr_lightning.models.sampler import QueryGrid, make_cell, make_coord, output_size, query_inputs
 
-# Queries per block: a block's MLP activations (block x hidden floats) stay in the CPU caches.
-# Queries per block. Measured on 2 CPU cores at 2K (CARN-PCSR): 4,096-query blocks lose to BLAS call and
-# threading overhead, million-query blocks to page faults; the dense classifier pass likes larger bands.
-DEFAULT_MAX_QUERIES = 1 << 16
+# Render blocks. On CPU a block's activations stay in L2: 2 MiB of them, so 7,085 queries for CARN's
+# 74-wide heavy upsampler, 26,214 for its 20-wide light one. Measured on 2 cores at 2K (CARN-PCSR): the
+# heavy upsampler renders 1.6x faster in 8,192-query blocks than in 65,536 (BLAS on 74-wide layers drops
+# from ~70 to ~40 GMAC/s once a block spills the cache); thin MLPs want bigger blocks (per-call overhead).
+# On GPU big blocks keep the launches few. The dense classifier pass runs in row bands of its own.
+CPU_BLOCK_FLOATS = 1 << 19
+CUDA_BLOCK_QUERIES = 1 << 16
+# Hidden layers at least this wide run query-major (faster on CPU for CARN's 74 and 20); thinner ones,
+# like the 10-wide classifiers, feature-major (1.5x faster for CARN's classifier).
+QUERY_MAJOR_MIN_WIDTH = 16
 DEFAULT_BAND_QUERIES = 1 << 18
 
 
@@ -87,15 +93,24 @@ class FoldedLayer:
 class BlockedTail:
     """The MLP's layers after the folded first Linear, run one cache-sized block of queries at a time.
 
-    The first layer's pre-activation comes query-major (n, hidden), as the gathers produce it; every
-    later layer runs feature-major, W @ x -> (out, n), because BLAS is several times faster on that
-    shape than on (n, hidden) @ (hidden, 3). Activations of a block stay in cache, in buffers
+    Hidden layers run query-major, x (n, in) @ W^T, the layout the gathers produce; the output layer
+    runs feature-major, W @ x^T -> (out, n), because BLAS is several times slower on (n, hidden) @
+    (hidden, 3) and the image wants (3, n) anyway. Activations of a block stay in cache, in buffers
     allocated once.
     """
 
-    def __init__(self, mlp, block: int, like: torch.Tensor):
+    def __init__(self, mlp, block: int, like: torch.Tensor, query_major: bool | None = None):
         linears = mlp.linears
-        self.weights = [(lin.weight.contiguous(), lin.bias[:, None].contiguous()) for lin in linears[1:]]
+        if query_major is None:
+            query_major = linears[0].out_features >= QUERY_MAJOR_MIN_WIDTH
+        self.query_major = query_major
+        if query_major:
+            self.hidden = [(lin.weight.t().contiguous(), lin.bias.contiguous()) for lin in linears[1:-1]]
+        else:
+            self.hidden = [(lin.weight.contiguous(), lin.bias[:, None].contiguous()) for lin in linears[1:-1]]
+        self.last = None
+        if len(linears) > 1:
+            self.last = (linears[-1].weight.contiguous(), linears[-1].bias[:, None].contiguous())
         self.first_buffer = like.new_empty(block, linears[0].out_features)
         self.buffers = [like.new_empty(block * lin.out_features) for lin in linears[1:]]
 
@@ -105,11 +120,20 @@ class BlockedTail:
 
     def __call__(self, pre: torch.Tensor) -> torch.Tensor:
         """pre: (n, hidden) first-layer pre-activation (clobbered) -> (out, n)."""
+        if self.last is None:
+            return pre.t()
         n = pre.shape[0]
-        x = pre.t()
-        for (weight, bias), buffer in zip(self.weights, self.buffers):
-            x = torch.addmm(bias, weight, x.relu_(), out=buffer[: weight.shape[0] * n].view(-1, n))
-        return x
+        if self.query_major:
+            x = pre
+            for (weight_t, bias), buffer in zip(self.hidden, self.buffers):
+                x = torch.addmm(bias, x.relu_(), weight_t, out=buffer[: n * weight_t.shape[1]].view(n, -1))
+            x = x.t()
+        else:
+            x = pre.t()
+            for (weight, bias), buffer in zip(self.hidden, self.buffers):
+                x = torch.addmm(bias, weight, x.relu_(), out=buffer[: weight.shape[0] * n].view(-1, n))
+        weight, bias = self.last
+        return torch.addmm(bias, weight, x.relu_(), out=self.buffers[-1][: weight.shape[0] * n].view(-1, n))
 
 
 def _fill_dense_rows(folded: FoldedLayer, grid: QueryGrid, r0: int, r1: int, out: torch.Tensor) -> None:
@@ -121,6 +145,11 @@ def _fill_dense_rows(folded: FoldedLayer, grid: QueryGrid, r0: int, r1: int, out
     torch.index_select(lr_rows, 1, grid.col_index, out=dense)
     dense += folded.row_term[r0:r1, None]
     dense += folded.col_term[None]
+
+
+def block_queries(device: torch.device, width: int) -> int:
+    """Default queries per render block for an MLP whose first layer is ``width`` wide."""
+    return CUDA_BLOCK_QUERIES if device.type == "cuda" else max(1024, CPU_BLOCK_FLOATS // width)
 
 
 def _bands(total_rows: int, width: int, max_queries: int):
@@ -202,7 +231,7 @@ def _render_class(upsampler, folded: FoldedLayer, grid: QueryGrid, pixels: torch
 
 @torch.no_grad()
 def render(
-    model, prepared: Prepared, classes: torch.Tensor, refine: bool = True, max_queries: int = DEFAULT_MAX_QUERIES
+    model, prepared: Prepared, classes: torch.Tensor, refine: bool = True, max_queries: int | None = None
 ) -> RoutedSR:
     """Each upsampler on its own pixels (one gather of indices per class, cache-sized blocks), + base, refinement."""
     grid = prepared.grid
@@ -214,7 +243,8 @@ def render(
             pixels = (classes[i] == j).nonzero().squeeze(1)
             if pixels.numel():
                 folded = FoldedLayer.build(upsampler.linears[0], prepared.feat[i], grid)
-                _render_class(upsampler, folded, grid, pixels, residual[i], max_queries)
+                block = max_queries or block_queries(residual.device, folded.lr_term.shape[1])
+                _render_class(upsampler, folded, grid, pixels, residual[i], block)
     pred = F.interpolate(prepared.lr_norm, size=(hh, ww), mode="bilinear", align_corners=False)
     pred += residual.view(b, 3, hh, ww)
     class_map = classes.view(b, hh, ww)
@@ -243,7 +273,7 @@ def upscale(
 
         feat = encode_tiled(model, model.normalize(lr), tile)
     prepared = prepare(model, lr, scale, max_queries or DEFAULT_BAND_QUERIES, feat)
-    return render(model, prepared, route(model, prepared, k, adaptive), refine, max_queries or DEFAULT_MAX_QUERIES)
+    return render(model, prepared, route(model, prepared, k, adaptive), refine, max_queries)
 
 
 @torch.no_grad()
