@@ -62,18 +62,39 @@ def synchronize(device: torch.device) -> None:
 
 def time_ms(fn: Callable[[], object], device: torch.device, repeats: int = 3, warmup: int = 1) -> list[float]:
     """Synchronized wall-clock milliseconds of ``repeats`` calls after ``warmup`` calls."""
-    if repeats < 1:
+    return time_rounds({"fn": fn}, device, repeats, warmup)["fn"]
+
+
+def time_rounds(
+    fns: dict[str, Callable[[], object]], device: torch.device, repeats: int | dict[str, int] = 3, warmup: int = 0
+) -> dict[str, list[float]]:
+    """Synchronized wall-clock milliseconds per variant, the variants interleaved round by round.
+
+    On a shared machine the speed drifts by tens of percent over a minute; timing A A A then B B B puts
+    that drift into the ratio, A B A B puts it into both sides alike. ``repeats`` may differ per variant
+    (a slow reference path gets fewer); a variant drops out of the rounds once it has its repeats.
+    """
+    counts = {name: repeats for name in fns} if isinstance(repeats, int) else dict(repeats)
+    if any(counts.get(name, 0) < 1 for name in fns):
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
-    for _ in range(warmup):
-        fn()
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     synchronize(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(1000 * (time.perf_counter() - t0))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(max(counts.values())):
+        for name, fn in fns.items():
+            if r < counts[name]:
+                t0 = time.perf_counter()
+                fn()
+                synchronize(device)
+                times[name].append(1000 * (time.perf_counter() - t0))
     return times
+
+
+def paired_ratio(times: list[float], base: list[float]) -> float:
+    """Median over rounds of time / baseline time in the same round (the drift-robust ratio)."""
+    return statistics.median(t / b for t, b in zip(times, base))
 
 
 def _rss_bytes() -> int:
@@ -141,13 +162,13 @@ class Row:
 
 
 def ratio_rows(rows: list[Row], baseline: str = "original") -> list[list[str]]:
-    """Table cells: name, median ms, ratio to the baseline, PSNR, heavy share, peak memory."""
-    base = next(r.ms for r in rows if r.name == baseline)
+    """Table cells: name, median ms, paired ratio to the baseline, PSNR, heavy share, peak memory."""
+    base = next(r for r in rows if r.name == baseline)
     return [
         [
             r.name,
             f"{r.ms:.1f}",
-            f"{r.ms / base:.3f}",
+            f"{paired_ratio(r.times_ms, base.times_ms):.3f}",
             f"{r.psnr:.3f}",
             "-" if r.heavy_share is None else f"{r.heavy_share:.3f}",
             f"{r.peak_mb:,.0f}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 
 import torch
 
@@ -11,11 +12,12 @@ from pcsr_lightning.bench import (
     TABLE_HEADER,
     Row,
     machine_info,
+    paired_ratio,
     parse_size,
     peak_memory_mb,
     photo_mosaic,
     ratio_rows,
-    time_ms,
+    time_rounds,
 )
 from pcsr_lightning.checkpoint import load_checkpoint
 from pcsr_lightning.commands.common import format_table
@@ -62,30 +64,18 @@ def _load(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dtype, 
 
 
 @torch.no_grad()
-def measure(name: str, fn, hr: torch.Tensor, scale: int, device, repeats: int) -> tuple[Row, object]:
-    """Warm-up call (its peak memory and output are kept), then timed repeats."""
+def first_call(fn, hr: torch.Tensor, scale: int, device) -> tuple[float, object, float, float | None]:
+    """The warm-up call: its peak memory, its output, PSNR against the HR and heavy share."""
     out = []
     peak = peak_memory_mb(lambda: out.append(fn()), device)
     result = out[0]
     sr = result if isinstance(result, torch.Tensor) else result.sr
     share = None if isinstance(result, torch.Tensor) else result.heavy_share()
-    quality = psnr(sr[0].float().cpu(), hr, shave_for(scale))
-    times = time_ms(fn, device, repeats, warmup=0)
-    row = Row(name, sorted(times)[len(times) // 2], quality, share, peak, times)
-    print(f"  {name}: {row.ms:.1f} ms, {quality:.3f} dB", flush=True)
-    return row, result
+    return peak, result, psnr(sr[0].float().cpu(), hr, shave_for(scale)), share
 
 
-@torch.no_grad()
-def measure_backbone(model, lr, tile: int, device, repeats: int) -> float:
-    """Median ms of the PCSR backbone alone (shared by the fast and the reference path)."""
-    from pcsr_lightning.models.tiling import encode_tiled
-
-    lr_norm = model.normalize(lr)
-    times = time_ms(lambda: encode_tiled(model, lr_norm, tile) if tile else model.encode(lr_norm), device, repeats)
-    ms = sorted(times)[len(times) // 2]
-    print(f"  pcsr backbone alone: {ms:.1f} ms", flush=True)
-    return ms
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,50 +96,73 @@ def run(args: argparse.Namespace) -> int:
         lr = lr.contiguous(memory_format=torch.channels_last)
     print(f"bench x{args.scale}: HR {h}x{w}, LR {lr.shape[-2]}x{lr.shape[-1]}, {device}, {args.precision}", flush=True)
     s, tile = args.scale, args.tile
-    rows, results = [], {}
-    row, _ = measure("original", lambda: original(lr), hr, s, device, args.repeats)
-    rows.append(row)
-    backbone = measure_backbone(pcsr, lr, tile, device, args.repeats)
+    ref_name = f"reference k={args.k[0]:g}"
+    variants = {"original": lambda: original(lr)}
     for k in args.k:
-        row, results[k] = measure(f"pcsr k={k:g}", lambda k=k: upscale(pcsr, lr, s, k=k, tile=tile), hr, s, device, args.repeats)
-        rows.append(row)
+        variants[f"pcsr k={k:g}"] = lambda k=k: upscale(pcsr, lr, s, k=k, tile=tile)
     for name, cls in (("pcsr all-heavy", 0), ("pcsr all-light", pcsr.num_classes - 1)):
-        rows.append(measure(name, lambda cls=cls: upscale_forced(pcsr, lr, s, cls, tile), hr, s, device, args.repeats)[0])
-    report = {"hr_size": [h, w], "scale": s, "device": str(device), "precision": args.precision,
-              "channels_last": args.channels_last, "k": args.k, "machine": machine_info(device)}
+        variants[name] = lambda cls=cls: upscale_forced(pcsr, lr, s, cls, tile)
     if not args.no_reference and dtype == torch.float32:
-        row, ref = measure(
-            f"reference k={args.k[0]:g}",
-            lambda: upscale_reference(pcsr, lr, s, k=args.k[0]),
-            hr, s, device, args.reference_repeats,
-        )
-        rows.append(row)
-        fast = results[args.k[0]]
+        variants[ref_name] = lambda: upscale_reference(pcsr, lr, s, k=args.k[0])
+    fast_name = f"pcsr k={args.k[0]:g}"
+    first, outputs = {}, {}
+    for name, fn in variants.items():
+        peak, result, quality, share = first_call(fn, hr, s, device)
+        first[name] = (peak, quality, share)
+        if name in (fast_name, ref_name):  # compared below; the other outputs are dropped (memory at 8K)
+            outputs[name] = result
+        del result
+        print(f"  {name}: warm-up done, {quality:.3f} dB", flush=True)
+    from pcsr_lightning.models.tiling import encode_tiled
+
+    lr_norm = pcsr.normalize(lr)
+    backbone_name = "pcsr backbone alone"  # shared by the fast and the reference path
+    repeats = {name: args.reference_repeats if name == ref_name else args.repeats for name in variants}
+    repeats[backbone_name] = args.repeats
+    with torch.no_grad():
+        encode = (lambda: encode_tiled(pcsr, lr_norm, tile)) if tile else (lambda: pcsr.encode(lr_norm))
+        times = time_rounds({**variants, backbone_name: encode}, device, repeats, warmup=0)
+    backbone = _median(times[backbone_name])
+    rows = []
+    for name in variants:
+        peak, quality, share = first[name]
+        rows.append(Row(name, _median(times[name]), quality, share, peak, times[name]))
+        print(f"  {name}: {rows[-1].ms:.1f} ms", flush=True)
+    print(f"  {backbone_name}: {backbone:.1f} ms", flush=True)
+    report = {"hr_size": [h, w], "scale": s, "device": str(device), "precision": args.precision,
+              "channels_last": args.channels_last, "k": args.k, "machine": machine_info(device),
+              "timing": "variants interleaved round by round; ratios are medians of same-round ratios"}
+    if ref_name in variants:
+        fast, ref = outputs[fast_name], outputs[ref_name]
+        fast_t, ref_t, bb_t = times[fast_name], times[ref_name], times[backbone_name]
         report["fast_vs_reference"] = {
             "classes_identical": bool(torch.equal(fast.classes, ref.classes)),
-            "psnr_diff_db": abs(rows[1].psnr - row.psnr),
-            "speedup": row.ms / rows[1].ms,
+            "psnr_diff_db": abs(first[fast_name][1] - first[ref_name][1]),
+            "speedup": paired_ratio(ref_t, fast_t),
             # Both paths share the backbone: the routed part is what the implementations differ in.
-            "speedup_routed": (row.ms - backbone) / max(rows[1].ms - backbone, 1e-9),
+            "speedup_routed": statistics.median(
+                (r - b) / max(f - b, 1e-9) for r, f, b in zip(ref_t, fast_t, bb_t)
+            ),
         }
     if dtype != torch.float32:
         full = _load(args.pcsr_ckpt, True, device, torch.float32, False, s)
         with torch.no_grad():
             ref_sr = upscale(full, lr.float(), s, k=args.k[0], tile=tile).sr
         fp32_psnr = psnr(ref_sr[0].cpu(), hr, shave_for(s))
-        report["psnr_guard"] = {"fp32": fp32_psnr, "low_precision": rows[1].psnr,
-                                "ok": fp32_psnr - rows[1].psnr <= GUARD_DB}
+        report["psnr_guard"] = {"fp32": fp32_psnr, "low_precision": first[fast_name][1],
+                                "ok": fp32_psnr - first[fast_name][1] <= GUARD_DB}
     by_name = {r.name: r for r in rows}
-    first = by_name[f"pcsr k={args.k[0]:g}"]
-    reference = by_name.get(f"reference k={args.k[0]:g}")
+    fast_row = by_name[fast_name]
+    reference = by_name.get(ref_name)
     report.update(
         ms_original=by_name["original"].ms,
         ms_backbone=backbone,
-        ms_pcsr=first.ms,
+        ms_pcsr=fast_row.ms,
+        ratio_pcsr=paired_ratio(fast_row.times_ms, by_name["original"].times_ms),
         ms_reference=None if reference is None else reference.ms,
         psnr={r.name: r.psnr for r in rows},
         psnr_original=by_name["original"].psnr,
-        psnr_pcsr=first.psnr,
+        psnr_pcsr=fast_row.psnr,
         psnr_reference=None if reference is None else reference.psnr,
         peak_memory_mb={r.name: r.peak_mb for r in rows},
         rows=[r.as_dict() for r in rows],
