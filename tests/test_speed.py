@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import sample_photo
-from pcsr_lightning.bench import parse_size, photo_mosaic, ratio_rows, Row
+from pcsr_lightning.bench import Row, paired_ratio, parse_size, photo_mosaic, ratio_rows, time_rounds
 from pcsr_lightning.checkpoint import load_checkpoint, save_checkpoint
 from pcsr_lightning.cli import main
 from pcsr_lightning.data.bicubic import imresize
@@ -100,6 +100,21 @@ def test_parse_size_and_mosaic():
     assert rows[1][2] == "0.500"
 
 
+def test_time_rounds_interleaves_and_pairs():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "ref")}
+    times = time_rounds(fns, torch.device("cpu"), {"a": 3, "b": 3, "ref": 1}, warmup=1)
+    assert calls == ["a", "b", "ref", "a", "b", "ref", "a", "b", "a", "b"]
+    assert [len(times[n]) for n in ("a", "b", "ref")] == [3, 3, 1]
+    with pytest.raises(ValueError, match="repeats"):
+        time_rounds(fns, torch.device("cpu"), 0)
+    # Drift that hits both sides alike cancels in the paired ratio, not in the ratio of medians.
+    assert paired_ratio([5.0, 10.0, 20.0], [10.0, 20.0, 40.0]) == 0.5
+    rows = ratio_rows([Row("original", 20.0, 30.0, None, 1.0, [10.0, 20.0, 40.0]),
+                       Row("pcsr", 5.0, 30.0, 0.4, 1.0, [5.0, 10.0, 20.0])])
+    assert rows[1][2] == "0.500"
+
+
 def test_bench_command_writes_json(tmp_path):
     pcsr_cfg = {
         "_target_": "pcsr_lightning.models.PCSR",
@@ -119,7 +134,8 @@ def test_bench_command_writes_json(tmp_path):
     args = ["bench", "--pcsr-ckpt", str(p), "--original-ckpt", str(o), "--hr-size", "32x48", "--repeats", "1"]
     assert main(args + ["--k", "0", "1", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    for key in ("ms_original", "ms_backbone", "ms_pcsr", "ms_reference", "psnr_original", "psnr_pcsr", "psnr_reference"):
+    for key in ("ms_original", "ms_backbone", "ms_pcsr", "ms_reference", "psnr_original", "psnr_pcsr", "psnr_reference",
+                "ratio_pcsr"):
         assert isinstance(report[key], float) and report[key] > 0, key
     assert report["fast_vs_reference"]["classes_identical"] is True
     assert report["fast_vs_reference"]["speedup_routed"] > 0
