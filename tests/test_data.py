@@ -123,6 +123,32 @@ def test_image_folder_errors_and_skips(tmp_path):
         ImageFolder(only_small).keep_at_least(128)
 
 
+def test_image_folder_keeps_decoded_images_within_budget(tmp_path, monkeypatch):
+    import pcsr_lightning.data.sources as sources
+    from pcsr_lightning.data.io import read_image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    write_png(folder / "a.png", 140, 150, 1)
+    write_png(folder / "b.png", 130, 160, 2)
+    decoded = []
+    real = sources.read_image_raw
+    monkeypatch.setattr(sources, "read_image_raw", lambda p: decoded.append(p.name) or real(p))
+    one_image_mb = 3 * 140 * 150 / 2**20
+    source = ImageFolder(folder, cache_mb=one_image_mb)  # room for a.png only
+    for _ in range(3):
+        assert torch.equal(source.load(0), read_image(folder / "a.png"))
+        assert source.load(1).dtype == torch.float32
+    assert decoded == ["a.png", "b.png", "b.png", "b.png"]
+    assert source.load_raw(0).dtype == torch.uint8  # 4x smaller than float in memory
+    crops = TrainCrops(source, crops_per_image=2, augment=False)
+    hr = crops[0]["hr"]
+    assert hr.dtype == torch.float32 and 0 <= float(hr.min()) and float(hr.max()) <= 1
+    assert torch.equal(hr, (hr * 255).round() / 255)  # exactly the 8-bit values / 255
+    with pytest.raises(ValueError, match="cache_mb"):
+        ImageFolder(folder, cache_mb=-1)
+
+
 def test_image_corrupted_after_setup_is_skipped_mid_epoch(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pcsr_lightning.data.bicubic import imresize
-from pcsr_lightning.data.io import ImageReadError
+from pcsr_lightning.data.io import ImageReadError, as_float
 from pcsr_lightning.data.sources import HRSource
 
 
@@ -37,13 +37,14 @@ class _SkipUnreadable:
         self.bad: set[int] = set()
 
     def load(self, index: int) -> tuple[int, torch.Tensor]:
+        """(index used, raw image: uint8 where the source keeps it so, see ``HRSource.load_raw``)."""
         n = len(self.source)
         for shift in range(n):
             i = (index + shift) % n
             if i in self.bad:
                 continue
             try:
-                return i, self.source.load(i)
+                return i, self.source.load_raw(i)
             except ImageReadError as err:
                 self.bad.add(i)
                 warnings.warn(f"skipping unreadable image during training: {err}", stacklevel=2)
@@ -78,7 +79,7 @@ class TrainCrops(Dataset):
         hr = img[:, top : top + size, left : left + size]
         if self.augment:
             hr = augment(hr, int(torch.randint(0, 8, ())))
-        hr = hr.contiguous()
+        hr = as_float(hr.contiguous())
         lr = imresize(hr, (self.lr_patch, self.lr_patch))
         n = size * size
         idx = torch.arange(n) if self.queries is None else torch.randperm(n)[: self.queries]
@@ -106,7 +107,7 @@ class ValImages(Dataset):
         h, w = h - h % self.scale, w - w % self.scale
         if h < self.scale or w < self.scale:
             raise ValueError(f"validation image {self.source.name(index)} is too small for x{self.scale}")
-        hr = img[:, :h, :w].contiguous()
+        hr = as_float(img[:, :h, :w].contiguous())
         return {"lr": imresize(hr, (h // self.scale, w // self.scale)), "hr": hr}
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pcsr_lightning.data.bicubic import imresize
-from pcsr_lightning.data.io import ImageReadError, atomic_write, list_images, read_image, write_text
+from pcsr_lightning.data.io import ImageReadError, as_float, atomic_write, list_images, read_image, write_text
 from pcsr_lightning.data.sources import HRSource
 
 RESCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
@@ -157,11 +157,13 @@ class DIV2K(HRSource):
         return files[k], int(index - start)
 
     def load(self, index: int) -> torch.Tensor:
+        return as_float(self.load_raw(index))
+
+    def load_raw(self, index: int) -> torch.Tensor:
         name, j = self._locate(index)
         if name not in self._open:
             self._open[name] = np.load(self.cache_dir / name, mmap_mode="r")
-        arr = np.array(self._open[name][j])
-        return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255)
+        return torch.from_numpy(np.array(self._open[name][j])).permute(2, 0, 1)
 
     def name(self, index: int) -> str:
         name, j = self._locate(index)

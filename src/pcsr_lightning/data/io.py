@@ -24,8 +24,11 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """(3,H,W) float32 in [0,1]; grayscale, palette, alpha and 16-bit images become plain RGB."""
+def pil_to_raw(img: Image.Image) -> torch.Tensor:
+    """(3,H,W): uint8 for 8-bit images (4x smaller to keep in memory), float32 in [0,1] otherwise.
+
+    Grayscale, palette, alpha and 16-bit images become plain RGB. ``as_float`` gives the [0,1] float.
+    """
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -36,21 +39,35 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
         return torch.from_numpy(np.repeat(arr[..., None], 3, axis=2)).permute(2, 0, 1).contiguous()
     if img.mode != "RGB":
         img = img.convert("RGB")
-    arr = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """(3,H,W) float32 RGB in [0,1]; raises ImageReadError naming the file when it cannot be decoded."""
+def as_float(img: torch.Tensor) -> torch.Tensor:
+    """uint8 (0..255) or float image -> float32 in [0,1]."""
+    return img.float().div_(255.0) if img.dtype == torch.uint8 else img
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """(3,H,W) float32 in [0,1]; grayscale, palette, alpha and 16-bit images become plain RGB."""
+    return as_float(pil_to_raw(img))
+
+
+def read_image_raw(path: str | Path) -> torch.Tensor:
+    """``pil_to_raw`` of a file; raises ImageReadError naming the file when it cannot be decoded."""
     path = Path(path)
     try:
         with Image.open(path) as img:
             img.load()
-            return pil_to_tensor(img)
+            return pil_to_raw(img)
     except FileNotFoundError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise ImageReadError(f"cannot read image {path}: {err}") from err
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """(3,H,W) float32 RGB in [0,1]; raises ImageReadError naming the file when it cannot be decoded."""
+    return as_float(read_image_raw(path))
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
