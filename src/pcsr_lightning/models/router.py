@@ -97,19 +97,28 @@ def refine(pred: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch
     return torch.where(cond[:, None], mean, pred)
 
 
-def refine_in_place(pred: torch.Tensor, classes: torch.Tensor, num_classes: int) -> None:
-    """``refine`` in one pass over the masked pixels only: their 3x3 means from 9 gathers, written in place.
+def refine_in_place(pred: torch.Tensor, classes: torch.Tensor, num_classes: int, band: int = 32) -> None:
+    """``refine`` in place, a band of rows at a time: separable 3x3 sums of a band that stays in cache,
+    written where the mask says. No image-sized temporaries (the 9-gather form cost over a second at 4K).
 
-    The mask never touches the outer border, so every neighbour exists and no padding is needed.
+    The mask never touches the outer border, so only interior pixels change and no padding is needed;
+    the band's upper neighbour row is kept as it was before the previous band was written.
     """
     cond = refinement_mask(classes, num_classes)
     b, c, h, w = pred.shape
-    flat = pred.view(b, c, h * w)
+    if h < 3 or w < 3:
+        return
     for i in range(b):
-        idx = cond[i].view(-1).nonzero().squeeze(1)
-        if idx.numel() == 0:
-            continue
-        acc = torch.zeros(c, idx.numel(), dtype=pred.dtype, device=pred.device)
-        for offset in (-w - 1, -w, -w + 1, -1, 0, 1, w - 1, w, w + 1):
-            acc += flat[i].index_select(1, idx + offset)
-        flat[i].index_copy_(1, idx, acc.div_(9))
+        img, mask = pred[i], cond[i]
+        above = img[:, 0].clone()
+        for r0 in range(1, h - 1, band):
+            r1 = min(h - 1, r0 + band)
+            rows = img[:, r0 : r1 + 1]
+            vertical = rows[:, :-1] + rows[:, 1:]  # rows r0 .. r1-1: itself + the row below
+            vertical[:, 1:] += rows[:, :-2]  # + the row above
+            vertical[:, 0] += above
+            box = vertical[:, :, :-2] + vertical[:, :, 1:-1]
+            box += vertical[:, :, 2:]
+            above = img[:, r1 - 1].clone()
+            target = img[:, r0:r1, 1 : w - 1]
+            target.copy_(torch.where(mask[r0:r1, 1 : w - 1], box.div_(9), target))
