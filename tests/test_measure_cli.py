@@ -10,7 +10,8 @@ from conftest import sample_photo
 from pcsr_lightning.checkpoint import load_checkpoint, save_checkpoint
 from pcsr_lightning.cli import main
 from pcsr_lightning.data.bicubic import imresize
-from pcsr_lightning.evaluation import paper_crop_size
+from pcsr_lightning.evaluation import load_pair, paper_crop_size
+from pcsr_lightning.metrics import psnr
 from pcsr_lightning.measure import arch_config, build_arch, class_counts
 from pcsr_lightning.models.routed import prepare, route
 
@@ -76,9 +77,16 @@ def test_eval_reads_paired_lr_dir(fsrcnn_pair, tmp_path, capsys):
     lr.mkdir()
     Image.open(hr / "coffee.png").resize((37, 35)).save(lr / "coffeex4.png")
     out = tmp_path / "per.csv"
-    assert main(["eval", "--ckpt", str(pcsr), "--hr-dir", str(hr), "--lr-dir", str(lr), "--out", str(out)]) == 1
+    args = ["eval", "--ckpt", str(pcsr), "--hr-dir", str(hr), "--lr-dir", str(lr), "--out", str(out)]
+    assert main(args) == 1
     assert "no LR image for astronaut.png" in capsys.readouterr().err
     assert [r["image"] for r in csv.DictReader(out.open())] == ["coffee.png", "mean"]
+    assert main(args + ["--bicubic"]) == 1
+    rows = {(r["image"], r["setting"]): r for r in csv.DictReader(out.open())}
+    hr_img, lr_img = load_pair(hr / "coffee.png", 4, lr, None)
+    want = psnr(imresize(lr_img[None], tuple(hr_img.shape[-2:]))[0], hr_img, 4)
+    assert float(rows[("coffee.png", "bicubic")]["psnr"]) == pytest.approx(want, abs=1e-5)
+    assert float(rows[("mean", "bicubic")]["gflops_paper"]) == 0
 
 
 def test_hydra_multirun_over_k(fsrcnn_pair, tmp_path, monkeypatch):

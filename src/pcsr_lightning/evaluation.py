@@ -78,7 +78,8 @@ def load_pair(hr_path: Path, scale: float, lr_dir: Path | None, crop: str | None
 
 @dataclass
 class Record:
-    """One image under one setting. ``setting``: 'k', 'adaptive', 'all-light', 'all-heavy' or 'original'."""
+    """One image under one setting. ``setting``: 'k', 'adaptive', 'all-light', 'all-heavy', 'original' or
+    'bicubic' (the baseline every SR network must beat; no network, 0 GFLOPs counted)."""
 
     image: str
     model: str  # 'pcsr' or 'original'
@@ -104,6 +105,7 @@ class EvalSettings:
     refine: bool = True
     crop: str | None = None
     ends: bool = False
+    bicubic: bool = False
     device: str = "cpu"
 
 
@@ -190,6 +192,10 @@ def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tupl
             if loaded.is_pcsr:
                 own.append(ref)
         records += own
+        if settings.bicubic:
+            up = imresize(lr[None], tuple(hr.shape[-2:]))[0]
+            records.append(Record(path.name, "bicubic", "bicubic", None, psnr(up, hr, shave_for(settings.scale)), None,
+                                  0.0, 0.0))
     if original is not None:
         add_shares(records, reference)
     return records, failures

@@ -25,6 +25,7 @@ def add_parser(sub) -> None:
     p.add_argument("--crop", choices=["paper", "none"], default="none", help="paper: LR top-left cropped to 28n+4")
     add_routing_flags(p, several_k=True)
     p.add_argument("--ends", action="store_true", help="also all-light and all-heavy routing (implied by --plot)")
+    p.add_argument("--bicubic", action="store_true", help="also the bicubic baseline (PSNR of the LR upscaled by bicubic)")
     p.add_argument("--out", default=None, help="per-image CSV")
     p.add_argument("--summary", default=None, help="summary CSV (means per setting)")
     p.add_argument("--plot", default=None, help="PNG: PSNR vs GFLOPs (k curve, original, all-light/heavy)")
@@ -37,6 +38,7 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
         ckpt=args.ckpt, hr_dir=args.hr_dir, lr_dir=args.lr_dir, original_ckpt=args.original_ckpt, scale=args.scale,
         ks=list(args.k), adaptive=args.adaptive, refine=not args.no_refine,
         crop=None if args.crop == "none" else args.crop, ends=args.ends or bool(args.plot), device=args.device,
+        bicubic=args.bicubic,
     )
 
 
