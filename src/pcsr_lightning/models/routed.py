@@ -25,9 +25,11 @@ from pcsr_lightning.models.sampler import QueryGrid, make_cell, make_coord, outp
 # 74-wide heavy upsampler, 26,214 for its 20-wide light one. Measured on 2 cores at 2K (CARN-PCSR): the
 # heavy upsampler renders 1.6x faster in 8,192-query blocks than in 65,536 (BLAS on 74-wide layers drops
 # from ~70 to ~40 GMAC/s once a block spills the cache); thin MLPs want bigger blocks (per-call overhead).
-# On GPU big blocks keep the launches few. The dense classifier pass runs in row bands of its own.
+# On GPU the work per launch is tiny, so blocks are large (not yet measured: no GPU so far; 2^20 queries
+# keep a 4K image's heavy pixels to 4 blocks at ~1.2 GB of activations). The dense classifier pass runs
+# in row bands of its own.
 CPU_BLOCK_FLOATS = 1 << 19
-CUDA_BLOCK_QUERIES = 1 << 16
+CUDA_BLOCK_QUERIES = 1 << 20
 # Hidden layers at least this wide run query-major (faster on CPU for CARN's 74 and 20); thinner ones,
 # like the 10-wide classifiers, feature-major (1.5x faster for CARN's classifier).
 QUERY_MAJOR_MIN_WIDTH = 16
@@ -250,7 +252,8 @@ def render(
     pred += residual.view(b, 3, hh, ww)
     class_map = classes.view(b, hh, ww)
     if refine:
-        refine_in_place(pred, class_map, model.num_classes)
+        # CPU: cache-sized row bands; GPU: the whole image in one band (a few launches, memory is there).
+        refine_in_place(pred, class_map, model.num_classes, band=hh if pred.is_cuda else 32)
     pred += model.rgb_mean
     return RoutedSR(pred, class_map)
 
