@@ -145,6 +145,7 @@ def test_bench_command_writes_json(tmp_path):
     assert set(report["peak_memory_mb"]) >= {"original", "pcsr k=0", "pcsr k=1", "reference k=0"}
     assert main(args + ["--precision", "bf16", "--no-reference"]) == 0
     assert main(args[:-4] + ["--hr-size", "30x47"]) == 2  # not divisible by the scale: clear error
+    assert main(args + ["--reference-repeats", "0"]) == 2
     assert main(["bench", "--pcsr-ckpt", str(o), "--original-ckpt", str(o), "--hr-size", "32x48"]) == 2
 
 

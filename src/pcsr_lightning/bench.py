@@ -60,11 +60,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_ms(fn: Callable[[], object], device: torch.device, repeats: int = 3, warmup: int = 1) -> list[float]:
-    """Synchronized wall-clock milliseconds of ``repeats`` calls after ``warmup`` calls."""
-    return time_rounds({"fn": fn}, device, repeats, warmup)["fn"]
-
-
 def time_rounds(
     fns: dict[str, Callable[[], object]], device: torch.device, repeats: int | dict[str, int] = 3, warmup: int = 0
 ) -> dict[str, list[float]]:
@@ -76,7 +71,7 @@ def time_rounds(
     """
     counts = {name: repeats for name in fns} if isinstance(repeats, int) else dict(repeats)
     if any(counts.get(name, 0) < 1 for name in fns):
-        raise ValueError(f"--repeats must be >= 1, got {repeats}")
+        raise ValueError(f"repeats must be >= 1 for every variant (--repeats, --reference-repeats), got {counts}")
     for fn in fns.values():
         for _ in range(warmup):
             fn()

@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    if args.repeats < 1 or args.reference_repeats < 1:
+        raise ValueError(f"--repeats and --reference-repeats must be >= 1, got {args.repeats}, {args.reference_repeats}")
     if args.threads:
         torch.set_num_threads(args.threads)
     h, w = parse_size(args.hr_size)
@@ -115,11 +117,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name}: warm-up done, {quality:.3f} dB", flush=True)
     from pcsr_lightning.models.tiling import encode_tiled
 
-    lr_norm = pcsr.normalize(lr)
     backbone_name = "pcsr backbone alone"  # shared by the fast and the reference path
     repeats = {name: args.reference_repeats if name == ref_name else args.repeats for name in variants}
     repeats[backbone_name] = args.repeats
     with torch.no_grad():
+        lr_norm = pcsr.normalize(lr)
         encode = (lambda: encode_tiled(pcsr, lr_norm, tile)) if tile else (lambda: pcsr.encode(lr_norm))
         times = time_rounds({**variants, backbone_name: encode}, device, repeats, warmup=0)
     backbone = _median(times[backbone_name])

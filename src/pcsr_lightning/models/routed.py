@@ -24,7 +24,7 @@ from pcsr_lightning.models.sampler import QueryGrid, make_cell, make_coord, outp
 # Render blocks. On CPU a block's activations stay in L2: 2 MiB of them, so 7,085 queries for CARN's
 # 74-wide heavy upsampler, 26,214 for its 20-wide light one. Measured on 2 cores at 2K (CARN-PCSR): the
 # heavy upsampler renders 1.6x faster in 8,192-query blocks than in 65,536 (BLAS on 74-wide layers drops
-# from ~70 to ~40 GMAC/s once a block spills the cache); thin MLPs want bigger blocks (per-call overhead).
+# from ~65 to ~35 GMAC/s once a block spills the cache); thin MLPs want bigger blocks (per-call overhead).
 # On GPU the work per launch is tiny, so blocks are large (not yet measured: no GPU so far; 2^20 queries
 # keep a 4K image's heavy pixels to 4 blocks at ~1.2 GB of activations). The dense classifier pass runs
 # in row bands of its own.
@@ -96,10 +96,10 @@ class FoldedLayer:
 class BlockedTail:
     """The MLP's layers after the folded first Linear, run one cache-sized block of queries at a time.
 
-    Hidden layers run query-major, x (n, in) @ W^T, the layout the gathers produce; the output layer
-    runs feature-major, W @ x^T -> (out, n), because BLAS is several times slower on (n, hidden) @
-    (hidden, 3) and the image wants (3, n) anyway. Activations of a block stay in cache, in buffers
-    allocated once.
+    Wide hidden layers run query-major, x (n, in) @ W^T, the layout the gathers produce; thin ones
+    (``QUERY_MAJOR_MIN_WIDTH``) feature-major, W @ x. The output layer always runs feature-major,
+    W @ x^T -> (out, n), the (3, n) layout the image wants (and ~10% faster than (n, hidden) @ (hidden, 3)
+    on CPU). Activations of a block stay in cache, in buffers allocated once.
     """
 
     def __init__(self, mlp, block: int, like: torch.Tensor, query_major: bool | None = None):
