@@ -73,6 +73,9 @@ def test_banded_refinement_equals_dense(band):
     want = refine(pred, classes, 2)
     assert not torch.equal(want, pred)  # the mask is not empty: the test can fail
     torch.testing.assert_close(out, want, atol=1e-6, rtol=0)
+    untouched = pred.clone()
+    refine_in_place(untouched, torch.zeros_like(classes), 2, band=band)  # all heavy: nothing to refine
+    assert torch.equal(untouched, pred)
 
 
 @pytest.mark.parametrize("backbone", [CARN(nf=8), FSRCNN(d=12, s=6, m=2)])

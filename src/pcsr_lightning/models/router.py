@@ -110,6 +110,8 @@ def refine_in_place(pred: torch.Tensor, classes: torch.Tensor, num_classes: int,
         return
     for i in range(b):
         img, mask = pred[i], cond[i]
+        if not bool(mask.any()):  # all one class (all-light, all-heavy): nothing to smooth
+            continue
         above = img[:, 0].clone()
         for r0 in range(1, h - 1, band):
             r1 = min(h - 1, r0 + band)
