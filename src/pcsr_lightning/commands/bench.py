@@ -74,10 +74,6 @@ def first_call(fn, hr: torch.Tensor, scale: int, device) -> tuple[float, object,
     return peak, result, psnr(sr[0].float().cpu(), hr, shave_for(scale)), share
 
 
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.threads < 0:
@@ -124,13 +120,16 @@ def run(args: argparse.Namespace) -> int:
         lr_norm = pcsr.normalize(lr)
         encode = (lambda: encode_tiled(pcsr, lr_norm, tile)) if tile else (lambda: pcsr.encode(lr_norm))
         times = time_rounds({**variants, backbone_name: encode}, device, repeats, warmup=0)
-    backbone = _median(times[backbone_name])
+    backbone = statistics.median_high(times[backbone_name])
     rows = []
     for name in variants:
         peak, quality, share = first[name]
-        rows.append(Row(name, _median(times[name]), quality, share, peak, times[name]))
+        rows.append(Row(name, statistics.median_high(times[name]), quality, share, peak, times[name]))
         print(f"  {name}: {rows[-1].ms:.1f} ms", flush=True)
     print(f"  {backbone_name}: {backbone:.1f} ms", flush=True)
+    by_name = {r.name: r for r in rows}
+    fast_row = by_name[fast_name]
+    reference = by_name.get(ref_name)
     report = {"hr_size": [h, w], "scale": s, "device": str(device), "precision": args.precision,
               "channels_last": args.channels_last, "k": args.k, "machine": machine_info(device),
               "timing": "variants interleaved round by round; ratios are medians of same-round ratios"}
@@ -139,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         fast_t, ref_t, bb_t = times[fast_name], times[ref_name], times[backbone_name]
         report["fast_vs_reference"] = {
             "classes_identical": bool(torch.equal(fast.classes, ref.classes)),
-            "psnr_diff_db": abs(first[fast_name][1] - first[ref_name][1]),
+            "psnr_diff_db": abs(fast_row.psnr - reference.psnr),
             "speedup": paired_ratio(ref_t, fast_t),
             # Both paths share the backbone: the routed part is what the implementations differ in.
             "speedup_routed": statistics.median(
@@ -151,11 +150,8 @@ def run(args: argparse.Namespace) -> int:
         with torch.no_grad():
             ref_sr = upscale(full, lr.float(), s, k=args.k[0], tile=tile).sr
         fp32_psnr = psnr(ref_sr[0].cpu(), hr, shave_for(s))
-        report["psnr_guard"] = {"fp32": fp32_psnr, "low_precision": first[fast_name][1],
-                                "ok": fp32_psnr - first[fast_name][1] <= GUARD_DB}
-    by_name = {r.name: r for r in rows}
-    fast_row = by_name[fast_name]
-    reference = by_name.get(ref_name)
+        report["psnr_guard"] = {"fp32": fp32_psnr, "low_precision": fast_row.psnr,
+                                "ok": fp32_psnr - fast_row.psnr <= GUARD_DB}
     report.update(
         ms_original=by_name["original"].ms,
         ms_backbone=backbone,
