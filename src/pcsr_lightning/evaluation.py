@@ -19,7 +19,7 @@ from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.data.io import ImageReadError, list_images, read_image
 from pcsr_lightning.measure import FlopsMeter, class_counts
 from pcsr_lightning.metrics import psnr, shave_for
-from pcsr_lightning.models.routed import prepare, render, route
+from pcsr_lightning.models.routed import forced_classes, prepare, render, route
 from pcsr_lightning.predict import check_scale
 
 CONVENTIONS = ("fvcore", "paper")
@@ -74,6 +74,11 @@ def load_pair(hr_path: Path, scale: float, lr_dir: Path | None, crop: str | None
     elif crop not in (None, "none"):
         raise ValueError(f"unknown crop {crop!r}; expected 'paper' or 'none'")
     return hr, lr
+
+
+def bicubic_psnr(hr: torch.Tensor, lr: torch.Tensor, scale: float) -> float:
+    """PSNR of the (3,h,w) LR upscaled by MATLAB-style bicubic: the baseline every SR network must beat."""
+    return psnr(imresize(lr[None], tuple(hr.shape[-2:]))[0], hr, shave_for(scale))
 
 
 @dataclass
@@ -133,9 +138,7 @@ def evaluate_image(
     else:
         plan += [("k", float(k), route(model, prepared, float(k))) for k in settings.ks]
     if settings.ends:
-        pixels = prepared.grid.hr_size[0] * prepared.grid.hr_size[1]
-        for label, j in (("all-light", m - 1), ("all-heavy", 0)):
-            plan.append((label, None, torch.full((1, pixels), j, dtype=torch.long, device=lr.device)))
+        plan += [("all-light", None, forced_classes(prepared, m - 1)), ("all-heavy", None, forced_classes(prepared, 0))]
     records = []
     for setting, k, classes in plan:
         out = render(model, prepared, classes, settings.refine)
@@ -193,8 +196,7 @@ def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tupl
                 own.append(ref)
         records += own
         if settings.bicubic:
-            up = imresize(lr[None], tuple(hr.shape[-2:]))[0]
-            records.append(Record(path.name, "bicubic", "bicubic", None, psnr(up, hr, shave_for(settings.scale)), None,
+            records.append(Record(path.name, "bicubic", "bicubic", None, bicubic_psnr(hr, lr, settings.scale), None,
                                   0.0, 0.0))
     if original is not None:
         add_shares(records, reference)

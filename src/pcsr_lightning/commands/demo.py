@@ -12,8 +12,7 @@ import torch
 
 from pcsr_lightning.checkpoint import load_checkpoint
 from pcsr_lightning.commands.common import format_table
-from pcsr_lightning.evaluation import make_pair, rows_to_csv
-from pcsr_lightning.data.bicubic import imresize
+from pcsr_lightning.evaluation import bicubic_psnr, make_pair, rows_to_csv
 from pcsr_lightning.data.io import write_text
 from pcsr_lightning.metrics import psnr, shave_for
 
@@ -43,8 +42,8 @@ def compare(loaded, source, scale: int, ks: list[float]) -> list[dict]:
 
     for i in range(len(source)):
         hr, lr = make_pair(source.load(i), scale)
+        add("bicubic", bicubic_psnr(hr, lr, scale))
         lr = lr[None]
-        add("bicubic", psnr(imresize(lr, tuple(hr.shape[-2:]))[0], hr, shave))
         prepared = prepare(model, lr, scale)  # backbone and classifier once per photo
         add("PCSR, all heavy (U_0)", psnr(render_forced(model, prepared, 0).sr[0], hr, shave), 1.0)
         for k in ks:

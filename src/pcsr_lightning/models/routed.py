@@ -280,12 +280,16 @@ def upscale(
     return render(model, prepared, route(model, prepared, k, adaptive), refine, max_queries)
 
 
+def forced_classes(prepared: Prepared, cls: int) -> torch.Tensor:
+    """(B,H*W) classes sending every pixel to upsampler ``cls`` (0 = all-heavy, M - 1 = all-light)."""
+    hh, ww = prepared.grid.hr_size
+    return torch.full((prepared.lr_norm.shape[0], hh * ww), cls, dtype=torch.long, device=prepared.lr_norm.device)
+
+
 @torch.no_grad()
 def render_forced(model, prepared: Prepared, cls: int, refine: bool = True) -> RoutedSR:
-    """Every pixel on upsampler ``cls`` (0 = all-heavy, M - 1 = all-light): the two ends of the k curve."""
-    hh, ww = prepared.grid.hr_size
-    classes = torch.full((prepared.lr_norm.shape[0], hh * ww), cls, dtype=torch.long, device=prepared.lr_norm.device)
-    return render(model, prepared, classes, refine)
+    """Every pixel on upsampler ``cls``: the two ends of the k curve."""
+    return render(model, prepared, forced_classes(prepared, cls), refine)
 
 
 @torch.no_grad()
