@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from pcsr_lightning.models.router import refine as refine_pixels
-from pcsr_lightning.models.router import refine_in_place
+from pcsr_lightning.models.router import REFINE_BAND_ROWS, refine_in_place
 from pcsr_lightning.models.router import route_adaptive, route_by_cost
 from pcsr_lightning.models.sampler import QueryGrid, make_cell, make_coord, output_size, query_inputs
 
@@ -253,7 +253,7 @@ def render(
     class_map = classes.view(b, hh, ww)
     if refine:
         # CPU: cache-sized row bands; GPU: the whole image in one band (a few launches, memory is there).
-        refine_in_place(pred, class_map, model.num_classes, band=hh if pred.is_cuda else 32)
+        refine_in_place(pred, class_map, model.num_classes, band=hh if pred.is_cuda else REFINE_BAND_ROWS)
     pred += model.rgb_mean
     return RoutedSR(pred, class_map)
 
