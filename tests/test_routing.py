@@ -108,6 +108,17 @@ def test_fast_path_chunking_does_not_change_result():
     torch.testing.assert_close(a.sr, b.sr, atol=1e-6, rtol=0)
 
 
+def test_fast_path_same_with_channels_last_features():
+    # Benchmarks run channels_last: the fold reads the features as an (h*w, c) view in either layout.
+    model = model_with()
+    lr = torch.rand(2, 3, 11, 14)
+    a = model.upscale(lr, 4, k=0.3)
+    fast_nhwc = model.to(memory_format=torch.channels_last)
+    b = fast_nhwc.upscale(lr.contiguous(memory_format=torch.channels_last), 4, k=0.3)
+    assert torch.equal(a.classes, b.classes)
+    torch.testing.assert_close(a.sr, b.sr, atol=1e-5, rtol=0)
+
+
 def test_single_linear_classifier_fast_path():
     # FSRCNN's released classifier has no hidden layer: no ReLU may follow the folded layer.
     model = PCSR(FSRCNN(d=12, s=6, m=2), [[16], [4]], []).eval()

@@ -86,7 +86,8 @@ class FoldedLayer:
         w_feat, w_rel_row, w_rel_col = weight[:, :c], weight[:, c], weight[:, c + 1]
         const = bias + weight[:, c + 2] * grid.cell[0] + weight[:, c + 3] * grid.cell[1]
         # Straight into the (h*w, hidden) layout the gathers want: ~2x faster than (W @ F).t().contiguous().
-        lr_term = feat.reshape(c, -1).t() @ w_feat.t()
+        # (h*w, c) is a view for both NCHW and channels_last features (reshape copied channels_last: 7 ms/fold).
+        lr_term = feat.permute(1, 2, 0).flatten(0, 1) @ w_feat.t()
         row_term = grid.rel_row[:, None] * w_rel_row[None] + const[None]
         col_term = grid.rel_col[:, None] * w_rel_col[None]
         dtype = lr_term.dtype  # the grid is fp32; a low-precision model keeps its own dtype
