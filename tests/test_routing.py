@@ -99,6 +99,17 @@ def test_fast_path_equals_reference_path(m, adaptive):
         torch.testing.assert_close(fast.sr, ref.sr, atol=1e-5, rtol=0)
 
 
+def test_reference_path_on_given_features_equals_whole_call():
+    model = model_with()
+    lr = torch.rand(1, 3, 9, 10)
+    with torch.no_grad():
+        feat = model.encode(model.normalize(lr))
+    a, b = upscale_reference(model, lr, 4, k=0.3), upscale_reference(model, lr, 4, k=0.3, feat=feat)
+    assert torch.equal(a.classes, b.classes) and torch.equal(a.sr, b.sr)
+    other = upscale_reference(model, lr, 4, k=0.3, feat=torch.zeros_like(feat))  # the given features are used
+    assert not torch.equal(a.sr, other.sr)
+
+
 def test_fast_path_chunking_does_not_change_result():
     model = model_with()
     lr = torch.rand(1, 3, 12, 12)

@@ -138,13 +138,17 @@ def test_bench_command_writes_json(tmp_path):
     o = save_checkpoint(tmp_path / "o.ckpt", build_model(orig_cfg), orig_cfg)
     out = tmp_path / "bench.json"
     args = ["bench", "--pcsr-ckpt", str(p), "--original-ckpt", str(o), "--hr-size", "32x48", "--repeats", "1"]
-    assert main(args + ["--k", "0", "1", "--json", str(out)]) == 0
+    assert main(args + ["--k", "0", "1", "--profile", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
+    prof = report["profile_routed"]
+    assert "aten::addmm" in [o["op"] for o in prof["ops"]] and 0 < prof["matmul_share"] < 1
+    assert prof["ops"] == sorted(prof["ops"], key=lambda o: -o["self_ms"])
     for key in ("ms_original", "ms_backbone", "ms_pcsr", "ms_reference", "psnr_original", "psnr_pcsr", "psnr_reference",
                 "ratio_pcsr"):
         assert isinstance(report[key], float) and report[key] > 0, key
     assert report["fast_vs_reference"]["classes_identical"] is True
-    assert report["fast_vs_reference"]["speedup_routed"] > 0
+    check = report["fast_vs_reference"]
+    assert check["speedup_routed"] > 0 and check["ms_routed_fast"] > 0 and check["ms_routed_reference"] > 0
     assert set(report["peak_memory_mb"]) >= {"original", "pcsr k=0", "pcsr k=1", "reference k=0"}
     assert main(args + ["--precision", "bf16", "--no-reference"]) == 0
     assert main(args[:-4] + ["--hr-size", "30x47"]) == 2  # not divisible by the scale: clear error

@@ -92,6 +92,36 @@ def paired_ratio(times: list[float], base: list[float]) -> float:
     return statistics.median(t / b for t, b in zip(times, base))
 
 
+MATRIX_PRODUCTS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm")
+
+
+def op_profile(fn: Callable[[], object], device: torch.device, top: int = 12) -> dict:
+    """One call under torch.profiler: self time per operator (device time on CUDA), largest first.
+
+    ``matmul_share`` is the part spent in matrix products: what is left once overheads are gone.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        fn()
+        synchronize(device)
+    events = prof.key_averages()
+    self_us = {e.key: (e.self_device_time_total if cuda else e.self_cpu_time_total) for e in events}
+    calls = {e.key: e.count for e in events}
+    total = sum(self_us.values())
+    ops = sorted(self_us, key=self_us.get, reverse=True)[:top]
+    return {
+        "clock": "device" if cuda else "cpu",
+        "total_ms": total / 1000,
+        "matmul_share": sum(self_us.get(k, 0.0) for k in MATRIX_PRODUCTS) / max(total, 1e-9),
+        "ops": [{"op": k, "self_ms": self_us[k] / 1000, "calls": calls[k], "share": self_us[k] / max(total, 1e-9)}
+                for k in ops],
+    }
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

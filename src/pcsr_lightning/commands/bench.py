@@ -12,6 +12,7 @@ from pcsr_lightning.bench import (
     TABLE_HEADER,
     Row,
     machine_info,
+    op_profile,
     paired_ratio,
     parse_size,
     peak_memory_mb,
@@ -29,6 +30,7 @@ from pcsr_lightning.predict import resolve_device
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 GUARD_DB = 0.05  # low precision may cost at most this much PSNR against fp32
+ROUTED_FAST, ROUTED_REFERENCE = "routed part, fast", "routed part, reference"  # timed on given features
 
 
 def add_parser(sub) -> None:
@@ -46,6 +48,8 @@ def add_parser(sub) -> None:
     p.add_argument("--reference-repeats", type=int, default=1, help="the reference loop is slow: fewer repeats")
     p.add_argument("--no-reference", action="store_true", help="skip the reference path")
     p.add_argument("--tile", type=int, default=0, help="LR tile size for the PCSR backbone (0 = whole image)")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one call of the routed part (first k, features given) per operator")
     p.add_argument("--json", help="write all results here")
     p.set_defaults(run=run)
 
@@ -119,7 +123,16 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         lr_norm = pcsr.normalize(lr)
         encode = (lambda: encode_tiled(pcsr, lr_norm, tile)) if tile else (lambda: pcsr.encode(lr_norm))
-        times = time_rounds({**variants, backbone_name: encode}, device, repeats, warmup=0)
+        feat = encode()
+    # The implementations differ only after the backbone: time that part alone, on the same features
+    # (end-to-end minus backbone would carry the backbone's run-to-run noise into a small difference).
+    routed = {}
+    if ref_name in variants:
+        routed = {ROUTED_FAST: lambda: upscale(pcsr, lr, s, k=args.k[0], feat=feat),
+                  ROUTED_REFERENCE: lambda: upscale_reference(pcsr, lr, s, k=args.k[0], feat=feat)}
+        repeats.update({ROUTED_FAST: args.repeats, ROUTED_REFERENCE: args.reference_repeats})
+    with torch.no_grad():
+        times = time_rounds({**variants, backbone_name: encode, **routed}, device, repeats, warmup=0)
     backbone = statistics.median_high(times[backbone_name])
     rows = []
     for name in variants:
@@ -135,15 +148,13 @@ def run(args: argparse.Namespace) -> int:
               "timing": "variants interleaved round by round; ratios are medians of same-round ratios"}
     if ref_name in variants:
         fast, ref = outputs[fast_name], outputs[ref_name]
-        fast_t, ref_t, bb_t = times[fast_name], times[ref_name], times[backbone_name]
         report["fast_vs_reference"] = {
             "classes_identical": bool(torch.equal(fast.classes, ref.classes)),
             "psnr_diff_db": abs(fast_row.psnr - reference.psnr),
-            "speedup": paired_ratio(ref_t, fast_t),
-            # Both paths share the backbone: the routed part is what the implementations differ in.
-            "speedup_routed": statistics.median(
-                (r - b) / max(f - b, 1e-9) for r, f, b in zip(ref_t, fast_t, bb_t)
-            ),
+            "speedup": paired_ratio(times[ref_name], times[fast_name]),
+            "speedup_routed": paired_ratio(times[ROUTED_REFERENCE], times[ROUTED_FAST]),
+            "ms_routed_fast": statistics.median_high(times[ROUTED_FAST]),
+            "ms_routed_reference": statistics.median_high(times[ROUTED_REFERENCE]),
         }
     if dtype != torch.float32:
         full = _load(args.pcsr_ckpt, True, device, torch.float32, False, s)
@@ -165,12 +176,23 @@ def run(args: argparse.Namespace) -> int:
         peak_memory_mb={r.name: r.peak_mb for r in rows},
         rows=[r.as_dict() for r in rows],
     )
+    if args.profile:
+        with torch.no_grad():
+            report["profile_routed"] = op_profile(lambda: upscale(pcsr, lr, s, k=args.k[0], feat=feat), device)
     print(format_table(TABLE_HEADER, ratio_rows(rows)))
     if "fast_vs_reference" in report:
         check = report["fast_vs_reference"]
         print(f"fast vs reference: {check['speedup']:.2f}x faster end to end, {check['speedup_routed']:.2f}x on the "
-              f"routed part (everything after the {backbone:.0f} ms backbone), class maps identical: "
+              f"routed part alone (everything after the {backbone:.0f} ms backbone: {check['ms_routed_fast']:.1f} vs "
+              f"{check['ms_routed_reference']:.1f} ms), class maps identical: "
               f"{check['classes_identical']}, PSNR difference {check['psnr_diff_db']:.4f} dB")
+    if "profile_routed" in report:
+        prof = report["profile_routed"]
+        print(f"routed part of {fast_name}, one call, by operator ({prof['clock']} self time, "
+              f"{prof['total_ms']:.1f} ms in all; matrix products {100 * prof['matmul_share']:.0f}%):")
+        print(format_table(["op", "self ms", "calls", "share"],
+                           [[o["op"], f"{o['self_ms']:.1f}", str(o["calls"]), f"{100 * o['share']:.1f}%"]
+                            for o in prof["ops"]]))
     if "psnr_guard" in report and not report["psnr_guard"]["ok"]:
         print(f"warning: {args.precision} loses more than {GUARD_DB} dB against fp32: {report['psnr_guard']}")
     if args.json:

@@ -316,10 +316,14 @@ def upscale_reference(
     adaptive: bool = False,
     refine: bool = True,
     chunk: int = 65536,
+    feat: torch.Tensor | None = None,
 ) -> RoutedSR:
-    """The release's chunked loop: per chunk, gather inputs and call each MLP on its own pixels."""
+    """The release's chunked loop: per chunk, gather inputs and call each MLP on its own pixels.
+
+    ``feat`` may be given (as for ``upscale``) to time the routed part alone."""
     lr_norm = model.normalize(lr)
-    feat = model.encode(lr_norm)
+    if feat is None:
+        feat = model.encode(lr_norm)
     b, _, h, w = lr.shape
     hh, ww = output_size((h, w), scale)
     q = hh * ww
