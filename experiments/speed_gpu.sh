@@ -6,8 +6,8 @@ mkdir -p "$OUT"
 for size in 1080x1920 2160x3840; do
   for precision in fp32 bf16; do
     pcsr bench --pcsr-ckpt $CKPTS/carn-pcsr-phase1.ckpt --original-ckpt $CKPTS/carn-x4.ckpt --hr-size $size \
-      --device cuda --precision $precision --channels-last --k 0 1 --repeats 5 --json $OUT/carn-$size-$precision.json
+      --device cuda --precision $precision --channels-last --k 0 1 --repeats 5 --profile --json $OUT/carn-$size-$precision.json
     pcsr bench --pcsr-ckpt $CKPTS/fsrcnn-pcsr-phase1.ckpt --original-ckpt $CKPTS/fsrcnn-x4.ckpt --hr-size $size \
-      --device cuda --precision $precision --channels-last --k 0 1 --repeats 5 --json $OUT/fsrcnn-$size-$precision.json
+      --device cuda --precision $precision --channels-last --k 0 1 --repeats 5 --profile --json $OUT/fsrcnn-$size-$precision.json
   done
 done
