@@ -249,7 +249,9 @@ def render(
                 folded = FoldedLayer.build(upsampler.linears[0], prepared.feat[i], grid)
                 block = max_queries or block_queries(residual.device, folded.lr_term.shape[1])
                 _render_class(upsampler, folded, grid, pixels, residual[i], block)
-    pred = F.interpolate(prepared.lr_norm, size=(hh, ww), mode="bilinear", align_corners=False)
+    # NCHW like the residual: a channels_last LR would make the base, the sum and the refinement strided
+    # (at 4K: 88 vs 50 ms for base + sum alone).
+    pred = F.interpolate(prepared.lr_norm.contiguous(), size=(hh, ww), mode="bilinear", align_corners=False)
     pred += residual.view(b, 3, hh, ww)
     class_map = classes.view(b, hh, ww)
     if refine:
