@@ -219,18 +219,20 @@ def route(model, prepared: Prepared, k: float = 0.0, adaptive: bool = False) -> 
 def _render_class(upsampler, folded: FoldedLayer, grid: QueryGrid, pixels: torch.Tensor, out: torch.Tensor, block: int):
     """U_j on its pixels (flat HR indices, from one nonzero), written into ``out`` (3, H*W) block by block."""
     w_lr, ww = grid.lr_size[1], grid.hr_size[1]
-    rows = torch.div(pixels, ww, rounding_mode="floor")
-    cols = pixels - rows * ww
-    lr_index = grid.row_index.index_select(0, rows) * w_lr + grid.col_index.index_select(0, cols)
     tail = BlockedTail(upsampler, min(block, pixels.numel()), folded.lr_term)
     scratch = torch.empty_like(tail.first_buffer)
     for p0 in range(0, pixels.numel(), block):
         p1 = min(pixels.numel(), p0 + block)
+        # Indices per block, not per class: image-sized index arrays would make these passes memory-bound.
+        block_pixels = pixels[p0:p1]
+        rows = torch.div(block_pixels, ww, rounding_mode="floor")
+        cols = block_pixels - rows * ww
+        lr_index = grid.row_index.index_select(0, rows).mul_(w_lr).add_(grid.col_index.index_select(0, cols))
         pre, extra = tail.first(p1 - p0), scratch[: p1 - p0]
-        torch.index_select(folded.lr_term, 0, lr_index[p0:p1], out=pre)
-        pre += torch.index_select(folded.row_term, 0, rows[p0:p1], out=extra)
-        pre += torch.index_select(folded.col_term, 0, cols[p0:p1], out=extra)
-        out.index_copy_(1, pixels[p0:p1], tail(pre))
+        torch.index_select(folded.lr_term, 0, lr_index, out=pre)
+        pre += torch.index_select(folded.row_term, 0, rows, out=extra)
+        pre += torch.index_select(folded.col_term, 0, cols, out=extra)
+        out.index_copy_(1, block_pixels, tail(pre))
 
 
 @torch.no_grad()
