@@ -25,7 +25,7 @@ from pcsr_lightning.commands.common import format_table
 from pcsr_lightning.data.bicubic import downscale
 from pcsr_lightning.data.io import write_text
 from pcsr_lightning.metrics import psnr, shave_for
-from pcsr_lightning.models.routed import upscale, upscale_forced, upscale_reference
+from pcsr_lightning.models.routed import backbone_features, upscale, upscale_forced, upscale_reference
 from pcsr_lightning.predict import resolve_device
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -115,20 +115,17 @@ def run(args: argparse.Namespace) -> int:
             outputs[name] = result
         del result
         print(f"  {name}: warm-up done, {quality:.3f} dB", flush=True)
-    from pcsr_lightning.models.tiling import encode_tiled
-
     backbone_name = "pcsr backbone alone"  # shared by the fast and the reference path
     repeats = {name: args.reference_repeats if name == ref_name else args.repeats for name in variants}
     repeats[backbone_name] = args.repeats
-    with torch.no_grad():
-        lr_norm = pcsr.normalize(lr)
-        encode = (lambda: encode_tiled(pcsr, lr_norm, tile)) if tile else (lambda: pcsr.encode(lr_norm))
-        feat = encode()
+    encode = lambda: backbone_features(pcsr, lr, tile)
+    feat = encode()
     # The implementations differ only after the backbone: time that part alone, on the same features
     # (end-to-end minus backbone would carry the backbone's run-to-run noise into a small difference).
+    fast_routed = lambda: upscale(pcsr, lr, s, k=args.k[0], feat=feat)
     routed = {}
     if ref_name in variants:
-        routed = {ROUTED_FAST: lambda: upscale(pcsr, lr, s, k=args.k[0], feat=feat),
+        routed = {ROUTED_FAST: fast_routed,
                   ROUTED_REFERENCE: lambda: upscale_reference(pcsr, lr, s, k=args.k[0], feat=feat)}
         repeats.update({ROUTED_FAST: args.repeats, ROUTED_REFERENCE: args.reference_repeats})
     with torch.no_grad():
@@ -178,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.profile:
         with torch.no_grad():
-            report["profile_routed"] = op_profile(lambda: upscale(pcsr, lr, s, k=args.k[0], feat=feat), device)
+            report["profile_routed"] = op_profile(fast_routed, device)
     print(format_table(TABLE_HEADER, ratio_rows(rows)))
     if "fast_vs_reference" in report:
         check = report["fast_vs_reference"]

@@ -20,6 +20,7 @@ from pcsr_lightning.models.router import refine as refine_pixels
 from pcsr_lightning.models.router import REFINE_BAND_ROWS, refine_in_place
 from pcsr_lightning.models.router import route_adaptive, route_by_cost
 from pcsr_lightning.models.sampler import QueryGrid, make_cell, make_coord, output_size, query_inputs
+from pcsr_lightning.models.tiling import encode_tiled
 
 # Render blocks. On CPU a block's activations stay in L2: 2 MiB of them, so 7,085 queries for CARN's
 # 74-wide heavy upsampler, 26,214 for its 20-wide light one. Measured on 2 cores at 2K (CARN-PCSR): the
@@ -264,6 +265,13 @@ def render(
 
 
 @torch.no_grad()
+def backbone_features(model, lr: torch.Tensor, tile: int = 0) -> torch.Tensor:
+    """The backbone's LR features; ``tile`` > 0 on LR tiles of that size (bounded memory, same result)."""
+    lr_norm = model.normalize(lr)
+    return encode_tiled(model, lr_norm, tile) if tile > 0 else model.encode(lr_norm)
+
+
+@torch.no_grad()
 def upscale(
     model,
     lr: torch.Tensor,
@@ -277,10 +285,8 @@ def upscale(
 ) -> RoutedSR:
     """Fast routed inference. ``feat`` may be given to reuse backbone features; ``tile`` > 0 runs the
     backbone on LR tiles of that size (bounded memory for huge images, same result)."""
-    if feat is None and tile > 0:
-        from pcsr_lightning.models.tiling import encode_tiled
-
-        feat = encode_tiled(model, model.normalize(lr), tile)
+    if feat is None:
+        feat = backbone_features(model, lr, tile)
     prepared = prepare(model, lr, scale, max_queries or DEFAULT_BAND_QUERIES, feat)
     return render(model, prepared, route(model, prepared, k, adaptive), refine, max_queries)
 
@@ -300,12 +306,7 @@ def render_forced(model, prepared: Prepared, cls: int, refine: bool = True) -> R
 @torch.no_grad()
 def upscale_forced(model, lr: torch.Tensor, scale: float, cls: int, tile: int = 0) -> RoutedSR:
     """``render_forced`` from scratch; the classifier still runs, so timings compare with routed runs."""
-    feat = None
-    if tile > 0:
-        from pcsr_lightning.models.tiling import encode_tiled
-
-        feat = encode_tiled(model, model.normalize(lr), tile)
-    return render_forced(model, prepare(model, lr, scale, feat=feat), cls)
+    return render_forced(model, prepare(model, lr, scale, feat=backbone_features(model, lr, tile)), cls)
 
 
 # ---------------------------------------------------------------- reference path
