@@ -36,7 +36,7 @@ def official_ckpts(tmp_path_factory) -> dict[str, Path]:
     missing = [n for n in RELEASE_FILES if not (OFFICIAL / f"{n}.pth").is_file()]
     if missing:
         pytest.skip(f"released PCSR checkpoints not found in {OFFICIAL} (missing {missing}); set PCSR_OFFICIAL_DIR")
-    from pcsr_lightning.official import import_official
+    from pcsr_lightning.io.official import import_official
 
     out = tmp_path_factory.mktemp("official")
     return {n: import_official(OFFICIAL / f"{n}.pth", out / f"{n}.ckpt") for n in RELEASE_FILES}

@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 from conftest import sample_photo
-from pcsr_lightning.checkpoint import save_checkpoint
-from pcsr_lightning.cli import main
-from pcsr_lightning.data.io import read_image
+from pcsr_lightning.io.checkpoint import save_checkpoint
+from pcsr_lightning.apps.cli import main
+from pcsr_lightning.io.images import read_image
 from pcsr_lightning.models import CARN, PCSR
 
 PCSR_CONFIG = {
@@ -96,7 +96,7 @@ def test_original_network_scale_mismatch(tmp_path, photo_dir, capsys):
 
 
 def test_checkpoint_refuses_foreign_targets(tmp_path):
-    from pcsr_lightning.checkpoint import CheckpointError, load_checkpoint
+    from pcsr_lightning.io.checkpoint import CheckpointError, load_checkpoint
 
     model = PCSR(CARN(nf=16), [[24, 24], [8]], [8])
     bad = dict(PCSR_CONFIG, _target_="os.system")

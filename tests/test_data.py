@@ -125,7 +125,7 @@ def test_image_folder_errors_and_skips(tmp_path):
 
 def test_image_folder_keeps_decoded_images_within_budget(tmp_path, monkeypatch):
     import pcsr_lightning.data.sources as sources
-    from pcsr_lightning.data.io import read_image
+    from pcsr_lightning.io.images import read_image
 
     folder = tmp_path / "photos"
     folder.mkdir()

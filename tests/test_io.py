@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pcsr_lightning.data.io import ImageReadError, list_images, read_image, write_png
+from pcsr_lightning.io.images import ImageReadError, list_images, read_image, write_png
 
 
 def test_modes_become_rgb(tmp_path):

@@ -7,13 +7,13 @@ import torch
 from PIL import Image
 
 from conftest import sample_photo
-from pcsr_lightning.checkpoint import load_checkpoint, save_checkpoint
-from pcsr_lightning.cli import main
+from pcsr_lightning.io.checkpoint import load_checkpoint, save_checkpoint
+from pcsr_lightning.apps.cli import main
 from pcsr_lightning.data.bicubic import imresize
-from pcsr_lightning.evaluation import load_pair, paper_crop_size
-from pcsr_lightning.metrics import psnr
-from pcsr_lightning.measure import arch_config, build_arch, class_counts
-from pcsr_lightning.models.routed import prepare, route
+from pcsr_lightning.evaluation.protocol import load_pair, paper_crop_size
+from pcsr_lightning.measure.metrics import psnr
+from pcsr_lightning.measure.meter import arch_config, build_arch, class_counts
+from pcsr_lightning.inference.routed import prepare, route
 
 
 def test_flops_cli_last_line_is_the_total(capsys):
@@ -92,7 +92,7 @@ def test_eval_reads_paired_lr_dir(fsrcnn_pair, tmp_path, capsys):
 def test_hydra_multirun_over_k(fsrcnn_pair, tmp_path, monkeypatch):
     import sys
 
-    from pcsr_lightning.eval_app import main as app
+    from pcsr_lightning.apps.eval_app import main as app
 
     pcsr, _, hr = fsrcnn_pair
     sweep = tmp_path / "multi"
@@ -107,8 +107,8 @@ def test_hydra_multirun_over_k(fsrcnn_pair, tmp_path, monkeypatch):
 def test_release_counts_on_carn(official_ckpts):
     """gflops_paper as the release counts it: the original exactly; PCSR = backbone + classifier Linear
     layers on all H*W + each sampler's Linear layers on its own pixels (2*q*in*out, no bias, ReLU free)."""
-    from pcsr_lightning.evaluation import EvalSettings, evaluate_image
-    from pcsr_lightning.measure import FlopsMeter
+    from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate_image
+    from pcsr_lightning.measure.meter import FlopsMeter
 
     hr = sample_photo("chelsea")
     lr = imresize(hr, (hr.shape[-2] // 4, hr.shape[-1] // 4))

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from pcsr_lightning.metrics import psnr, shave_for
+from pcsr_lightning.measure.metrics import psnr, shave_for
 
 
 def test_one_level_everywhere_is_48_13_db():

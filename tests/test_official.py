@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from conftest import sample_photo
-from pcsr_lightning.checkpoint import CheckpointError, load_checkpoint
+from pcsr_lightning.io.checkpoint import CheckpointError, load_checkpoint
 from pcsr_lightning.data.bicubic import imresize
-from pcsr_lightning.flops import paper_flops
-from pcsr_lightning.metrics import psnr
-from pcsr_lightning.models.routed import upscale_reference
-from pcsr_lightning.official import import_official
+from pcsr_lightning.measure.flops import paper_flops
+from pcsr_lightning.measure.metrics import psnr
+from pcsr_lightning.inference.reference import upscale_reference
+from pcsr_lightning.io.official import import_official
 
 PARAMS = {"fsrcnn-x4": 24_515, "fsrcnn-pcsr-phase1": 24_502, "carn-x4": 294_915, "carn-pcsr-phase1": 168_970}
 COSTS = {"fsrcnn-pcsr-phase1": (0.9100, 0.0900), "carn-pcsr-phase1": (0.6812, 0.3188)}  # heavy, light
@@ -94,7 +94,7 @@ def test_wrong_files_get_clear_errors(tmp_path, official_ckpts):
 def test_srresnet_and_phase0_release_layouts_import(tmp_path):
     """The release ships no SRResNet or phase-0 files here: build ones in its layout and import them."""
     from pcsr_lightning.models import PCSR, FSRCNN, SRResNet
-    from pcsr_lightning.models.routed import upscale
+    from pcsr_lightning.inference.routed import upscale
 
     net = SRResNet(nf=64, nb=16, scale=4)
     raw = {"model": {"name": "srresnet", "args": {"nf": 64, "nb": 16, "upscale": 4, "no_upsampling": False},

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from pcsr_lightning.models import CARN, FSRCNN, PCSR
-from pcsr_lightning.models.routed import upscale_reference
-from pcsr_lightning.models.router import kmeans_1d, refine, refinement_mask, route_adaptive, route_by_cost
+from pcsr_lightning.inference.reference import upscale_reference
+from pcsr_lightning.inference.router import kmeans_1d, route_adaptive, route_by_cost
+from pcsr_lightning.inference.refinement import refine, refinement_mask
 from pcsr_lightning.models.sampler import make_cell, make_coord
 
 

@@ -6,16 +6,18 @@ import pytest
 import torch
 
 from conftest import sample_photo
-from pcsr_lightning.bench import Row, paired_ratio, parse_size, photo_mosaic, ratio_rows, time_rounds
-from pcsr_lightning.checkpoint import load_checkpoint, save_checkpoint
-from pcsr_lightning.cli import main
+from pcsr_lightning.measure.bench import Row, paired_ratio, parse_size, photo_mosaic, ratio_rows, time_rounds
+from pcsr_lightning.io.checkpoint import load_checkpoint, save_checkpoint
+from pcsr_lightning.apps.cli import main
 from pcsr_lightning.data.bicubic import imresize
-from pcsr_lightning.metrics import psnr
+from pcsr_lightning.measure.metrics import psnr
 from pcsr_lightning.models import CARN, FSRCNN, PCSR
 from pcsr_lightning.models.mlp import MLP
-from pcsr_lightning.models.routed import BlockedTail, upscale_reference
-from pcsr_lightning.models.router import refine, refine_in_place, route_by_cost
-from pcsr_lightning.models.tiling import encode_tiled, receptive_radius
+from pcsr_lightning.inference.kernels import BlockedTail
+from pcsr_lightning.inference.reference import upscale_reference
+from pcsr_lightning.inference.refinement import refine, refine_in_place
+from pcsr_lightning.inference.router import route_by_cost
+from pcsr_lightning.inference.tiling import encode_tiled, receptive_radius
 
 
 def test_fast_path_equals_reference_on_released_models_at_psnr_level(official_ckpts):
@@ -132,7 +134,7 @@ def test_bench_command_writes_json(tmp_path):
         "_target_": "pcsr_lightning.models.OriginalSR",
         "network": {"_target_": "pcsr_lightning.models.CARN", "nf": 8, "group": 4, "scale": 4},
     }
-    from pcsr_lightning.checkpoint import build_model
+    from pcsr_lightning.io.checkpoint import build_model
 
     p = save_checkpoint(tmp_path / "p.ckpt", build_model(pcsr_cfg), pcsr_cfg)
     o = save_checkpoint(tmp_path / "o.ckpt", build_model(orig_cfg), orig_cfg)
@@ -165,7 +167,7 @@ def test_upscale_cli_tiled_reports_memory(tmp_path, capsys):
     }
     from PIL import Image
 
-    from pcsr_lightning.checkpoint import build_model
+    from pcsr_lightning.io.checkpoint import build_model
 
     ckpt = save_checkpoint(tmp_path / "p.ckpt", build_model(cfg), cfg)
     img = (sample_photo("chelsea")[:, :40, :56] * 255).round().byte().permute(1, 2, 0).numpy()
@@ -174,7 +176,7 @@ def test_upscale_cli_tiled_reports_memory(tmp_path, capsys):
     assert main(base + ["--output", str(tmp_path / "whole")]) == 0
     assert main(base + ["--output", str(tmp_path / "tiled"), "--tile", "16", "--report-memory"]) == 0
     assert "peak memory" in capsys.readouterr().out
-    from pcsr_lightning.data.io import read_image
+    from pcsr_lightning.io.images import read_image
 
     diff = (read_image(tmp_path / "whole" / "cat.png") - read_image(tmp_path / "tiled" / "cat.png")).abs().max()
     assert diff <= 1 / 255

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from conftest import sample_photo
-from pcsr_lightning.checkpoint import save_checkpoint
-from pcsr_lightning.cli import main
+from pcsr_lightning.io.checkpoint import save_checkpoint
+from pcsr_lightning.apps.cli import main
 from pcsr_lightning.models import FSRCNN, PCSR, OriginalSR
 
 PCSR_CFG = {"_target_": "pcsr_lightning.models.PCSR",
@@ -72,7 +72,7 @@ def test_wandb_gets_table_and_image(monkeypatch, tmp_path):
                                  Image=lambda path: ("image", path))
     fake.init = lambda **kw: types.SimpleNamespace(log=logged.update)
     monkeypatch.setitem(sys.modules, "wandb", fake)
-    from pcsr_lightning.wandb_log import log_results
+    from pcsr_lightning.evaluation.wandb_log import log_results
 
     log_results("table", ["row", "psnr"], [{"row": "CARN", "psnr": 26.0}], {"curve": "c.png"})
     assert logged == {"table/table": ("table", ["row", "psnr"], [["CARN", 26.0]]), "table/curve": ("image", "c.png")}

@@ -15,10 +15,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from pcsr_lightning.checkpoint import build_model, load_checkpoint
-from pcsr_lightning.cli import main as pcsr_main
+from pcsr_lightning.io.checkpoint import build_model, load_checkpoint
+from pcsr_lightning.apps.cli import main as pcsr_main
 from pcsr_lightning.models import CARN, PCSR
-from pcsr_lightning.training.app import compose_config, run_job, upsampler_widths
+from pcsr_lightning.apps.train_app import compose_config, run_job, upsampler_widths
 from pcsr_lightning.training.losses import average_loss, classifier_stage_loss
 from pcsr_lightning.training.manifest import Manifest
 from pcsr_lightning.training.stages import BackboneStage, UpsamplerStage

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pcsr_lightning.data.bicubic import imresize
-from pcsr_lightning.data.io import ImageReadError, as_float
+from pcsr_lightning.io.images import ImageReadError, as_float
 from pcsr_lightning.data.sources import HRSource
 
 

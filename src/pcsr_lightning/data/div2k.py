@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from pcsr_lightning.data.bicubic import imresize
-from pcsr_lightning.data.io import ImageReadError, as_float, atomic_write, list_images, read_image, write_text
+from pcsr_lightning.io.images import ImageReadError, as_float, list_images, read_image
+from pcsr_lightning.io.files import atomic_write, write_text
 from pcsr_lightning.data.sources import HRSource
 
 RESCALES = (1.0, 0.9, 0.8, 0.7, 0.6)

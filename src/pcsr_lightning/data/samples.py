@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcsr_lightning.data.io import write_png
+from pcsr_lightning.io.images import write_png
 from pcsr_lightning.data.sources import SAMPLE_VAL, sample_array
 
 

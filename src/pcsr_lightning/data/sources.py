@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from pcsr_lightning.data.io import ImageReadError, as_float, list_images, read_image_raw
+from pcsr_lightning.io.images import ImageReadError, as_float, list_images, read_image_raw
 
 # Photos inside scikit-image that need no download. The stereo pair is one scene: keep both in one split.
 SAMPLE_TRAIN = (

@@ -42,7 +42,7 @@ class PCSR(nn.Module):
 
     def cost_list(self, scale: float) -> torch.Tensor:
         """Normalised per-class costs at this scale (architecture-only, so cached per scale)."""
-        from pcsr_lightning.models.routed import cost_list
+        from pcsr_lightning.inference.router import cost_list
 
         key = float(scale)
         if key not in self._costs:
@@ -92,6 +92,6 @@ class PCSR(nn.Module):
     @torch.no_grad()
     def upscale(self, lr: torch.Tensor, scale: float, **options):
         """Routed inference on whole LR images (B,3,h,w) in [0,1]; see ``routed.upscale``."""
-        from pcsr_lightning.models.routed import upscale
+        from pcsr_lightning.inference.routed import upscale
 
         return upscale(self, lr, scale, **options)

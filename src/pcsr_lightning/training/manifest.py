@@ -16,7 +16,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pcsr_lightning.data.io import write_text
+from pcsr_lightning.io.files import write_text
 
 FILENAME = "manifest.json"
 

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from pcsr_lightning.checkpoint import CheckpointError, build_model, load_weights, save_checkpoint
+from pcsr_lightning.io.checkpoint import CheckpointError, build_model, load_weights, save_checkpoint
 from pcsr_lightning.models import PCSR
 from pcsr_lightning.training.manifest import FILENAME, Manifest, StageRecord
 from pcsr_lightning.training.stages import BackboneStage, OriginalStage, Stage, UpsamplerStage

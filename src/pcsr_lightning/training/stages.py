@@ -17,9 +17,9 @@ import lightning as L
 import torch
 from torch import nn
 
-from pcsr_lightning.metrics import psnr, shave_for
+from pcsr_lightning.measure.metrics import psnr, shave_for
 from pcsr_lightning.models import PCSR, OriginalSR
-from pcsr_lightning.models.routed import prepare, render, render_forced, route
+from pcsr_lightning.inference.routed import prepare, render, render_forced, route
 from pcsr_lightning.models.sampler import make_cell, make_coord
 from pcsr_lightning.training.losses import classifier_stage_loss, l1_loss
 

@@ -1,4 +1,4 @@
-"""Evaluation protocol of the paper's table: test sets by folder, PSNR and GFLOPs per image, k sweeps.
+"""Evaluation of checkpoints on test folders: PSNR and GFLOPs per image, k sweeps, summaries and CSVs.
 
 A k sweep runs the backbone and the classifier once per image (``routed.prepare``) and only re-routes
 and renders for each k. Every PCSR row carries both FLOPs conventions and, when the original network is
@@ -14,71 +14,16 @@ from pathlib import Path
 
 import torch
 
-from pcsr_lightning.checkpoint import LoadedModel, load_checkpoint
-from pcsr_lightning.data.bicubic import imresize
-from pcsr_lightning.data.io import ImageReadError, list_images, read_image
-from pcsr_lightning.measure import FlopsMeter, class_counts
-from pcsr_lightning.metrics import psnr, shave_for
-from pcsr_lightning.models.routed import forced_classes, prepare, render, route
-from pcsr_lightning.predict import check_scale
+from pcsr_lightning.evaluation.protocol import bicubic_psnr, load_pair
+from pcsr_lightning.inference.predict import check_scale
+from pcsr_lightning.inference.routed import forced_classes, prepare, render, route
+from pcsr_lightning.io.checkpoint import LoadedModel, load_checkpoint
+from pcsr_lightning.io.images import ImageReadError, list_images
+from pcsr_lightning.measure.meter import FlopsMeter, class_counts
+from pcsr_lightning.measure.metrics import psnr, shave_for
+
 
 CONVENTIONS = ("fvcore", "paper")
-
-
-def make_pair(hr: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop HR so that round(h * s) fits it, then LR = bicubic(HR) at floor(H / s) x floor(W / s)."""
-    h, w = int(hr.shape[-2] // scale), int(hr.shape[-1] // scale)
-    if h < 1 or w < 1:
-        raise ImageReadError(f"image of {tuple(hr.shape[-2:])} is too small for x{scale}")
-    hh, ww = round(h * scale), round(w * scale)
-    hr = hr[..., :hh, :ww]
-    return hr, imresize(hr, (h, w))
-
-
-def paper_crop_size(n: int) -> int:
-    """Largest 28m + 4 <= n: the LR side the paper's table keeps (32x32 patches with step 28)."""
-    if n < 32:
-        raise ImageReadError(f"LR side {n} is below 32, too small for --crop paper")
-    return 28 * ((n - 4) // 28) + 4
-
-
-def crop_paper(hr: torch.Tensor, lr: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-left crop of the LR to 28m + 4 on each side, HR to match."""
-    h, w = paper_crop_size(lr.shape[-2]), paper_crop_size(lr.shape[-1])
-    return hr[..., : round(h * scale), : round(w * scale)], lr[..., :h, :w]
-
-
-def find_lr(lr_dir: Path, hr_path: Path, scale: float) -> Path:
-    """The LR file paired with an HR file: same stem, or stem + 'x4' (DIV2K style), any image extension."""
-    candidates = [p for p in list_images(lr_dir) if p.stem in (hr_path.stem, f"{hr_path.stem}x{scale:g}")]
-    if not candidates:
-        raise ImageReadError(f"no LR image for {hr_path.name} in {lr_dir}")
-    return candidates[0]
-
-
-def load_pair(hr_path: Path, scale: float, lr_dir: Path | None, crop: str | None):
-    """(HR, LR) for one test image: LR by MATLAB bicubic, or read from ``lr_dir`` and checked."""
-    hr = read_image(hr_path)
-    if lr_dir is None:
-        hr, lr = make_pair(hr, scale)
-    else:
-        lr = read_image(find_lr(lr_dir, hr_path, scale))
-        hh, ww = round(lr.shape[-2] * scale), round(lr.shape[-1] * scale)
-        if hr.shape[-2] < hh or hr.shape[-1] < ww:
-            raise ImageReadError(
-                f"{hr_path.name}: HR {tuple(hr.shape[-2:])} is smaller than x{scale:g} of its LR {tuple(lr.shape[-2:])}"
-            )
-        hr = hr[..., :hh, :ww]
-    if crop == "paper":
-        hr, lr = crop_paper(hr, lr, scale)
-    elif crop not in (None, "none"):
-        raise ValueError(f"unknown crop {crop!r}; expected 'paper' or 'none'")
-    return hr, lr
-
-
-def bicubic_psnr(hr: torch.Tensor, lr: torch.Tensor, scale: float) -> float:
-    """PSNR of the (3,h,w) LR upscaled by MATLAB-style bicubic: the baseline every SR network must beat."""
-    return psnr(imresize(lr[None], tuple(hr.shape[-2:]))[0], hr, shave_for(scale))
 
 
 @dataclass
@@ -159,7 +104,7 @@ def add_shares(records: list[Record], originals: dict[str, Record]) -> None:
 
 def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tuple[list[Record], int]:
     """Records for every image (and the original's, if given); the number of images that failed."""
-    from pcsr_lightning.predict import resolve_device
+    from pcsr_lightning.inference.predict import resolve_device
 
     device = resolve_device(settings.device)
     loaded = load_checkpoint(settings.ckpt, map_location=device)
@@ -251,13 +196,15 @@ def rows_to_csv(header: list[str], rows: list[dict]) -> str:
 
 RECORD_COLUMNS = ["image", "model", "setting", "k", "psnr", "heavy_share", "gflops_fvcore", "gflops_paper",
                   "pct_fvcore", "pct_paper"]
+
+
 SUMMARY_COLUMNS = ["model", "setting", "k", "images", "psnr", "heavy_share", "gflops_fvcore", "gflops_paper",
                    "pct_fvcore", "pct_paper"]
 
 
 def curve_series(summary: list[dict], label: str, original_label: str = "original") -> list:
     """The k curve, the original's point and the all-light / all-heavy ends of one summary."""
-    from pcsr_lightning.plot import Series
+    from pcsr_lightning.evaluation.plot import Series
 
     def pick(setting):
         return [r for r in summary if r["setting"] == setting]
@@ -284,8 +231,8 @@ def write_outputs(records: list[Record], summary: list[dict], out: str | None = 
                   plot: str | None = None, title: str = "PSNR vs GFLOPs") -> list[Path]:
     """Per-image CSV (ending with a ``mean`` row per model/setting/k), summary CSV and the PSNR-vs-GFLOPs
     plot, each written atomically when asked for."""
-    from pcsr_lightning.data.io import write_text
-    from pcsr_lightning.plot import save_plot
+    from pcsr_lightning.io.files import write_text
+    from pcsr_lightning.evaluation.plot import save_plot
 
     written = []
     if out:

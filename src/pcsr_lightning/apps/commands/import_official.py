@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from pcsr_lightning.checkpoint import load_checkpoint
-from pcsr_lightning.official import import_official
+from pcsr_lightning.io.checkpoint import load_checkpoint
+from pcsr_lightning.io.official import import_official
 
 
 def add_parser(sub) -> None:

@@ -6,12 +6,12 @@ import argparse
 
 import torch
 
-from pcsr_lightning.checkpoint import load_checkpoint
-from pcsr_lightning.commands.common import format_table
-from pcsr_lightning.data.io import read_image
-from pcsr_lightning.flops import CONVENTIONS
-from pcsr_lightning.measure import FlopsMeter, all_on, arch_names, build_arch, class_counts
-from pcsr_lightning.models.routed import prepare, route
+from pcsr_lightning.io.checkpoint import load_checkpoint
+from pcsr_lightning.apps.commands.common import format_table
+from pcsr_lightning.io.images import read_image
+from pcsr_lightning.measure.flops import CONVENTIONS
+from pcsr_lightning.measure.meter import FlopsMeter, all_on, arch_names, build_arch, class_counts
+from pcsr_lightning.inference.routed import prepare, route
 from pcsr_lightning.models.sampler import output_size
 
 

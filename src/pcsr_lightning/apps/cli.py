@@ -6,17 +6,17 @@ import argparse
 import importlib
 import sys
 
-from pcsr_lightning.checkpoint import CheckpointError
+from pcsr_lightning.io.checkpoint import CheckpointError
 
 # Each module registers one subcommand (``add_parser``) and implements it (``run``).
 COMMANDS = [
-    "pcsr_lightning.commands.import_official",
-    "pcsr_lightning.commands.upscale",
-    "pcsr_lightning.commands.eval",
-    "pcsr_lightning.commands.flops",
-    "pcsr_lightning.commands.table",
-    "pcsr_lightning.commands.demo",
-    "pcsr_lightning.commands.bench",
+    "pcsr_lightning.apps.commands.import_official",
+    "pcsr_lightning.apps.commands.upscale",
+    "pcsr_lightning.apps.commands.eval",
+    "pcsr_lightning.apps.commands.flops",
+    "pcsr_lightning.apps.commands.table",
+    "pcsr_lightning.apps.commands.demo",
+    "pcsr_lightning.apps.commands.bench",
 ]
 
 

@@ -5,15 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pcsr_lightning.commands.common import add_routing_flags, format_table
-from pcsr_lightning.evaluation import (
-    SUMMARY_COLUMNS,
-    EvalSettings,
-    evaluate,
-    format_value,
-    summarize,
-    write_outputs,
-)
+from pcsr_lightning.apps.commands.common import add_routing_flags, format_table
+from pcsr_lightning.evaluation.evaluate import SUMMARY_COLUMNS, EvalSettings, evaluate, format_value, summarize, write_outputs
 
 
 def add_parser(sub) -> None:
@@ -51,7 +44,7 @@ def run_settings(settings: EvalSettings, out=None, summary_out=None, plot=None, 
     for path in written:
         print(f"wrote {path}")
     if use_wandb:
-        from pcsr_lightning.wandb_log import log_results
+        from pcsr_lightning.evaluation.wandb_log import log_results
 
         log_results("eval", SUMMARY_COLUMNS, summary, {"curve": plot} if plot else {})
     if failures:

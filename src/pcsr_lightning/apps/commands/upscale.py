@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from pcsr_lightning.checkpoint import load_checkpoint
-from pcsr_lightning.commands.common import add_routing_flags, routing_from
-from pcsr_lightning.data.io import ImageReadError, list_images, read_image, write_png
-from pcsr_lightning.predict import check_scale, heavy_share, peak_memory_mb, resolve_device, super_resolve
+from pcsr_lightning.io.checkpoint import load_checkpoint
+from pcsr_lightning.apps.commands.common import add_routing_flags, routing_from
+from pcsr_lightning.io.images import ImageReadError, list_images, read_image, write_png
+from pcsr_lightning.inference.predict import check_scale, heavy_share, peak_memory_mb, resolve_device, super_resolve
 
 # Heaviest first: red, orange, yellow, ... lightest green/blue.
 PALETTE = torch.tensor(

@@ -8,25 +8,15 @@ import statistics
 
 import torch
 
-from pcsr_lightning.bench import (
-    TABLE_HEADER,
-    Row,
-    machine_info,
-    op_profile,
-    paired_ratio,
-    parse_size,
-    peak_memory_mb,
-    photo_mosaic,
-    ratio_rows,
-    time_rounds,
-)
-from pcsr_lightning.checkpoint import load_checkpoint
-from pcsr_lightning.commands.common import format_table
+from pcsr_lightning.measure.bench import TABLE_HEADER, Row, machine_info, op_profile, paired_ratio, parse_size, peak_memory_mb, photo_mosaic, ratio_rows, time_rounds
+from pcsr_lightning.io.checkpoint import load_checkpoint
+from pcsr_lightning.apps.commands.common import format_table
 from pcsr_lightning.data.bicubic import downscale
-from pcsr_lightning.data.io import write_text
-from pcsr_lightning.metrics import psnr, shave_for
-from pcsr_lightning.models.routed import backbone_features, upscale, upscale_forced, upscale_reference
-from pcsr_lightning.predict import resolve_device
+from pcsr_lightning.io.files import write_text
+from pcsr_lightning.measure.metrics import psnr, shave_for
+from pcsr_lightning.inference.routed import backbone_features, upscale, upscale_forced
+from pcsr_lightning.inference.reference import upscale_reference
+from pcsr_lightning.inference.predict import resolve_device
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 GUARD_DB = 0.05  # low precision may cost at most this much PSNR against fp32

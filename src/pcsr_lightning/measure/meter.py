@@ -1,26 +1,24 @@
-"""FLOPs of whole images, on the routing PCSR actually chose, in both conventions (spec section 4).
+"""FLOPs of whole images, on the routing PCSR actually chose, in both conventions.
 
 Routed PCSR costs: the backbone once on the LR, the classifier on every HR pixel, each upsampler only on
 its own pixels. Every term is *measured* by a counter (``flops.count_flops``): the backbone on the real
 LR size, each MLP on one query, multiplied by the number of queries it serves (a Linear's cost is exactly
-linear in the number of rows; tracing millions of queries would only cost memory). ``RoutedGraph`` is
-the same inference written as one plain forward, traced whole in the tests to check that sum.
+linear in the number of rows; tracing millions of queries would only cost memory).
+``inference.reference.RoutedGraph`` is the same inference written as one plain forward, traced whole in
+the tests to check that sum.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from pcsr_lightning.flops import CONVENTIONS, flops_by_module, group_by_prefix
+from pcsr_lightning.measure.flops import CONVENTIONS, flops_by_module, group_by_prefix
 from pcsr_lightning.models.pcsr import PCSR
-from pcsr_lightning.models.router import refine as refine_pixels
+from pcsr_lightning.models.sampler import output_size
 from pcsr_lightning.paths import config_dir
-from pcsr_lightning.models.sampler import make_cell, make_coord, output_size, query_inputs
-
 
 
 def arch_names() -> list[str]:
@@ -38,7 +36,7 @@ def arch_config(name: str, original: bool = False) -> dict:
 
 
 def build_arch(name: str, original: bool = False) -> nn.Module:
-    from pcsr_lightning.checkpoint import build_model
+    from pcsr_lightning.io.checkpoint import build_model
 
     return build_model(arch_config(name, original)).eval()
 
@@ -114,39 +112,3 @@ class FlopsMeter:
         if counts is None:
             return sum(self.network(lr_size, convention).values())
         return sum(self.routed(lr_size, scale, counts, convention).values())
-
-
-class RoutedGraph(nn.Module):
-    """Routed inference as one plain forward on a fixed class map, for counters that trace a graph.
-
-    Same computation as ``routed.upscale`` without folding or chunks: memory grows with H*W, so it is
-    meant for checks on small images.
-    """
-
-    def __init__(self, model: nn.Module, classes: torch.Tensor, refine: bool = True):
-        """``classes``: the (H,W) or (1,H,W) class map of one image; it fixes the output size."""
-        super().__init__()
-        self.model = model
-        self.hr_size = tuple(int(n) for n in classes.shape[-2:])
-        self.classes = classes.reshape(-1)
-        self.refine = refine
-
-    def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(SR image, class probabilities); the probabilities are returned so a tracer keeps them."""
-        model = self.model
-        lr_norm = model.normalize(lr)
-        feat = model.encode(lr_norm)
-        hh, ww = self.hr_size
-        coord = make_coord((hh, ww), lr.device)[None]
-        cell = make_cell((hh, ww), hh * ww, lr.device)[None]
-        inputs = query_inputs(feat, coord, cell)
-        probs = model.class_probabilities(inputs)  # the classifier on every pixel
-        residual = torch.zeros(1, hh * ww, 3, device=lr.device)
-        for j, upsampler in enumerate(model.upsamplers):
-            pixels = (self.classes == j).nonzero().squeeze(1)
-            residual[:, pixels] = upsampler(inputs[:, pixels])
-        pred = residual + model.bilinear_base(lr_norm, coord)
-        pred = pred.transpose(1, 2).reshape(1, 3, hh, ww)
-        if self.refine:
-            pred = refine_pixels(pred, self.classes.view(1, hh, ww), model.num_classes)
-        return pred + model.rgb_mean, probs

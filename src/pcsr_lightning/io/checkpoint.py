@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pcsr_lightning.data.io import atomic_write
+from pcsr_lightning.io.files import atomic_write
 
 FORMAT = "pcsr-lightning"
 FORMAT_VERSION = 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pcsr_lightning.predict import RoutingOptions
+from pcsr_lightning.inference.predict import RoutingOptions
 
 
 def add_routing_flags(parser: argparse.ArgumentParser, several_k: bool = False) -> None:

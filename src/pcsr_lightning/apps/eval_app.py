@@ -24,7 +24,7 @@ def settings_of(cfg: DictConfig):
 def main(cfg: DictConfig) -> int:
     from hydra.core.hydra_config import HydraConfig
 
-    from pcsr_lightning.commands.eval import run_settings
+    from pcsr_lightning.apps.commands.eval import run_settings
 
     out = Path(HydraConfig.get().runtime.output_dir)
     code = run_settings(settings_of(cfg), out / "per_image.csv", out / "summary.csv", out / "curve.png", cfg.wandb)

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from pcsr_lightning.data.io import write_text
-from pcsr_lightning.evaluation import EvalSettings, evaluate, rows_to_csv, summarize
+from pcsr_lightning.io.files import write_text
+from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate, rows_to_csv, summarize
 
 ROWS = ("FSRCNN", "FSRCNN-PCSR", "CARN", "CARN-PCSR", "SRResNet", "SRResNet-PCSR")
 BACKBONE_ROW = {"fsrcnn": "FSRCNN", "carn": "CARN", "srresnet": "SRResNet"}
@@ -122,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
         from pcsr_lightning.data.samples import materialize_samples
 
         datasets["samples"] = str(materialize_samples(out.parent / "samples"))
-    from pcsr_lightning.evaluation import curve_series
-    from pcsr_lightning.plot import save_plot
+    from pcsr_lightning.evaluation.evaluate import curve_series
+    from pcsr_lightning.evaluation.plot import save_plot
 
     cells, images = [], {}
     for dataset, folder in datasets.items():
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     write_text(rows_to_csv(TABLE_COLUMNS, cells), out / "table.csv")
     print(f"wrote {out / 'table.md'}, {out / 'table.csv'} and {len(images)} curve(s)")
     if args.wandb:
-        from pcsr_lightning.wandb_log import log_results
+        from pcsr_lightning.evaluation.wandb_log import log_results
 
         log_results("table", TABLE_COLUMNS, cells, {f"curve_{d}": str(p) for d, p in images.items()})
     return 0

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 
-from pcsr_lightning.checkpoint import load_checkpoint
-from pcsr_lightning.commands.common import format_table
-from pcsr_lightning.evaluation import bicubic_psnr, make_pair, rows_to_csv
-from pcsr_lightning.data.io import write_text
-from pcsr_lightning.metrics import psnr, shave_for
+from pcsr_lightning.io.checkpoint import load_checkpoint
+from pcsr_lightning.apps.commands.common import format_table
+from pcsr_lightning.evaluation.protocol import bicubic_psnr, make_pair
+from pcsr_lightning.evaluation.evaluate import rows_to_csv
+from pcsr_lightning.io.files import write_text
+from pcsr_lightning.measure.metrics import psnr, shave_for
 
 
 def add_parser(sub) -> None:
@@ -29,7 +30,7 @@ def add_parser(sub) -> None:
 
 def compare(loaded, source, scale: int, ks: list[float]) -> list[dict]:
     """Mean PSNR over ``source``'s images of bicubic, all-heavy and routed PCSR at each k."""
-    from pcsr_lightning.models.routed import prepare, render, render_forced, route
+    from pcsr_lightning.inference.routed import prepare, render, render_forced, route
 
     model, shave = loaded.model, shave_for(scale)
     totals: dict[str, list[float]] = {}
@@ -57,7 +58,7 @@ def compare(loaded, source, scale: int, ks: list[float]) -> list[dict]:
 def run(args: argparse.Namespace) -> int:
     from hydra.utils import instantiate
 
-    from pcsr_lightning.training.app import compose_config, run_job
+    from pcsr_lightning.apps.train_app import compose_config, run_job
 
     out = Path(args.out or f"outputs/demo/{args.experiment}/{datetime.now():%Y-%m-%d_%H-%M-%S}")
     cfg = compose_config([f"experiment={args.experiment}", f"profile={args.profile}", *args.overrides], out)

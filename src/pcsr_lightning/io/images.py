@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from pcsr_lightning.io.files import atomic_write
+
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -75,26 +76,7 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return img.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
-def atomic_write(path: str | Path, write) -> Path:
-    """Call ``write(tmp_path)`` then rename over ``path``: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_png(img: torch.Tensor | np.ndarray, path: str | Path) -> Path:
     """Write (3,H,W) float [0,1] or (H,W,3) uint8 as PNG, atomically."""
     arr = to_uint8(img) if isinstance(img, torch.Tensor) else img
     return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
-
-
-def write_text(text: str, path: str | Path) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))

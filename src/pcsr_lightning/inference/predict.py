@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pcsr_lightning.checkpoint import LoadedModel
+from pcsr_lightning.io.checkpoint import LoadedModel
 
 
 @dataclass(frozen=True)

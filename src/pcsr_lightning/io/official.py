@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pcsr_lightning.checkpoint import CheckpointError, build_model, load_weights, save_checkpoint
+from pcsr_lightning.io.checkpoint import CheckpointError, build_model, load_weights, save_checkpoint
 
 CARN_MEAN = (0.4488, 0.4371, 0.4040)
 ZERO_MEAN = (0.0, 0.0, 0.0)

@@ -1,0 +1,103 @@
+"""The same routing written plainly, as the oracle the fast path is tested against.
+
+- ``upscale_reference``: the release's chunked loop (per-chunk gathers and MLP calls); the baseline
+  ``pcsr bench`` times the fast path against.
+- ``RoutedGraph``: routed inference as one plain forward on a fixed class map, so a tracing FLOPs
+  counter can check the meter's per-part sum on small images.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pcsr_lightning.inference.refinement import refine as refine_pixels
+from pcsr_lightning.inference.router import decide_classes
+from pcsr_lightning.inference.routed import RoutedSR
+from pcsr_lightning.models.sampler import make_cell, make_coord, output_size, query_inputs
+
+
+@torch.no_grad()
+def upscale_reference(
+    model,
+    lr: torch.Tensor,
+    scale: float,
+    k: float = 0.0,
+    adaptive: bool = False,
+    refine: bool = True,
+    chunk: int = 65536,
+    feat: torch.Tensor | None = None,
+) -> RoutedSR:
+    """The release's chunked loop: per chunk, gather inputs and call each MLP on its own pixels.
+
+    ``feat`` may be given (as for ``upscale``) to time the routed part alone."""
+    lr_norm = model.normalize(lr)
+    if feat is None:
+        feat = model.encode(lr_norm)
+    b, _, h, w = lr.shape
+    hh, ww = output_size((h, w), scale)
+    q = hh * ww
+    coord = make_coord((hh, ww), lr.device)[None]
+    cell = make_cell((hh, ww), q, lr.device)[None]
+    m = model.num_classes
+    probs = lr.new_empty(b, q, m)
+    for l in range(0, q, chunk):
+        probs[:, l : l + chunk] = model.class_probabilities(
+            query_inputs(feat, coord[:, l : l + chunk].expand(b, -1, -1), cell[:, l : l + chunk].expand(b, -1, -1))
+        )
+    if m > 1:
+        classes = decide_classes(probs, model.cost_list(scale), k, adaptive)
+    else:
+        classes = torch.zeros(b, q, dtype=torch.long, device=lr.device)
+    pred = lr.new_zeros(b, q, 3)
+    for i in range(b):
+        for l in range(0, q, chunk):
+            r = min(q, l + chunk)
+            flags = classes[i, l:r]
+            for j, upsampler in enumerate(model.upsamplers):
+                idx = torch.where(flags == j)[0]
+                if len(idx):
+                    inputs = query_inputs(feat[i : i + 1], coord[:, l:r][:, idx], cell[:, l:r][:, idx])
+                    pred[i, l + idx] = upsampler(inputs)[0]
+            pred[i, l:r] += model.bilinear_base(lr_norm[i : i + 1], coord[:, l:r])[0]
+    pred = pred.transpose(1, 2).reshape(b, 3, hh, ww)
+    class_map = classes.view(b, hh, ww)
+    if refine:
+        pred = refine_pixels(pred, class_map, m)
+    return RoutedSR(pred + model.rgb_mean, class_map)
+
+
+class RoutedGraph(nn.Module):
+    """Routed inference as one plain forward on a fixed class map, for counters that trace a graph.
+
+    Same computation as ``routed.upscale`` without folding or chunks: memory grows with H*W, so it is
+    meant for checks on small images.
+    """
+
+    def __init__(self, model: nn.Module, classes: torch.Tensor, refine: bool = True):
+        """``classes``: the (H,W) or (1,H,W) class map of one image; it fixes the output size."""
+        super().__init__()
+        self.model = model
+        self.hr_size = tuple(int(n) for n in classes.shape[-2:])
+        self.classes = classes.reshape(-1)
+        self.refine = refine
+
+    def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(SR image, class probabilities); the probabilities are returned so a tracer keeps them."""
+        model = self.model
+        lr_norm = model.normalize(lr)
+        feat = model.encode(lr_norm)
+        hh, ww = self.hr_size
+        coord = make_coord((hh, ww), lr.device)[None]
+        cell = make_cell((hh, ww), hh * ww, lr.device)[None]
+        inputs = query_inputs(feat, coord, cell)
+        probs = model.class_probabilities(inputs)  # the classifier on every pixel
+        residual = torch.zeros(1, hh * ww, 3, device=lr.device)
+        for j, upsampler in enumerate(model.upsamplers):
+            pixels = (self.classes == j).nonzero().squeeze(1)
+            residual[:, pixels] = upsampler(inputs[:, pixels])
+        pred = residual + model.bilinear_base(lr_norm, coord)
+        pred = pred.transpose(1, 2).reshape(1, 3, hh, ww)
+        if self.refine:
+            pred = refine_pixels(pred, self.classes.view(1, hh, ww), model.num_classes)
+        return pred + model.rgb_mean, probs
