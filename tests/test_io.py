@@ -36,7 +36,9 @@ def test_write_png_is_atomic(tmp_path, monkeypatch):
     from pathlib import Path
 
     monkeypatch.setattr(Image.Image, "save", crash)
-    with pytest.raises(RuntimeError):
+    from pcsr_lightning.io.files import OutputError
+
+    with pytest.raises(OutputError, match="cannot write .*out.png: disk full"):
         write_png(torch.ones(3, 4, 4), target)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]

@@ -35,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as err:
+        from pcsr_lightning.apps.commands.common import is_out_of_memory, out_of_memory
+
+        if not is_out_of_memory(err):
+            raise
+        print(f"error: {out_of_memory(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

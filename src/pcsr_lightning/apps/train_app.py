@@ -85,7 +85,30 @@ def run_job(cfg: DictConfig, callbacks: Sequence = ()) -> Manifest:
 register_resolvers()
 
 
+def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
+    """What Hydra would write to ``.hydra/`` (the app turns that off): written only once the run folder
+    is known to accept this job, so a refused job leaves an existing run untouched."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from pcsr_lightning.io.files import write_text
+
+    hydra_cfg = HydraConfig.get()
+    folder = run_dir / ".hydra"
+    write_text(OmegaConf.to_yaml(cfg), folder / "config.yaml")
+    write_text(OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})), folder / "hydra.yaml")
+    write_text(OmegaConf.to_yaml(hydra_cfg.overrides.task), folder / "overrides.yaml")
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
+    from pcsr_lightning.training.pipeline import is_main_process
+    from pcsr_lightning.training.manifest import open_run
+
+    run_dir = Path(cfg.paths.output_dir).expanduser().resolve()
+    main_process = is_main_process()
+    open_run(run_dir, Manifest(str(cfg.name), str(cfg.backbone.name), str(cfg.model.kind)), bool(cfg.resume),
+             main_process)  # refuses before anything is written
+    if main_process:
+        save_run_config(cfg, run_dir)
     manifest = run_job(cfg)
     log.info("final checkpoint: %s", manifest.final_checkpoint)

@@ -18,7 +18,7 @@ from pcsr_lightning.evaluation.protocol import bicubic_psnr, load_pair
 from pcsr_lightning.inference.predict import check_scale
 from pcsr_lightning.inference.routed import forced_classes, prepare, render, route
 from pcsr_lightning.io.checkpoint import LoadedModel, load_checkpoint
-from pcsr_lightning.io.images import ImageReadError, list_images
+from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, ImageReadError, list_images
 from pcsr_lightning.measure.meter import FlopsMeter, class_counts
 from pcsr_lightning.measure.metrics import psnr, shave_for
 
@@ -57,6 +57,17 @@ class EvalSettings:
     ends: bool = False
     bicubic: bool = False
     device: str = "cpu"
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are reported by name and skipped
+
+    def __post_init__(self):
+        """Refuse nonsense before any work: nan/inf k or scale, a pixel limit below 1."""
+        from pcsr_lightning.inference.predict import check_scale_value
+        from pcsr_lightning.inference.router import check_k
+
+        self.ks = [check_k(k) for k in self.ks]
+        self.scale = check_scale_value(self.scale)
+        if int(self.max_pixels) < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
 
 
 def _gflops(meter: FlopsMeter, lr_size, scale: float, counts) -> dict[str, float]:
@@ -127,7 +138,7 @@ def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tupl
     failures = 0
     for path in images:
         try:
-            hr, lr = load_pair(path, settings.scale, lr_dir, settings.crop)
+            hr, lr = load_pair(path, settings.scale, lr_dir, settings.crop, settings.max_pixels)
         except ImageReadError as err:
             log(f"error: {err}")
             failures += 1

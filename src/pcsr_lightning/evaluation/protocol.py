@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from pcsr_lightning.data.bicubic import imresize
-from pcsr_lightning.io.images import ImageReadError, list_images, read_image
+from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, ImageReadError, list_images, read_image
 from pcsr_lightning.measure.metrics import psnr, shave_for
 
 
@@ -43,23 +43,30 @@ def find_lr(lr_dir: Path, hr_path: Path, scale: float) -> Path:
     return candidates[0]
 
 
-def load_pair(hr_path: Path, scale: float, lr_dir: Path | None, crop: str | None):
-    """(HR, LR) for one test image: LR by MATLAB bicubic, or read from ``lr_dir`` and checked."""
-    hr = read_image(hr_path)
-    if lr_dir is None:
-        hr, lr = make_pair(hr, scale)
-    else:
-        lr = read_image(find_lr(lr_dir, hr_path, scale))
-        hh, ww = round(lr.shape[-2] * scale), round(lr.shape[-1] * scale)
-        if hr.shape[-2] < hh or hr.shape[-1] < ww:
-            raise ImageReadError(
-                f"{hr_path.name}: HR {tuple(hr.shape[-2:])} is smaller than x{scale:g} of its LR {tuple(lr.shape[-2:])}"
-            )
-        hr = hr[..., :hh, :ww]
-    if crop == "paper":
-        hr, lr = crop_paper(hr, lr, scale)
-    elif crop not in (None, "none"):
-        raise ValueError(f"unknown crop {crop!r}; expected 'paper' or 'none'")
+def load_pair(hr_path: Path, scale: float, lr_dir: Path | None, crop: str | None,
+              max_pixels: int = DEFAULT_MAX_PIXELS):
+    """(HR, LR) for one test image: LR by MATLAB bicubic, or read from ``lr_dir`` and checked. An image
+    too small for the scale, the crop or the shaved border raises ImageReadError naming it."""
+    hr = read_image(hr_path, max_pixels)
+    try:
+        if lr_dir is None:
+            hr, lr = make_pair(hr, scale)
+        else:
+            lr = read_image(find_lr(lr_dir, hr_path, scale), max_pixels)
+            hh, ww = round(lr.shape[-2] * scale), round(lr.shape[-1] * scale)
+            if hr.shape[-2] < hh or hr.shape[-1] < ww:
+                raise ImageReadError(f"HR {tuple(hr.shape[-2:])} is smaller than x{scale:g} of its LR {tuple(lr.shape[-2:])}")
+            hr = hr[..., :hh, :ww]
+        if crop == "paper":
+            hr, lr = crop_paper(hr, lr, scale)
+        elif crop not in (None, "none"):
+            raise ValueError(f"unknown crop {crop!r}; expected 'paper' or 'none'")
+        shave = shave_for(scale)
+        if min(hr.shape[-2:]) <= 2 * shave:
+            raise ImageReadError(f"HR {tuple(hr.shape[-2:])} is too small for x{scale:g}: PSNR shaves {shave} "
+                                 "pixels at each border and nothing would be left")
+    except ImageReadError as err:
+        raise ImageReadError(f"{hr_path.name}: {err}") from err
     return hr, lr
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -20,14 +21,31 @@ class RoutingOptions:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} requested but CUDA is not available on this machine")
-    return torch.device(name)
+    """``cpu`` or ``cuda[:N]``, checked against this machine."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise ValueError(f"--device {name!r} is not a device: use cpu or cuda[:N]") from err
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: only cpu and cuda[:N] are supported")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name} requested but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def check_scale_value(scale: float) -> float:
+    """A finite scale above 1 (inf and nan would make sizes meaningless)."""
+    scale = float(scale)
+    if not (math.isfinite(scale) and scale > 1):
+        raise ValueError(f"--scale must be a finite number > 1, got {scale}")
+    return scale
 
 
 def check_scale(loaded: LoadedModel, scale: float) -> None:
-    if not scale > 1:
-        raise ValueError(f"--scale must be > 1, got {scale}")
+    check_scale_value(scale)
     if not loaded.is_pcsr and float(scale) != float(loaded.model.scale):
         raise ValueError(f"this original network upscales x{loaded.model.scale} only, got --scale {scale}")
 

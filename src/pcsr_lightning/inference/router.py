@@ -6,6 +6,8 @@ Classes are ordered by cost, U_0 the heaviest. Ties go to the cheaper upsampler,
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from pcsr_lightning.models.sampler import output_size
@@ -35,16 +37,33 @@ def decide_classes(probs: torch.Tensor, costs: torch.Tensor, k: float, adaptive:
     return route_by_cost(probs, costs.to(probs.device), k)
 
 
+def check_k(k: float) -> float:
+    """k must be a finite number: nan compares false with everything and inf leaves no ordering."""
+    k = float(k)
+    if not math.isfinite(k):
+        raise ValueError(f"the cost knob k must be a finite number, got {k}")
+    return k
+
+
+def cost_multipliers(costs: torch.Tensor, k: float) -> torch.Tensor:
+    """cost_j^-k divided by its largest value, computed in log space (float64): in (0, 1], the largest is
+    exactly 1. Scaling every score by one positive number leaves the argmax unchanged, and no value
+    overflows; with extreme k the unlikely classes' multipliers underflow to 0, which is the limit
+    (k = -1000 sends every pixel with p_heavy > 0 to the heavy class)."""
+    log_w = -check_k(k) * torch.log(costs.double())
+    return torch.exp(log_w - log_w.max())
+
+
 def route_by_cost(probs: torch.Tensor, costs: torch.Tensor, k: float, dim: int = -1) -> torch.Tensor:
     """argmax_j p_j / cost_j^k over the class dim ``dim``; k = 0 is a plain argmax, larger k favours light."""
-    weights = torch.pow(costs.to(probs), k)
+    weights = cost_multipliers(costs, k).to(probs)
     m = probs.shape[dim]
     # A running max over the classes, lightest first, replaced only on a strict improvement: ties stay
     # with the cheaper class. Cheaper than argmax, which is slow over a short strided dim.
-    best = probs.select(dim, m - 1) / weights[m - 1]
+    best = probs.select(dim, m - 1) * weights[m - 1]
     classes = torch.full_like(best, m - 1, dtype=torch.long)
     for j in range(m - 2, -1, -1):
-        score = probs.select(dim, j) / weights[j]
+        score = probs.select(dim, j) * weights[j]
         better = score > best
         classes.masked_fill_(better, j)
         best = torch.where(better, score, best)

@@ -1,11 +1,16 @@
 """The project's checkpoint format, read by every command.
 
-A checkpoint is a plain dict (loadable with ``weights_only=True``): the model's Hydra config
-(``_target_`` classes inside ``pcsr_lightning`` only), its state dict, and free-form metadata.
+A checkpoint is a plain dict (loadable with ``weights_only=True``): the model's Hydra config, its
+state dict, and free-form metadata. The config is built by ``build_model``, which accepts only the model
+classes in ``MODEL_CLASSES`` (and those the user names in ``PCSR_ALLOW_CLASSES``) with plain data as
+arguments: a checkpoint is data and never decides which code runs.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +22,8 @@ from pcsr_lightning.io.files import atomic_write
 
 FORMAT = "pcsr-lightning"
 FORMAT_VERSION = 1
+ALLOW_ENV = "PCSR_ALLOW_CLASSES"  # comma-separated ``module.Class`` names of the user's own model classes
+PLAIN = (type(None), bool, int, float, str)
 
 
 class CheckpointError(ValueError):
@@ -35,24 +42,78 @@ class LoadedModel:
         return self.kind == "pcsr"
 
 
-def _check_targets(cfg: Any, where: str = "model") -> None:
-    if isinstance(cfg, dict):
-        target = cfg.get("_target_")
-        if target is not None and not str(target).startswith("pcsr_lightning."):
-            raise CheckpointError(f"refusing to build {target!r} at {where}: only pcsr_lightning classes are allowed")
-        for key, value in cfg.items():
-            _check_targets(value, f"{where}.{key}")
-    elif isinstance(cfg, list):
-        for i, value in enumerate(cfg):
-            _check_targets(value, f"{where}[{i}]")
+def model_classes() -> dict[str, type]:
+    """The classes a checkpoint may build, by the ``_target_`` names configs and old checkpoints use."""
+    from pcsr_lightning import models
+
+    classes = {f"pcsr_lightning.models.{name}": getattr(models, name)
+               for name in ("PCSR", "OriginalSR", "FSRCNN", "CARN", "SRResNet")}
+    for cls in list(classes.values()):
+        classes[f"{cls.__module__}.{cls.__qualname__}"] = cls  # its defining module's path too
+    return classes
 
 
-def build_model(config: dict) -> nn.Module:
-    """Instantiate a model from its ``_target_`` config."""
-    from hydra.utils import instantiate
+def user_classes(names: str | None = None) -> dict[str, type]:
+    """The user's own model classes, named ``module.Class`` (comma-separated) in ``PCSR_ALLOW_CLASSES``.
 
-    _check_targets(config)
-    return instantiate(config, _convert_="all")
+    Importing the named module runs its code: that is the user's explicit choice, never a checkpoint's.
+    """
+    from torch import nn
+
+    found = {}
+    text = os.environ.get(ALLOW_ENV, "") if names is None else names
+    for name in filter(None, (n.strip() for n in text.split(","))):
+        module, _, attr = name.rpartition(".")
+        if not module or not attr.isidentifier():
+            raise CheckpointError(f"{ALLOW_ENV}: {name!r} is not a module.Class name")
+        try:
+            cls = vars(importlib.import_module(module)).get(attr)
+        except ImportError as err:
+            raise CheckpointError(f"{ALLOW_ENV}: cannot import {module!r} for {name!r}: {err}") from err
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise CheckpointError(f"{ALLOW_ENV}: {name!r} is not a torch.nn.Module class defined in {module}")
+        found[name] = cls
+    return found
+
+
+def _build(cfg: Any, allowed: dict[str, type], where: str) -> Any:
+    """Plain data stays data; a dict with ``_target_`` becomes an instance of an allowed class."""
+    if isinstance(cfg, PLAIN):
+        return cfg
+    if isinstance(cfg, (list, tuple)):
+        return [_build(v, allowed, f"{where}[{i}]") for i, v in enumerate(cfg)]
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"refusing {type(cfg).__name__} at {where}: a model config holds plain data only")
+    if any(not isinstance(key, str) for key in cfg):
+        raise CheckpointError(f"refusing a non-string key at {where}")
+    special = sorted(key for key in cfg if key.startswith("_") and key.endswith("_") and key != "_target_")
+    if special:
+        raise CheckpointError(f"refusing {special} at {where}: a model config names a class and its arguments only")
+    args = {key: _build(value, allowed, f"{where}.{key}") for key, value in cfg.items() if key != "_target_"}
+    if "_target_" not in cfg:
+        return args
+    target = cfg["_target_"]
+    cls = allowed.get(target) if isinstance(target, str) else None
+    if cls is None:
+        raise CheckpointError(
+            f"refusing to build {target!r} at {where}: not one of the project's model classes; to allow a model "
+            f"class of your own, name it in {ALLOW_ENV} (module.Class, comma-separated)"
+        )
+    try:
+        return cls(**args)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"cannot build {target} at {where}: {err}") from err
+
+
+def build_model(config: dict, allow: str | None = None) -> nn.Module:
+    """Instantiate a model from its ``_target_`` config, allowing only model classes (see ``model_classes``
+    and ``user_classes``; ``allow`` replaces ``PCSR_ALLOW_CLASSES`` when given)."""
+    if not isinstance(config, dict) or "_target_" not in config:
+        raise CheckpointError("the model config is not a dict with a _target_")
+    model = _build(config, {**model_classes(), **user_classes(allow)}, "model")
+    if not isinstance(model, nn.Module):
+        raise CheckpointError(f"model config builds a {type(model).__name__}, not a network")
+    return model
 
 
 def model_kind(model: nn.Module) -> str:
@@ -96,27 +157,74 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict, meta: dict
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
-    """Load a project checkpoint into an eval-mode model."""
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message, or its type when the message is empty."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def is_release_layout(payload: object) -> bool:
+    """The PCSR release's dict: ``{'model': {'name': str, 'args': dict, 'sd': {name: tensor}}, ...}``."""
+    spec = payload.get("model") if isinstance(payload, dict) else None
+    return (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("sd"), dict)
+            and isinstance(spec.get("args"), (dict, type(None)))
+            and all(isinstance(v, torch.Tensor) for v in spec["sd"].values()))
+
+
+def read_weights_only(path: str | Path, what: str = "checkpoint") -> object:
+    """``torch.load(weights_only=True)``: tensors and plain data only, no code runs. Clear errors for a
+    missing, empty or unreadable file, and for one that needs arbitrary objects to load."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"{what} not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): an interrupted download or copy?")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing here
-        hint = ""
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
-            hint = " (a PCSR release checkpoint? convert it first with `pcsr import-official`)"
-        raise CheckpointError(f"{path} is not a pcsr-lightning checkpoint{hint}: {str(err).splitlines()[0]}") from err
+        needs = re.search(r"unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)", str(err), re.IGNORECASE)
+        if needs:
+            raise CheckpointError(
+                f"{path} needs the Python object {needs.group(1)} to load, beyond tensors and plain data; "
+                "loading it could run code, so it is refused"
+            ) from err
+        detail = next((line for line in str(err).splitlines() if line.startswith("Unsupported")), "")
+        raise CheckpointError(f"{path} cannot be read as a PyTorch checkpoint: {detail.strip() or first_line(err)}") from err
+
+
+def describe_checkpoint(path: str | Path) -> tuple[str, str]:
+    """(kind, backbone class name) of a project checkpoint, read without building the model."""
+    payload = read_weights_only(path)
+    model = payload.get("model") if isinstance(payload, dict) else None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or not isinstance(model, dict):
+        raise CheckpointError(f"{path} is not a pcsr-lightning checkpoint")
+    kind = payload.get("kind")
+    trunk = model.get("backbone" if kind == "pcsr" else "network")
+    target = trunk.get("_target_") if isinstance(trunk, dict) else None
+    cls = model_classes().get(target) if isinstance(target, str) else None
+    return str(kind), cls.__name__ if cls is not None else str(target)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
+    """Load a project checkpoint into an eval-mode model; nothing in the file can run code."""
+    path = Path(path)
+    payload = read_weights_only(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         hint = ""
-        if isinstance(payload, dict) and "model" in payload and isinstance(payload["model"], dict) and "sd" in payload["model"]:
-            hint = "; it looks like a PCSR release checkpoint: convert it with `pcsr import-official`"
+        if is_release_layout(payload):
+            hint = "; it has the PCSR release's layout: convert it with `pcsr import-official`"
         raise CheckpointError(f"{path} is not a pcsr-lightning checkpoint (no format={FORMAT!r} entry){hint}")
-    if payload.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer pcsr-lightning (format {payload['format_version']})")
-    model = build_model(payload["model"])
-    load_weights(model, payload["state_dict"], str(path))
+    if not isinstance(payload.get("format_version"), int) or payload["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer pcsr-lightning (format {payload.get('format_version')})")
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: its state_dict is not a dict of tensors")
+    try:
+        model = build_model(payload.get("model"))
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from err
+    load_weights(model, state, str(path))
     model.eval()
     model.to(map_location)
-    return LoadedModel(model, model_kind(model), payload["model"], payload.get("meta", {}))
+    meta = payload.get("meta")
+    return LoadedModel(model, model_kind(model), payload["model"], meta if isinstance(meta, dict) else {})

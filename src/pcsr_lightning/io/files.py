@@ -1,26 +1,156 @@
-"""Atomic writes: a file is either its old content or its complete new content, never half-written."""
+"""Atomic writes and output checks.
+
+A file is either its old content or its complete new content, never half-written. The temporary file
+gets the permissions the umask allows (as any file the user creates), and its name records the host and
+process that wrote it, so a temporary file left by a killed run is recognised and removed the next time
+anything is written to that folder.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
+import secrets
+import socket
+from collections.abc import Iterable
 from pathlib import Path
+
+TMP_SUFFIX = ".pcsr-tmp"
+
+
+class OutputError(ValueError):
+    """An output that cannot or must not be written; the message names the path and the reason."""
+
+
+def _host() -> str:
+    return "".join(c if c.isalnum() else "-" for c in socket.gethostname()) or "host"
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.parent / f".{path.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary files of interrupted writes in ``folder``: written on this host by a
+    process that no longer runs. Files of live writers and of other hosts are left alone."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    host = _host()
+    for tmp in folder.glob(f".*{TMP_SUFFIX}"):
+        parts = tmp.name[: -len(TMP_SUFFIX)].rsplit(".", 3)
+        if len(parts) != 4 or parts[1] != host or not parts[2].isdigit():
+            continue
+        if int(parts[2]) != os.getpid() and not _alive(int(parts[2])):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _write_failure(path: Path, err: BaseException) -> OutputError:
+    """A clear error for a failed write; a full disk is said in words (torch.save only says 'unexpected pos')."""
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0] if str(err) else type(err).__name__
+    full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not full:
+        try:
+            import shutil
+
+            full = shutil.disk_usage(path.parent).free < 1 << 20
+        except OSError:
+            pass
+    if full:
+        reason = f"no space left on the device ({reason})"
+    return OutputError(f"cannot write {path}: {reason}")
 
 
 def atomic_write(path: str | Path, write) -> Path:
     """Call ``write(tmp_path)`` then rename over ``path``: readers never see a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        write(Path(tmp))
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _write_failure(path, err) from err
+    remove_stale_temps(path.parent)
+    tmp = _tmp_name(path)
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # mode 0o666 minus the umask
+        write(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        tmp.unlink(missing_ok=True)
+        raise _write_failure(path, err) from err
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
 
 def write_text(text: str, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def check_writable_dir(folder: str | Path) -> Path:
+    """Create ``folder`` if needed and prove that a file can be written in it, before any work starts."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"output folder {folder} is a file, not a folder")
+    for parent in folder.parents:
+        if parent.exists() and not parent.is_dir():
+            raise OutputError(f"cannot create output folder {folder}: {parent} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = _tmp_name(folder / "write-check")
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(f"output folder {folder} is not writable: {err.strerror or err}") from err
+    return folder
+
+
+def check_outputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path] = (), overwrite: bool = True) -> None:
+    """Before any work: no output is an input or another output, each output's folder is writable, and
+    (unless ``overwrite``) none exists yet."""
+    outputs = [Path(p) for p in outputs]
+    taken = {_key(p): p for p in inputs}
+    seen: dict[str, Path] = {}
+    for out in outputs:
+        key = _key(out)
+        if key in taken:
+            raise OutputError(f"output {out} would overwrite the input {taken[key]}; choose another output folder")
+        if key in seen:
+            raise OutputError(f"two results would be written to {out}")
+        seen[key] = out
+        if out.is_dir():
+            raise OutputError(f"output {out} is a folder")
+    existing = [p for p in outputs if p.exists()]
+    if existing and not overwrite:
+        names = ", ".join(str(p) for p in existing[:5]) + (" ..." if len(existing) > 5 else "")
+        raise OutputError(f"{len(existing)} output file(s) already exist ({names}); pass --overwrite to replace them")
+    for folder in dict.fromkeys(p.parent for p in outputs):
+        check_writable_dir(folder)
+
+
+def _key(path: str | Path) -> str:
+    """One key per file on disk: resolved path (symlinks followed), case kept."""
+    return str(Path(path).expanduser().resolve())
+
+
+def output_stems(inputs: Iterable[str | Path]) -> dict[Path, str]:
+    """One output stem per input: its stem, or stem + '_' + extension when two inputs share a stem
+    (``b.jpg`` and ``b.png`` become ``b_jpg`` and ``b_png``), so no result is written over another."""
+    inputs = [Path(p) for p in inputs]
+    counts: dict[str, int] = {}
+    for p in inputs:
+        counts[p.stem] = counts.get(p.stem, 0) + 1
+    return {p: p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower() or 'noext'}" for p in inputs}

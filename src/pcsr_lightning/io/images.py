@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pcsr_lightning.io.files import atomic_write
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+# Largest image read (width x height): an 8K frame (33 Mpx) fits; a decompression bomb (a small file
+# declaring a huge size) or a 100-Mpx photo is refused before any pixel is decoded. Pillow refuses on
+# its own above twice its MAX_IMAGE_PIXELS (179 Mpx), so that is the most a limit can allow.
+DEFAULT_MAX_PIXELS = 40_000_000
+HARD_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 
 
 class ImageReadError(ValueError):
@@ -53,22 +59,37 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return as_float(pil_to_raw(img))
 
 
-def read_image_raw(path: str | Path) -> torch.Tensor:
-    """``pil_to_raw`` of a file; raises ImageReadError naming the file when it cannot be decoded."""
+def read_image_raw(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """``pil_to_raw`` of a file, turned upright by its EXIF orientation; raises ImageReadError naming the
+    file when it cannot be decoded or has more than ``max_pixels`` pixels (checked on the header, before
+    decoding)."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            # Pillow warns between its own limit and twice it; ``max_pixels`` decides instead, below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageReadError(f"{path}: {w}x{h} = {w * h:,} pixels is above --max-pixels {max_pixels:,}")
             img.load()
-            return pil_to_raw(img)
+            return pil_to_raw(ImageOps.exif_transpose(img))
     except FileNotFoundError:
         raise
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(f"{path}: refused as a decompression bomb (limit --max-pixels {max_pixels:,}): {err}") from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        if isinstance(err, ImageReadError):
+            raise
         raise ImageReadError(f"cannot read image {path}: {err}") from err
+    except MemoryError as err:
+        raise ImageReadError(f"{path}: not enough memory to decode it") from err
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """(3,H,W) float32 RGB in [0,1]; raises ImageReadError naming the file when it cannot be decoded."""
-    return as_float(read_image_raw(path))
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """(3,H,W) float32 RGB in [0,1]; raises ImageReadError naming the file when it cannot be read."""
+    return as_float(read_image_raw(path, max_pixels))
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:

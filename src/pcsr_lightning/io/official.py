@@ -6,11 +6,13 @@ light upsampler; here U_0 is the heaviest, so the classifier's output rows are s
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 
-from pcsr_lightning.io.checkpoint import CheckpointError, build_model, load_weights, save_checkpoint
+from pcsr_lightning.io.checkpoint import (CheckpointError, build_model, first_line, load_weights, read_weights_only,
+                                         save_checkpoint)
 
 CARN_MEAN = (0.4488, 0.4371, 0.4040)
 ZERO_MEAN = (0.0, 0.0, 0.0)
@@ -53,6 +55,8 @@ def convert_release(raw: object, source: str = "checkpoint") -> tuple[dict, dict
     if missing:
         raise CheckpointError(f"{source} is not a PCSR release checkpoint: 'model' lacks {sorted(missing)}")
     name, args, sd = spec["name"], spec["args"] or {}, spec["sd"]
+    if not isinstance(args, dict) or not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{source} is not a PCSR release checkpoint: 'model' needs an args dict and an sd of tensors")
     meta = {"source": str(source), "release_name": name, "iter": raw.get("iter")}
     if name in BACKBONES:
         mean = CARN_MEAN if name == "carn" else ZERO_MEAN
@@ -98,15 +102,27 @@ def convert_release(raw: object, source: str = "checkpoint") -> tuple[dict, dict
     return config, state, meta
 
 
-def import_official(src: str | Path, out: str | Path) -> Path:
-    """Convert a release ``.pth`` into a project checkpoint at ``out``."""
+def import_official(src: str | Path, out: str | Path, trust: bool = False) -> Path:
+    """Convert a release ``.pth`` into a project checkpoint at ``out``.
+
+    The release's files hold tensors and plain data only and load with ``weights_only=True``. A file that
+    needs more could run code while loading; it is refused unless ``trust`` (the user vouches for it).
+    """
+    from pcsr_lightning.io.files import check_outputs
+
     src = Path(src)
-    if not src.is_file():
-        raise CheckpointError(f"release checkpoint not found: {src}")
+    check_outputs([out], inputs=[src])
     try:
-        raw = torch.load(src, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001
-        raise CheckpointError(f"{src} cannot be read as a PyTorch checkpoint: {str(err).splitlines()[0]}") from err
+        raw = read_weights_only(src, "release checkpoint")
+    except CheckpointError as err:
+        if not trust or not src.is_file() or src.stat().st_size == 0:
+            raise CheckpointError(f"{err}; if you trust this file completely, pass --trust-pickle") from err
+        warnings.warn(f"{src}: loading with full unpickling (--trust-pickle): this can run any code in the file",
+                      stacklevel=2)
+        try:
+            raw = torch.load(src, map_location="cpu", weights_only=False)
+        except Exception as err2:  # noqa: BLE001
+            raise CheckpointError(f"{src} cannot be read as a PyTorch checkpoint: {first_line(err2)}") from err2
     config, state, meta = convert_release(raw, str(src))
     model = build_model(config)
     load_weights(model, state, str(src))

@@ -21,6 +21,8 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, crop_border: int, rounding: b
     if crop_border > 0:
         a = a[..., crop_border:-crop_border, crop_border:-crop_border]
         b = b[..., crop_border:-crop_border, crop_border:-crop_border]
+    if a.numel() == 0:
+        raise ValueError(f"PSNR of {tuple(pred.shape[-2:])} images shaved by {crop_border}: no pixel is left")
     mse = float(((a - b) ** 2).mean())
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 

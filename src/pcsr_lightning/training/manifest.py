@@ -13,12 +13,14 @@ Every write replaces the whole file atomically.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pcsr_lightning.io.files import write_text
 
 FILENAME = "manifest.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,3 +62,25 @@ class Manifest:
             return Manifest(**data, stages=stages)
         except (OSError, ValueError, TypeError, KeyError) as err:
             raise ValueError(f"{path} is not a readable training manifest: {err}") from err
+
+
+def open_run(run_dir: str | Path, fresh: Manifest, resume: bool, main_process: bool = True) -> Manifest:
+    """The manifest to continue in ``run_dir``: ``fresh`` for a new run, the folder's own when resuming
+    the same experiment. Refuses (ValueError) before anything in the folder is touched when the folder
+    holds a run and ``resume`` is false, or holds another experiment's run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / FILENAME).is_file():
+        if resume:
+            log.warning("resume=true but %s has no %s: starting the pipeline from the beginning", run_dir, FILENAME)
+        return fresh
+    if not resume:
+        if not main_process:
+            return fresh  # a DDP worker started after rank 0 wrote the manifest of this very run
+        raise ValueError(f"{run_dir} already holds a training run ({FILENAME}); pass resume=true to continue it "
+                         "or choose another folder")
+    manifest = Manifest.load(run_dir)
+    for key in ("experiment", "backbone", "kind"):
+        if getattr(manifest, key) != getattr(fresh, key):
+            raise ValueError(f"cannot resume {run_dir}: its {key} is {getattr(manifest, key)!r}, "
+                             f"this config's is {getattr(fresh, key)!r}")
+    return manifest

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pcsr_lightning.io.checkpoint import CheckpointError, build_model, load_weights, save_checkpoint
 from pcsr_lightning.models import PCSR
-from pcsr_lightning.training.manifest import FILENAME, Manifest, StageRecord
+from pcsr_lightning.training.manifest import Manifest, StageRecord, open_run
 from pcsr_lightning.training.stages import BackboneStage, OriginalStage, Stage, UpsamplerStage
 
 log = logging.getLogger(__name__)
@@ -78,21 +78,7 @@ def load_stage_weights(net: torch.nn.Module, path: str | Path) -> None:
 
 def open_manifest(cfg: DictConfig, run_dir: Path, kind: str) -> Manifest:
     fresh = Manifest(experiment=str(cfg.name), backbone=str(cfg.backbone.name), kind=kind)
-    if not (run_dir / FILENAME).is_file():
-        if cfg.resume:
-            log.warning("resume=true but %s has no %s: starting the pipeline from the beginning", run_dir, FILENAME)
-        return fresh
-    if not cfg.resume:
-        if not is_main_process():
-            return fresh  # a DDP worker started after rank 0 wrote the manifest of this very run
-        raise ValueError(f"{run_dir} already holds a training run ({FILENAME}); pass resume=true to continue it "
-                         "or choose another folder")
-    manifest = Manifest.load(run_dir)
-    for key in ("experiment", "backbone", "kind"):
-        if getattr(manifest, key) != getattr(fresh, key):
-            raise ValueError(f"cannot resume {run_dir}: its {key} is {getattr(manifest, key)!r}, "
-                             f"this config's is {getattr(fresh, key)!r}")
-    return manifest
+    return open_run(run_dir, fresh, bool(cfg.resume), is_main_process())
 
 
 def stage_config(cfg: DictConfig, plan: StagePlan, module: Stage) -> dict:

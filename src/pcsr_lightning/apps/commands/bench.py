@@ -10,9 +10,9 @@ import torch
 
 from pcsr_lightning.measure.bench import TABLE_HEADER, Row, machine_info, op_profile, paired_ratio, parse_size, peak_memory_mb, photo_mosaic, ratio_rows, time_rounds
 from pcsr_lightning.io.checkpoint import load_checkpoint
-from pcsr_lightning.apps.commands.common import format_table
+from pcsr_lightning.apps.commands.common import K_VALUE, format_table
 from pcsr_lightning.data.bicubic import downscale
-from pcsr_lightning.io.files import write_text
+from pcsr_lightning.io.files import check_outputs, write_text
 from pcsr_lightning.measure.metrics import psnr, shave_for
 from pcsr_lightning.inference.routed import backbone_features, upscale, upscale_forced
 from pcsr_lightning.inference.reference import upscale_reference
@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("--hr-size", required=True, help="HxW of the HR image, e.g. 2160x3840")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--k", type=float, nargs="+", default=[0.0], help="cost knob values for the PCSR fast path")
+    p.add_argument("--k", type=K_VALUE, nargs="+", default=[0.0], help="cost knob values for the PCSR fast path")
     p.add_argument("--precision", choices=sorted(DTYPES), default="fp32", help="same for both models")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (conv speed on GPU)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)")
@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--repeats and --reference-repeats must be >= 1, got {args.repeats}, {args.reference_repeats}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.json:
+        check_outputs([args.json], [args.pcsr_ckpt, args.original_ckpt])  # before any work
     h, w = parse_size(args.hr_size)
     if h % args.scale or w % args.scale:
         raise ValueError(f"--hr-size {h}x{w} must be divisible by --scale {args.scale}")

@@ -4,19 +4,54 @@ from __future__ import annotations
 
 import argparse
 
-from pcsr_lightning.inference.predict import RoutingOptions
+import torch
+
+from pcsr_lightning.inference.predict import RoutingOptions, check_scale_value
+from pcsr_lightning.inference.router import check_k
+from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, HARD_MAX_PIXELS
+
+
+def checked(check):
+    """An argparse ``type`` from a checker that raises ValueError: the message becomes the usage error
+    (exit code 2) before any work starts."""
+
+    def parse(text: str):
+        try:
+            return check(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix("--scale ")) from None
+
+    parse.__name__ = check.__name__
+    return parse
+
+
+def pixel_limit(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= HARD_MAX_PIXELS:
+        raise ValueError(f"the pixel limit must be between 1 and {HARD_MAX_PIXELS:,} (Pillow's own), got {value:,}")
+    return value
+
+
+K_VALUE, SCALE_VALUE, PIXEL_LIMIT = checked(check_k), checked(check_scale_value), checked(pixel_limit)
+
+
+def add_image_flags(parser: argparse.ArgumentParser) -> None:
+    """--max-pixels: larger images (and decompression bombs) are reported by name and skipped."""
+    parser.add_argument("--max-pixels", type=PIXEL_LIMIT, default=DEFAULT_MAX_PIXELS,
+                        help=f"skip images with more pixels than this, read from the header (default {DEFAULT_MAX_PIXELS:,})")
 
 
 def add_routing_flags(parser: argparse.ArgumentParser, several_k: bool = False) -> None:
     """``several_k``: --k takes a list (a sweep in one process) instead of one value."""
-    parser.add_argument("--scale", type=float, default=4.0, help="upscaling factor (> 1; any value for PCSR)")
+    parser.add_argument("--scale", type=SCALE_VALUE, default=4.0, help="upscaling factor (> 1; any value for PCSR)")
     if several_k:
-        parser.add_argument("--k", type=float, nargs="+", default=[0.0], help="cost knob(s); several = a k sweep")
+        parser.add_argument("--k", type=K_VALUE, nargs="+", default=[0.0], help="cost knob(s); several = a k sweep")
     else:
-        parser.add_argument("--k", type=float, default=0.0, help="cost knob: larger k sends more pixels to light upsamplers")
+        parser.add_argument("--k", type=K_VALUE, default=0.0, help="cost knob: larger k sends more pixels to light upsamplers")
     parser.add_argument("--adaptive", action="store_true", help="adaptive decision making (k-means), k unused")
     parser.add_argument("--no-refine", action="store_true", help="skip the pixel-wise refinement")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    add_image_flags(parser)
     parser.add_argument(
         "--tile", type=int, default=0, help="run the PCSR backbone on LR tiles of this size (huge images; 0 = whole)"
     )
@@ -26,6 +61,24 @@ def routing_from(args: argparse.Namespace) -> RoutingOptions:
     if args.tile < 0:
         raise ValueError(f"--tile must be >= 0, got {args.tile}")
     return RoutingOptions(k=args.k, adaptive=args.adaptive, refine=not args.no_refine, tile=args.tile)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Python's MemoryError, CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    text = str(err)
+    return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower()))
+
+
+class OutOfMemory(ValueError):
+    """Memory ran out; the message says where and how to need less (exit code 2, not a traceback)."""
+
+
+def out_of_memory(err: BaseException, where: str = "") -> OutOfMemory:
+    text = str(err).strip()
+    detail = text.splitlines()[0] if text else type(err).__name__
+    return OutOfMemory(f"{where + ': ' if where else ''}out of memory ({detail}); run the backbone on LR tiles "
+                       "with --tile 256 (or smaller), or use a smaller image")
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:

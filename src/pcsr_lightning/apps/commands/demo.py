@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from pcsr_lightning.io.checkpoint import load_checkpoint
-from pcsr_lightning.apps.commands.common import format_table
+from pcsr_lightning.apps.commands.common import K_VALUE, format_table
 from pcsr_lightning.evaluation.protocol import bicubic_psnr, make_pair
 from pcsr_lightning.evaluation.evaluate import rows_to_csv
 from pcsr_lightning.io.files import write_text
@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="train the quick profile of a PCSR model on the embedded photos and compare")
     p.add_argument("--experiment", default="fsrcnn_pcsr", help="a PCSR experiment (fsrcnn_pcsr, carn_pcsr, ...)")
     p.add_argument("--profile", default="quick", help="training profile (quick, smoke, table, ...)")
-    p.add_argument("--k", type=float, nargs="+", default=[0.0, 1.0, 2.0], help="routing k values to report")
+    p.add_argument("--k", type=K_VALUE, nargs="+", default=[0.0, 1.0, 2.0], help="routing k values to report")
     p.add_argument("--out", default=None, help="run folder (default outputs/demo/<experiment>/<time>)")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. profile.steps.stage0=100")
     p.set_defaults(run=run)

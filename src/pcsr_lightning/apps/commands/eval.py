@@ -31,12 +31,17 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
         ckpt=args.ckpt, hr_dir=args.hr_dir, lr_dir=args.lr_dir, original_ckpt=args.original_ckpt, scale=args.scale,
         ks=list(args.k), adaptive=args.adaptive, refine=not args.no_refine,
         crop=None if args.crop == "none" else args.crop, ends=args.ends or bool(args.plot), device=args.device,
-        bicubic=args.bicubic,
+        bicubic=args.bicubic, max_pixels=args.max_pixels,
     )
 
 
 def run_settings(settings: EvalSettings, out=None, summary_out=None, plot=None, use_wandb=False) -> int:
     """Shared by ``pcsr eval`` and the Hydra app ``pcsr-eval``."""
+    from pcsr_lightning.io.files import check_outputs
+    from pcsr_lightning.io.images import list_images
+
+    inputs = [settings.ckpt, *filter(None, [settings.original_ckpt]), *list_images(settings.hr_dir)]
+    check_outputs([p for p in (out, summary_out, plot) if p], inputs)  # before any work
     records, failures = evaluate(settings, log=lambda msg: print(msg, file=sys.stderr))
     summary = summarize(records)
     print(format_table(SUMMARY_COLUMNS, [[format_value(r[h]) for h in SUMMARY_COLUMNS] for r in summary]))

@@ -7,7 +7,7 @@ import argparse
 import torch
 
 from pcsr_lightning.io.checkpoint import load_checkpoint
-from pcsr_lightning.apps.commands.common import format_table
+from pcsr_lightning.apps.commands.common import K_VALUE, SCALE_VALUE, add_image_flags, format_table
 from pcsr_lightning.io.images import read_image
 from pcsr_lightning.measure.flops import CONVENTIONS
 from pcsr_lightning.measure.meter import FlopsMeter, all_on, arch_names, build_arch, class_counts
@@ -24,9 +24,10 @@ def add_parser(sub) -> None:
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--lr-size", type=int, nargs=2, metavar=("H", "W"), help="LR input size")
     size.add_argument("--image", help="an LR image: PCSR is routed on it at --k (needs --ckpt)")
-    p.add_argument("--scale", type=float, default=4.0)
-    p.add_argument("--k", type=float, default=0.0, help="with --image: the routing's cost knob")
+    p.add_argument("--scale", type=SCALE_VALUE, default=4.0)
+    p.add_argument("--k", type=K_VALUE, default=0.0, help="with --image: the routing's cost knob")
     p.add_argument("--convention", choices=CONVENTIONS, default="paper", help="which total ends the output")
+    add_image_flags(p)
     p.set_defaults(run=run)
 
 
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.image and not args.ckpt:
         raise ValueError("--image needs --ckpt: routing needs trained weights")
     model = build_arch(args.arch, args.original) if args.arch else load_checkpoint(args.ckpt).model
-    lr = read_image(args.image)[None] if args.image else None
+    lr = read_image(args.image, args.max_pixels)[None] if args.image else None
     lr_size = tuple(lr.shape[-2:]) if lr is not None else tuple(args.lr_size)
     if min(lr_size) < 1:
         raise ValueError(f"--lr-size must be positive, got {lr_size}")

@@ -12,11 +12,13 @@ def add_parser(sub) -> None:
     p = sub.add_parser("import-official", help="convert a PCSR release checkpoint (FSRCNN, CARN, SRResNet; original or PCSR)")
     p.add_argument("--src", required=True, help="the release's .pth (e.g. save/carn-pcsr-phase1/iter_last.pth)")
     p.add_argument("--out", required=True, help="project checkpoint to write (.ckpt)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load a file that needs full unpickling (can run code in it): only for files you trust")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    out = import_official(args.src, args.out)
+    out = import_official(args.src, args.out, trust=args.trust_pickle)
     loaded = load_checkpoint(out)
     params = sum(p.numel() for p in loaded.model.parameters())
     extra = ""

@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from pcsr_lightning.io.files import write_text
+from pcsr_lightning.apps.commands.common import K_VALUE, add_image_flags
+from pcsr_lightning.io.checkpoint import describe_checkpoint
+from pcsr_lightning.io.files import check_writable_dir, write_text
 from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate, rows_to_csv, summarize
 
 ROWS = ("FSRCNN", "FSRCNN-PCSR", "CARN", "CARN-PCSR", "SRResNet", "SRResNet-PCSR")
@@ -61,10 +63,20 @@ def resolve_row(spec: str) -> tuple[str, Path]:
         manifest_row, ckpt = read_manifest(p)
         if manifest_row != name:
             raise ValueError(f"--row {name}: {p} is a {manifest_row} run")
-        return name, ckpt
+        return name, check_row(name, ckpt)
     if not p.is_file():
         raise ValueError(f"--row {name}: checkpoint not found: {p}")
-    return name, p
+    return name, check_row(name, p)
+
+
+def check_row(name: str, ckpt: Path) -> Path:
+    """The checkpoint of row ``name`` must be of its kind (original or PCSR) and backbone."""
+    kind, backbone = describe_checkpoint(ckpt)
+    want_kind, want_backbone = ("pcsr" if name.endswith("-PCSR") else "original"), name.removesuffix("-PCSR")
+    if (kind, backbone) != (want_kind, want_backbone):
+        raise ValueError(f"--row {name}: {ckpt} is a {kind} checkpoint with a {backbone} backbone, "
+                         f"the row needs {want_kind} with {want_backbone}")
+    return ckpt
 
 
 def rows_from_runs(folder: Path) -> dict[str, Path]:
@@ -73,7 +85,7 @@ def rows_from_runs(folder: Path) -> dict[str, Path]:
         name, ckpt = read_manifest(manifest)
         if name in found:
             raise ValueError(f"two runs for {name} under {folder}: {found[name]} and {ckpt}; pass --row {name}=...")
-        found[name] = ckpt
+        found[name] = check_row(name, ckpt)
     return found
 
 
@@ -91,7 +103,7 @@ def add_parser(sub) -> None:
     p.add_argument("--row", action="append", default=[], help="NAME=CKPT|manifest.json|run folder (repeat)")
     p.add_argument("--runs", default=None, help="folder of training runs: every manifest.json below it")
     p.add_argument("--dataset", action="append", default=[], help="NAME=HR_DIR (repeat); default: sample photos")
-    p.add_argument("--k", type=float, nargs="+", default=[-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0],
+    p.add_argument("--k", type=K_VALUE, nargs="+", default=[-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0],
                    help="k values swept per PCSR cell (one value = fixed k)")
     p.add_argument("--psnr-tolerance", type=float, default=0.05,
                    help="pick the cheapest k with PSNR >= original - tolerance (needs the original row)")
@@ -99,6 +111,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out-dir", default="results/table")
     p.add_argument("--device", default="cpu")
     p.add_argument("--wandb", action="store_true")
+    add_image_flags(p)
     p.set_defaults(run=run)
 
 
@@ -111,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     rows.update(dict(resolve_row(spec) for spec in args.row))
     if not rows:
         raise ValueError("no checkpoints: give --row NAME=CKPT (or a manifest) or --runs DIR with training runs")
-    out = Path(args.out_dir)
+    out = check_writable_dir(args.out_dir)  # before any work
     datasets = {}
     for spec in args.dataset:
         name, sep, folder = spec.partition("=")
@@ -133,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
             settings = EvalSettings(str(rows[name]), folder, original_ckpt=str(rows[original]) if
                                     name.endswith("-PCSR") and original in rows else None,
                                     ks=args.k, crop=None if args.crop == "none" else args.crop, ends=True,
-                                    device=args.device)
+                                    device=args.device, max_pixels=args.max_pixels)
             print(f"{dataset}: {name} ...", file=sys.stderr)
             records, failures = evaluate(settings, log=lambda m: print(m, file=sys.stderr))
             if failures:

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from pcsr_lightning.io.checkpoint import load_checkpoint
-from pcsr_lightning.apps.commands.common import add_routing_flags, routing_from
+from pcsr_lightning.apps.commands.common import add_routing_flags, is_out_of_memory, out_of_memory, routing_from
+from pcsr_lightning.io.files import check_outputs, output_stems
 from pcsr_lightning.io.images import ImageReadError, list_images, read_image, write_png
 from pcsr_lightning.inference.predict import check_scale, heavy_share, peak_memory_mb, resolve_device, super_resolve
 
@@ -39,34 +40,49 @@ def add_parser(sub) -> None:
     p = sub.add_parser("upscale", help="super-resolve an image or every image of a folder")
     p.add_argument("--ckpt", required=True)
     p.add_argument("--input", required=True, help="image file or folder")
-    p.add_argument("--output", required=True, help="folder for the SR PNGs")
+    p.add_argument("--output", required=True, help="folder for the SR PNGs (never an input's own file)")
     add_routing_flags(p)
     p.add_argument("--class-map", action="store_true", help="also write <name>_classes.png (PCSR only)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results (refused otherwise)")
     p.add_argument("--report-memory", action="store_true", help="print the peak memory (RSS on CPU) after each image")
     p.set_defaults(run=run)
 
 
+def plan_outputs(inputs: list[Path], out_dir: Path, class_map: bool) -> dict[Path, list[Path]]:
+    """Each input's output files: ``<stem>.png`` (and ``<stem>_classes.png``), unique per input."""
+    return {path: [out_dir / f"{stem}.png", *([out_dir / f"{stem}_classes.png"] if class_map else [])]
+            for path, stem in output_stems(inputs).items()}
+
+
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    loaded = load_checkpoint(args.ckpt, map_location=device)
-    check_scale(loaded, args.scale)
     routing = routing_from(args)
     out_dir = Path(args.output)
+    inputs = inputs_of(Path(args.input))
+    plan = plan_outputs(inputs, out_dir, args.class_map)
+    # Every refusal (an input overwritten, an existing result, an unwritable folder) before any work.
+    check_outputs([p for outs in plan.values() for p in outs], inputs, overwrite=args.overwrite)
+    loaded = load_checkpoint(args.ckpt, map_location=device)
+    check_scale(loaded, args.scale)
     failures = 0
-    for path in inputs_of(Path(args.input)):
+    for path, outs in plan.items():
         try:
-            lr = read_image(path)[None].to(device)
+            lr = read_image(path, args.max_pixels)[None].to(device)
             sr, classes = super_resolve(loaded, lr, args.scale, routing)
         except ImageReadError as err:
             print(f"error: {err}", file=sys.stderr)
             failures += 1
             continue
-        target = write_png(sr[0], out_dir / f"{path.stem}.png")
+        except (MemoryError, RuntimeError) as err:
+            if not is_out_of_memory(err):
+                raise
+            raise out_of_memory(err, path.name) from err
+        target = write_png(sr[0], outs[0])
         note = ""
         if classes is not None:
             note = f"  heavy share {heavy_share(classes):.3f}"
             if args.class_map:
-                write_png(class_overlay(sr[0], classes[0], loaded.model.num_classes), out_dir / f"{path.stem}_classes.png")
+                write_png(class_overlay(sr[0], classes[0], loaded.model.num_classes), outs[1])
         if args.report_memory:
             note += f"  peak memory {peak_memory_mb(device):,.0f} MiB"
         print(f"{path.name} -> {target} ({sr.shape[-1]}x{sr.shape[-2]}){note}")
