@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -26,8 +27,15 @@ def main(cfg: DictConfig) -> int:
 
     from pcsr_lightning.apps.commands.eval import run_settings
 
+    from hydra.errors import InstantiationException
+
     out = Path(HydraConfig.get().runtime.output_dir)
-    code = run_settings(settings_of(cfg), out / "per_image.csv", out / "summary.csv", out / "curve.png", cfg.wandb)
+    try:
+        code = run_settings(settings_of(cfg), out / "per_image.csv", out / "summary.csv", out / "curve.png", cfg.wandb)
+    except (InstantiationException, ValueError, FileNotFoundError) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        print(f"error: {cause}", file=sys.stderr)
+        raise SystemExit(2) from err
     if code:
         raise SystemExit(code)
     return code

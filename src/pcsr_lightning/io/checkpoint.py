@@ -89,16 +89,16 @@ def _build(cfg: Any, allowed: dict[str, type], where: str) -> Any:
     special = sorted(key for key in cfg if key.startswith("_") and key.endswith("_") and key != "_target_")
     if special:
         raise CheckpointError(f"refusing {special} at {where}: a model config names a class and its arguments only")
-    args = {key: _build(value, allowed, f"{where}.{key}") for key, value in cfg.items() if key != "_target_"}
-    if "_target_" not in cfg:
-        return args
-    target = cfg["_target_"]
+    target = cfg.get("_target_")
     cls = allowed.get(target) if isinstance(target, str) else None
-    if cls is None:
+    if "_target_" in cfg and cls is None:  # checked before anything below it is built
         raise CheckpointError(
             f"refusing to build {target!r} at {where}: not one of the project's model classes; to allow a model "
             f"class of your own, name it in {ALLOW_ENV} (module.Class, comma-separated)"
         )
+    args = {key: _build(value, allowed, f"{where}.{key}") for key, value in cfg.items() if key != "_target_"}
+    if cls is None:
+        return args
     try:
         return cls(**args)
     except (TypeError, ValueError) as err:

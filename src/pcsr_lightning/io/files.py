@@ -101,16 +101,15 @@ def write_text(text: str, path: str | Path) -> Path:
 
 
 def check_writable_dir(folder: str | Path) -> Path:
-    """Create ``folder`` if needed and prove that a file can be written in it, before any work starts."""
+    """Prove, before any work starts, that files can be written in ``folder``: a probe file is created
+    and removed in it, or in its nearest existing parent when it does not exist yet (created later)."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"output folder {folder} is a file, not a folder")
-    for parent in folder.parents:
-        if parent.exists() and not parent.is_dir():
-            raise OutputError(f"cannot create output folder {folder}: {parent} is a file, not a folder")
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        where = "" if existing == folder else f"cannot create output folder {folder}: "
+        raise OutputError(f"{where}{'output folder ' if existing == folder else ''}{existing} is a file, not a folder")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = _tmp_name(folder / "write-check")
+        probe = _tmp_name(existing / "write-check")
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         probe.unlink()
     except OSError as err:
