@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
 import socket
 from collections.abc import Iterable
 from pathlib import Path
@@ -60,12 +61,11 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
 
 def _write_failure(path: Path, err: BaseException) -> OutputError:
     """A clear error for a failed write; a full disk is said in words (torch.save only says 'unexpected pos')."""
-    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0] if str(err) else type(err).__name__
+    text = str(err).strip()
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else text.splitlines()[0] if text else type(err).__name__
     full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
     if not full:
         try:
-            import shutil
-
             full = shutil.disk_usage(path.parent).free < 1 << 20
         except OSError:
             pass
