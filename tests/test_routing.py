@@ -173,6 +173,21 @@ def test_adm_clusters_bimodal_difficulty():
     assert torch.equal(classes, torch.cat([torch.ones(300), torch.zeros(100)]).long())
 
 
-def test_kmeans_1d_orders_labels_by_centroid():
-    x = torch.tensor([0.9, 0.1, 0.5, 0.52, 0.12, 0.88])
-    assert kmeans_1d(x, 3).tolist() == [2, 0, 1, 1, 0, 2]
+def test_adm_stops_as_the_release_not_at_convergence():
+    # A ramp 0, 0.01, ..., 1 plus one pixel at 0.495. Started at (0.5, 0.5), the centroids creep towards
+    # (0.25, 0.75); after 7 iterations they move by less than the release's tolerance while the boundary
+    # is still at 0.490, so 0.495 is heavy. Run to convergence the boundary reaches 0.5 and it is light.
+    d = torch.cat([torch.linspace(0, 1, 101), torch.tensor([0.495])])
+    classes = route_adaptive(torch.stack([d, 1 - d], -1))
+    assert torch.equal(classes, (d < 0.495).long())  # 52 heavy (class 0) pixels
+    converged = kmeans_1d(d, 2, iters=1000, tol=0.0)
+    assert torch.equal(converged == converged[0], d < 0.5)  # 51 heavy: a different split
+    # The first iteration puts everything in one cluster; stopping there leaves every pixel light.
+    assert kmeans_1d(d, 2, iters=1).eq(0).all()
+
+
+def test_adm_orders_three_classes_by_their_easiest_pixel():
+    # M = 3: difficulty is the expected class index (1 = heaviest); three groups, lightest first.
+    low, mid, high = torch.tensor([0.0, 0.0, 1.0]), torch.tensor([0.0, 1.0, 0.0]), torch.tensor([1.0, 0.0, 0.0])
+    probs = torch.stack([low, high, mid, mid, low, high])
+    assert route_adaptive(probs).tolist() == [2, 0, 1, 1, 2, 0]

@@ -79,27 +79,51 @@ def difficulty(probs: torch.Tensor) -> torch.Tensor:
     return (probs * weights).sum(-1)
 
 
-def kmeans_1d(x: torch.Tensor, clusters: int, iters: int = 50) -> torch.Tensor:
-    """Lloyd's k-means on values in [0, 1]; labels are ordered by centroid (0 = lowest)."""
-    centroids = (torch.arange(clusters, device=x.device, dtype=x.dtype) + 0.5) / clusters
+def kmeans_1d(x: torch.Tensor, clusters: int, iters: int = 20, tol: float = 1e-4) -> torch.Tensor:
+    """The release's 1-D k-means on values in [0, 1]; returns each value's cluster index (unordered).
+
+    Kept step for step because its early stop and odd start decide the split (heavy shares move by
+    several points against a k-means run to convergence). For two clusters both centroids start at
+    0.5, so the first assignment puts every value in cluster 0 and the first update gives
+    (mean, 0). Each iteration assigns every value to its nearest centroid (ties to the lower index),
+    then moves each centroid to its cluster's mean (0 for an empty cluster); it stops once the summed
+    squared centroid shift is <= ``tol`` or after ``iters`` iterations, the first one included. The
+    labels are those of the last assignment, made with the centroids from before its update. The
+    release has two clusters only; for more (where a single start would leave all but two empty) the
+    centroids start evenly spaced and the same iteration and stop apply.
+    """
+    if clusters < 1:
+        raise ValueError(f"k-means needs at least one cluster, got {clusters}")
+    if clusters == 2:
+        centroids = torch.full((2,), 0.5, dtype=torch.float64, device=x.device)
+    else:
+        centroids = (torch.arange(clusters, dtype=torch.float64, device=x.device) + 0.5) / clusters
     labels = torch.zeros_like(x, dtype=torch.long)
-    for step in range(iters):
-        # In 1-D with sorted centroids the nearest one is found by the midpoints between them.
-        new = torch.bucketize(x, (centroids[1:] + centroids[:-1]) / 2)
-        if step and torch.equal(new, labels):
+    for _ in range(iters):
+        # Nearest centroid by a running minimum (one temporary per cluster, not an N x M matrix);
+        # only a strict improvement moves a value, so ties stay with the lower index.
+        labels.zero_()
+        best = (x - centroids[0]).abs()
+        for j in range(1, clusters):
+            dist = (x - centroids[j]).abs()
+            closer = dist < best
+            labels.masked_fill_(closer, j)
+            best = torch.where(closer, dist, best)
+        sums = torch.zeros_like(centroids).scatter_add_(0, labels, x.to(centroids.dtype))
+        counts = torch.bincount(labels, minlength=clusters).to(centroids.dtype)
+        moved = torch.where(counts > 0, sums / counts.clamp_min(1), torch.zeros_like(centroids))
+        shift = float(((moved - centroids) ** 2).sum())
+        centroids = moved
+        if shift <= tol:
             break
-        labels = new
-        sums = torch.zeros_like(centroids).scatter_add_(0, labels, x)
-        counts = torch.bincount(labels, minlength=clusters).to(x.dtype)
-        centroids = torch.where(counts > 0, sums / counts.clamp_min(1), centroids)
-        centroids, _ = torch.sort(centroids)
     return labels
 
 
 def route_adaptive(probs: torch.Tensor) -> torch.Tensor:
-    """ADM: cluster the min-max normalised difficulty of one image into M groups.
+    """ADM: cluster the min-max normalised difficulty of one image into M groups (``kmeans_1d``).
 
-    The cluster holding the easiest pixel takes the lightest upsampler. A flat image (max == min)
+    The cluster holding the easiest pixel takes the lightest upsampler; for M > 2 the others follow
+    in the order of their easiest pixels (1-D clusters are intervals). A flat image (max == min)
     sends every pixel to the lightest one.
     """
     m = probs.shape[-1]
@@ -108,4 +132,9 @@ def route_adaptive(probs: torch.Tensor) -> torch.Tensor:
     if m == 1 or not hi > lo:
         return torch.full(probs.shape[:-1], m - 1, dtype=torch.long, device=probs.device)
     labels = kmeans_1d((d - lo) / (hi - lo), m)
-    return ((m - 1) - labels).view(probs.shape[:-1])
+    # Rank the clusters by their easiest value: rank 0 (the easiest pixel's cluster) is the lightest class.
+    easiest = torch.full((m,), float("inf"), dtype=d.dtype, device=d.device).scatter_reduce_(
+        0, labels, d, reduce="amin")
+    rank = torch.empty(m, dtype=torch.long, device=d.device)
+    rank[torch.argsort(easiest, stable=True)] = torch.arange(m, device=d.device)
+    return ((m - 1) - rank[labels]).view(probs.shape[:-1])
