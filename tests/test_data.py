@@ -26,19 +26,30 @@ def div2k_root(tmp_path):
     root = tmp_path / "DIV2K"
     (root / "DIV2K_train_HR").mkdir(parents=True)
     (root / "DIV2K_valid_HR").mkdir()
-    (root / "DIV2K_train_LR_bicubic" / "X4").mkdir(parents=True)
+    (root / "DIV2K_valid_LR_bicubic" / "X4").mkdir(parents=True)
     write_png(root / "DIV2K_train_HR" / "0001.png", 200, 260, 1)
     write_png(root / "DIV2K_train_HR" / "0002.png", 140, 150, 2)
+    write_png(root / "DIV2K_train_HR" / "0003.png", 100, 300, 4)  # too small at every rescale
     write_png(root / "DIV2K_valid_HR" / "0801.png", 96, 120, 3)
+    write_png(root / "DIV2K_valid_LR_bicubic" / "X4" / "0801x4.png", 24, 30, 3)
     return root
 
 
-def expected_count(h, w, rescales=(1.0, 0.9, 0.8, 0.7, 0.6)):
-    total = 0
-    for r in rescales:
-        hh, ww = round(h * r), round(w * r)
-        total += len(crop_positions(hh, 128, 64)) * len(crop_positions(ww, 128, 64))
-    return total
+def stored_sub_images(hr_dir, size=128, step=64, rescales=(1.0, 0.9, 0.8, 0.7, 0.6)):
+    """The sub-images as they used to be cut and stored: per image and rescale, 8-bit, rows then columns."""
+    subs = []
+    for f in sorted(hr_dir.iterdir()):
+        hr = torch.from_numpy(np.array(Image.open(f))).permute(2, 0, 1).float() / 255
+        for r in rescales:
+            img = hr if r == 1.0 else imresize(hr, (round(hr.shape[1] * r), round(hr.shape[2] * r)))
+            arr = img.clamp(0, 1).mul(255).round().byte()
+            tops, lefts = crop_positions(arr.shape[1], size, step), crop_positions(arr.shape[2], size, step)
+            subs += [arr[:, t : t + size, l : l + size] for t in tops for l in lefts]
+    return subs
+
+
+def all_windows(data):
+    return [data.load_raw(i) for i in range(len(data))]
 
 
 def test_crop_positions_cover_the_border():
@@ -47,32 +58,99 @@ def test_crop_positions_cover_the_border():
     assert crop_positions(100, 128, 64) == []
 
 
-def test_div2k_preparation_counts_and_resumes(div2k_root):
-    data = DIV2K(div2k_root, progress=False)
+def test_div2k_windows_are_the_paper_sub_images_stored_once(div2k_root):
+    data = DIV2K(div2k_root, workers=1, progress=False)
     data.prepare()
-    assert len(data) == expected_count(200, 260) + expected_count(140, 150)
-    first = data.load(0)
-    assert first.shape == (3, 128, 128)
-    original = np.asarray(Image.open(div2k_root / "DIV2K_train_HR" / "0001.png"))
-    assert torch.equal((first * 255).round().byte().permute(1, 2, 0), torch.from_numpy(original[:128, :128].copy()))
-    # Interrupted preparation: index missing and one file lost -> only that file is rebuilt.
-    cache = data.cache_dir
-    index = json.loads((cache / "index.json").read_text())
-    (cache / "index.json").unlink()
-    lost = cache / "0002_x0.90.npy"
-    lost.unlink()
-    kept = cache / "0001_x1.00.npy"
-    stamp = kept.stat().st_mtime_ns
-    again = DIV2K(div2k_root, progress=False)
-    again.prepare()
-    assert lost.is_file() and kept.stat().st_mtime_ns == stamp
-    assert json.loads((cache / "index.json").read_text()) == index
+    expected = stored_sub_images(div2k_root / "DIV2K_train_HR")
+    windows = all_windows(data)
+    assert len(windows) == len(expected) == 32
+    assert all(torch.equal(a, b) for a, b in zip(windows, expected))
+    assert data.load(0).shape == (3, 128, 128) and data.name(1) == "0001.png@x1.00[0:128,64:192]"
+    # Each rescaled image once, uint8: the packed file is the rescaled pixels and nothing else.
+    pixels = sum(round(h * r) * round(w * r) for h, w in ((200, 260), (140, 150)) for r in (1.0, 0.9, 0.8, 0.7, 0.6)
+                 if min(round(h * r), round(w * r)) >= 128)
+    assert (data.cache_dir / "images.u8").stat().st_size == 3 * pixels
+    assert sorted(p.name for p in data.cache_dir.iterdir()) == ["images.u8", "index.json"]
     valid = div2k_valid(div2k_root)
     assert len(valid) == 1 and valid.name(0) == "0801.png"
 
 
+def test_div2k_parallel_preparation_matches_and_interrupted_one_resumes(div2k_root, tmp_path, monkeypatch):
+    import pcsr_lightning.data.div2k as div2k
+
+    serial = DIV2K(div2k_root, cache_dir=tmp_path / "serial", workers=1, progress=False)
+    serial.prepare()
+    parallel = DIV2K(div2k_root, cache_dir=tmp_path / "parallel", workers=2, progress=True)
+    parallel.prepare()
+    packed = (tmp_path / "serial" / "images.u8").read_bytes()
+    assert (tmp_path / "parallel" / "images.u8").read_bytes() == packed
+    # Interrupted after the first image: no index; the second run only does the image not yet done.
+    real, calls = div2k._prepare_one, []
+
+    def interrupted(path, entries, out):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(path)
+        return real(path, entries, out)
+
+    monkeypatch.setattr(div2k, "_prepare_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        DIV2K(div2k_root, cache_dir=tmp_path / "resumed", workers=1, progress=False).prepare()
+    assert not (tmp_path / "resumed" / "index.json").exists()
+    assert (tmp_path / "resumed" / "done.txt").read_text() == "0001.png\n"
+    calls.clear()
+    monkeypatch.setattr(div2k, "_prepare_one", lambda *job: calls.append(job[0]) or real(*job))
+    resumed = DIV2K(div2k_root, cache_dir=tmp_path / "resumed", workers=1, progress=False)
+    resumed.prepare()
+    assert [p.rsplit("/", 1)[-1] for p in calls] == ["0002.png"]
+    assert (tmp_path / "resumed" / "images.u8").read_bytes() == packed
+    assert len(resumed) == len(serial)
+
+
+def test_div2k_old_cache_is_refused_with_what_to_do(div2k_root, tmp_path):
+    old = div2k_root / "DIV2K_train_HR_sub128_s64"
+    old.mkdir()
+    np.save(old / "0001_x1.00.npy", np.zeros((1, 128, 128, 3), np.uint8))
+    (old / "index.json").write_text(json.dumps({"settings": {"version": 1}, "files": [["0001_x1.00.npy", 1]]}))
+    with pytest.raises(ValueError, match="old format.*rm -r"):
+        DIV2K(div2k_root, cache_dir=old, progress=False).prepare()
+    with pytest.raises(ValueError, match="old format"):
+        len(DIV2K(div2k_root, cache_dir=old, progress=False))
+    with pytest.warns(UserWarning, match="old format, no longer used"):  # default cache elsewhere: built
+        DIV2K(div2k_root, workers=1, progress=False).prepare()
+
+
+FEW_FILES = """
+import os, resource, sys
+import torch
+from pcsr_lightning.data.div2k import DIV2K
+data = DIV2K(sys.argv[1], workers=1, progress=False)
+data.prepare()
+before = len(os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (before + 4, before + 4))
+for i in torch.randperm(len(data)).tolist():  # what a loader worker does, over every rescaled image
+    data.load_raw(i)
+print(len(data), len(os.listdir("/proc/self/fd")) - before)
+"""
+
+
+def test_div2k_loader_keeps_one_file_open_under_a_low_ulimit(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "DIV2K"
+    (root / "DIV2K_train_HR").mkdir(parents=True)
+    for i in range(8):  # 40 rescaled images, far more than the 4 files the loader may open
+        write_png(root / "DIV2K_train_HR" / f"{i + 1:04d}.png", 216, 216, i)
+    out = subprocess.run([sys.executable, "-c", FEW_FILES, str(root)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    windows, opened = map(int, out.stdout.split())
+    assert windows == 8 * (9 + 9 + 4 + 4 + 4) and opened <= 2
+
+
 def test_div2k_datamodule_batches(div2k_root):
-    dm = SRDataModule(DIV2K(div2k_root, progress=False), div2k_valid(div2k_root), batch_size=4, queries=100)
+    dm = SRDataModule(DIV2K(div2k_root, workers=1, progress=False), div2k_valid(div2k_root), batch_size=4,
+                      queries=100)
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
