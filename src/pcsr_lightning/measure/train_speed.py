@@ -122,8 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         raise SystemExit("--steps and --batch-size must be >= 1, --warmup >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
