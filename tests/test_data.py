@@ -105,6 +105,21 @@ def test_div2k_parallel_preparation_matches_and_interrupted_one_resumes(div2k_ro
     assert [p.rsplit("/", 1)[-1] for p in calls] == ["0002.png"]
     assert (tmp_path / "resumed" / "images.u8").read_bytes() == packed
     assert len(resumed) == len(serial)
+    # Stopped after every image was written but before the index: nothing is redone.
+    real_write = div2k.write_text
+
+    def no_index(text, path):
+        if path.name == "index.json":
+            raise KeyboardInterrupt
+        return real_write(text, path)
+
+    monkeypatch.setattr(div2k, "write_text", no_index)
+    with pytest.raises(KeyboardInterrupt):
+        DIV2K(div2k_root, cache_dir=tmp_path / "late", workers=1, progress=False).prepare()
+    monkeypatch.setattr(div2k, "write_text", real_write)
+    calls.clear()
+    DIV2K(div2k_root, cache_dir=tmp_path / "late", workers=1, progress=False).prepare()
+    assert calls == [] and (tmp_path / "late" / "images.u8").read_bytes() == packed
 
 
 def test_div2k_old_cache_is_refused_with_what_to_do(div2k_root, tmp_path):

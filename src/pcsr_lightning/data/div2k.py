@@ -178,6 +178,8 @@ def prepare_rescaled(
     cache_dir.mkdir(parents=True, exist_ok=True)
     packed, journal, plan_path = cache_dir / f"{PACKED}.partial", cache_dir / JOURNAL, cache_dir / PLAN
     done: set[str] = set()
+    if not packed.is_file() and (cache_dir / PACKED).is_file() and plan_path.is_file():
+        os.replace(cache_dir / PACKED, packed)  # stopped between the rename and the index: finish from the journal
     if plan_path.is_file() and packed.is_file() and json.loads(plan_path.read_text()) == plan:
         if journal.is_file():
             done = {line for line in journal.read_text().splitlines() if line}  # a resumed preparation
