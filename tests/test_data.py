@@ -135,6 +135,18 @@ def test_div2k_old_cache_is_refused_with_what_to_do(div2k_root, tmp_path):
         DIV2K(div2k_root, workers=1, progress=False).prepare()
 
 
+def test_div2k_preparation_that_cannot_fit_stops_before_writing(div2k_root, tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    import pcsr_lightning.data.div2k as div2k
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(div2k.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    with pytest.raises(OSError, match=r"needs 0\.0 GB .* only 0\.0 GB free: set data.train.cache_dir"):
+        DIV2K(div2k_root, cache_dir=tmp_path / "full", workers=1, progress=False).prepare()
+    assert not (tmp_path / "full" / "images.u8.partial").exists()
+
+
 FEW_FILES = """
 import os, resource, sys
 import torch

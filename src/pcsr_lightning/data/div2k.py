@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -174,8 +175,12 @@ def prepare_rescaled(
     if not files:
         raise FileNotFoundError(f"no images in {hr_dir}")
     entries, skipped = plan_cache(files, size, rescales)
+    if not entries:
+        raise ValueError(f"no image in {hr_dir} is at least {size}x{size}"
+                         + (f" (skipped unreadable images: {'; '.join(skipped)})" if skipped else ""))
     plan = {"settings": settings, "entries": [e.to_list() for e in entries]}
     cache_dir.mkdir(parents=True, exist_ok=True)
+    total = entries[-1].offset + entries[-1].nbytes
     packed, journal, plan_path = cache_dir / f"{PACKED}.partial", cache_dir / JOURNAL, cache_dir / PLAN
     done: set[str] = set()
     if not packed.is_file() and (cache_dir / PACKED).is_file() and plan_path.is_file():
@@ -185,7 +190,11 @@ def prepare_rescaled(
             done = {line for line in journal.read_text().splitlines() if line}  # a resumed preparation
     else:  # fresh start (or the folder's images changed since the interrupted one)
         journal.unlink(missing_ok=True)
-        total = entries[-1].offset + entries[-1].nbytes if entries else 0
+        packed.unlink(missing_ok=True)
+        free = shutil.disk_usage(cache_dir).free
+        if free < total:
+            raise OSError(f"preparing {hr_dir} needs {total / 1e9:.1f} GB in {cache_dir}, only "
+                          f"{free / 1e9:.1f} GB free: set data.train.cache_dir to a larger disk")
         with open(packed, "wb") as fh:
             fh.truncate(total)  # sparse until written
         write_text(json.dumps(plan), plan_path)
