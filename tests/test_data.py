@@ -284,3 +284,14 @@ def test_table_default_photos_are_the_held_out_ones(tmp_path):
     assert sorted(p.stem for p in folder.iterdir()) == sorted(SAMPLE_VAL)
     materialize_samples(tmp_path / "all", SAMPLE_TRAIN[:1] + ("motorcycle_left",))  # the stereo pair loads too
     assert (tmp_path / "all" / "motorcycle_left.png").is_file()
+
+
+def test_image_size_from_the_header_is_upright_like_the_decoded_image(tmp_path):
+    from pcsr_lightning.data.sources import image_size
+    from pcsr_lightning.io.images import read_image
+
+    img = Image.fromarray(np.zeros((40, 60, 3), np.uint8))
+    exif = img.getexif()
+    exif[0x0112] = 6  # a quarter turn
+    img.save(tmp_path / "turned.jpg", exif=exif)
+    assert image_size(tmp_path / "turned.jpg") == tuple(read_image(tmp_path / "turned.jpg").shape[-2:]) == (60, 40)

@@ -100,10 +100,12 @@ def plan_cache(files: Sequence[Path], size: int, rescales: Sequence[float]) -> t
 def rescale_image(path: Path, entries: Sequence[Rescaled]) -> list[np.ndarray]:
     """The (h, w, 3) uint8 rescales of one image, rounded to 8 bits as the paper's PNG sub-images are."""
     hr = read_image(path)
+    h, w = hr.shape[-2:]
     out = []
     for e in entries:
-        if hr.shape[-2:] != (e.h, e.w) and e.rescale == 1.0:
-            raise ImageReadError(f"cannot read image {path}: decoded size {tuple(hr.shape[-2:])} is not its header's")
+        if rescaled_size(h, w, e.rescale) != (e.h, e.w):
+            raise ImageReadError(f"cannot read image {path}: decoded as {h}x{w}, which does not give the "
+                                 f"planned {e.h}x{e.w} at x{e.rescale}")
         img = hr if e.rescale == 1.0 else imresize(hr, (e.h, e.w))
         out.append(to_uint8(img))
     return out

@@ -103,10 +103,13 @@ class SamplePhotos(HRSource):
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) from the file header; ImageReadError when it cannot be opened."""
+    """(H, W) of the image as ``read_image`` gives it (upright by its EXIF orientation), from the file
+    header without decoding; ImageReadError when it cannot be opened."""
     try:
         with Image.open(path) as img:
-            return img.size[1], img.size[0]
+            w, h = img.size
+            # Orientations 5-8 are a quarter turn (with or without a mirror): height and width swap.
+            return (w, h) if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (h, w)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise ImageReadError(f"cannot read image {path}: {err}") from err
 
