@@ -68,11 +68,11 @@ def test_wandb_gets_table_and_image(monkeypatch, tmp_path):
     import types
 
     logged = {}
-    fake = types.SimpleNamespace(run=None, Table=lambda columns, data: ("table", columns, data),
+    fake = types.SimpleNamespace(Table=lambda columns, data: ("table", columns, data),
                                  Image=lambda path: ("image", path))
-    fake.init = lambda **kw: types.SimpleNamespace(log=logged.update)
     monkeypatch.setitem(sys.modules, "wandb", fake)
     from pcsr_lightning.evaluation.wandb_log import log_results
 
-    log_results("table", ["row", "psnr"], [{"row": "CARN", "psnr": 26.0}], {"curve": "c.png"})
+    run = types.SimpleNamespace(log=logged.update)
+    log_results(run, "table", ["row", "psnr"], [{"row": "CARN", "psnr": 26.0}], {"curve": "c.png"})
     assert logged == {"table/table": ("table", ["row", "psnr"], [["CARN", 26.0]]), "table/curve": ("image", "c.png")}

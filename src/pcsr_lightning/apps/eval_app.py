@@ -18,20 +18,35 @@ def settings_of(cfg: DictConfig):
     node = OmegaConf.to_container(cfg.eval, resolve=True)
     k = node.pop("k")
     node["ks"] = [float(x) for x in (k if isinstance(k, list) else [k])]
-    return instantiate(node)
+    return instantiate(node, _convert_="all")
+
+
+def run_job(cfg: DictConfig, out: Path) -> int:
+    """One evaluation job; with ``wandb=true`` its own run (files in ``out``), finished even when it fails."""
+    from pcsr_lightning.apps.commands.eval import run_settings
+
+    settings = settings_of(cfg)
+    outputs = (out / "per_image.csv", out / "summary.csv", out / "curve.png")
+    if not cfg.wandb:
+        return run_settings(settings, *outputs)
+    from pcsr_lightning.evaluation.wandb_log import eval_identity
+    from pcsr_lightning.tracking import job_overrides, run_name, sweep_name, wandb_run
+
+    experiment, tags = eval_identity(settings.ckpt)
+    name = run_name(experiment, job_overrides(), list(cfg.tracking.ignore))
+    group = cfg.tracking.group or sweep_name() or f"eval {experiment}"
+    with wandb_run(name, group, "eval", tags, OmegaConf.to_container(cfg, resolve=True), out) as run:
+        return run_settings(settings, *outputs, run=run)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 def main(cfg: DictConfig) -> int:
     from hydra.core.hydra_config import HydraConfig
 
-    from pcsr_lightning.apps.commands.eval import run_settings
-
     from hydra.errors import InstantiationException
 
-    out = Path(HydraConfig.get().runtime.output_dir)
     try:
-        code = run_settings(settings_of(cfg), out / "per_image.csv", out / "summary.csv", out / "curve.png", cfg.wandb)
+        code = run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
     except (InstantiationException, ValueError, FileNotFoundError) as err:
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
         print(f"error: {cause}", file=sys.stderr)

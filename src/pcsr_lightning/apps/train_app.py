@@ -11,6 +11,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pcsr_lightning.paths import config_dir
+from pcsr_lightning.tracking import job_overrides, model_tags, run_name, sweep_name
+from pcsr_lightning.training.callbacks import quiet_intended_messages
+from pcsr_lightning.training.loggers import StageWandbLogger
 from pcsr_lightning.training.manifest import Manifest
 from pcsr_lightning.training.pipeline import run_pipeline
 
@@ -52,8 +55,25 @@ def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None 
     return cfg
 
 
+def identify_job(cfg: DictConfig) -> None:
+    """Fill the run's name, group and tags that ``tracking`` leaves null from the job itself."""
+    t = cfg.tracking
+    if t.name is None:
+        t.name = run_name(str(cfg.name), job_overrides(), list(t.ignore))
+    if t.group is None:
+        t.group = sweep_name() or str(cfg.name)
+    if t.tags is None:
+        t.tags = model_tags(str(cfg.backbone.name), str(cfg.model.kind), cfg.model.get("num_classes"))
+
+
 def build_loggers(cfg: DictConfig) -> list:
-    return [instantiate(c) for c in (cfg.logger or {}).values()]
+    """The job's loggers, each given the whole resolved config (wandb: the run config; CSV: hparams.yaml)."""
+    loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
+    if loggers:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        for logger in loggers:
+            logger.log_hyperparams(config)
+    return loggers
 
 
 def close_loggers(loggers: list, failed: bool) -> None:
@@ -61,19 +81,19 @@ def close_loggers(loggers: list, failed: bool) -> None:
     for logger in loggers:
         try:
             logger.finalize("failed" if failed else "success")
+            if isinstance(logger, StageWandbLogger):
+                logger.finish(failed)
         except Exception as err:  # noqa: BLE001 - closing must not hide the job's own error
-            log.warning("could not finalize logger %s: %s", type(logger).__name__, err)
-        if type(logger).__name__ == "WandbLogger" and getattr(logger, "_experiment", None) is not None:
-            import wandb
-
-            wandb.finish(exit_code=1 if failed else 0)
+            log.warning("could not close logger %s: %s", type(logger).__name__, err)
 
 
 def run_job(cfg: DictConfig, callbacks: Sequence = ()) -> Manifest:
     """One training job: loggers opened once (one wandb run per job), closed even when training fails."""
     loggers: list = []
     failed = True
+    quiet_intended_messages()
     try:
+        identify_job(cfg)
         loggers = build_loggers(cfg)
         manifest = run_pipeline(cfg, loggers, list(callbacks))
         failed = False

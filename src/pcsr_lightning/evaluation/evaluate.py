@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
-from pcsr_lightning.evaluation.protocol import bicubic_psnr, load_pair
+from pcsr_lightning.evaluation.protocol import bicubic_sr, load_pair
 from pcsr_lightning.inference.predict import check_scale
 from pcsr_lightning.inference.routed import forced_classes, prepare, render, route
 from pcsr_lightning.io.checkpoint import LoadedModel, load_checkpoint
 from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, ImageReadError, list_images
 from pcsr_lightning.measure.meter import FlopsMeter, class_counts
-from pcsr_lightning.measure.metrics import psnr, shave_for
+from pcsr_lightning.measure.metrics import measure, shave_for
 
 
 CONVENTIONS = ("fvcore", "paper")
@@ -41,6 +41,11 @@ class Record:
     gflops_paper: float
     pct_fvcore: float | None = None
     pct_paper: float | None = None
+    psnr_y: float | None = None  # with EvalSettings.metrics
+    ssim: float | None = None
+
+
+EXTRA_METRICS = ("psnr_y", "ssim")  # beside RGB psnr, which every record has
 
 
 @dataclass
@@ -58,16 +63,27 @@ class EvalSettings:
     bicubic: bool = False
     device: str = "cpu"
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are reported by name and skipped
+    metrics: Sequence[str] = ("psnr",)  # any of psnr, psnr_y, ssim; RGB psnr is always measured
 
     def __post_init__(self):
-        """Refuse nonsense before any work: nan/inf k or scale, a pixel limit below 1."""
+        """Refuse nonsense before any work: nan/inf k or scale, a pixel limit below 1, unknown metrics."""
         from pcsr_lightning.inference.predict import check_scale_value
         from pcsr_lightning.inference.router import check_k
+        from pcsr_lightning.measure.metrics import METRICS
 
         self.ks = [check_k(k) for k in self.ks]
         self.scale = check_scale_value(self.scale)
         if int(self.max_pixels) < 1:
             raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; expected some of {list(METRICS)}")
+
+
+def scores(settings: EvalSettings, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
+    """RGB psnr and the extra metrics the settings ask for, under the protocol's shave."""
+    names = ["psnr", *[m for m in settings.metrics if m != "psnr"]]
+    return measure(names, sr, hr, shave_for(settings.scale))
 
 
 def _gflops(meter: FlopsMeter, lr_size, scale: float, counts) -> dict[str, float]:
@@ -81,10 +97,9 @@ def evaluate_image(
     """All settings of one model on one image; PCSR prepares once and re-routes per k."""
     model, scale = loaded.model, settings.scale
     lr_size = tuple(lr.shape[-2:])
-    crop = shave_for(scale)
     if not loaded.is_pcsr:
         sr = model(lr[None])
-        return [Record(name, "original", "original", None, psnr(sr[0], hr, crop), None,
+        return [Record(name, "original", "original", None, heavy_share=None, **scores(settings, sr[0], hr),
                        **_gflops(meter, lr_size, scale, None))]
     prepared = prepare(model, lr[None], scale)
     m = model.num_classes
@@ -99,8 +114,8 @@ def evaluate_image(
     for setting, k, classes in plan:
         out = render(model, prepared, classes, settings.refine)
         counts = class_counts(classes, m)
-        records.append(Record(name, "pcsr", setting, k, psnr(out.sr[0], hr, crop), counts[0] / sum(counts),
-                              **_gflops(meter, lr_size, scale, counts)))
+        records.append(Record(name, "pcsr", setting, k, heavy_share=counts[0] / sum(counts),
+                              **scores(settings, out.sr[0], hr), **_gflops(meter, lr_size, scale, counts)))
     return records
 
 
@@ -152,8 +167,8 @@ def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tupl
                 own.append(ref)
         records += own
         if settings.bicubic:
-            records.append(Record(path.name, "bicubic", "bicubic", None, bicubic_psnr(hr, lr, settings.scale), None,
-                                  0.0, 0.0))
+            records.append(Record(path.name, "bicubic", "bicubic", None, heavy_share=None,
+                                  **scores(settings, bicubic_sr(hr, lr), hr), gflops_fvcore=0.0, gflops_paper=0.0))
     if original is not None:
         add_shares(records, reference)
     return records, failures
@@ -173,6 +188,7 @@ def summarize(records: list[Record]) -> list[dict]:
     for (model, setting, k), group in groups.items():
         row = {"model": model, "setting": setting, "k": k, "images": len(group),
                "psnr": _mean([r.psnr for r in group]),
+               **{m: _mean([getattr(r, m) for r in group if getattr(r, m) is not None]) for m in EXTRA_METRICS},
                "heavy_share": _mean([r.heavy_share for r in group if r.heavy_share is not None])}
         for c in CONVENTIONS:
             row[f"gflops_{c}"] = _mean([getattr(r, f"gflops_{c}") for r in group])
@@ -213,6 +229,13 @@ SUMMARY_COLUMNS = ["model", "setting", "k", "images", "psnr", "heavy_share", "gf
                    "pct_fvcore", "pct_paper"]
 
 
+def with_metrics(columns: list[str], metrics: Sequence[str]) -> list[str]:
+    """``columns`` with the extra metric columns asked for right after ``psnr``."""
+    extra = [m for m in EXTRA_METRICS if m in metrics]
+    i = columns.index("psnr") + 1
+    return columns[:i] + extra + columns[i:]
+
+
 def curve_series(summary: list[dict], label: str, original_label: str = "original") -> list:
     """The k curve, the original's point and the all-light / all-heavy ends of one summary."""
     from pcsr_lightning.evaluation.plot import Series
@@ -239,18 +262,20 @@ def curve_series(summary: list[dict], label: str, original_label: str = "origina
 
 
 def write_outputs(records: list[Record], summary: list[dict], out: str | None = None, summary_out: str | None = None,
-                  plot: str | None = None, title: str = "PSNR vs GFLOPs") -> list[Path]:
+                  plot: str | None = None, title: str = "PSNR vs GFLOPs", metrics: Sequence[str] = ("psnr",)
+                  ) -> list[Path]:
     """Per-image CSV (ending with a ``mean`` row per model/setting/k), summary CSV and the PSNR-vs-GFLOPs
-    plot, each written atomically when asked for."""
+    plot, each written atomically when asked for; ``metrics`` adds the psnr_y / ssim columns."""
     from pcsr_lightning.io.files import write_text
     from pcsr_lightning.evaluation.plot import save_plot
 
     written = []
     if out:
         means = [dict(row, image="mean") for row in summary]
-        written.append(write_text(rows_to_csv(RECORD_COLUMNS, record_dicts(records) + means), out))
+        written.append(write_text(rows_to_csv(with_metrics(RECORD_COLUMNS, metrics), record_dicts(records) + means),
+                                  out))
     if summary_out:
-        written.append(write_text(rows_to_csv(SUMMARY_COLUMNS, summary), summary_out))
+        written.append(write_text(rows_to_csv(with_metrics(SUMMARY_COLUMNS, metrics), summary), summary_out))
     if plot:
         written.append(save_plot(curve_series(summary, "PCSR"), plot, title))
     return written

@@ -70,6 +70,11 @@ def load_pair(hr_path: Path, scale: float, lr_dir: Path | None, crop: str | None
     return hr, lr
 
 
+def bicubic_sr(hr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+    """The (3,h,w) LR upscaled to the HR's size by MATLAB-style bicubic: the baseline every SR network must beat."""
+    return imresize(lr[None], tuple(hr.shape[-2:]))[0]
+
+
 def bicubic_psnr(hr: torch.Tensor, lr: torch.Tensor, scale: float) -> float:
-    """PSNR of the (3,h,w) LR upscaled by MATLAB-style bicubic: the baseline every SR network must beat."""
-    return psnr(imresize(lr[None], tuple(hr.shape[-2:]))[0], hr, shave_for(scale))
+    """PSNR of the bicubic baseline."""
+    return psnr(bicubic_sr(hr, lr), hr, shave_for(scale))

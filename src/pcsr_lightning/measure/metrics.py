@@ -67,26 +67,35 @@ def psnr_y(pred: torch.Tensor, target: torch.Tensor, crop_border: int, rounding:
     return psnr_of_levels(rgb_to_y(a), rgb_to_y(b))
 
 
-def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
-    """(size, size) normalised Gaussian, float64 (OpenCV's getGaussianKernel, outer product)."""
+def gaussian_1d(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
+    """Normalised 1-D Gaussian, float64 (OpenCV's getGaussianKernel)."""
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
+    return g / g.sum()
+
+
+def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
+    """(size, size) window: the outer product of ``gaussian_1d`` with itself."""
+    g = gaussian_1d(size, sigma)
     return torch.outer(g, g)
 
 
 def ssim_of_y(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean SSIM of two (...,1,H,W) luma images on the 0..255 scale, over the window's valid positions."""
-    window = gaussian_window().to(a.device)[None, None]
+    g = gaussian_1d().to(a.device)
+    size = g.numel()
     a, b = a.reshape(-1, 1, *a.shape[-2:]), b.reshape(-1, 1, *b.shape[-2:])
-    if min(a.shape[-2:]) < window.shape[-1]:
-        raise ValueError(f"SSIM needs images of at least {window.shape[-1]}x{window.shape[-1]} pixels after "
-                         f"shaving, got {tuple(a.shape[-2:])}")
+    if min(a.shape[-2:]) < size:
+        raise ValueError(f"SSIM needs images of at least {size}x{size} pixels after shaving, got {tuple(a.shape[-2:])}")
+
+    def blur(x: torch.Tensor) -> torch.Tensor:  # the 2-D window, applied as two 1-D passes ('valid')
+        return F.conv2d(F.conv2d(x, g.view(1, 1, 1, size)), g.view(1, 1, size, 1))
+
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mu_a, mu_b = F.conv2d(a, window), F.conv2d(b, window)
-    var_a = F.conv2d(a * a, window) - mu_a**2
-    var_b = F.conv2d(b * b, window) - mu_b**2
-    cov = F.conv2d(a * b, window) - mu_a * mu_b
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return float(ssim_map.mean())
 

@@ -15,12 +15,13 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from pcsr_lightning.io.checkpoint import CheckpointError, build_model, load_weights, save_checkpoint
 from pcsr_lightning.models import PCSR
+from pcsr_lightning.training.callbacks import SaveOnException
 from pcsr_lightning.training.manifest import Manifest, StageRecord, open_run
 from pcsr_lightning.training.stages import BackboneStage, OriginalStage, Stage, UpsamplerStage
 
@@ -134,7 +135,7 @@ def run_pipeline(cfg: DictConfig, loggers: list | None = None, callbacks: list |
                 *[instantiate(c) for c in (cfg.callbacks or {}).values()],
                 ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
                                 every_n_train_steps=int(cfg.profile.checkpoint_every)),
-                OnExceptionCheckpoint(dirpath=ckpt_dir, filename=EXCEPTION_NAME),
+                SaveOnException(ckpt_dir / f"{EXCEPTION_NAME}.ckpt"),
                 *callbacks,
             ],
         )

@@ -6,7 +6,9 @@
   (``requires_grad`` off and kept in eval mode), loss 1000 * L1 + 3 * L_avg.
 
 The optimizer and scheduler arrive as Hydra ``_partial_`` factories and only ever see the trainable
-parameters.
+parameters. Validation measures RGB PSNR, PSNR on Y and SSIM (``measure.metrics``) and averages them
+with torchmetrics ``MeanMetric``s, which sum and count across DDP ranks; ``validation_step`` returns
+the SR image (and the class map) so callbacks can log them without running the network again.
 """
 
 from __future__ import annotations
@@ -17,11 +19,25 @@ import lightning as L
 import torch
 from torch import nn
 
-from pcsr_lightning.measure.metrics import psnr, shave_for
+from torchmetrics import MeanMetric
+
+from pcsr_lightning.measure.metrics import measure, shave_for
 from pcsr_lightning.models import PCSR, OriginalSR
 from pcsr_lightning.inference.routed import prepare, render, render_forced, route
 from pcsr_lightning.models.sampler import make_cell, make_coord
 from pcsr_lightning.training.losses import classifier_stage_loss, l1_loss
+
+VAL_METRICS = ("psnr", "psnr_y", "ssim")
+
+
+def metric_keys(suffix: str = "") -> list[str]:
+    """Validation keys of one output: ``val_psnr<suffix>``, ``val_psnr_y<suffix>``, ``val_ssim<suffix>``."""
+    return [f"val_{m}{suffix}" for m in VAL_METRICS]
+
+
+def scored(sr: torch.Tensor, hr: torch.Tensor, scale: int, suffix: str = "") -> dict[str, float]:
+    return {f"val_{m}{suffix}": v for m, v in measure(VAL_METRICS, sr, hr, shave_for(scale)).items()}
+
 
 class Stage(L.LightningModule):
     """Common machinery: which submodules train, the optimizer over them, and logging."""
@@ -39,6 +55,11 @@ class Stage(L.LightningModule):
             m.requires_grad_(True)
         for m in self.frozen:
             m.eval()
+        self.val_means = nn.ModuleDict({key: MeanMetric() for key in self.validation_keys()})
+
+    def validation_keys(self) -> list[str]:
+        """Every value ``validation_step`` logs (averaged over the validation images, all ranks)."""
+        raise NotImplementedError
 
     # -- what trains
     def parts(self) -> list[nn.Module]:
@@ -70,8 +91,9 @@ class Stage(L.LightningModule):
         optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is None:
             return optimizer
+        # the name is the key LearningRateMonitor logs under: one learning-rate curve per stage
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
-                                                         "interval": "step"}}
+                                                         "interval": "step", "name": f"{self.stage_name}/lr"}}
 
     def on_train_start(self) -> None:
         counts = {f"{self.stage_name}/{k}": float(v) for k, v in self.parameter_counts().items()}
@@ -81,6 +103,14 @@ class Stage(L.LightningModule):
     def log_stage(self, values: dict[str, torch.Tensor | float], batch_size: int, **kwargs) -> None:
         for key, value in values.items():
             self.log(f"{self.stage_name}/{key}", value, batch_size=batch_size, sync_dist=True, **kwargs)
+
+    def log_validation(self, values: dict[str, float]) -> None:
+        """One image's values into the means; Lightning logs each mean at the end of validation."""
+        for key, value in values.items():
+            mean = self.val_means[key]
+            mean.update(torch.tensor(float(value), dtype=torch.float32, device=self.device))
+            self.log(f"{self.stage_name}/{key}", mean, on_step=False, on_epoch=True, batch_size=1,
+                     prog_bar=key in ("val_psnr", "val_psnr_heavy", "val_psnr_k0"))
 
 
 class OriginalStage(Stage):
@@ -95,6 +125,9 @@ class OriginalStage(Stage):
     def trainable_modules(self) -> list[nn.Module]:
         return [self.net]
 
+    def validation_keys(self) -> list[str]:
+        return metric_keys()
+
     def training_step(self, batch, batch_idx):
         loss = l1_loss(self.net(batch["lr"]), batch["hr"])
         self.log_stage({"train_loss": loss}, batch["lr"].shape[0], prog_bar=True)
@@ -102,7 +135,8 @@ class OriginalStage(Stage):
 
     def validation_step(self, batch, batch_idx):
         sr = self.net(batch["lr"])
-        self.log_stage({"val_psnr": psnr(sr[0], batch["hr"][0], shave_for(self.scale))}, 1, prog_bar=True)
+        self.log_validation(scored(sr[0], batch["hr"][0], self.scale))
+        return {"sr": sr, "classes": None}
 
 
 def queries_of(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -135,16 +169,27 @@ class PCSRStage(Stage):
         parts = [self.net.backbone, *self.net.upsamplers]
         return parts + ([self.net.classifier] if self.net.classifier is not None else [])
 
+    @property
+    def routes(self) -> bool:
+        """Once every upsamplers is trained, validation also measures routed inference at k = 0."""
+        return self.num_active == self.net.num_classes and self.net.num_classes > 1
+
+    def validation_keys(self) -> list[str]:
+        keys = metric_keys("_heavy")
+        return keys + metric_keys("_k0") + ["val_heavy_share_k0"] if self.routes else keys
+
     def validation_step(self, batch, batch_idx):
         lr, hr = batch["lr"], batch["hr"][0]
-        shave = shave_for(self.scale)
-        prepared = prepare(self.net, lr, self.scale)  # backbone and classifier once for both metrics
-        values = {"val_psnr_heavy": psnr(render_forced(self.net, prepared, 0).sr[0], hr, shave)}
-        if self.num_active == self.net.num_classes and self.net.num_classes > 1:
+        prepared = prepare(self.net, lr, self.scale)  # backbone and classifier once for both outputs
+        heavy = render_forced(self.net, prepared, 0)
+        values = scored(heavy.sr[0], hr, self.scale, "_heavy")
+        out = {"sr": heavy.sr, "classes": None}
+        if self.routes:
             routed = render(self.net, prepared, route(self.net, prepared, 0.0))
-            values["val_psnr_k0"] = psnr(routed.sr[0], hr, shave)
-            values["val_heavy_share_k0"] = routed.heavy_share()
-        self.log_stage(values, 1, prog_bar=True)
+            values.update(scored(routed.sr[0], hr, self.scale, "_k0"), val_heavy_share_k0=routed.heavy_share())
+            out = {"sr": routed.sr, "classes": routed.classes}
+        self.log_validation(values)
+        return out
 
 
 class BackboneStage(PCSRStage):

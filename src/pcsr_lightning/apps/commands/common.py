@@ -57,6 +57,13 @@ def add_routing_flags(parser: argparse.ArgumentParser, several_k: bool = False) 
     )
 
 
+def add_metrics_flag(parser: argparse.ArgumentParser) -> None:
+    from pcsr_lightning.measure.metrics import METRICS
+
+    parser.add_argument("--metrics", nargs="+", choices=list(METRICS), default=["psnr"],
+                        help="psnr (RGB) is always measured; psnr_y: PSNR on the BT.601 luma; ssim: SSIM on the luma")
+
+
 def routing_from(args: argparse.Namespace) -> RoutingOptions:
     if args.tile < 0:
         raise ValueError(f"--tile must be >= 0, got {args.tile}")

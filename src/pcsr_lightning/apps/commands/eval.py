@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
+from pathlib import Path
 
-from pcsr_lightning.apps.commands.common import add_routing_flags, format_table
-from pcsr_lightning.evaluation.evaluate import SUMMARY_COLUMNS, EvalSettings, evaluate, format_value, summarize, write_outputs
+from pcsr_lightning.apps.commands.common import add_metrics_flag, add_routing_flags, format_table
+from pcsr_lightning.evaluation.evaluate import (RECORD_COLUMNS, SUMMARY_COLUMNS, EvalSettings, evaluate, format_value,
+                                                record_dicts, summarize, with_metrics, write_outputs)
 
 
 def add_parser(sub) -> None:
@@ -22,7 +25,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="per-image CSV")
     p.add_argument("--summary", default=None, help="summary CSV (means per setting)")
     p.add_argument("--plot", default=None, help="PNG: PSNR vs GFLOPs (k curve, original, all-light/heavy)")
-    p.add_argument("--wandb", action="store_true", help="log the summary table and the plot to wandb")
+    add_metrics_flag(p)
+    p.add_argument("--wandb", action="store_true",
+                   help="log a wandb run (job type eval): per-image and summary tables, the k curve, the plot")
     p.set_defaults(run=run)
 
 
@@ -31,12 +36,12 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
         ckpt=args.ckpt, hr_dir=args.hr_dir, lr_dir=args.lr_dir, original_ckpt=args.original_ckpt, scale=args.scale,
         ks=list(args.k), adaptive=args.adaptive, refine=not args.no_refine,
         crop=None if args.crop == "none" else args.crop, ends=args.ends or bool(args.plot), device=args.device,
-        bicubic=args.bicubic, max_pixels=args.max_pixels,
+        bicubic=args.bicubic, max_pixels=args.max_pixels, metrics=list(args.metrics),
     )
 
 
-def run_settings(settings: EvalSettings, out=None, summary_out=None, plot=None, use_wandb=False) -> int:
-    """Shared by ``pcsr eval`` and the Hydra app ``pcsr-eval``."""
+def run_settings(settings: EvalSettings, out=None, summary_out=None, plot=None, run=None) -> int:
+    """Shared by ``pcsr eval`` and the Hydra app ``pcsr-eval``; ``run``: a wandb run to log into."""
     from pcsr_lightning.io.files import check_outputs
     from pcsr_lightning.io.images import list_images
 
@@ -44,14 +49,17 @@ def run_settings(settings: EvalSettings, out=None, summary_out=None, plot=None, 
     check_outputs([p for p in (out, summary_out, plot) if p], inputs)  # before any work
     records, failures = evaluate(settings, log=lambda msg: print(msg, file=sys.stderr))
     summary = summarize(records)
-    print(format_table(SUMMARY_COLUMNS, [[format_value(r[h]) for h in SUMMARY_COLUMNS] for r in summary]))
-    written = write_outputs(records, summary, out, summary_out, plot, title=f"{settings.hr_dir} x{settings.scale:g}")
+    columns = with_metrics(SUMMARY_COLUMNS, settings.metrics)
+    print(format_table(columns, [[format_value(r[h]) for h in columns] for r in summary]))
+    written = write_outputs(records, summary, out, summary_out, plot, title=f"{settings.hr_dir} x{settings.scale:g}",
+                            metrics=settings.metrics)
     for path in written:
         print(f"wrote {path}")
-    if use_wandb:
-        from pcsr_lightning.evaluation.wandb_log import log_results
+    if run is not None:
+        from pcsr_lightning.evaluation.wandb_log import log_evaluation
 
-        log_results("eval", SUMMARY_COLUMNS, summary, {"curve": plot} if plot else {})
+        log_evaluation(run, record_dicts(records), with_metrics(RECORD_COLUMNS, settings.metrics), summary, columns,
+                       plot if plot and Path(plot).is_file() else None)
     if failures:
         print(f"{failures} image(s) could not be processed", file=sys.stderr)
         return 1
@@ -59,4 +67,14 @@ def run_settings(settings: EvalSettings, out=None, summary_out=None, plot=None, 
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_settings(settings_from(args), args.out, args.summary, args.plot, args.wandb)
+    settings = settings_from(args)
+    if not args.wandb:
+        return run_settings(settings, args.out, args.summary, args.plot)
+    from pcsr_lightning.evaluation.wandb_log import eval_identity
+    from pcsr_lightning.tracking import wandb_run
+
+    experiment, tags = eval_identity(settings.ckpt)
+    name = f"{experiment} k={','.join(f'{k:g}' for k in settings.ks)}"
+    folder = Path(args.out or args.summary or args.plot or "eval.csv").resolve().parent
+    with wandb_run(name, f"eval {experiment}", "eval", tags, asdict(settings), folder) as tracker:
+        return run_settings(settings, args.out, args.summary, args.plot, tracker)

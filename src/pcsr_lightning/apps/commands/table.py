@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from pcsr_lightning.apps.commands.common import K_VALUE, add_image_flags
+from pcsr_lightning.apps.commands.common import K_VALUE, add_image_flags, add_metrics_flag
 from pcsr_lightning.io.checkpoint import describe_checkpoint
 from pcsr_lightning.io.files import check_writable_dir, write_text
-from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate, rows_to_csv, summarize
+from pcsr_lightning.evaluation.evaluate import EXTRA_METRICS, EvalSettings, evaluate, rows_to_csv, summarize
 
 ROWS = ("FSRCNN", "FSRCNN-PCSR", "CARN", "CARN-PCSR", "SRResNet", "SRResNet-PCSR")
 BACKBONE_ROW = {"fsrcnn": "FSRCNN", "carn": "CARN", "srresnet": "SRResNet"}
@@ -110,7 +110,8 @@ def add_parser(sub) -> None:
     p.add_argument("--crop", choices=["paper", "none"], default="paper")
     p.add_argument("--out-dir", default="results/table")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--wandb", action="store_true")
+    add_metrics_flag(p)
+    p.add_argument("--wandb", action="store_true", help="log the table and the curves to a wandb run (job type eval)")
     add_image_flags(p)
     p.set_defaults(run=run)
 
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             settings = EvalSettings(str(rows[name]), folder, original_ckpt=str(rows[original]) if
                                     name.endswith("-PCSR") and original in rows else None,
                                     ks=args.k, crop=None if args.crop == "none" else args.crop, ends=True,
-                                    device=args.device, max_pixels=args.max_pixels)
+                                    device=args.device, max_pixels=args.max_pixels, metrics=list(args.metrics))
             print(f"{dataset}: {name} ...", file=sys.stderr)
             records, failures = evaluate(settings, log=lambda m: print(m, file=sys.stderr))
             if failures:
@@ -160,13 +161,17 @@ def run(args: argparse.Namespace) -> int:
                 chosen = ref
             paper = PAPER[name].get(dataset, (None, None, None))
             cells.append({"row": name, "dataset": dataset, "k": chosen["k"], "psnr": chosen["psnr"],
+                          **{m: chosen[m] for m in EXTRA_METRICS if m in args.metrics},
                           "gflops_paper": chosen["gflops_paper"], "gflops_fvcore": chosen["gflops_fvcore"],
                           "pct_paper": chosen["pct_paper"], "pct_fvcore": chosen["pct_fvcore"], "paper_psnr": paper[0],
                           "paper_gflops": paper[1], "paper_pct": paper[2], "checkpoint": str(rows[name])})
         if series:
             images[dataset] = save_plot(series, out / f"curve_{dataset}.png", f"{dataset} x4: PSNR vs GFLOPs")
     names = list(datasets)
-    header = ["model"] + [f"{d} {c}" for d in names for c in ("k", "PSNR", "GFLOPs", "%", "paper")]
+    extra = [m for m in EXTRA_METRICS if m in args.metrics]
+    labels = {"psnr_y": "PSNR-Y", "ssim": "SSIM"}
+    header = ["model"] + [f"{d} {c}" for d in names
+                          for c in ("k", "PSNR", *[labels[m] for m in extra], "GFLOPs", "%", "paper")]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name in [r for r in ROWS if r in rows]:
         line = [name]
@@ -174,15 +179,20 @@ def run(args: argparse.Namespace) -> int:
             c = next(c for c in cells if c["row"] == name and c["dataset"] == d)
             paper = "" if c["paper_psnr"] is None else f"{c['paper_psnr']:.2f} / {c['paper_gflops']:.1f}" + (
                 f" ({c['paper_pct']}%)" if c["paper_pct"] else "")
-            line += [fmt(c["k"], 2), fmt(c["psnr"], 2), fmt(c["gflops_paper"], 2), fmt(c["pct_paper"], 0), paper]
+            line += [fmt(c["k"], 2), fmt(c["psnr"], 2), *[fmt(c[m], 4 if m == "ssim" else 2) for m in extra],
+                     fmt(c["gflops_paper"], 2), fmt(c["pct_paper"], 0), paper]
         lines.append("| " + " | ".join(line) + " |")
     markdown = "\n".join(lines) + "\n\nGFLOPs per image, paper convention (spec section 4); fvcore MACs in table.csv.\n"
     print(markdown)
     write_text(markdown, out / "table.md")
-    write_text(rows_to_csv(TABLE_COLUMNS, cells), out / "table.csv")
+    columns = TABLE_COLUMNS[:4] + extra + TABLE_COLUMNS[4:]
+    write_text(rows_to_csv(columns, cells), out / "table.csv")
     print(f"wrote {out / 'table.md'}, {out / 'table.csv'} and {len(images)} curve(s)")
     if args.wandb:
         from pcsr_lightning.evaluation.wandb_log import log_results
+        from pcsr_lightning.tracking import wandb_run
 
-        log_results("table", TABLE_COLUMNS, cells, {f"curve_{d}": str(p) for d, p in images.items()})
+        config = {k: v for k, v in vars(args).items() if k != "run"}
+        with wandb_run("table " + " ".join(names), "table", "eval", sorted(rows), config, out) as run:
+            log_results(run, "table", columns, cells, {f"curve_{d}": str(p) for d, p in images.items()})
     return 0
