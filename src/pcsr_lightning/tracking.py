@@ -126,6 +126,15 @@ def _config_value(value_json: str) -> Any:
     return value.get("value", value) if isinstance(value, dict) and set(value) <= {"value", "desc"} else value
 
 
+def _update_config(config: dict, items) -> None:
+    for item in items:
+        path = list(item.nested_key) or [item.key]
+        node = config
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _config_value(item.value_json)
+
+
 def read_offline_run(folder: str | Path) -> dict:
     """What an offline run holds: ``name, group, job_type, tags, config, history`` (one dict per logged
     row), ``metrics`` (define_metric: name or glob -> step metric), ``summary``, ``exit_code`` and
@@ -145,9 +154,9 @@ def read_offline_run(folder: str | Path) -> dict:
         if kind == "run":
             r = record.run
             run.update(name=r.display_name, group=r.run_group, job_type=r.job_type, tags=list(r.tags))
-            run["config"].update({i.key: _config_value(i.value_json) for i in r.config.update})
+            _update_config(run["config"], r.config.update)
         elif kind == "config":
-            run["config"].update({i.key: _config_value(i.value_json) for i in record.config.update})
+            _update_config(run["config"], record.config.update)
         elif kind == "history":
             run["history"].append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
                                    for i in record.history.item})

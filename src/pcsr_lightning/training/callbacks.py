@@ -158,17 +158,23 @@ def centre_crop(img: torch.Tensor, size: int) -> torch.Tensor:
     return img[..., top:top + size, left:left + size]
 
 
+def logged_step(trainer) -> int:
+    """The step Lightning logs a fit's metrics at: the index of the last batch trained (steps done - 1)."""
+    return max(trainer.global_step - 1, 0)
+
+
 def log_images(trainer, key: str, images: list[torch.Tensor], captions: list[str]) -> None:
-    """(3,H,W) images in [0,1] to every logger that takes images (wandb, TensorBoard)."""
+    """(3,H,W) images in [0,1] to every logger that takes images (wandb, TensorBoard), at the step of the
+    validation metrics they go with."""
     from pcsr_lightning.io.images import to_uint8
 
-    arrays = [to_uint8(img) for img in images]
+    arrays, step = [to_uint8(img) for img in images], logged_step(trainer)
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_image(key, arrays, step=trainer.global_step, caption=captions)
+            logger.log_image(key, arrays, step=step, caption=captions)
         elif isinstance(logger, TensorBoardLogger):
             for i, array in enumerate(arrays):
-                logger.experiment.add_image(f"{key}/{i}", array, trainer.global_step, dataformats="HWC")
+                logger.experiment.add_image(f"{key}/{i}", array, step, dataformats="HWC")
 
 
 class ValidationImages(L.Callback):
@@ -204,7 +210,7 @@ class ValidationImages(L.Callback):
             return
         stage = pl_module.stage_name
         log_images(trainer, f"{stage}/val_images", self._rows,
-                   [f"bicubic | SR | HR, image {i}, step {trainer.global_step}" for i in range(len(self._rows))])
+                   [f"bicubic | SR | HR, image {i}, after {trainer.global_step} steps" for i in range(len(self._rows))])
         if self._maps:
             log_images(trainer, f"{stage}/val_class_maps", self._maps,
                        [f"upsampler per pixel at k=0 (red = heavy), image {i}" for i in range(len(self._maps))])
