@@ -70,6 +70,27 @@ def test_eval_writes_per_image_and_summary_csv(tiny_ckpt, photo_dir, tmp_path, c
     assert float(rows[2]["psnr"]) == pytest.approx(float(mean[0]["psnr"]), abs=1e-5)
     assert 0 <= float(rows[0]["heavy_share"]) <= 1
     assert "broken.jpg" in capsys.readouterr().err
+    assert "ssim" not in rows[0]  # only asked for
+
+
+def test_eval_metrics_columns(tiny_ckpt, photo_dir, tmp_path, capsys):
+    from pcsr_lightning.measure.metrics import psnr_y, ssim
+
+    csv_path = tmp_path / "results.csv"
+    code = main(["eval", "--ckpt", str(tiny_ckpt), "--hr-dir", str(photo_dir), "--out", str(csv_path), "--bicubic",
+                 "--metrics", "psnr_y", "ssim"])
+    assert code == 1
+    rows = list(csv.DictReader(csv_path.open()))
+    assert list(rows[0])[4:7] == ["psnr", "psnr_y", "ssim"]
+    assert all(0 < float(r["ssim"]) <= 1 and float(r["psnr_y"]) > 0 for r in rows)
+    # the bicubic row is the protocol applied to MATLAB-style bicubic of the LR
+    from pcsr_lightning.evaluation.protocol import bicubic_sr, load_pair
+
+    hr, lr = load_pair(photo_dir / "cat.png", 4.0, None, None)
+    bicubic = next(r for r in rows if r["image"] == "cat.png" and r["setting"] == "bicubic")
+    assert float(bicubic["ssim"]) == pytest.approx(ssim(bicubic_sr(hr, lr), hr, 4), abs=1e-6)
+    assert float(bicubic["psnr_y"]) == pytest.approx(psnr_y(bicubic_sr(hr, lr), hr, 4), abs=1e-6)
+    assert "psnr_y" in capsys.readouterr().out
 
 
 def test_bad_checkpoint_and_device_errors(tmp_path, photo_dir, capsys):
