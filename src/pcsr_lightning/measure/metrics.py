@@ -111,11 +111,16 @@ METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], float]] = {"psnr"
 
 
 def measure(names, pred: torch.Tensor, target: torch.Tensor, crop_border: int) -> dict[str, float]:
-    """The named metrics of one pair, e.g. ``{"psnr": ..., "ssim": ...}``."""
+    """The named metrics of one pair, e.g. ``{"psnr": ..., "ssim": ...}``: the same numbers as the single
+    functions, with the pair quantized, shaved and converted to Y once."""
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; expected some of {list(METRICS)}")
-    return {n: METRICS[n](pred, target, crop_border) for n in names}
+    a, b = levels_pair(pred, target, crop_border)
+    luma = (rgb_to_y(a), rgb_to_y(b)) if {"psnr_y", "ssim"} & set(names) else None
+    of_levels = {"psnr": lambda: psnr_of_levels(a, b), "psnr_y": lambda: psnr_of_levels(*luma),
+                 "ssim": lambda: ssim_of_y(*luma)}
+    return {n: of_levels[n]() for n in names}
 
 
 def shave_for(scale: float) -> int:

@@ -171,7 +171,7 @@ class PCSRStage(Stage):
 
     @property
     def routes(self) -> bool:
-        """Once every upsamplers is trained, validation also measures routed inference at k = 0."""
+        """Once every upsampler is trained, validation also measures routed inference at k = 0."""
         return self.num_active == self.net.num_classes and self.net.num_classes > 1
 
     def validation_keys(self) -> list[str]:
