@@ -110,3 +110,11 @@ def test_torchmetrics_psnr_is_the_same_number():
     qa, qb = ((x * 255).round().double()[..., crop:-crop, crop:-crop] for x in (a, b))
     theirs = float(peak_signal_noise_ratio(qa, qb, data_range=255.0))
     assert psnr(a, b, crop) == pytest.approx(theirs, rel=1e-6)  # torchmetrics ends in float32
+
+
+def test_eval_settings_refuse_unknown_metrics():
+    from pcsr_lightning.evaluation.evaluate import EvalSettings
+
+    with pytest.raises(ValueError, match="unknown metric"):
+        EvalSettings(ckpt="c.ckpt", hr_dir="hr", metrics=["psnr", "lpips"])
+    assert EvalSettings(ckpt="c.ckpt", hr_dir="hr", metrics=["ssim"]).metrics == ["ssim"]
