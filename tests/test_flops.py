@@ -20,7 +20,7 @@ PER_PIXEL = {  # heavy, light, classifier (paper convention, per HR pixel)
 
 def test_arch_names():
     assert arch_names() == ["carn", "fsrcnn", "srresnet"]
-    with pytest.raises(ValueError, match="unknown arch 'edsr'"):
+    with pytest.raises(ValueError, match="unknown backbone 'edsr'"):
         build_arch("edsr")
 
 

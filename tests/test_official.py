@@ -9,7 +9,8 @@ from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.measure.flops import paper_flops
 from pcsr_lightning.measure.metrics import psnr
 from pcsr_lightning.inference.reference import upscale_reference
-from pcsr_lightning.io.official import import_official
+from pcsr_lightning.config import backbone_names, model_config
+from pcsr_lightning.io.official import convert_release, import_official
 
 PARAMS = {"fsrcnn-x4": 24_515, "fsrcnn-pcsr-phase1": 24_502, "carn-x4": 294_915, "carn-pcsr-phase1": 168_970}
 COSTS = {"fsrcnn-pcsr-phase1": (0.9100, 0.0900), "carn-pcsr-phase1": (0.6812, 0.3188)}  # heavy, light
@@ -32,6 +33,21 @@ def test_original_paper_flops(official_ckpts):
     for name, flops in ORIGINAL_FLOPS_32.items():
         model = load_checkpoint(official_ckpts[name]).model
         assert paper_flops(model, torch.zeros(1, 3, 32, 32)) == flops
+
+
+def test_released_networks_are_the_configured_ones(official_ckpts):
+    """conf/backbone holds the paper's widths: the release's own files must build exactly those networks."""
+    for name in official_ckpts:
+        backbone, original = name.split("-")[0], name.endswith("-x4")
+        assert load_checkpoint(official_ckpts[name]).config == model_config(backbone, original), name
+
+
+def test_release_without_widths_gets_the_configured_original_widths():
+    """Widths the release's args leave out are the release's defaults: the original network's in conf/backbone."""
+    for name in backbone_names():
+        config, _, _ = convert_release({"model": {"name": name, "args": {}, "sd": {}}})
+        expected = model_config(name, original=True)
+        assert config == expected, name
 
 
 @pytest.fixture(scope="module")

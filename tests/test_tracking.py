@@ -131,7 +131,8 @@ def test_eval_sweep_gives_each_job_its_run(sweep, tmp_path):
 def test_failed_job_finishes_its_run_with_exit_code_1(tmp_path, monkeypatch):
     import lightning as L
 
-    from pcsr_lightning.apps.train_app import compose_config, run_job
+    from pcsr_lightning.apps.train_app import run_job
+    from pcsr_lightning.config import compose_config
 
     for key, value in env_for(tmp_path).items():
         monkeypatch.setenv(key, value)
@@ -157,7 +158,8 @@ def test_tensorboard_logger(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from pcsr_lightning.apps.train_app import compose_config, run_job
+    from pcsr_lightning.apps.train_app import run_job
+    from pcsr_lightning.config import compose_config
 
     cfg = compose_config(["profile=smoke", "logger=tensorboard", "profile.steps.stage0=2", "profile.steps.stage=2",
                           "callbacks.model_summary.max_depth=0"], tmp_path / "run")

@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from pcsr_lightning.io.checkpoint import build_model, load_checkpoint
 from pcsr_lightning.apps.cli import main as pcsr_main
 from pcsr_lightning.models import CARN, PCSR
-from pcsr_lightning.apps.train_app import compose_config, run_job, upsampler_widths
+from pcsr_lightning.apps.train_app import run_job
+from pcsr_lightning.config import compose_config, upsampler_widths
 from pcsr_lightning.training.losses import average_loss, classifier_stage_loss
 from pcsr_lightning.training.manifest import Manifest
 from pcsr_lightning.training.stages import BackboneStage, UpsamplerStage

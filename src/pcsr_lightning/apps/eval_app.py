@@ -8,7 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pcsr_lightning.paths import config_dir
+from pcsr_lightning.config import config_dir
 
 
 def settings_of(cfg: DictConfig):

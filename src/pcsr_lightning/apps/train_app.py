@@ -1,4 +1,6 @@
-"""``pcsr-train``: the Hydra app, and the job wrapper that always closes its loggers."""
+"""``pcsr-train``: the Hydra app, and the job wrapper that always closes its loggers.
+
+``compose_config`` (the same config without the app) lives in ``pcsr_lightning.config``."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pcsr_lightning.paths import config_dir
+from pcsr_lightning.config import config_dir, register_resolvers
 from pcsr_lightning.tracking import job_overrides, model_tags, run_name, sweep_name
 from pcsr_lightning.training.callbacks import quiet_intended_messages
 from pcsr_lightning.training.loggers import StageWandbLogger
@@ -19,40 +21,6 @@ from pcsr_lightning.training.pipeline import run_pipeline
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = config_dir()
-
-
-def upsampler_widths(heavy: Sequence[int], light: Sequence[int], num_classes: int) -> list[list[int]]:
-    """Hidden widths of U_0 (heavy) .. U_{M-1} (light). For M > 2 the middle upsamplers get the heavy
-    depth and widths spaced geometrically between the heavy and the light width."""
-    m = int(num_classes)
-    if m < 1:
-        raise ValueError(f"model.num_classes must be >= 1, got {m}")
-    if m == 1:
-        return [list(heavy)]
-    out = [list(heavy)]
-    for j in range(1, m - 1):
-        t = j / (m - 1)
-        width = round(heavy[0] * (light[0] / heavy[0]) ** t)
-        out.append([width] * len(heavy))
-    return out + [list(light)]
-
-
-def register_resolvers() -> None:
-    """``${pcsr_widths:heavy,light,M}`` used by conf/model/pcsr.yaml."""
-    if not OmegaConf.has_resolver("pcsr_widths"):
-        OmegaConf.register_new_resolver("pcsr_widths", upsampler_widths)
-
-
-def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
-    """The training config composed without the Hydra app (tests, ``pcsr demo``)."""
-    from hydra import compose, initialize_config_dir
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=list(overrides))
-    if output_dir is not None:
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
 
 
 def identify_job(cfg: DictConfig) -> None:

@@ -11,32 +11,28 @@ from pathlib import Path
 
 import torch
 
+from pcsr_lightning.config import backbone_names, backbone_node
 from pcsr_lightning.io.checkpoint import (CheckpointError, build_model, first_line, load_weights, read_weights_only,
                                          save_checkpoint)
 
-CARN_MEAN = (0.4488, 0.4371, 0.4040)
-ZERO_MEAN = (0.0, 0.0, 0.0)
-BACKBONES = {
-    "fsrcnn": "pcsr_lightning.models.FSRCNN",
-    "carn": "pcsr_lightning.models.CARN",
-    "srresnet": "pcsr_lightning.models.SRResNet",
-}
-
 
 def _backbone_config(name: str, args: dict, with_tail: bool) -> dict:
-    if name not in BACKBONES:
-        raise CheckpointError(f"unknown backbone {name!r} in release checkpoint; expected one of {sorted(BACKBONES)}")
-    scale = int(args.get("upscale", args.get("scale", 4))) if with_tail else None
+    """The release's backbone in this project's config: ``conf/backbone/<name>.yaml``'s original network
+    (its class and, for any width the release leaves out, the release's own defaults) with the release's widths."""
+    if name not in backbone_names():
+        raise CheckpointError(f"unknown backbone {name!r} in release checkpoint; expected one of {backbone_names()}")
     if with_tail and args.get("no_upsampling"):
         raise CheckpointError(f"release {name} checkpoint has no upsampling tail: not an original network")
-    cfg: dict = {"_target_": BACKBONES[name], "scale": scale}
-    if name == "fsrcnn":
-        cfg.update(d=int(args.get("d", 56)), s=int(args.get("s", 12)), m=int(args.get("m", 4)))
-    elif name == "carn":
-        cfg.update(nf=int(args.get("nf", 64)), group=int(args.get("group", 4)))
-    else:
-        cfg.update(nf=int(args.get("nf", 64)), nb=int(args.get("nb", 16)))
+    cfg = dict(backbone_node(name)["network"])
+    for key, value in cfg.items():
+        if key != "scale" and isinstance(value, int):  # widths and depths, named as in the release's args
+            cfg[key] = int(args.get(key, value))
+    cfg["scale"] = int(args.get("upscale", args.get("scale", 4))) if with_tail else None
     return cfg
+
+
+def _rgb_mean(name: str) -> list[float]:
+    return [float(v) for v in backbone_node(name)["rgb_mean"]]
 
 
 def _hidden(spec: dict, role: str) -> list[int]:
@@ -58,10 +54,9 @@ def convert_release(raw: object, source: str = "checkpoint") -> tuple[dict, dict
     if not isinstance(args, dict) or not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{source} is not a PCSR release checkpoint: 'model' needs an args dict and an sd of tensors")
     meta = {"source": str(source), "release_name": name, "iter": raw.get("iter")}
-    if name in BACKBONES:
-        mean = CARN_MEAN if name == "carn" else ZERO_MEAN
+    if name in backbone_names():
         config = {"_target_": "pcsr_lightning.models.OriginalSR", "network": _backbone_config(name, args, True),
-                  "rgb_mean": list(mean)}
+                  "rgb_mean": _rgb_mean(name)}
         state = {f"network.{k}": v for k, v in sd.items()}
         return config, state, meta
     if name not in ("pcsr-phase0", "pcsr-phase1"):
@@ -81,7 +76,7 @@ def convert_release(raw: object, source: str = "checkpoint") -> tuple[dict, dict
         "backbone": backbone,
         "upsampler_hidden": hidden,
         "classifier_hidden": _hidden(args["classifier_spec"], "classifier") if name == "pcsr-phase1" else [],
-        "rgb_mean": list(CARN_MEAN if enc.get("name") == "carn" else ZERO_MEAN),
+        "rgb_mean": _rgb_mean(enc.get("name")),
     }
     state = {}
     for key, value in sd.items():

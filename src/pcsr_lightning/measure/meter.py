@@ -15,24 +15,20 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from pcsr_lightning.config import backbone_names, model_config
 from pcsr_lightning.measure.flops import CONVENTIONS, flops_by_module, group_by_prefix
 from pcsr_lightning.models.pcsr import PCSR
 from pcsr_lightning.models.sampler import output_size
-from pcsr_lightning.paths import config_dir
 
 
 def arch_names() -> list[str]:
-    return sorted(p.stem for p in (config_dir() / "arch").glob("*.yaml"))
+    """Architectures ``pcsr flops --arch`` knows: those with a ``conf/backbone`` config."""
+    return backbone_names()
 
 
 def arch_config(name: str, original: bool = False) -> dict:
-    """The spec's model config (``conf/arch/<name>.yaml``) for the original network or its PCSR twin."""
-    from omegaconf import OmegaConf
-
-    path = (config_dir() / "arch") / f"{name}.yaml"
-    if not path.is_file():
-        raise ValueError(f"unknown arch {name!r}; expected one of {arch_names()}")
-    return OmegaConf.to_container(OmegaConf.load(path))["original" if original else "pcsr"]
+    """The network training builds from ``conf/backbone/<name>.yaml``: PCSR, or the original network."""
+    return model_config(name, original)
 
 
 def build_arch(name: str, original: bool = False) -> nn.Module:

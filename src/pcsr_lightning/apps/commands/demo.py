@@ -58,7 +58,8 @@ def compare(loaded, source, scale: int, ks: list[float]) -> list[dict]:
 def run(args: argparse.Namespace) -> int:
     from hydra.utils import instantiate
 
-    from pcsr_lightning.apps.train_app import compose_config, run_job
+    from pcsr_lightning.apps.train_app import run_job
+    from pcsr_lightning.config import compose_config
 
     out = Path(args.out or f"outputs/demo/{args.experiment}/{datetime.now():%Y-%m-%d_%H-%M-%S}")
     cfg = compose_config([f"experiment={args.experiment}", f"profile={args.profile}", *args.overrides], out)

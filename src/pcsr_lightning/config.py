@@ -1,0 +1,90 @@
+"""The Hydra configs: where they are, and the model configs built from them outside a Hydra app.
+
+``conf/backbone/<name>.yaml`` is the only place an architecture's widths are written: training,
+``pcsr flops --arch`` and the release importer all read them from there.
+
+Where the configs are, first match wins:
+1. ``PCSR_CONFIG_DIR``, when set (a copy of ``conf/`` edited for one machine, say);
+2. the repository's top-level ``conf/`` when the package runs from a checkout (``make install``, editable);
+3. ``pcsr_lightning/conf`` inside an installed wheel (the build copies the repository's ``conf/`` there).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CHECKOUT_CONF = PACKAGE_DIR.parents[1] / "conf"  # src/pcsr_lightning -> repository root
+WHEEL_CONF = PACKAGE_DIR / "conf"
+
+
+def config_dir() -> Path:
+    env = os.environ.get("PCSR_CONFIG_DIR")
+    candidates = [Path(env)] if env else [CHECKOUT_CONF, WHEEL_CONF]
+    for path in candidates:
+        if (path / "train.yaml").is_file():
+            return path
+    where = f"PCSR_CONFIG_DIR={env}" if env else f"{CHECKOUT_CONF} or {WHEEL_CONF}"
+    raise FileNotFoundError(
+        f"Hydra config folder (with train.yaml) not found at {where}: reinstall the package, "
+        "or set PCSR_CONFIG_DIR to a copy of the repository's conf/ folder"
+    )
+
+
+def upsampler_widths(heavy: Sequence[int], light: Sequence[int], num_classes: int) -> list[list[int]]:
+    """Hidden widths of U_0 (heavy) .. U_{M-1} (light). For M > 2 the middle upsamplers get the heavy
+    depth and widths spaced geometrically between the heavy and the light width."""
+    m = int(num_classes)
+    if m < 1:
+        raise ValueError(f"model.num_classes must be >= 1, got {m}")
+    if m == 1:
+        return [list(heavy)]
+    out = [list(heavy)]
+    for j in range(1, m - 1):
+        t = j / (m - 1)
+        width = round(heavy[0] * (light[0] / heavy[0]) ** t)
+        out.append([width] * len(heavy))
+    return out + [list(light)]
+
+
+def register_resolvers() -> None:
+    """``${pcsr_widths:heavy,light,M}`` used by conf/model/pcsr.yaml."""
+    if not OmegaConf.has_resolver("pcsr_widths"):
+        OmegaConf.register_new_resolver("pcsr_widths", upsampler_widths)
+
+
+def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
+    """The training config composed without the Hydra app (tests, ``pcsr demo``, ``pcsr flops --arch``)."""
+    from hydra import compose, initialize_config_dir
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    if output_dir is not None:
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def backbone_names() -> list[str]:
+    """The architectures the project knows: one ``conf/backbone/*.yaml`` each."""
+    return sorted(p.stem for p in (config_dir() / "backbone").glob("*.yaml"))
+
+
+def backbone_node(name: str) -> dict:
+    """``conf/backbone/<name>.yaml`` as a plain dict, interpolations left as written."""
+    path = config_dir() / "backbone" / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown backbone {name!r}; expected one of {backbone_names()}")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def model_config(backbone: str, original: bool = False, overrides: Sequence[str] = ()) -> dict:
+    """The network training builds for ``backbone`` (``model.net``): PCSR, or the original network."""
+    if backbone not in backbone_names():
+        raise ValueError(f"unknown backbone {backbone!r}; expected one of {backbone_names()}")
+    cfg = compose_config([f"backbone={backbone}", f"model={'original' if original else 'pcsr'}", *overrides])
+    return OmegaConf.to_container(cfg.model.net, resolve=True)
