@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+
+from pcsr_lightning.data.sources import sample_photo  # noqa: F401 - the tests' real photos
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = Path(os.environ.get("PCSR_OFFICIAL_DIR", ROOT.parent / "shared" / "reference" / "official-pcsr"))
@@ -18,16 +19,6 @@ RELEASE_FILES = ("fsrcnn-x4", "fsrcnn-pcsr-phase1", "carn-x4", "carn-pcsr-phase1
 def _deterministic():
     torch.manual_seed(0)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-
-
-def sample_photo(name: str = "astronaut") -> torch.Tensor:
-    """A real photo shipped inside scikit-image, (3,H,W) float in [0,1]."""
-    import skimage.data
-
-    arr = getattr(skimage.data, name)()
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    return torch.from_numpy(arr[..., :3].copy()).permute(2, 0, 1).float() / 255
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,8 @@ from PIL import Image
 from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.data.datamodule import SRDataModule, TrainCrops, augment
 from pcsr_lightning.data.div2k import DIV2K, crop_positions, div2k_valid
-from pcsr_lightning.data.sources import SAMPLE_TRAIN, SAMPLE_VAL, ImageFolder, SamplePhotos
+from pcsr_lightning.data.samples import sample_split
+from pcsr_lightning.data.sources import ImageFolder, SamplePhotos
 
 
 def write_png(path, h, w, seed=0):
@@ -269,9 +270,10 @@ def test_image_corrupted_after_setup_is_skipped_mid_epoch(tmp_path):
 
 
 def test_sample_photos_split_is_offline_and_disjoint():
-    assert not set(SAMPLE_TRAIN) & set(SAMPLE_VAL)
-    assert {"motorcycle_left", "motorcycle_right"} <= set(SAMPLE_TRAIN)
-    val = SamplePhotos(SAMPLE_VAL)
+    train, val_names = sample_split("train"), sample_split("val")
+    assert not set(train) & set(val_names)
+    assert {"motorcycle_left", "motorcycle_right"} <= set(train)
+    val = SamplePhotos(val_names)
     assert [val.load(i).shape[0] for i in range(len(val))] == [3, 3]
     with pytest.raises(ValueError, match="unknown"):
         SamplePhotos(["no_such_photo"]).load(0)
@@ -281,8 +283,8 @@ def test_table_default_photos_are_the_held_out_ones(tmp_path):
     from pcsr_lightning.data.samples import materialize_samples
 
     folder = materialize_samples(tmp_path / "samples")
-    assert sorted(p.stem for p in folder.iterdir()) == sorted(SAMPLE_VAL)
-    materialize_samples(tmp_path / "all", SAMPLE_TRAIN[:1] + ("motorcycle_left",))  # the stereo pair loads too
+    assert sorted(p.stem for p in folder.iterdir()) == sorted(sample_split("val")) == ["chelsea", "rocket"]
+    materialize_samples(tmp_path / "all", ["astronaut", "motorcycle_left"])  # the stereo pair loads too
     assert (tmp_path / "all" / "motorcycle_left.png").is_file()
 
 

@@ -17,14 +17,6 @@ from PIL import Image, UnidentifiedImageError
 
 from pcsr_lightning.io.images import ImageReadError, as_float, list_images, read_image_raw
 
-# Photos inside scikit-image that need no download. The stereo pair is one scene: keep both in one split.
-SAMPLE_TRAIN = (
-    "astronaut", "coffee", "immunohistochemistry", "hubble_deep_field", "retina",
-    "camera", "brick", "grass", "gravel", "motorcycle_left", "motorcycle_right",
-)
-SAMPLE_VAL = ("chelsea", "rocket")
-
-
 class HRSource:
     """Base class: an indexable set of HR images."""
 
@@ -49,23 +41,31 @@ class HRSource:
         """Drop images smaller than ``size`` on a side (or unreadable), warning with their names."""
 
 
-def sample_array(name: str) -> np.ndarray:
-    """One photo shipped inside scikit-image, as its (H,W[,3]) uint8 array."""
+def sample_photo(name: str) -> torch.Tensor:
+    """A photo shipped inside scikit-image (no download), as (3,H,W) float in [0,1]; grayscale repeated to RGB.
+
+    ``motorcycle_left`` / ``motorcycle_right`` are the two views of scikit-image's stereo pair (one scene:
+    keep both in one split). Which photos train and which are held out is set in conf/data/samples.yaml.
+    """
     import skimage.data
 
     if name in ("motorcycle_left", "motorcycle_right"):
         left, right, _ = skimage.data.stereo_motorcycle()
-        return left if name == "motorcycle_left" else right
-    loader = getattr(skimage.data, name, None)
-    if loader is None or not callable(loader):
-        raise ValueError(f"unknown scikit-image sample photo {name!r}")
-    return loader()
+        arr = left if name == "motorcycle_left" else right
+    else:
+        loader = getattr(skimage.data, name, None)
+        if loader is None or not callable(loader):
+            raise ValueError(f"unknown scikit-image sample photo {name!r}")
+        arr = loader()
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    return as_float(torch.from_numpy(np.ascontiguousarray(arr[..., :3])).permute(2, 0, 1))
 
 
 class SamplePhotos(HRSource):
-    """Photos shipped inside scikit-image (offline); grayscale ones are repeated to RGB."""
+    """Photos shipped inside scikit-image (offline), by name (``sample_photo``)."""
 
-    def __init__(self, names: Sequence[str] = SAMPLE_TRAIN):
+    def __init__(self, names: Sequence[str]):
         if not names:
             raise ValueError("SamplePhotos needs at least one photo name")
         self.names = list(names)
@@ -73,14 +73,7 @@ class SamplePhotos(HRSource):
 
     def _all(self) -> list[torch.Tensor]:
         if self._images is None:
-            images = []
-            for n in self.names:
-                arr = sample_array(n)
-                if arr.ndim == 2:
-                    arr = np.repeat(arr[..., None], 3, axis=2)
-                arr = np.ascontiguousarray(arr[..., :3])
-                images.append(torch.from_numpy(arr).permute(2, 0, 1).float().div_(255))
-            self._images = images
+            self._images = [sample_photo(n) for n in self.names]
         return self._images
 
     def __len__(self) -> int:

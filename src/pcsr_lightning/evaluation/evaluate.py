@@ -19,11 +19,9 @@ from pcsr_lightning.inference.predict import check_scale
 from pcsr_lightning.inference.routed import forced_classes, prepare, render, route
 from pcsr_lightning.io.checkpoint import LoadedModel, load_checkpoint
 from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, ImageReadError, list_images
-from pcsr_lightning.measure.meter import FlopsMeter, class_counts
+from pcsr_lightning.measure.flops import CONVENTIONS
+from pcsr_lightning.measure.meter import FlopsMeter, class_counts, heavy_share
 from pcsr_lightning.measure.metrics import measure, shave_for
-
-
-CONVENTIONS = ("fvcore", "paper")
 
 
 @dataclass
@@ -114,7 +112,7 @@ def evaluate_image(
     for setting, k, classes in plan:
         out = render(model, prepared, classes, settings.refine)
         counts = class_counts(classes, m)
-        records.append(Record(name, "pcsr", setting, k, heavy_share=counts[0] / sum(counts),
+        records.append(Record(name, "pcsr", setting, k, heavy_share=heavy_share(classes),
                               **scores(settings, out.sr[0], hr), **_gflops(meter, lr_size, scale, counts)))
     return records
 

@@ -61,17 +61,3 @@ def super_resolve(
         )
         return out.sr, out.classes
     return loaded.model(lr), None
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process so far: CUDA max allocated on a GPU, peak RSS (ru_maxrss) on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def heavy_share(classes: torch.Tensor | None) -> float | None:
-    """Share of pixels on the heaviest upsampler (U_0)."""
-    return None if classes is None else float((classes == 0).float().mean())

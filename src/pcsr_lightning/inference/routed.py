@@ -23,6 +23,7 @@ from pcsr_lightning.inference.kernels import (
 from pcsr_lightning.inference.refinement import REFINE_BAND_ROWS, refine_in_place
 from pcsr_lightning.inference.router import decide_classes, route_by_cost
 from pcsr_lightning.inference.tiling import encode_tiled
+from pcsr_lightning.measure.meter import heavy_share
 from pcsr_lightning.models.sampler import QueryGrid, output_size
 
 
@@ -32,7 +33,7 @@ class RoutedSR:
     classes: torch.Tensor  # (B,H,W) int64, 0 = heaviest upsampler
 
     def heavy_share(self) -> float:
-        return float((self.classes == 0).float().mean())
+        return heavy_share(self.classes)
 
 
 @dataclass

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from pcsr_lightning.io.files import atomic_write
+from pcsr_lightning.models.pcsr import model_kind
 
 FORMAT = "pcsr-lightning"
 FORMAT_VERSION = 1
@@ -114,12 +115,6 @@ def build_model(config: dict, allow: str | None = None) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"model config builds a {type(model).__name__}, not a network")
     return model
-
-
-def model_kind(model: nn.Module) -> str:
-    from pcsr_lightning.models import PCSR
-
-    return "pcsr" if isinstance(model, PCSR) else "original"
 
 
 def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:

@@ -1,7 +1,8 @@
 """Wall-clock benchmark of routed PCSR against the network it accelerates, side by side in one run.
 
-Small pure pieces (input, timing, memory, table) so ``pcsr bench`` stays a thin command and tests can
-check each. Timings are medians of synchronized repeats after a warm-up.
+Small pure pieces (input, timing, table) that tests check one by one, and ``run_bench``, which puts them
+together for ``pcsr bench`` (a thin command: parse, call, print). Timings are medians of synchronized
+repeats after a warm-up.
 """
 
 from __future__ import annotations
@@ -9,9 +10,8 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -36,13 +36,9 @@ def photo_mosaic(hr_size: tuple[int, int]) -> torch.Tensor:
 
     Real texture at its own scale keeps the routing realistic (an upscaled photo would be mostly smooth).
     """
-    import numpy as np
-    import skimage.data
+    from pcsr_lightning.data.sources import sample_photo
 
-    photos = []
-    for name in PHOTOS:
-        arr = getattr(skimage.data, name)()
-        photos.append(torch.from_numpy(np.ascontiguousarray(arr[..., :3])).permute(2, 0, 1).float() / 255)
+    photos = [sample_photo(name) for name in PHOTOS]
     h, w = hr_size
     out = torch.empty(3, h, w)
     for ty, y0 in enumerate(range(0, h, TILE)):
@@ -122,42 +118,6 @@ def op_profile(fn: Callable[[], object], device: torch.device, top: int = 12) ->
     }
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_memory_mb(fn: Callable[[], object], device: torch.device, interval_s: float = 0.002) -> float:
-    """Extra memory one call needs: CUDA max allocated minus before, or sampled peak RSS minus before on CPU.
-
-    ru_maxrss cannot do this on CPU (it is a process-lifetime maximum), so a thread samples RSS.
-    """
-    if device.type == "cuda":
-        synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    base = _rss_bytes()
-    peak = [base]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_bytes())
-            time.sleep(interval_s)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        sampler.join()
-    return (max(peak[0], _rss_bytes()) - base) / 2**20
-
-
 def machine_info(device: torch.device) -> dict:
     """What the numbers were measured on."""
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "nproc": os.cpu_count()}
@@ -203,3 +163,170 @@ def ratio_rows(rows: list[Row], baseline: str = "original") -> list[list[str]]:
 
 
 TABLE_HEADER = ["variant", "median ms", "x original", "PSNR dB", "heavy share", "peak MiB"]
+
+
+# ---------------------------------------------------------------- the whole benchmark
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+GUARD_DB = 0.05  # low precision may cost at most this much PSNR against fp32
+ROUTED_FAST, ROUTED_REFERENCE = "routed part, fast", "routed part, reference"  # timed on given features
+BACKBONE = "pcsr backbone alone"  # shared by the fast and the reference path
+
+
+@dataclass
+class BenchSettings:
+    """What ``pcsr bench`` measures: two checkpoints on a photo mosaic of ``hr_size`` (H, W)."""
+
+    pcsr_ckpt: str
+    original_ckpt: str
+    hr_size: tuple[int, int]
+    scale: int = 4
+    device: str = "cpu"
+    ks: Sequence[float] = (0.0,)
+    precision: str = "fp32"
+    channels_last: bool = False
+    repeats: int = 3
+    reference_repeats: int = 1
+    reference: bool = True
+    tile: int = 0
+    profile: bool = False
+
+    def check(self) -> None:
+        if self.repeats < 1 or self.reference_repeats < 1:
+            raise ValueError(
+                f"--repeats and --reference-repeats must be >= 1, got {self.repeats}, {self.reference_repeats}"
+            )
+        h, w = self.hr_size
+        if h % self.scale or w % self.scale:
+            raise ValueError(f"--hr-size {h}x{w} must be divisible by --scale {self.scale}")
+        if self.precision not in DTYPES:
+            raise ValueError(f"unknown precision {self.precision!r}; expected one of {sorted(DTYPES)}")
+
+
+def load_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dtype, channels_last: bool, scale: int):
+    """A checkpoint of the expected kind, in ``dtype``; PCSR's cost list cached in fp32 first."""
+    from pcsr_lightning.io.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(path, map_location=device)
+    if loaded.is_pcsr != want_pcsr:
+        raise ValueError(f"{path} is a {loaded.kind} checkpoint, expected {'pcsr' if want_pcsr else 'original'}")
+    model = loaded.model.eval()
+    if want_pcsr:
+        model.cost_list(scale)  # cached, computed in fp32 before any cast
+    elif model.scale != scale:
+        raise ValueError(f"the original network upscales x{model.scale}, the benchmark runs x{scale}")
+    model = model.to(dtype)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+@torch.no_grad()
+def first_call(fn, hr: torch.Tensor, scale: int, device) -> tuple[float, object, float, float | None]:
+    """The warm-up call: the memory it needs, its output, PSNR against the HR and heavy share."""
+    from pcsr_lightning.measure.memory import call_peak_mb
+    from pcsr_lightning.measure.metrics import psnr, shave_for
+
+    out = []
+    peak = call_peak_mb(lambda: out.append(fn()), device)
+    result = out[0]
+    sr = result if isinstance(result, torch.Tensor) else result.sr
+    share = None if isinstance(result, torch.Tensor) else result.heavy_share()
+    return peak, result, psnr(sr[0].float().cpu(), hr, shave_for(scale)), share
+
+
+def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> dict:
+    """Warm up and time every variant interleaved; the report ``pcsr bench`` prints and writes as JSON."""
+    from pcsr_lightning.data.bicubic import downscale
+    from pcsr_lightning.inference.predict import resolve_device
+    from pcsr_lightning.inference.reference import upscale_reference
+    from pcsr_lightning.inference.routed import backbone_features, upscale, upscale_forced
+    from pcsr_lightning.measure.metrics import psnr, shave_for
+
+    settings.check()
+    device = resolve_device(settings.device)
+    (h, w), s, tile, ks = settings.hr_size, settings.scale, settings.tile, list(settings.ks)
+    dtype = DTYPES[settings.precision]
+    pcsr = load_model(settings.pcsr_ckpt, True, device, dtype, settings.channels_last, s)
+    original = load_model(settings.original_ckpt, False, device, dtype, settings.channels_last, s)
+    hr = photo_mosaic((h, w))
+    lr = downscale(hr, s).clamp(0, 1)[None].to(device, dtype)
+    if settings.channels_last:
+        lr = lr.contiguous(memory_format=torch.channels_last)
+    log(f"bench x{s}: HR {h}x{w}, LR {lr.shape[-2]}x{lr.shape[-1]}, {device}, {settings.precision}")
+    ref_name = f"reference k={ks[0]:g}"
+    variants = {"original": lambda: original(lr)}
+    for k in ks:
+        variants[f"pcsr k={k:g}"] = lambda k=k: upscale(pcsr, lr, s, k=k, tile=tile)
+    for name, cls in (("pcsr all-heavy", 0), ("pcsr all-light", pcsr.num_classes - 1)):
+        variants[name] = lambda cls=cls: upscale_forced(pcsr, lr, s, cls, tile)
+    if settings.reference and dtype == torch.float32:
+        variants[ref_name] = lambda: upscale_reference(pcsr, lr, s, k=ks[0])
+    fast_name = f"pcsr k={ks[0]:g}"
+    first, outputs = {}, {}
+    for name, fn in variants.items():
+        peak, result, quality, share = first_call(fn, hr, s, device)
+        first[name] = (peak, quality, share)
+        if name in (fast_name, ref_name):  # compared below; the other outputs are dropped (memory at 8K)
+            outputs[name] = result
+        del result
+        log(f"  {name}: warm-up done, {quality:.3f} dB")
+    repeats = {name: settings.reference_repeats if name == ref_name else settings.repeats for name in variants}
+    repeats[BACKBONE] = settings.repeats
+    encode = lambda: backbone_features(pcsr, lr, tile)
+    feat = encode()
+    # The implementations differ only after the backbone: time that part alone, on the same features
+    # (end-to-end minus backbone would carry the backbone's run-to-run noise into a small difference).
+    fast_routed = lambda: upscale(pcsr, lr, s, k=ks[0], feat=feat)
+    routed = {}
+    if ref_name in variants:
+        routed = {ROUTED_FAST: fast_routed,
+                  ROUTED_REFERENCE: lambda: upscale_reference(pcsr, lr, s, k=ks[0], feat=feat)}
+        repeats.update({ROUTED_FAST: settings.repeats, ROUTED_REFERENCE: settings.reference_repeats})
+    with torch.no_grad():
+        times = time_rounds({**variants, BACKBONE: encode, **routed}, device, repeats, warmup=0)
+    backbone = statistics.median_high(times[BACKBONE])
+    rows = []
+    for name in variants:
+        peak, quality, share = first[name]
+        rows.append(Row(name, statistics.median_high(times[name]), quality, share, peak, times[name]))
+        log(f"  {name}: {rows[-1].ms:.1f} ms")
+    log(f"  {BACKBONE}: {backbone:.1f} ms")
+    by_name = {r.name: r for r in rows}
+    fast_row = by_name[fast_name]
+    reference = by_name.get(ref_name)
+    report = {"hr_size": [h, w], "scale": s, "device": str(device), "precision": settings.precision,
+              "channels_last": settings.channels_last, "k": ks, "machine": machine_info(device),
+              "timing": "variants interleaved round by round; ratios are medians of same-round ratios"}
+    if ref_name in variants:
+        fast, ref = outputs[fast_name], outputs[ref_name]
+        report["fast_vs_reference"] = {
+            "classes_identical": bool(torch.equal(fast.classes, ref.classes)),
+            "psnr_diff_db": abs(fast_row.psnr - reference.psnr),
+            "speedup": paired_ratio(times[ref_name], times[fast_name]),
+            "speedup_routed": paired_ratio(times[ROUTED_REFERENCE], times[ROUTED_FAST]),
+            "ms_routed_fast": statistics.median_high(times[ROUTED_FAST]),
+            "ms_routed_reference": statistics.median_high(times[ROUTED_REFERENCE]),
+        }
+    if dtype != torch.float32:
+        full = load_model(settings.pcsr_ckpt, True, device, torch.float32, False, s)
+        with torch.no_grad():
+            ref_sr = upscale(full, lr.float(), s, k=ks[0], tile=tile).sr
+        fp32_psnr = psnr(ref_sr[0].cpu(), hr, shave_for(s))
+        report["psnr_guard"] = {"fp32": fp32_psnr, "low_precision": fast_row.psnr,
+                                "ok": fp32_psnr - fast_row.psnr <= GUARD_DB}
+    report.update(
+        ms_original=by_name["original"].ms,
+        ms_backbone=backbone,
+        ms_pcsr=fast_row.ms,
+        ratio_pcsr=paired_ratio(fast_row.times_ms, by_name["original"].times_ms),
+        ms_reference=None if reference is None else reference.ms,
+        psnr={r.name: r.psnr for r in rows},
+        psnr_original=by_name["original"].psnr,
+        psnr_pcsr=fast_row.psnr,
+        psnr_reference=None if reference is None else reference.psnr,
+        peak_memory_mb={r.name: r.peak_mb for r in rows},
+        rows=[r.as_dict() for r in rows],
+    )
+    if settings.profile:
+        with torch.no_grad():
+            report["profile_routed"] = op_profile(fast_routed, device)
+    return report

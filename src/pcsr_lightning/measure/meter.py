@@ -17,7 +17,7 @@ from torch import nn
 
 from pcsr_lightning.config import backbone_names, model_config
 from pcsr_lightning.measure.flops import CONVENTIONS, flops_by_module, group_by_prefix
-from pcsr_lightning.models.pcsr import PCSR
+from pcsr_lightning.models.pcsr import model_kind
 from pcsr_lightning.models.sampler import output_size
 
 
@@ -40,6 +40,11 @@ def build_arch(name: str, original: bool = False) -> nn.Module:
 def class_counts(classes: torch.Tensor, num_classes: int) -> list[int]:
     """Pixels per upsampler (index 0 = heaviest) of one image's class map."""
     return torch.bincount(classes.flatten().cpu(), minlength=num_classes).tolist()
+
+
+def heavy_share(classes: torch.Tensor | None) -> float | None:
+    """Share of pixels on the heaviest upsampler (U_0) in a class map; None for an original network."""
+    return None if classes is None else int((classes == 0).sum()) / classes.numel()
 
 
 def all_on(num_classes: int, pixels: int, j: int) -> list[int]:
@@ -71,7 +76,7 @@ class FlopsMeter:
         _check_convention(convention)
         key = (convention, tuple(lr_size))
         if key not in self._by_size:
-            is_pcsr = isinstance(self.model, PCSR)
+            is_pcsr = model_kind(self.model) == "pcsr"
             module = self.model.backbone if is_pcsr else self.model.network
             prefix = "backbone" if is_pcsr else "network"
             counts = group_by_prefix(flops_by_module(module, self._zeros(lr_size), convention=convention))

@@ -7,7 +7,7 @@ from pcsr_lightning.models.carn import CARN
 from pcsr_lightning.models.fsrcnn import FSRCNN
 from pcsr_lightning.models.mlp import MLP
 from pcsr_lightning.models.original import OriginalSR
-from pcsr_lightning.models.pcsr import PCSR
+from pcsr_lightning.models.pcsr import KINDS, PCSR, model_kind
 from pcsr_lightning.models.srresnet import SRResNet
 
-__all__ = ["CARN", "FSRCNN", "MLP", "OriginalSR", "PCSR", "SRResNet"]
+__all__ = ["CARN", "FSRCNN", "KINDS", "MLP", "OriginalSR", "PCSR", "SRResNet", "model_kind"]

@@ -95,3 +95,12 @@ class PCSR(nn.Module):
         from pcsr_lightning.inference.routed import upscale
 
         return upscale(self, lr, scale, **options)
+
+
+KINDS = ("original", "pcsr")
+
+
+def model_kind(model: nn.Module) -> str:
+    """``"pcsr"`` for a PCSR network, ``"original"`` for the plain network it accelerates: the one test
+    checkpoints, manifests, FLOPs counts and the commands use to tell them apart."""
+    return "pcsr" if isinstance(model, PCSR) else "original"

@@ -12,6 +12,7 @@ from pcsr_lightning.io.images import read_image
 from pcsr_lightning.measure.flops import CONVENTIONS
 from pcsr_lightning.measure.meter import FlopsMeter, all_on, arch_names, build_arch, class_counts
 from pcsr_lightning.inference.routed import prepare, route
+from pcsr_lightning.models.pcsr import model_kind
 from pcsr_lightning.models.sampler import output_size
 
 
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--lr-size must be positive, got {lr_size}")
     meter = FlopsMeter(model)
     conventions = ("paper", "fvcore")
-    if not hasattr(model, "upsamplers"):
+    if model_kind(model) == "original":
         if float(args.scale) != float(model.scale):
             raise ValueError(f"this original network upscales x{model.scale} only, got --scale {args.scale}")
         parts = {c: meter.network(lr_size, c) for c in conventions}

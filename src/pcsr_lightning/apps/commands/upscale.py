@@ -12,7 +12,9 @@ from pcsr_lightning.io.checkpoint import load_checkpoint
 from pcsr_lightning.apps.commands.common import add_routing_flags, is_out_of_memory, out_of_memory, routing_from
 from pcsr_lightning.io.files import check_outputs, output_stems
 from pcsr_lightning.io.images import ImageReadError, list_images, read_image, write_png
-from pcsr_lightning.inference.predict import check_scale, heavy_share, peak_memory_mb, resolve_device, super_resolve
+from pcsr_lightning.inference.predict import check_scale, resolve_device, super_resolve
+from pcsr_lightning.measure.memory import process_peak_mb
+from pcsr_lightning.measure.meter import heavy_share
 
 # Heaviest first: red, orange, yellow, ... lightest green/blue.
 PALETTE = torch.tensor(
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             if args.class_map:
                 write_png(class_overlay(sr[0], classes[0], loaded.model.num_classes), outs[1])
         if args.report_memory:
-            note += f"  peak memory {peak_memory_mb(device):,.0f} MiB"
+            note += f"  peak memory {process_peak_mb(device):,.0f} MiB"
         print(f"{path.name} -> {target} ({sr.shape[-1]}x{sr.shape[-2]}){note}")
     if failures:
         print(f"{failures} image(s) could not be processed", file=sys.stderr)
