@@ -133,3 +133,21 @@ def test_import_official_cli(official_ckpts, tmp_path, capsys):
     assert main(["import-official", "--src", str(OFFICIAL / "carn-pcsr-phase1.pth"), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "168,970 parameters" in text and "0.6812, 0.3188" in text
+
+
+def test_demo_trains_then_measures_the_held_out_photos_with_the_eval_loop(tmp_path, capsys):
+    from pcsr_lightning.data.samples import sample_split
+    from pcsr_lightning.data.sources import sample_photo as photo
+    from pcsr_lightning.evaluation.protocol import bicubic_psnr, make_pair
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--profile", "smoke", "--k", "0", "1", "--out", str(out), "profile.val_every=100"]) == 0
+    rows = {r["method"]: r for r in csv.DictReader((out / "demo.csv").open())}
+    assert list(rows) == ["bicubic", "PCSR, all heavy (U_0)", "PCSR routed, k=0", "PCSR routed, k=1"]
+    assert sorted(p.stem for p in (out / "held_out").iterdir()) == sorted(sample_split("val"))
+    pairs = [make_pair(photo(name), 4) for name in sample_split("val")]
+    bicubic = sum(bicubic_psnr(hr, lr, 4) for hr, lr in pairs) / len(pairs)
+    assert float(rows["bicubic"]["psnr"]) == pytest.approx(bicubic, abs=0.005)
+    assert rows["PCSR, all heavy (U_0)"]["heavy_share"] == "1.000" and rows["bicubic"]["gflops_paper"] == "0.00"
+    assert float(rows["PCSR routed, k=1"]["gflops_paper"]) <= float(rows["PCSR routed, k=0"]["gflops_paper"])
+    assert "held-out photos chelsea, rocket" in capsys.readouterr().out

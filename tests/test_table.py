@@ -10,6 +10,7 @@ from PIL import Image
 from conftest import sample_photo
 from pcsr_lightning.io.checkpoint import save_checkpoint
 from pcsr_lightning.apps.cli import main
+from pcsr_lightning.evaluation.paper_table import pick_k
 from pcsr_lightning.models import FSRCNN, PCSR, OriginalSR
 
 PCSR_CFG = {"_target_": "pcsr_lightning.models.PCSR",
@@ -51,6 +52,36 @@ def test_table_from_manifest_and_checkpoint(runs, capsys):
     assert md.startswith("| model | Test2K k | Test2K PSNR") and "| FSRCNN-PCSR |" in md and "25.61 / 8.5 (19%)" in md
     with Image.open(out / "curve_Test2K.png") as img:
         assert img.size == (1200, 720)
+
+
+def cell(setting, k, psnr, gflops):
+    return {"model": "original" if setting == "original" else "pcsr", "setting": setting, "k": k, "psnr": psnr,
+            "gflops_paper": gflops}
+
+
+# A k sweep, the original and the ends: all-light is the cheapest and reaches most targets, but it is no k.
+SWEEP = [cell("k", -1.0, 30.0, 9.0), cell("k", 0.0, 29.9, 7.0), cell("k", 1.0, 29.5, 5.0), cell("k", 2.0, 29.0, 3.0),
+         cell("all-light", None, 29.9, 1.0), cell("all-heavy", None, 30.1, 11.0), cell("original", None, 30.0, 10.0)]
+
+
+def test_pick_k_takes_the_cheapest_k_that_reaches_the_target():
+    assert pick_k(SWEEP, 29.8)["k"] == 0.0  # k=-1 and k=0 reach 29.8: k=0 costs less
+    assert pick_k(SWEEP, 29.5)["k"] == 1.0  # equal to the target counts as reached
+    assert pick_k(SWEEP, 20.0)["k"] == 2.0
+
+
+def test_pick_k_without_a_k_that_reaches_the_target_takes_the_best_psnr():
+    assert pick_k(SWEEP, 31.0)["k"] == -1.0
+    shuffled = [SWEEP[2], SWEEP[0], SWEEP[3], SWEEP[1]]
+    assert pick_k(shuffled, 31.0)["k"] == -1.0
+
+
+def test_pick_k_with_one_k_or_no_target_takes_it():
+    single = [cell("k", 0.5, 20.0, 1.0), cell("original", None, 30.0, 10.0)]
+    assert pick_k(single, 29.0)["k"] == 0.5  # a fixed k is reported even below the target
+    assert pick_k(SWEEP, None)["k"] == -1.0  # no original to aim at: the first k swept
+    with pytest.raises(ValueError, match="no k rows"):
+        pick_k([cell("original", None, 30.0, 10.0)], 29.0)
 
 
 def test_table_bad_rows(runs, capsys):

@@ -1,21 +1,17 @@
 """pcsr demo: train a PCSR model on the photos inside scikit-image, then compare it on held-out photos
-with bicubic and with the all-heavy model (every pixel through U_0), at a few k."""
+with bicubic and with the all-heavy model (every pixel through U_0), at a few k, with ``pcsr eval``'s loop."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
-import torch
-
-from pcsr_lightning.io.checkpoint import load_checkpoint
 from pcsr_lightning.apps.commands.common import K_VALUE, format_table
-from pcsr_lightning.evaluation.protocol import bicubic_psnr, make_pair
-from pcsr_lightning.evaluation.evaluate import rows_to_csv
+from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate, rows_to_csv, summarize
 from pcsr_lightning.io.files import write_text
-from pcsr_lightning.measure.metrics import psnr, shave_for
 
 
 def add_parser(sub) -> None:
@@ -28,31 +24,27 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def compare(loaded, source, scale: int, ks: list[float]) -> list[dict]:
-    """Mean PSNR over ``source``'s images of bicubic, all-heavy and routed PCSR at each k."""
-    from pcsr_lightning.inference.routed import prepare, render, render_forced, route
-
-    model, shave = loaded.model, shave_for(scale)
-    totals: dict[str, list[float]] = {}
-    shares: dict[str, list[float]] = {}
-
-    def add(key, value, share=None):
-        totals.setdefault(key, []).append(value)
-        if share is not None:
-            shares.setdefault(key, []).append(share)
+def held_out_folder(source, folder: Path) -> Path:
+    """The held-out images of the training data as PNG files, so ``pcsr eval``'s loop measures them."""
+    from pcsr_lightning.io.images import write_png
 
     for i in range(len(source)):
-        hr, lr = make_pair(source.load(i), scale)
-        add("bicubic", bicubic_psnr(hr, lr, scale))
-        lr = lr[None]
-        prepared = prepare(model, lr, scale)  # backbone and classifier once per photo
-        add("PCSR, all heavy (U_0)", psnr(render_forced(model, prepared, 0).sr[0], hr, shave), 1.0)
-        for k in ks:
-            out = render(model, prepared, route(model, prepared, k))
-            add(f"PCSR routed, k={k:g}", psnr(out.sr[0], hr, shave), out.heavy_share())
-    return [{"method": key, "psnr": f"{sum(v) / len(v):.2f}",
-             "heavy_share": f"{sum(shares[key]) / len(shares[key]):.3f}" if key in shares else ""}
-            for key, v in totals.items()]
+        write_png(source.load(i), folder / f"{Path(source.name(i)).stem}.png")
+    return folder
+
+
+def compare(ckpt: str | Path, folder: Path, scale: int, ks: list[float]) -> list[dict]:
+    """Mean PSNR over the folder's images of bicubic, all-heavy and routed PCSR at each k (``evaluate``)."""
+    records, failures = evaluate(EvalSettings(str(ckpt), str(folder), scale=scale, ks=ks, ends=True, bicubic=True),
+                                 log=lambda m: print(m, file=sys.stderr))
+    if failures:
+        raise ValueError(f"{failures} held-out image(s) in {folder} could not be read")
+    methods = {("bicubic", None): "bicubic", ("all-heavy", None): "PCSR, all heavy (U_0)",
+               **{("k", float(k)): f"PCSR routed, k={k:g}" for k in ks}}
+    by_key = {(r["setting"], r["k"]): r for r in summarize(records)}
+    return [{"method": name, "psnr": f"{by_key[key]['psnr']:.2f}", "gflops_paper": f"{by_key[key]['gflops_paper']:.2f}",
+             "heavy_share": "" if by_key[key]["heavy_share"] is None else f"{by_key[key]['heavy_share']:.3f}"}
+            for key, name in methods.items()]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,10 +62,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     manifest = run_job(cfg)
     trained = time.perf_counter() - start
-    loaded = load_checkpoint(manifest.final_checkpoint)
-    with torch.no_grad():
-        rows = compare(loaded, instantiate(cfg.data.val), int(cfg.data.scale), args.k)
-    header = ["method", "psnr", "heavy_share"]
+    folder = held_out_folder(instantiate(cfg.data.val), out / "held_out")
+    rows = compare(manifest.final_checkpoint, folder, int(cfg.data.scale), args.k)
+    header = ["method", "psnr", "heavy_share", "gflops_paper"]
     print(f"\ntrained in {trained / 60:.1f} min; x{int(cfg.data.scale)} PSNR (dB) on the held-out photos "
           f"{', '.join(names) or cfg.data.val}:")
     print(format_table(header, [[r[h] for h in header] for r in rows]))
