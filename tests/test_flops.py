@@ -1,4 +1,4 @@
-"""FLOPs in both conventions: the spec's oracles, hand counts from layer shapes, routed sums."""
+"""FLOPs in both conventions: the paper networks' known totals, hand counts from layer shapes, routed sums."""
 
 import pytest
 import torch

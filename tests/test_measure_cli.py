@@ -54,7 +54,7 @@ def test_eval_sweep_with_original_plot_and_paper_crop(fsrcnn_pair, tmp_path):
     assert settings == [("k", "-1.000000"), ("k", "0.000000"), ("k", "2.000000"), ("all-light", ""), ("all-heavy", ""),
                         ("original", "")]
     by = {(r["image"], r["setting"], r["k"]): r for r in rows}
-    # --crop paper: LR 35x37 -> 32x32, so the original costs the spec's oracle
+    # --crop paper: LR 35x37 -> 32x32, so the original costs FSRCNN's known 32x32 total (test_flops)
     assert float(by[("coffee.png", "original", "")]["gflops_paper"]) == pytest.approx(0.468017152, abs=1e-6)
     light = by[("coffee.png", "all-light", "")]
     expected = (20_471_808 + 128 * 128 * (208 + 1_500)) / 1e9
