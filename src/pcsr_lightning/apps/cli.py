@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from pcsr_lightning import __version__
 from pcsr_lightning.io.checkpoint import CheckpointError
 
 # Each module registers one subcommand (``add_parser``) and implements it (``run``).
@@ -22,6 +23,7 @@ COMMANDS = [
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pcsr", description="PCSR super-resolution: import, upscale, evaluate, train a demo")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(name).add_parser(sub)
