@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from pcsr_lightning.apps.train_app import compose_config
+from pcsr_lightning.config import compose_config
 from pcsr_lightning.data.datamodule import TrainCrops
 from pcsr_lightning.data.sources import SamplePhotos
 from pcsr_lightning.io.checkpoint import build_model
