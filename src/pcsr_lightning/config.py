@@ -52,9 +52,15 @@ def upsampler_widths(heavy: Sequence[int], light: Sequence[int], num_classes: in
 
 
 def register_resolvers() -> None:
-    """``${pcsr_widths:heavy,light,M}`` used by conf/model/pcsr.yaml."""
-    if not OmegaConf.has_resolver("pcsr_widths"):
-        OmegaConf.register_new_resolver("pcsr_widths", upsampler_widths)
+    """The config resolvers, registered once per process: ``${pcsr_widths:heavy,light,M}``
+    (conf/model/pcsr.yaml), ``${pcsr_devices:devices}`` and ``${pcsr_gpus:accelerator,devices}``
+    (conf/hydra/launcher)."""
+    from pcsr_lightning.training.launch import device_count, gpus_per_node
+
+    resolvers = {"pcsr_widths": upsampler_widths, "pcsr_devices": device_count, "pcsr_gpus": gpus_per_node}
+    for name, fn in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
 
 
 def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:

@@ -111,8 +111,20 @@ class ValImages(Dataset):
         return {"lr": imresize(hr, (h // self.scale, w // self.scale)), "hr": hr}
 
 
+def per_device_batch(batch_size: int, world_size: int) -> int:
+    """Each DDP process's share of the global batch, so that the optimizer step sees ``batch_size`` crops
+    however many devices train (the paper's 16 on one GPU or 4 x 4)."""
+    if world_size < 1:
+        raise ValueError(f"world size must be >= 1, got {world_size}")
+    if batch_size % world_size:
+        raise ValueError(f"the global batch_size={batch_size} does not split over {world_size} processes "
+                         "(devices x nodes): choose a batch size that is a multiple of it")
+    return batch_size // world_size
+
+
 class SRDataModule(L.LightningDataModule):
-    """Train on ``train`` (an HRSource), validate on ``val``; batches of ``batch_size`` crops."""
+    """Train on ``train`` (an HRSource), validate on ``val``; ``batch_size`` crops per optimizer step in all,
+    split evenly over the DDP processes of the trainer that runs it."""
 
     def __init__(self, train: HRSource, val: HRSource, scale: int = 4, lr_patch: int = 32, batch_size: int = 16,
                  queries: int | None = None, crops_per_image: int = 1, num_workers: int = 0,
@@ -138,10 +150,12 @@ class SRDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         data = TrainCrops(self.train_source, self.scale, self.lr_patch, self.queries, self.crops_per_image)
-        if len(data) < self.batch_size:
-            raise ValueError(f"{len(data)} training crops per epoch is fewer than batch_size={self.batch_size}: "
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        batch = per_device_batch(self.batch_size, world_size)
+        if len(data) < batch:
+            raise ValueError(f"{len(data)} training crops per epoch is fewer than a batch of {batch} per process: "
                              "raise data.crops_per_image or lower the batch size")
-        return DataLoader(data, batch_size=self.batch_size, shuffle=True, drop_last=True,
+        return DataLoader(data, batch_size=batch, shuffle=True, drop_last=True,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
