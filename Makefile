@@ -21,7 +21,7 @@ install: $(STAMP)  ## create .venv and install the package (torch pinned by cons
 test: $(STAMP)  ## fast test suite (CPU, a few minutes)
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)  ## only the slow tests (DDP with 2 processes, big images)
+test-slow: $(STAMP)  ## only the slow tests (DDP with 2 processes, a preempted sweep job, big images)
 	$(BIN)/python -m pytest -q -m slow
 
 demo: $(STAMP)  ## the main job on the embedded sample photos

@@ -178,7 +178,7 @@ def test_preempted_job_is_requeued_and_continues_its_stage(tmp_path):
     """SLURM preempts a job by sending USR2; the local launcher runs the same submitit code, which requeues
     the job with the same overrides, and resume=true makes it continue from its checkpoint."""
     sweep = tmp_path / "sweep"
-    steps = 40
+    steps = 60   # the signal comes after the first checkpoint, well before the last step
     proc = subprocess.Popen(
         [str(BIN / "pcsr-train"), "-m", "hydra/launcher=local", "experiment=fsrcnn_original", "profile=smoke",
          "logger=csv", "callbacks=none", f"profile.steps.original={steps}", "resume=true",
@@ -194,8 +194,9 @@ def test_preempted_job_is_requeued_and_continues_its_stage(tmp_path):
     os.kill(tasks[0], signal.SIGUSR2)
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, out[-3000:]
-    log = next((sweep / ".submitit").glob("*/*_0_log.out")).read_text() + (run / "train_app.log").read_text()
-    assert "this job is preempted" in log or "preempted" in log, log[-3000:]
-    assert "continues from" in (run / "train_app.log").read_text()
+    job_log = next((sweep / ".submitit").glob("*/*_0_log.out")).read_text()
+    assert "this job is preempted" in job_log and "Requeued job" in job_log, job_log[-3000:]
+    assert job_log.count("Starting with JobEnvironment") == 2   # the same job ran a second time
+    assert "stage original continues from" in (run / "train_app.log").read_text()
     data = json.loads((run / "manifest.json").read_text())
     assert data["stages"][0]["status"] == "done" and data["stages"][0]["metrics"]["steps"] == steps
