@@ -17,7 +17,7 @@ import submitit
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from pcsr_lightning.apps.train_app import CONFIG_DIR, register_resolvers
+from pcsr_lightning.config import config_dir, register_resolvers
 from pcsr_lightning.data.datamodule import SRDataModule, per_device_batch
 from pcsr_lightning.data.sources import SamplePhotos
 from pcsr_lightning.io.checkpoint import load_checkpoint
@@ -66,7 +66,7 @@ def test_global_batch_is_split_over_processes():
 
 def slurm_launcher(tmp_path: Path, *overrides: str):
     register_resolvers()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}", *overrides],
                       return_hydra_config=True)
     return cfg, instantiate(cfg.hydra.launcher)
@@ -121,7 +121,7 @@ def test_slurm_launcher_plain_keys_reach_the_sbatch_file(monkeypatch, tmp_path):
 def test_launchers_refuse_an_uncounted_device_setting(tmp_path):
     for launcher in ("slurm", "local"):
         register_resolvers()
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose("train", overrides=[f"hydra/launcher={launcher}", "trainer=ddp"],
                           return_hydra_config=True)
         with pytest.raises(Exception, match="pass e.g. trainer.devices=4"):
