@@ -14,21 +14,41 @@ from pcsr_lightning.measure.metrics import psnr
 from pcsr_lightning.models import CARN, FSRCNN, PCSR
 from pcsr_lightning.models.mlp import MLP
 from pcsr_lightning.inference.kernels import BlockedTail
-from pcsr_lightning.inference.reference import upscale_reference
+from pcsr_lightning.inference.reference import class_map_agreement, near_ties, upscale_reference
+from pcsr_lightning.inference.routed import prepare
 from pcsr_lightning.inference.refinement import refine, refine_in_place
 from pcsr_lightning.inference.router import route_by_cost
 from pcsr_lightning.inference.tiling import encode_tiled, receptive_radius
 
 
-def test_fast_path_equals_reference_on_released_models_at_psnr_level(official_ckpts):
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_fast_path_equals_reference_on_released_models_up_to_near_ties(official_ckpts, memory_format):
+    # Both paths in the same layout. Folding sums the first layer in another order than the loop, so a
+    # pixel whose two best scores are within a few roundings may change class; nothing else may.
     hr = sample_photo("astronaut")[:, :192, :256]
-    lr = imresize(hr, (48, 64))[None]
+    lr = imresize(hr, (48, 64))[None].contiguous(memory_format=memory_format)
     for name in ("carn-pcsr-phase1", "fsrcnn-pcsr-phase1"):
-        model = load_checkpoint(official_ckpts[name]).model
+        model = load_checkpoint(official_ckpts[name]).model.to(memory_format=memory_format)
+        prepared = prepare(model, lr, 4)
         for k in (0.0, 0.5):
             fast, ref = model.upscale(lr, 4, k=k), upscale_reference(model, lr, 4, k=k)
-            assert torch.equal(fast.classes, ref.classes), (name, k)
+            agreement = class_map_agreement(fast.classes, ref.classes, prepared.probs, model.cost_list(4), k)
+            assert agreement["only_near_ties_differ"], (name, k, agreement)
+            assert agreement["differing"] <= agreement["near_ties"] <= 1e-4 * agreement["pixels"], (name, k, agreement)
             assert abs(psnr(fast.sr[0], hr, 4) - psnr(ref.sr[0], hr, 4)) <= 0.01, (name, k)
+
+
+def test_near_ties_are_the_only_pixels_allowed_to_differ():
+    costs = torch.tensor([0.7, 0.3])
+    probs = torch.tensor([[0.5, 0.5], [0.5 + 1e-7, 0.5 - 1e-7], [0.6, 0.4], [0.7, 0.3]])
+    assert near_ties(probs, costs, 0.0).tolist() == [True, True, False, False]
+    # k = 1 weighs by cost: p0 / 0.7 vs p1 / 0.3 tie on the last row.
+    assert near_ties(probs, costs, 1.0).tolist() == [False, False, False, True]
+    fast, ref = torch.tensor([1, 0, 0, 0]), torch.tensor([0, 0, 1, 0])
+    agreement = class_map_agreement(fast, ref, probs, costs, 0.0)
+    assert agreement == {"differing": 2, "near_ties": 2, "pixels": 4, "only_near_ties_differ": False}
+    agreement = class_map_agreement(fast, torch.tensor([0, 0, 0, 0]), probs, costs, 0.0)
+    assert agreement["only_near_ties_differ"] and agreement["differing"] == 1
 
 
 @pytest.mark.parametrize("block", [7, 4096])

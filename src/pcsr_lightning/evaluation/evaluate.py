@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 
 from pcsr_lightning.evaluation.protocol import bicubic_sr, load_pair
-from pcsr_lightning.inference.predict import check_scale
+from pcsr_lightning.inference.layout import choose_memory_format
+from pcsr_lightning.inference.predict import check_scale, load_for_inference
 from pcsr_lightning.inference.routed import forced_classes, prepare, render, route
-from pcsr_lightning.io.checkpoint import LoadedModel, load_checkpoint
+from pcsr_lightning.io.checkpoint import LoadedModel
 from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, ImageReadError, list_images
 from pcsr_lightning.measure.flops import CONVENTIONS
 from pcsr_lightning.measure.meter import FlopsMeter, class_counts, heavy_share
@@ -62,6 +63,7 @@ class EvalSettings:
     device: str = "cpu"
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are reported by name and skipped
     metrics: Sequence[str] = ("psnr",)  # any of psnr, psnr_y, ssim; RGB psnr is always measured
+    memory_format: str = "auto"  # 'auto', 'channels_last' or 'contiguous', the same for both models
 
     def __post_init__(self):
         """Refuse nonsense before any work: nan/inf k or scale, a pixel limit below 1, unknown metrics."""
@@ -76,6 +78,7 @@ class EvalSettings:
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; expected some of {list(METRICS)}")
+        choose_memory_format(self.device, self.memory_format)  # a bad name fails here
 
 
 def scores(settings: EvalSettings, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
@@ -131,11 +134,12 @@ def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tupl
     from pcsr_lightning.inference.predict import resolve_device
 
     device = resolve_device(settings.device)
-    loaded = load_checkpoint(settings.ckpt, map_location=device)
+    memory_format = choose_memory_format(device, settings.memory_format)
+    loaded = load_for_inference(settings.ckpt, device, memory_format)
     check_scale(loaded, settings.scale)
     original = None
     if settings.original_ckpt:
-        original = load_checkpoint(settings.original_ckpt, map_location=device)
+        original = load_for_inference(settings.original_ckpt, device, memory_format)
         if original.is_pcsr:
             raise ValueError(f"--original-ckpt {settings.original_ckpt} is a PCSR checkpoint, not an original network")
         check_scale(original, settings.scale)
@@ -156,7 +160,7 @@ def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tupl
             log(f"error: {err}")
             failures += 1
             continue
-        hr, lr = hr.to(device), lr.to(device)
+        hr, lr = hr.to(device), lr.to(device)  # the models' weights set the convolutions' layout
         own = evaluate_image(loaded, meter, path.name, hr, lr, settings)
         if original is not None:
             ref = evaluate_image(original, original_meter, path.name, hr, lr, settings)[0]

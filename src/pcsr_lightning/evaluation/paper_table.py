@@ -117,7 +117,7 @@ def pick_k(summary: list[dict], target: float | None) -> dict:
 
 def build_table(rows: dict[str, Path], datasets: dict[str, str], ks: Sequence[float], psnr_tolerance: float,
                 crop: str | None, device: str, out_dir: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
-                metrics: Sequence[str] = ("psnr",), log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> tuple[list[dict], dict[str, Path]]:
+                metrics: Sequence[str] = ("psnr",), memory_format: str = "auto", log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> tuple[list[dict], dict[str, Path]]:
     """Evaluate every row on every dataset: the cells (``TABLE_COLUMNS``) and one PSNR-vs-GFLOPs curve per dataset."""
     from pcsr_lightning.evaluation.plot import save_plot
 
@@ -129,7 +129,7 @@ def build_table(rows: dict[str, Path], datasets: dict[str, str], ks: Sequence[fl
             settings = EvalSettings(str(rows[name]), folder, original_ckpt=str(rows[original]) if
                                     name.endswith("-PCSR") and original in rows else None,
                                     ks=ks, crop=crop, ends=True, device=device, max_pixels=max_pixels,
-                                    metrics=list(metrics))
+                                    metrics=list(metrics), memory_format=memory_format)
             log(f"{dataset}: {name} ...")
             records, failures = evaluate(settings, log=log)
             if failures:

@@ -12,17 +12,19 @@ from dataclasses import dataclass
 
 import torch
 
+from pcsr_lightning.inference.cache import cpu_cache_budget
 from pcsr_lightning.models.sampler import QueryGrid
 
 
-# Render blocks. On CPU a block's activations stay in L2: 2 MiB of them, so 7,085 queries for CARN's
-# 74-wide heavy upsampler, 26,214 for its 20-wide light one. Measured on 2 cores at 2K (CARN-PCSR): the
-# heavy upsampler renders 1.6x faster in 8,192-query blocks than in 65,536 (BLAS on 74-wide layers drops
-# from ~65 to ~35 GMAC/s once a block spills the cache); thin MLPs want bigger blocks (per-call overhead).
+# Render blocks. On CPU one layer's activations of a block fill the L2 caches of the threads' cores
+# (``cache.cpu_cache_budget``): with 1 MiB of L2 per core and 2 threads, 7,085 queries for CARN's 74-wide
+# heavy upsampler, 26,214 for its 20-wide light one. Measured on 2 cores at 2K (CARN-PCSR): the heavy
+# upsampler renders 1.6x faster in 8,192-query blocks than in 65,536 (BLAS on 74-wide layers drops from
+# ~65 to ~35 GMAC/s once a block spills the cache); thin MLPs want bigger blocks (per-call overhead).
 # On GPU the work per launch is tiny, so blocks are large (not yet measured: no GPU so far; 2^20 queries
 # keep a 4K image's heavy pixels to 4 blocks at ~1.2 GB of activations). The dense classifier pass runs
 # in row bands of its own.
-CPU_BLOCK_FLOATS = 1 << 19
+MIN_BLOCK_QUERIES = 1024
 
 
 CUDA_BLOCK_QUERIES = 1 << 20
@@ -31,9 +33,6 @@ CUDA_BLOCK_QUERIES = 1 << 20
 # Hidden layers at least this wide run query-major (faster on CPU for CARN's 74 and 20); thinner ones,
 # like the 10-wide classifiers, feature-major (1.5x faster for CARN's classifier).
 QUERY_MAJOR_MIN_WIDTH = 16
-
-
-DEFAULT_BAND_QUERIES = 1 << 18
 
 
 @dataclass
@@ -116,9 +115,11 @@ def fill_dense_rows(folded: FoldedLayer, grid: QueryGrid, r0: int, r1: int, out:
     dense += folded.col_term[None]
 
 
-def block_queries(device: torch.device, width: int) -> int:
-    """Default queries per render block for an MLP whose first layer is ``width`` wide."""
-    return CUDA_BLOCK_QUERIES if device.type == "cuda" else max(1024, CPU_BLOCK_FLOATS // width)
+def block_queries(device: torch.device, width: int, element_size: int = 4) -> int:
+    """Default queries per render block (or classifier band) for an MLP whose first layer is ``width`` wide."""
+    if device.type == "cuda":
+        return CUDA_BLOCK_QUERIES
+    return max(MIN_BLOCK_QUERIES, cpu_cache_budget() // (element_size * width))
 
 
 def row_bands(total_rows: int, width: int, max_queries: int):

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pcsr_lightning.io.checkpoint import LoadedModel
+from pcsr_lightning.inference.layout import in_memory_format
+from pcsr_lightning.io.checkpoint import LoadedModel, load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,13 @@ def check_scale_value(scale: float) -> float:
     if not (math.isfinite(scale) and scale > 1):
         raise ValueError(f"--scale must be a finite number > 1, got {scale}")
     return scale
+
+
+def load_for_inference(path, device: torch.device, memory_format: torch.memory_format) -> LoadedModel:
+    """A checkpoint on ``device`` in ``memory_format`` (see ``layout``), ready for ``super_resolve``."""
+    loaded = load_checkpoint(path, map_location=device)
+    in_memory_format(loaded.model, memory_format)
+    return loaded
 
 
 def check_scale(loaded: LoadedModel, scale: float) -> None:

@@ -2,6 +2,7 @@
 
 - ``upscale_reference``: the release's chunked loop (per-chunk gathers and MLP calls); the baseline
   ``pcsr bench`` times the fast path against.
+- ``class_map_agreement``: where the fast path's class map may differ from the loop's, and does.
 - ``RoutedGraph``: routed inference as one plain forward on a fixed class map, so a tracing FLOPs
   counter can check the meter's per-part sum on small images.
 """
@@ -65,6 +66,37 @@ def upscale_reference(
     if refine:
         pred = refine_pixels(pred, class_map, m)
     return RoutedSR(pred + model.rgb_mean, class_map)
+
+
+# Folding the first Linear sums the same products in another order than the loop's Linear on gathered
+# inputs (and channels_last vs NCHW features give the BLAS calls other strides), so the probabilities of
+# the two paths differ by a few float32 roundings (~1e-7). Only a pixel whose two best cost-weighted
+# scores are closer than that can change class; NEAR_TIE_RTOL is that closeness with a 100x margin.
+NEAR_TIE_RTOL = 1e-5
+
+
+def near_ties(probs: torch.Tensor, costs: torch.Tensor, k: float, rtol: float = NEAR_TIE_RTOL) -> torch.Tensor:
+    """(..., M) probabilities -> (...) bool: the two best scores p_j / cost_j^k within ``rtol`` of each other."""
+    if probs.shape[-1] < 2:
+        return torch.zeros(probs.shape[:-1], dtype=torch.bool, device=probs.device)
+    scores = probs.double() / costs.to(probs.device).double() ** k
+    top = scores.topk(2, dim=-1).values
+    return top[..., 0] - top[..., 1] <= rtol * top[..., 0]
+
+
+def class_map_agreement(
+    fast: torch.Tensor, reference: torch.Tensor, probs: torch.Tensor | None, costs: torch.Tensor, k: float
+) -> dict:
+    """How two class maps of the same image differ: the count, and whether every differing pixel is a
+    near-tie (``near_ties`` of ``probs``, (B,H*W,M) from either path; None for one class). Fixed-k routing."""
+    differ = (fast != reference).reshape(-1)
+    ties = torch.zeros_like(differ) if probs is None else near_ties(probs, costs, k).reshape(-1)
+    return {
+        "differing": int(differ.sum()),
+        "near_ties": int(ties.sum()),
+        "pixels": differ.numel(),
+        "only_near_ties_differ": bool((differ <= ties).all()),
+    }
 
 
 class RoutedGraph(nn.Module):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pcsr_lightning.inference.cache import cpu_cache_budget
+
 
 def heavy_mask(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Heavy = the first half of the upsamplers (U_0 for M = 2)."""
@@ -37,12 +39,18 @@ def refine(pred: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch
     return torch.where(cond[:, None], mean, pred)
 
 
-REFINE_BAND_ROWS = 32  # measured on 2 CPU cores: 32-64 rows fastest at 2K and 4K (4-row bands are 1.6-2x slower)
+# A band's working set is about this many (3, rows, W) arrays: the image rows, their vertical sums and
+# the 3x3 box sums.
+BAND_ARRAYS = 2
+MIN_BAND_ROWS = 8  # 4-row bands were 1.6-2x slower than 32 (per-band overhead)
 
 
-def refine_in_place(
-    pred: torch.Tensor, classes: torch.Tensor, num_classes: int, band: int = REFINE_BAND_ROWS
-) -> None:
+def band_rows(width: int, element_size: int = 4) -> int:
+    """CPU refinement band height for an image ``width`` wide: the band's sums fit the threads' L2."""
+    return max(MIN_BAND_ROWS, cpu_cache_budget() // (BAND_ARRAYS * 3 * width * element_size))
+
+
+def refine_in_place(pred: torch.Tensor, classes: torch.Tensor, num_classes: int, band: int | None = None) -> None:
     """``refine`` in place, a band of rows at a time: separable 3x3 sums of a band that stays in cache,
     written where the mask says. No image-sized temporaries (the 9-gather form cost over a second at 4K).
 
@@ -53,6 +61,7 @@ def refine_in_place(
     b, c, h, w = pred.shape
     if h < 3 or w < 3:
         return
+    band = band or band_rows(w, pred.element_size())
     for i in range(b):
         img, mask = pred[i], cond[i]
         if not bool(mask.any()):  # all one class (all-light, all-heavy): nothing to smooth

@@ -13,18 +13,21 @@ import torch
 import torch.nn.functional as F
 
 from pcsr_lightning.inference.kernels import (
-    DEFAULT_BAND_QUERIES,
     BlockedTail,
     FoldedLayer,
     block_queries,
     fill_dense_rows,
     row_bands,
 )
-from pcsr_lightning.inference.refinement import REFINE_BAND_ROWS, refine_in_place
+from pcsr_lightning.inference.refinement import refine_in_place
 from pcsr_lightning.inference.router import decide_classes, route_by_cost
 from pcsr_lightning.inference.tiling import encode_tiled
 from pcsr_lightning.measure.meter import heavy_share
 from pcsr_lightning.models.sampler import QueryGrid, output_size
+
+
+# The classifier's dense pass in bands of this many render blocks (to be measured).
+CLASSIFIER_BAND_SCALE = 1
 
 
 @dataclass
@@ -52,9 +55,9 @@ class Prepared:
 
 @torch.no_grad()
 def prepare(
-    model, lr: torch.Tensor, scale: float, max_queries: int = DEFAULT_BAND_QUERIES, feat: torch.Tensor | None = None
+    model, lr: torch.Tensor, scale: float, max_queries: int | None = None, feat: torch.Tensor | None = None
 ) -> Prepared:
-    """Backbone once, classifier on every HR pixel in cache-sized row bands."""
+    """Backbone once, classifier on every HR pixel in cache-sized row bands (``max_queries`` pixels at most)."""
     lr_norm = model.normalize(lr)
     if feat is None:
         feat = model.encode(lr_norm)
@@ -65,6 +68,8 @@ def prepare(
     if model.num_classes > 1:
         # Stored class-major (softmax over a short leading dim is ~20x faster), exposed as (B,H*W,M).
         class_major = lr.new_empty(lr.shape[0], model.num_classes, hh * ww)
+        width = model.classifier.linears[0].out_features
+        max_queries = max_queries or CLASSIFIER_BAND_SCALE * block_queries(lr.device, width, lr.element_size())
         step = max(1, max_queries // ww)
         tail = BlockedTail(model.classifier, step * ww, feat)
         for i in range(lr.shape[0]):
@@ -132,7 +137,7 @@ def render(
     class_map = classes.view(b, hh, ww)
     if refine:
         # CPU: cache-sized row bands; GPU: the whole image in one band (a few launches, memory is there).
-        refine_in_place(pred, class_map, model.num_classes, band=hh if pred.is_cuda else REFINE_BAND_ROWS)
+        refine_in_place(pred, class_map, model.num_classes, band=hh if pred.is_cuda else None)
     pred += model.rgb_mean
     return RoutedSR(pred, class_map)
 
@@ -160,7 +165,7 @@ def upscale(
     backbone on LR tiles of that size (bounded memory for huge images, same result)."""
     if feat is None:
         feat = backbone_features(model, lr, tile)
-    prepared = prepare(model, lr, scale, max_queries or DEFAULT_BAND_QUERIES, feat)
+    prepared = prepare(model, lr, scale, max_queries, feat)
     return render(model, prepared, route(model, prepared, k, adaptive), refine, max_queries)
 
 

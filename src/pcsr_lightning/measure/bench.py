@@ -184,7 +184,7 @@ class BenchSettings:
     device: str = "cpu"
     ks: Sequence[float] = (0.0,)
     precision: str = "fp32"
-    channels_last: bool = False
+    memory_format: str = "auto"  # as pcsr upscale picks it (``inference.layout``), the same for both models
     repeats: int = 3
     reference_repeats: int = 1
     reference: bool = True
@@ -203,11 +203,11 @@ class BenchSettings:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {sorted(DTYPES)}")
 
 
-def load_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dtype, channels_last: bool, scale: int):
-    """A checkpoint of the expected kind, in ``dtype``; PCSR's cost list cached in fp32 first."""
-    from pcsr_lightning.io.checkpoint import load_checkpoint
+def load_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dtype, memory_format, scale: int):
+    """A checkpoint of the expected kind, in ``dtype`` and ``memory_format``; PCSR's cost list cached in fp32 first."""
+    from pcsr_lightning.inference.predict import load_for_inference
 
-    loaded = load_checkpoint(path, map_location=device)
+    loaded = load_for_inference(path, device, memory_format)
     if loaded.is_pcsr != want_pcsr:
         raise ValueError(f"{path} is a {loaded.kind} checkpoint, expected {'pcsr' if want_pcsr else 'original'}")
     model = loaded.model.eval()
@@ -215,8 +215,7 @@ def load_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dt
         model.cost_list(scale)  # cached, computed in fp32 before any cast
     elif model.scale != scale:
         raise ValueError(f"the original network upscales x{model.scale}, the benchmark runs x{scale}")
-    model = model.to(dtype)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    return model.to(dtype)  # keeps the memory format
 
 
 @torch.no_grad()
@@ -237,21 +236,23 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
     """Warm up and time every variant interleaved; the report ``pcsr bench`` prints and writes as JSON."""
     from pcsr_lightning.data.bicubic import downscale
     from pcsr_lightning.inference.predict import resolve_device
-    from pcsr_lightning.inference.reference import upscale_reference
-    from pcsr_lightning.inference.routed import backbone_features, upscale, upscale_forced
+    from pcsr_lightning.inference.layout import as_input, choose_memory_format, format_name
+    from pcsr_lightning.inference.reference import class_map_agreement, upscale_reference
+    from pcsr_lightning.inference.routed import backbone_features, prepare, upscale, upscale_forced
     from pcsr_lightning.measure.metrics import psnr, shave_for
 
     settings.check()
     device = resolve_device(settings.device)
     (h, w), s, tile, ks = settings.hr_size, settings.scale, settings.tile, list(settings.ks)
     dtype = DTYPES[settings.precision]
-    pcsr = load_model(settings.pcsr_ckpt, True, device, dtype, settings.channels_last, s)
-    original = load_model(settings.original_ckpt, False, device, dtype, settings.channels_last, s)
+    memory_format = choose_memory_format(device, settings.memory_format)  # what pcsr upscale picks
+    pcsr = load_model(settings.pcsr_ckpt, True, device, dtype, memory_format, s)
+    original = load_model(settings.original_ckpt, False, device, dtype, memory_format, s)
     hr = photo_mosaic((h, w))
-    lr = downscale(hr, s).clamp(0, 1)[None].to(device, dtype)
-    if settings.channels_last:
-        lr = lr.contiguous(memory_format=torch.channels_last)
-    log(f"bench x{s}: HR {h}x{w}, LR {lr.shape[-2]}x{lr.shape[-1]}, {device}, {settings.precision}")
+    lr = as_input(downscale(hr, s).clamp(0, 1)[None].to(device, dtype), memory_format)
+    layout = format_name(memory_format)
+    log(f"bench x{s}: HR {h}x{w}, LR {lr.shape[-2]}x{lr.shape[-1]}, {device}, {settings.precision}, {layout} "
+        f"(--memory-format {settings.memory_format})")
     ref_name = f"reference k={ks[0]:g}"
     variants = {"original": lambda: original(lr)}
     for k in ks:
@@ -294,12 +295,15 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
     fast_row = by_name[fast_name]
     reference = by_name.get(ref_name)
     report = {"hr_size": [h, w], "scale": s, "device": str(device), "precision": settings.precision,
-              "channels_last": settings.channels_last, "k": ks, "machine": machine_info(device),
+              "memory_format": layout, "k": ks, "machine": machine_info(device),
               "timing": "variants interleaved round by round; ratios are medians of same-round ratios"}
     if ref_name in variants:
         fast, ref = outputs[fast_name], outputs[ref_name]
+        with torch.no_grad():
+            probs = prepare(pcsr, lr, s, feat=feat).probs
         report["fast_vs_reference"] = {
             "classes_identical": bool(torch.equal(fast.classes, ref.classes)),
+            "class_map": class_map_agreement(fast.classes, ref.classes, probs, pcsr.cost_list(s), ks[0]),
             "psnr_diff_db": abs(fast_row.psnr - reference.psnr),
             "speedup": paired_ratio(times[ref_name], times[fast_name]),
             "speedup_routed": paired_ratio(times[ROUTED_REFERENCE], times[ROUTED_FAST]),
@@ -307,7 +311,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
             "ms_routed_reference": statistics.median_high(times[ROUTED_REFERENCE]),
         }
     if dtype != torch.float32:
-        full = load_model(settings.pcsr_ckpt, True, device, torch.float32, False, s)
+        full = load_model(settings.pcsr_ckpt, True, device, torch.float32, memory_format, s)
         with torch.no_grad():
             ref_sr = upscale(full, lr.float(), s, k=ks[0], tile=tile).sr
         fp32_psnr = psnr(ref_sr[0].cpu(), hr, shave_for(s))

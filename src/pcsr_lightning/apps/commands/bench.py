@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from pcsr_lightning.apps.commands.common import K_VALUE, format_table
+from pcsr_lightning.apps.commands.common import K_VALUE, add_memory_format_flag, format_table
 from pcsr_lightning.io.files import check_outputs, write_text
 from pcsr_lightning.measure.bench import DTYPES, GUARD_DB, TABLE_HEADER, BenchSettings, Row, parse_size, ratio_rows, run_bench
 
@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--k", type=K_VALUE, nargs="+", default=[0.0], help="cost knob values for the PCSR fast path")
     p.add_argument("--precision", choices=sorted(DTYPES), default="fp32", help="same for both models")
-    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (conv speed on GPU)")
+    add_memory_format_flag(p)
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--reference-repeats", type=int, default=1, help="the reference loop is slow: fewer repeats")
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--threads must be >= 0, got {args.threads}")
     settings = BenchSettings(
         args.pcsr_ckpt, args.original_ckpt, parse_size(args.hr_size), args.scale, args.device, args.k, args.precision,
-        args.channels_last, args.repeats, args.reference_repeats, not args.no_reference, args.tile, args.profile,
+        args.memory_format, args.repeats, args.reference_repeats, not args.no_reference, args.tile, args.profile,
     )
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"fast vs reference: {check['speedup']:.2f}x faster end to end, {check['speedup_routed']:.2f}x on the "
               f"routed part alone (everything after the {backbone:.0f} ms backbone: {check['ms_routed_fast']:.1f} vs "
               f"{check['ms_routed_reference']:.1f} ms), class maps identical: "
-              f"{check['classes_identical']}, PSNR difference {check['psnr_diff_db']:.4f} dB")
+              f"{check['classes_identical']} ({check['class_map']['differing']} pixels differ, all near-ties: "
+              f"{check['class_map']['only_near_ties_differ']}), PSNR difference {check['psnr_diff_db']:.4f} dB")
     if "profile_routed" in report:
         prof = report["profile_routed"]
         print(f"routed part of {fast_name}, one call, by operator ({prof['clock']} self time, "

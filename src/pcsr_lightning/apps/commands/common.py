@@ -6,6 +6,7 @@ import argparse
 
 import torch
 
+from pcsr_lightning.inference.layout import CHOICES as MEMORY_FORMAT_CHOICES
 from pcsr_lightning.inference.predict import RoutingOptions, check_scale_value
 from pcsr_lightning.inference.router import check_k
 from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, HARD_MAX_PIXELS
@@ -41,6 +42,13 @@ def add_image_flags(parser: argparse.ArgumentParser) -> None:
                         help=f"skip images with more pixels than this, read from the header (default {DEFAULT_MAX_PIXELS:,})")
 
 
+def add_memory_format_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--memory-format", choices=MEMORY_FORMAT_CHOICES, default="auto",
+        help="layout of the convolutions, the same for every model compared (auto: the fastest for the device)",
+    )
+
+
 def add_routing_flags(parser: argparse.ArgumentParser, several_k: bool = False) -> None:
     """``several_k``: --k takes a list (a sweep in one process) instead of one value."""
     parser.add_argument("--scale", type=SCALE_VALUE, default=4.0, help="upscaling factor (> 1; any value for PCSR)")
@@ -55,6 +63,7 @@ def add_routing_flags(parser: argparse.ArgumentParser, several_k: bool = False) 
     parser.add_argument(
         "--tile", type=int, default=0, help="run the PCSR backbone on LR tiles of this size (huge images; 0 = whole)"
     )
+    add_memory_format_flag(parser)
 
 
 def add_metrics_flag(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pcsr_lightning.apps.commands.common import K_VALUE, add_image_flags, add_metrics_flag
+from pcsr_lightning.apps.commands.common import K_VALUE, add_image_flags, add_memory_format_flag, add_metrics_flag
 from pcsr_lightning.evaluation.evaluate import rows_to_csv
 from pcsr_lightning.evaluation.paper_table import build_table, resolve_row, rows_from_runs, table_columns, table_markdown
 from pcsr_lightning.io.files import check_writable_dir, write_text
@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out-dir", default="results/table")
     p.add_argument("--device", default="cpu")
     add_metrics_flag(p)
+    add_memory_format_flag(p)
     p.add_argument("--wandb", action="store_true", help="log the table and the curves to a wandb run (job type eval)")
     add_image_flags(p)
     p.set_defaults(run=run)
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
         datasets["samples"] = str(materialize_samples(out.parent / "samples"))
     cells, images = build_table(rows, datasets, args.k, args.psnr_tolerance, None if args.crop == "none" else args.crop,
-                                args.device, out, max_pixels=args.max_pixels, metrics=args.metrics)
+                                args.device, out, max_pixels=args.max_pixels, metrics=args.metrics,
+                                memory_format=args.memory_format)
     markdown = table_markdown(cells, args.metrics)
     print(markdown)
     write_text(markdown, out / "table.md")

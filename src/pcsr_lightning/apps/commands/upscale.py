@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from pcsr_lightning.io.checkpoint import load_checkpoint
 from pcsr_lightning.apps.commands.common import add_routing_flags, is_out_of_memory, out_of_memory, routing_from
 from pcsr_lightning.io.files import check_outputs, output_stems
 from pcsr_lightning.io.images import ImageReadError, list_images, read_image, write_png
-from pcsr_lightning.inference.predict import check_scale, resolve_device, super_resolve
+from pcsr_lightning.inference.layout import as_input, choose_memory_format
+from pcsr_lightning.inference.predict import check_scale, load_for_inference, resolve_device, super_resolve
 from pcsr_lightning.measure.memory import process_peak_mb
 from pcsr_lightning.measure.meter import heavy_share
 
@@ -64,12 +64,13 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_outputs(inputs, out_dir, args.class_map)
     # Every refusal (an input overwritten, an existing result, an unwritable folder) before any work.
     check_outputs([p for outs in plan.values() for p in outs], inputs, overwrite=args.overwrite)
-    loaded = load_checkpoint(args.ckpt, map_location=device)
+    memory_format = choose_memory_format(device, args.memory_format)
+    loaded = load_for_inference(args.ckpt, device, memory_format)
     check_scale(loaded, args.scale)
     failures = 0
     for path, outs in plan.items():
         try:
-            lr = read_image(path, args.max_pixels)[None].to(device)
+            lr = as_input(read_image(path, args.max_pixels)[None].to(device), memory_format)
             sr, classes = super_resolve(loaded, lr, args.scale, routing)
         except ImageReadError as err:
             print(f"error: {err}", file=sys.stderr)
