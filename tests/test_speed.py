@@ -169,10 +169,13 @@ def test_bench_command_writes_json(tmp_path):
                 "ratio_pcsr"):
         assert isinstance(report[key], float) and report[key] > 0, key
     assert report["fast_vs_reference"]["classes_identical"] is True
+    assert report["memory_format"] == "channels_last"  # auto on CPU: what pcsr upscale runs
     check = report["fast_vs_reference"]
+    assert check["class_map"]["differing"] == 0 and check["class_map"]["only_near_ties_differ"]
     assert check["speedup_routed"] > 0 and check["ms_routed_fast"] > 0 and check["ms_routed_reference"] > 0
     assert set(report["peak_memory_mb"]) >= {"original", "pcsr k=0", "pcsr k=1", "reference k=0"}
-    assert main(args + ["--precision", "bf16", "--no-reference"]) == 0
+    assert main(args + ["--precision", "bf16", "--no-reference", "--memory-format", "contiguous", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["memory_format"] == "contiguous"
     assert main(args[:-4] + ["--hr-size", "30x47"]) == 2  # not divisible by the scale: clear error
     assert main(args + ["--reference-repeats", "0"]) == 2
     assert main(["bench", "--pcsr-ckpt", str(o), "--original-ckpt", str(o), "--hr-size", "32x48"]) == 2
@@ -201,3 +204,49 @@ def test_upscale_cli_tiled_reports_memory(tmp_path, capsys):
     diff = (read_image(tmp_path / "whole" / "cat.png") - read_image(tmp_path / "tiled" / "cat.png")).abs().max()
     assert diff <= 1 / 255
     assert main(base + ["--output", str(tmp_path / "x"), "--tile", "-1"]) == 2
+    assert main(base + ["--output", str(tmp_path / "nchw"), "--memory-format", "contiguous"]) == 0
+    diff = (read_image(tmp_path / "whole" / "cat.png") - read_image(tmp_path / "nchw" / "cat.png")).abs().max()
+    assert diff <= 1 / 255  # the layout changes rounding only
+
+
+def test_l2_size_read_from_sysfs_with_fallback(tmp_path, monkeypatch):
+    from pcsr_lightning.inference import cache
+
+    assert [cache.parse_size(t) for t in ("1024K", "2M", "512\n")] == [1 << 20, 2 << 20, 512]
+    for index, (level, kind, size) in enumerate([(1, "Data", "48K"), (1, "Instruction", "32K"), (2, "Unified", "1024K"),
+                                                 (3, "Unified", "32768K")]):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (folder / name).write_text(f"{value}\n")
+    assert cache.read_l2_bytes(tmp_path) == 1 << 20
+    monkeypatch.setattr(cache.os, "sysconf_names", {})  # neither sysfs nor sysconf: None, then the fallback
+    assert cache.read_l2_bytes(tmp_path / "missing") is None
+    assert cache.l2_bytes_per_core() > 0
+    assert cache.cpu_cache_budget(threads=3) == 3 * cache.l2_bytes_per_core()
+
+
+def test_blocks_and_bands_follow_the_cache(monkeypatch):
+    from pcsr_lightning.inference import kernels, refinement
+
+    for budget in (1 << 20, 4 << 20):
+        monkeypatch.setattr(kernels, "cpu_cache_budget", lambda: budget)
+        monkeypatch.setattr(refinement, "cpu_cache_budget", lambda: budget)
+        assert kernels.block_queries(torch.device("cpu"), 74) == budget // (4 * 74)
+        assert kernels.block_queries(torch.device("cpu"), 74, element_size=2) == budget // (2 * 74)
+        assert refinement.band_rows(1920) == max(refinement.MIN_BAND_ROWS, budget // (refinement.BAND_ARRAYS * 3 * 1920 * 4))
+    assert kernels.block_queries(torch.device("cpu"), 10**9) == kernels.MIN_BLOCK_QUERIES  # never degenerate
+    assert refinement.band_rows(10**9) == refinement.MIN_BAND_ROWS
+
+
+def test_memory_format_choice():
+    from pcsr_lightning.inference.layout import as_input, choose_memory_format, format_name, in_memory_format
+
+    assert choose_memory_format("cpu") == torch.channels_last
+    assert choose_memory_format("cpu", "contiguous") == torch.contiguous_format
+    assert format_name(choose_memory_format("cpu", "channels_last")) == "channels_last"
+    with pytest.raises(ValueError, match="memory-format"):
+        choose_memory_format("cpu", "nhwc")
+    model = in_memory_format(FSRCNN(d=8, s=4, m=1), torch.channels_last)
+    assert model.head_conv[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert as_input(torch.rand(1, 3, 5, 6), torch.channels_last).is_contiguous(memory_format=torch.channels_last)
