@@ -12,7 +12,7 @@ import torch
 
 from pcsr_lightning.data.bicubic import downscale
 from pcsr_lightning.inference.cache import l2_bytes_per_core
-from pcsr_lightning.inference.kernels import FoldedLayer, block_queries
+from pcsr_lightning.inference.kernels import CLASSIFIER_BAND_QUERIES, FoldedLayer, block_queries
 from pcsr_lightning.inference.refinement import band_rows, refine_in_place
 from pcsr_lightning.inference.routed import _render_class, backbone_features, prepare, render, route
 from pcsr_lightning.io.checkpoint import load_checkpoint
@@ -45,7 +45,7 @@ def main() -> None:
             block = max(1, int(f * default))
             fns[f"U_{j} block x{f:g} ({block} queries)"] = (
                 lambda u=upsampler, fo=folded, p=pixels, b=block, o=out: _render_class(u, fo, prepared.grid, p, o, b))
-    default = block_queries(cpu, model.classifier.linears[0].out_features)
+    default = CLASSIFIER_BAND_QUERIES
     for f in FACTORS:
         queries = max(ww, int(f * default))
         fns[f"classifier band x{f:g} ({queries} queries)"] = lambda q=queries: prepare(model, lr, 4, max_queries=q, feat=feat)

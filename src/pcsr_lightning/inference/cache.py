@@ -1,8 +1,8 @@
 """The CPU cache the routed path sizes its blocks to, read from the machine it runs on.
 
-Render blocks, classifier bands and refinement bands are sized so that one block's activations fit the
-L2 caches of the cores that work on it (one per intra-op thread): past that, BLAS on CARN's 74-wide layers
-runs at about half speed. The L2 size per core comes from the OS (Linux sysfs, else ``sysconf``), with
+Render blocks and refinement bands are sized so that one block's activations fit the L2 caches of the
+cores that work on it (one per intra-op thread): past that, BLAS on CARN's 74-wide layers runs at about
+half speed. The L2 size per core comes from the OS (Linux sysfs, else ``sysconf``), with
 a conservative fallback where neither says.
 """
 

@@ -22,9 +22,13 @@ from pcsr_lightning.models.sampler import QueryGrid
 # upsampler renders 1.6x faster in 8,192-query blocks than in 65,536 (BLAS on 74-wide layers drops from
 # ~65 to ~35 GMAC/s once a block spills the cache); thin MLPs want bigger blocks (per-call overhead).
 # On GPU the work per launch is tiny, so blocks are large (not yet measured: no GPU so far; 2^20 queries
-# keep a 4K image's heavy pixels to 4 blocks at ~1.2 GB of activations). The dense classifier pass runs
-# in row bands of its own.
+# keep a 4K image's heavy pixels to 4 blocks at ~1.2 GB of activations).
 MIN_BLOCK_QUERIES = 1024
+
+
+# The classifier's dense pass (10-wide layers, feature-major) streams through memory and is bound by
+# per-call overhead more than by the cache: fixed bands of 2^18 pixels, on every device.
+CLASSIFIER_BAND_QUERIES = 1 << 18
 
 
 CUDA_BLOCK_QUERIES = 1 << 20
@@ -116,7 +120,7 @@ def fill_dense_rows(folded: FoldedLayer, grid: QueryGrid, r0: int, r1: int, out:
 
 
 def block_queries(device: torch.device, width: int, element_size: int = 4) -> int:
-    """Default queries per render block (or classifier band) for an MLP whose first layer is ``width`` wide."""
+    """Default queries per render block for an MLP whose first layer is ``width`` wide."""
     if device.type == "cuda":
         return CUDA_BLOCK_QUERIES
     return max(MIN_BLOCK_QUERIES, cpu_cache_budget() // (element_size * width))

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from pcsr_lightning.inference.kernels import (
+    CLASSIFIER_BAND_QUERIES,
     BlockedTail,
     FoldedLayer,
     block_queries,
@@ -24,10 +25,6 @@ from pcsr_lightning.inference.router import decide_classes, route_by_cost
 from pcsr_lightning.inference.tiling import encode_tiled
 from pcsr_lightning.measure.meter import heavy_share
 from pcsr_lightning.models.sampler import QueryGrid, output_size
-
-
-# The classifier's dense pass in bands of this many render blocks (to be measured).
-CLASSIFIER_BAND_SCALE = 1
 
 
 @dataclass
@@ -68,8 +65,7 @@ def prepare(
     if model.num_classes > 1:
         # Stored class-major (softmax over a short leading dim is ~20x faster), exposed as (B,H*W,M).
         class_major = lr.new_empty(lr.shape[0], model.num_classes, hh * ww)
-        width = model.classifier.linears[0].out_features
-        max_queries = max_queries or CLASSIFIER_BAND_SCALE * block_queries(lr.device, width, lr.element_size())
+        max_queries = max_queries or CLASSIFIER_BAND_QUERIES
         step = max(1, max_queries // ww)
         tail = BlockedTail(model.classifier, step * ww, feat)
         for i in range(lr.shape[0]):
