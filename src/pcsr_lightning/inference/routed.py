@@ -52,9 +52,9 @@ class Prepared:
 
 @torch.no_grad()
 def prepare(
-    model, lr: torch.Tensor, scale: float, max_queries: int | None = None, feat: torch.Tensor | None = None
+    model, lr: torch.Tensor, scale: float, max_queries: int = CLASSIFIER_BAND_QUERIES, feat: torch.Tensor | None = None
 ) -> Prepared:
-    """Backbone once, classifier on every HR pixel in cache-sized row bands (``max_queries`` pixels at most)."""
+    """Backbone once, classifier on every HR pixel in row bands of at most ``max_queries`` pixels."""
     lr_norm = model.normalize(lr)
     if feat is None:
         feat = model.encode(lr_norm)
@@ -65,7 +65,6 @@ def prepare(
     if model.num_classes > 1:
         # Stored class-major (softmax over a short leading dim is ~20x faster), exposed as (B,H*W,M).
         class_major = lr.new_empty(lr.shape[0], model.num_classes, hh * ww)
-        max_queries = max_queries or CLASSIFIER_BAND_QUERIES
         step = max(1, max_queries // ww)
         tail = BlockedTail(model.classifier, step * ww, feat)
         for i in range(lr.shape[0]):
@@ -124,7 +123,7 @@ def render(
             pixels = (classes[i] == j).nonzero().squeeze(1)
             if pixels.numel():
                 folded = FoldedLayer.build(upsampler.linears[0], prepared.feat[i], grid)
-                block = max_queries or block_queries(residual.device, folded.lr_term.shape[1])
+                block = max_queries or block_queries(residual.device, folded.lr_term.shape[1], residual.element_size())
                 _render_class(upsampler, folded, grid, pixels, residual[i], block)
     # NCHW like the residual: a channels_last LR would make the base, the sum and the refinement strided
     # (at 4K: 88 vs 50 ms for base + sum alone).
@@ -161,7 +160,7 @@ def upscale(
     backbone on LR tiles of that size (bounded memory for huge images, same result)."""
     if feat is None:
         feat = backbone_features(model, lr, tile)
-    prepared = prepare(model, lr, scale, max_queries, feat)
+    prepared = prepare(model, lr, scale, max_queries or CLASSIFIER_BAND_QUERIES, feat)
     return render(model, prepared, route(model, prepared, k, adaptive), refine, max_queries)
 
 
