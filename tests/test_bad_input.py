@@ -249,7 +249,7 @@ def test_existing_results_need_overwrite(ckpt, photos, tmp_path, capsys, monkeyp
     before = snapshot(out)
     import pcsr_lightning.apps.commands.upscale as upscale
 
-    monkeypatch.setattr(upscale, "load_checkpoint", lambda *a, **k: pytest.fail("work started before the refusal"))
+    monkeypatch.setattr(upscale, "load_for_inference", lambda *a, **k: pytest.fail("work started before the refusal"))
     code, err = run_cli(["upscale", "--ckpt", ckpt, "--input", photos, "--output", out, "--k", "2"], capsys)
     assert code == 2 and "already exist" in err and "--overwrite" in err
     assert snapshot(out) == before
@@ -276,7 +276,7 @@ def read_only_folder(tmp_path: Path) -> Path:
 def test_unwritable_outputs_refused_before_work(ckpt, photos, tmp_path, capsys, monkeypatch):
     import pcsr_lightning.apps.commands.upscale as upscale
 
-    monkeypatch.setattr(upscale, "load_checkpoint", lambda *a, **k: pytest.fail("work started before the refusal"))
+    monkeypatch.setattr(upscale, "load_for_inference", lambda *a, **k: pytest.fail("work started before the refusal"))
     code, err = run_cli(["upscale", "--ckpt", ckpt, "--input", photos, "--output", read_only_folder(tmp_path)], capsys)
     assert code == 2 and "not writable" in err
     a_file = tmp_path / "not_a_folder"
