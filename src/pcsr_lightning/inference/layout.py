@@ -1,8 +1,8 @@
 """Memory layout of inference: one choice per device, the same for every model a command compares.
 
 Convolutions are the backbone's and the original network's cost. On CPU, oneDNN runs them in a
-channels-last (NHWC) layout; an NCHW model pays a reorder of every activation on every layer (measured on
-2 cores: CARN 1.6-1.8x slower in NCHW). On CUDA, cuDNN's tensor-core kernels are NHWC too. So ``auto``
+channels-last (NHWC) layout; an NCHW model pays a reorder of every activation on every layer (2-core Zen 5:
+the original CARN 1.5x and FSRCNN 1.4x slower in NCHW, ``experiments/layout_cpu.py``). On CUDA, cuDNN's tensor-core kernels are NHWC too. So ``auto``
 means channels_last on both; ``contiguous`` (NCHW) stays available to force. The routed part after the
 backbone reads features in either layout and keeps its image-sized buffers NCHW (``routed.render``).
 """
