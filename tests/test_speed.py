@@ -100,7 +100,7 @@ def test_banded_refinement_equals_dense(band):
     assert torch.equal(untouched, pred)
 
 
-@pytest.mark.parametrize("backbone", [CARN(nf=8), FSRCNN(d=12, s=6, m=2)])
+@pytest.mark.parametrize("backbone", [CARN(nf=8), FSRCNN(d=12, s=6, m=2, init="pytorch")])
 def test_tiled_backbone_equals_whole_image(backbone):
     model = PCSR(backbone, [[16], [4]], []).eval()
     lr = torch.rand(1, 3, 53, 71)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pcsr_lightning.models.init import check_scheme
 from pcsr_lightning.models.tails import integer_scale
 
 
@@ -73,10 +74,13 @@ class _Upsample(nn.Module):
 
 
 class CARN(nn.Module):
-    """``scale=None`` gives the PCSR backbone (LR features, ``out_dim`` = nf channels)."""
+    """``scale=None`` gives the PCSR backbone (LR features, ``out_dim`` = nf channels).
 
-    def __init__(self, nf: int = 64, group: int = 4, scale: int | None = None):
+    The release trains CARN from PyTorch's defaults, so both ``init`` schemes give the same weights."""
+
+    def __init__(self, nf: int = 64, group: int = 4, scale: int | None = None, init: str = "release"):
         super().__init__()
+        check_scheme(init, "CARN")
         self.out_dim = nf
         self.scale = None if scale is None else integer_scale(scale, "CARN", (2, 3, 4))
         self.entry = nn.Conv2d(3, nf, 3, 1, 1)

@@ -8,13 +8,18 @@ import math
 import torch
 from torch import nn
 
+from pcsr_lightning.models.init import check_scheme, scaled_kaiming_
 from pcsr_lightning.models.tails import integer_scale
 
 
 class FSRCNN(nn.Module):
-    """``scale=None`` gives the PCSR backbone (LR features, ``out_dim`` = d channels)."""
+    """``scale=None`` gives the PCSR backbone (LR features, ``out_dim`` = d channels).
 
-    def __init__(self, d: int = 56, s: int = 12, m: int = 4, scale: int | None = None):
+    ``init="release"``: every Conv2d of head and body He-normal x0.1 with zero bias; the deconvolution
+    tail and the PReLUs keep PyTorch's defaults (the release only rescales Conv2d and Linear layers it
+    is given, and it is not given the tail)."""
+
+    def __init__(self, d: int = 56, s: int = 12, m: int = 4, scale: int | None = None, init: str = "release"):
         super().__init__()
         self.out_dim = d
         self.scale = None if scale is None else integer_scale(scale, "FSRCNN", (2, 3, 4))
@@ -29,6 +34,9 @@ class FSRCNN(nn.Module):
             self.tail_conv = nn.ConvTranspose2d(
                 d, 3, 9, stride=self.scale, padding=pad, output_padding=2 * pad - (9 - self.scale)
             )
+        if check_scheme(init, "FSRCNN") == "release":
+            scaled_kaiming_(c for part in (self.head_conv, self.body_conv) for c in part.modules()
+                            if isinstance(c, nn.Conv2d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.body_conv(self.head_conv(x))

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pcsr_lightning.models.init import check_scheme, scaled_kaiming_
 from pcsr_lightning.models.tails import integer_scale
 
 
@@ -20,9 +21,11 @@ class ResidualBlockNoBN(nn.Module):
 
 
 class SRResNet(nn.Module):
-    """``scale=None`` gives the PCSR backbone (trunk only, ``out_dim`` = nf channels)."""
+    """``scale=None`` gives the PCSR backbone (trunk only, ``out_dim`` = nf channels).
 
-    def __init__(self, nf: int = 64, nb: int = 16, scale: int | None = None):
+    ``init="release"``: every convolution (first, residual blocks, tail) He-normal x0.1, zero bias."""
+
+    def __init__(self, nf: int = 64, nb: int = 16, scale: int | None = None, init: str = "release"):
         super().__init__()
         self.out_dim = nf
         self.scale = None if scale is None else integer_scale(scale, "SRResNet", (2, 3, 4))
@@ -37,6 +40,8 @@ class SRResNet(nn.Module):
             self.pixel_shuffle = nn.PixelShuffle(r)
             self.HRconv = nn.Conv2d(nf, nf, 3, 1, 1)
             self.conv_last = nn.Conv2d(nf, 3, 3, 1, 1)
+        if check_scheme(init, "SRResNet") == "release":
+            scaled_kaiming_(c for c in self.modules() if isinstance(c, nn.Conv2d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.recon_trunk(self.lrelu(self.conv_first(x)))
