@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +22,7 @@ from pcsr_lightning.apps.train_app import run_job
 from pcsr_lightning.config import compose_config, upsampler_widths
 from pcsr_lightning.training.losses import average_loss, classifier_stage_loss
 from pcsr_lightning.training.manifest import Manifest
+from pcsr_lightning.training.pipeline import stage_plan
 from pcsr_lightning.training.stages import BackboneStage, UpsamplerStage
 
 SMOKE = ["profile=smoke", "logger=none", "callbacks=none"]
@@ -46,7 +47,7 @@ def test_classifier_stage_loss_by_hand():
     pred = torch.zeros(1, 2, 3)
     target = torch.full((1, 2, 3), 0.1)
     probs = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])  # L_avg = (|2-1| + |0-1|) / 1 / 2 = 1
-    out = classifier_stage_loss(pred, target, probs)
+    out = classifier_stage_loss(pred, target, probs, 1000.0, 3.0)
     assert out["l1"].item() == pytest.approx(0.1)
     assert out["average"].item() == pytest.approx(1.0)
     assert out["loss"].item() == pytest.approx(1000 * 0.1 + 3 * 1.0)
@@ -68,9 +69,16 @@ def adam():
     return lambda params: torch.optim.Adam(params, lr=1e-2, betas=(0.9, 0.99))
 
 
+def configured_stage(net, name: str, overrides=()):
+    """The stage as the default pipeline in conf/model/ builds it."""
+    plans = {p.name: p for p in stage_plan(compose_config(list(overrides)), net)}
+    return plans[name].module(net, adam(), name=name)
+
+
 def test_upsampler_stage_freezes_everything_trained_before():
     net = tiny_pcsr()
-    stage = UpsamplerStage(net, adam(), index=1)
+    stage = configured_stage(net, "stage1")
+    assert isinstance(stage, UpsamplerStage) and (stage.l1_weight, stage.average_weight) == (1000.0, 3.0)
     optimizer = stage.configure_optimizers()
     in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
     expected = {id(p) for m in (net.upsamplers[1], net.classifier) for p in m.parameters()}
@@ -96,7 +104,8 @@ def test_upsampler_stage_freezes_everything_trained_before():
 
 def test_backbone_stage_trains_backbone_and_heaviest_upsampler_only():
     net = tiny_pcsr()
-    stage = BackboneStage(net, adam())
+    stage = configured_stage(net, "stage0")
+    assert isinstance(stage, BackboneStage) and stage.frozen_names() == ["upsamplers.1", "classifier"]
     optimizer = stage.configure_optimizers()
     in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
     assert in_optimizer == {id(p) for m in (net.backbone, net.upsamplers[0]) for p in m.parameters()}
@@ -234,3 +243,125 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     data = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert [s["status"] for s in data["stages"]] == ["done", "done"]
     assert load_checkpoint(data["final_checkpoint"]).is_pcsr
+
+
+# ------------------------------------------------------------------ seeds, precision, checkpoints, steps
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "final.ckpt", weights_only=True)["state_dict"]
+
+
+def test_one_seed_gives_one_run_and_another_seed_another(tmp_path):
+    tiny = [*SMOKE, "trainer.deterministic=true", "profile.steps.stage0=2", "profile.steps.stage=2",
+            "profile.val_every=100"]
+    runs = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        run_job(compose_config([*tiny, f"seed={seed}"], tmp_path / name))
+        runs[name] = final_weights(tmp_path / name)
+    assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    assert not torch.equal(runs["a"]["backbone.head_conv.0.weight"], runs["c"]["backbone.head_conv.0.weight"])
+    assert not torch.equal(runs["a"]["upsamplers.1.layers.0.weight"], runs["c"]["upsamplers.1.layers.0.weight"])
+
+
+def test_bf16_mixed_trains_validates_and_keeps_the_best_checkpoint(tmp_path):
+    cfg = compose_config([*SMOKE, "trainer.precision=bf16-mixed"], tmp_path / "run")
+    manifest = run_job(cfg)
+    for stage, monitor in (("stage0", "stage0/val_psnr_heavy"), ("stage1", "stage1/val_psnr_k0")):
+        metrics = manifest.stage(stage).metrics
+        assert all(math.isfinite(v) for v in metrics.values())
+        folder = tmp_path / "run" / "stages" / stage / "lightning"
+        assert (folder / "last.ckpt").is_file()
+        best = torch.load(folder / "best.ckpt", weights_only=False)
+        state = next(v for k, v in best["callbacks"].items() if "monitor" in v and v["monitor"] == monitor)
+        assert state["best_model_path"].endswith("best.ckpt") and math.isfinite(float(state["best_model_score"]))
+
+
+@pytest.mark.parametrize("steps", ["profile.steps.stage=-1", "profile.steps.stage0=0"])
+def test_step_counts_below_one_are_refused_before_anything_is_written(tmp_path, steps):
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        run_job(compose_config([*SMOKE, steps], tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_pin_memory_follows_the_device():
+    from pcsr_lightning.data.datamodule import pin_memory_for
+
+    assert pin_memory_for(None, "cuda") and not pin_memory_for(None, "cpu")
+    assert not pin_memory_for(False, "cuda") and pin_memory_for(True, "cpu")
+
+
+def test_pipeline_comes_from_the_config_and_follows_m(tmp_path):
+    net = build_model(OmegaConf.to_container(compose_config(["model.num_classes=4"]).model.net, resolve=True))
+    plans = stage_plan(compose_config(["model.num_classes=4"]), net)
+    assert [(p.name, p.trains, p.options) for p in plans] == [
+        ("stage0", ["backbone", "upsamplers.0"], {}),
+        ("stage1", ["upsamplers.1", "classifier"], {"index": 1}),
+        ("stage2", ["upsamplers.2", "classifier"], {"index": 2}),
+        ("stage3", ["upsamplers.3", "classifier"], {"index": 3})]
+    cfg = compose_config(["model.stages.1.module.average_weight=0.5", "model.stages.0.module.trains=[backbone]"])
+    with pytest.raises(ValueError, match=r"no stage of model.stages trains \['upsamplers.0"):
+        stage_plan(cfg, tiny_pcsr())
+    cfg = compose_config(["model.stages.1.module.average_weight=0.5"])
+    assert stage_plan(cfg, tiny_pcsr())[1].module(tiny_pcsr(), adam()).average_weight == 0.5
+    with pytest.raises(ValueError, match="which this PCSR does not have"):
+        stage_plan(compose_config(["model.stages.0.module.trains=[trunk]"]), tiny_pcsr())
+    job = subprocess.run([str(BIN / "pcsr-train"), "--cfg", "job"], capture_output=True, text=True, cwd=tmp_path)
+    assert "pcsr_lightning.training.stages.UpsamplerStage" in job.stdout and "average_weight: 3.0" in job.stdout
+
+
+# ------------------------------------------------------------------ warm start
+
+TINY = [*SMOKE, "profile.steps.stage0=1", "profile.steps.stage=1", "profile.val_every=100"]
+
+
+@pytest.fixture(scope="module")
+def trained_m2(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("m2") / "run"
+    run_job(compose_config(TINY, run))
+    return run
+
+
+def test_warm_start_takes_stage0_and_trains_the_rest(trained_m2, tmp_path):
+    source = final_weights(trained_m2)
+    for given in (trained_m2 / "final.ckpt", trained_m2, trained_m2 / "manifest.json"):
+        seen = FirstStep()
+        run = tmp_path / given.name
+        manifest = run_job(compose_config([*TINY, f"init.checkpoint={given}", "init.stages=[stage0]", "seed=5"], run),
+                           callbacks=[seen])
+        assert list(seen.seen) == ["stage1"]
+        record = manifest.stage("stage0")
+        assert record.status == "done" and record.config["loaded"] == ["backbone", "upsamplers.0"]
+        assert Path(record.config["init_from"]).is_file()
+        weights = final_weights(run)
+        for key in weights:
+            same = torch.equal(weights[key], source[key])
+            assert same == key.startswith(("backbone.", "upsamplers.0.")), key
+    resumed = compose_config([*TINY, f"init.checkpoint={trained_m2}", "init.stages=[stage0]", "resume=true"], run)
+    assert run_job(resumed).stage("stage0").config["init_from"] == record.config["init_from"]
+
+
+def test_warm_start_extends_m2_to_m3(trained_m2, tmp_path):
+    widths = "model.net.upsampler_hidden=[[58,58,58,58],[10,10,10],[6,6,6]]"
+    seen = FirstStep()
+    manifest = run_job(compose_config([*TINY, "model.num_classes=3", widths, f"init.checkpoint={trained_m2}",
+                                       "init.stages=[stage0,stage1]"], tmp_path / "run"), callbacks=[seen])
+    assert list(seen.seen) == ["stage2"]
+    assert manifest.stage("stage1").config["loaded"] == ["upsamplers.1"]  # C is trained again by stage 2
+    weights, source = final_weights(tmp_path / "run"), final_weights(trained_m2)
+    assert torch.equal(weights["upsamplers.1.layers.0.weight"], source["upsamplers.1.layers.0.weight"])
+    assert weights["classifier.layers.0.weight"].shape[0] == 3
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["experiment=carn_pcsr"], "backbone is a FSRCNN in .*, this model's is a CARN"),
+    (["model.num_classes=3", "init.stages=[stage0,stage1]"], r"upsamplers.1 has widths \[10, 10, 10\] -> 3 in .*this model's are \[24, 24, 24, 24\]"),
+    (["experiment=fsrcnn_original", "init.stages=[original]"], "holds a model of kind 'pcsr', this run trains kind 'original'"),
+    (["init.stages=[stage1]"], "must be the first stages"),
+])
+def test_warm_start_mismatches_fail_before_anything_is_written(trained_m2, tmp_path, overrides, message):
+    cfg = compose_config([*TINY, f"init.checkpoint={trained_m2 / 'final.ckpt'}", "init.stages=[stage0]", *overrides],
+                         tmp_path / "run")
+    with pytest.raises(ValueError, match=message):
+        run_job(cfg)
+    assert not (tmp_path / "run").exists()

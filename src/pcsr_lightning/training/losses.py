@@ -1,12 +1,9 @@
-"""The two training losses of PCSR (spec section 2)."""
+"""The two training losses of PCSR. Their weights are set per stage in conf/model/."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-L1_WEIGHT = 1000.0
-AVERAGE_WEIGHT = 3.0
 
 
 def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -24,7 +21,8 @@ def average_loss(probs: torch.Tensor) -> torch.Tensor:
     return ((p.sum(0) - target).abs() / target).mean()
 
 
-def classifier_stage_loss(pred: torch.Tensor, target: torch.Tensor, probs: torch.Tensor) -> dict[str, torch.Tensor]:
-    """1000 * L1 + 3 * L_avg, with both parts for logging."""
+def classifier_stage_loss(pred: torch.Tensor, target: torch.Tensor, probs: torch.Tensor, l1_weight: float,
+                          average_weight: float) -> dict[str, torch.Tensor]:
+    """``l1_weight * L1 + average_weight * L_avg`` (the paper: 1000 and 3), with both parts for logging."""
     l1, avg = l1_loss(pred, target), average_loss(probs)
-    return {"loss": L1_WEIGHT * l1 + AVERAGE_WEIGHT * avg, "l1": l1, "average": avg}
+    return {"loss": l1_weight * l1 + average_weight * avg, "l1": l1, "average": avg}

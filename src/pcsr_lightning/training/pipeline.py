@@ -1,13 +1,16 @@
-"""The staged pipeline: build the network once, train its stages in order, hand weights over through
-``manifest.json``, and continue an interrupted run (``resume=true``).
+"""The staged pipeline: build the network once (after seeding), train its stages in order, hand
+weights over through ``manifest.json``, and continue an interrupted run (``resume=true``).
 
-Stage kinds follow the model: an original network has one stage; PCSR with M upsamplers has stage 0
-(``BackboneStage``) then stages 1..M-1 (``UpsamplerStage``).
+The stages come from ``model.stages`` in the config (conf/model/): which LightningModule trains each,
+what it trains, its steps and loss weights. ``init.checkpoint`` / ``init.stages`` take the first
+stages' parts from an existing checkpoint instead of training them (warm start, or a model extended
+by more upsamplers).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,23 +22,31 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from pcsr_lightning.io.checkpoint import CheckpointError, build_model, load_weights, save_checkpoint
+from pcsr_lightning.io.checkpoint import (CheckpointError, build_model, load_checkpoint, load_weights,
+                                          model_kind, save_checkpoint)
 from pcsr_lightning.models import PCSR
 from pcsr_lightning.training.callbacks import SaveOnException
-from pcsr_lightning.training.manifest import Manifest, StageRecord, open_run
-from pcsr_lightning.training.stages import BackboneStage, OriginalStage, Stage, UpsamplerStage
+from pcsr_lightning.training.manifest import FILENAME, Manifest, StageRecord, open_run
+from pcsr_lightning.training.stages import Stage, part_of
 
 log = logging.getLogger(__name__)
 FINAL_NAME = "final.ckpt"
 EXCEPTION_NAME = "on_exception"
+BEST_NAME = "best"
 
 
 @dataclass
 class StagePlan:
     name: str
-    module: type[Stage]
+    module: Callable[..., Stage]  # the stage's LightningModule, partially applied (trains, loss weights)
     steps: int
+    trains: list[str]
     options: dict = field(default_factory=dict)
+
+    @property
+    def module_path(self) -> str:
+        cls = getattr(self.module, "func", self.module)
+        return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def instantiate(node, **kwargs):
@@ -50,13 +61,133 @@ def instantiate(node, **kwargs):
 
 
 def stage_plan(cfg: DictConfig, net: torch.nn.Module) -> list[StagePlan]:
-    steps = cfg.profile.steps
-    if isinstance(net, PCSR):
-        plan = [StagePlan("stage0", BackboneStage, int(steps.stage0))]
-        plan += [StagePlan(f"stage{j}", UpsamplerStage, int(steps.stage), {"index": j})
-                 for j in range(1, net.num_classes)]
-        return plan
-    return [StagePlan("original", OriginalStage, int(steps.original))]
+    """``model.stages`` expanded (``for_j`` entries once per j) and checked against the network: every
+    stage trains at least one step, and every part of the network is trained by some stage."""
+    if isinstance(net, PCSR) and int(cfg.model.num_classes) != net.num_classes:
+        raise ValueError(f"model.num_classes is {cfg.model.num_classes} but model.net builds "
+                         f"{net.num_classes} upsamplers")
+    plans: list[StagePlan] = []
+    for entry in cfg.model.stages:
+        repeat = entry.get("for_j")
+        indices = [None] if repeat is None else range(int(repeat["from"]), int(repeat["below"]))
+        for j in indices:
+            def fill(text, j=j) -> str:
+                return str(text) if j is None else str(text).replace("{j}", str(j))
+            name = fill(entry.name)
+            steps = int(entry.steps)
+            if steps < 1:
+                raise ValueError(f"stage {name}: steps must be at least 1, got {steps} (set profile.steps)")
+            trains = [fill(t) for t in entry.module.trains]
+            for t in trains:
+                part_of(net, t, name)
+            options = {} if j is None else {"index": j}
+            module = instantiate(entry.module, trains=trains, **options)
+            plans.append(StagePlan(name, module, steps, trains, options))
+    names = [p.name for p in plans]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model.stages gives stage names twice: {names}")
+    trained = {id(q) for p in plans for t in p.trains for q in net.get_submodule(t).parameters()}
+    never = sorted({n.rsplit(".", 1)[0] for n, q in net.named_parameters() if id(q) not in trained})
+    if never:
+        raise ValueError(f"no stage of model.stages trains {never}: the pipeline and the network disagree")
+    return plans
+
+
+@dataclass
+class WarmStart:
+    """Parts of the first stages taken from a checkpoint (``init.checkpoint``, ``init.stages``)."""
+
+    source: Path
+    parts: dict[str, list[str]]  # stage name -> the parts loaded for it
+    model: torch.nn.Module  # the source network
+
+
+def checkpoint_for_stages(path: Path, stages: list[str]) -> Path:
+    """A checkpoint file as given, or for a run folder / manifest.json the checkpoint written after the
+    last of ``stages`` (which must be done there)."""
+    if path.is_dir() or path.name == FILENAME:
+        folder = path if path.is_dir() else path.parent
+        manifest = Manifest.load(folder)
+        for name in stages:
+            record = manifest.stage(name)
+            if record is None or record.status != "done":
+                raise ValueError(f"init.checkpoint: {folder} has no finished stage {name!r} "
+                                 f"(its stages: {[(s.name, s.status) for s in manifest.stages]})")
+        return Path(manifest.stage(stages[-1]).checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"init.checkpoint: {path} not found")
+    return path
+
+
+def plan_warm_start(cfg: DictConfig, net: torch.nn.Module, plans: list[StagePlan]) -> WarmStart | None:
+    """Check everything a warm start needs before anything is written; load nothing yet."""
+    init = cfg.get("init") or {}
+    stages = [str(s) for s in (init.get("stages") or [])]
+    path = init.get("checkpoint")
+    if not stages and not path:
+        return None
+    if not path or not stages:
+        raise ValueError("a warm start needs both init.checkpoint=PATH (a checkpoint, run folder or manifest.json) "
+                         "and init.stages=[...] (the first stages of the pipeline to take from it)")
+    names = [p.name for p in plans]
+    if stages != names[: len(stages)]:
+        raise ValueError(f"init.stages must be the first stages of this pipeline in order ({names}), got {stages}")
+    source = checkpoint_for_stages(Path(str(path)).expanduser().resolve(), stages)
+    loaded = load_checkpoint(source)
+    if loaded.kind != model_kind(net):
+        raise ValueError(f"init.checkpoint: {source} holds a model of kind {loaded.kind!r}, "
+                         f"this run trains kind {model_kind(net)!r}")
+    later = {t for p in plans[len(stages):] for t in p.trains}  # trained again below: start them fresh
+    parts = {}
+    for plan in plans[: len(stages)]:
+        parts[plan.name] = [t for t in plan.trains if t not in later]
+        for t in parts[plan.name]:
+            check_part(loaded.model, net, t, source)
+    return WarmStart(source, parts, loaded.model)
+
+
+def check_part(source: torch.nn.Module, net: torch.nn.Module, path: str, where: Path) -> None:
+    """The part at ``path`` exists in both networks with the same kind and widths."""
+    try:
+        theirs = source.get_submodule(path)
+    except AttributeError:
+        raise ValueError(f"init.checkpoint: {where} has no {path!r}") from None
+    ours = net.get_submodule(path)
+    if type(theirs) is not type(ours):
+        raise ValueError(f"init.checkpoint: {path} is a {type(theirs).__name__} in {where}, "
+                         f"this model's is a {type(ours).__name__}")
+    if getattr(theirs, "hidden_list", None) != getattr(ours, "hidden_list", None) or \
+            getattr(theirs, "out_dim", None) != getattr(ours, "out_dim", None):
+        raise ValueError(f"init.checkpoint: {path} has widths {getattr(theirs, 'hidden_list', None)} -> "
+                         f"{getattr(theirs, 'out_dim', None)} in {where}, this model's are "
+                         f"{getattr(ours, 'hidden_list', None)} -> {getattr(ours, 'out_dim', None)}")
+    mine = ours.state_dict()
+    bad = [k for k, v in theirs.state_dict().items() if k not in mine or mine[k].shape != v.shape]
+    if bad or len(mine) != len(theirs.state_dict()):
+        raise ValueError(f"init.checkpoint: {path} in {where} does not fit this model's {path} "
+                         f"(mismatched weights: {bad[:6] or sorted(set(mine) - set(theirs.state_dict()))[:6]})")
+
+
+def apply_warm_start(warm: WarmStart, net: torch.nn.Module, plans: list[StagePlan], manifest: Manifest,
+                     run_dir: Path, model_config: dict, experiment: str) -> None:
+    """Load the parts, record each stage as done with its source; one checkpoint per stage so that
+    ``resume=true`` hands weights over as for a trained stage."""
+    for name, parts in warm.parts.items():
+        for t in parts:
+            load_weights(net.get_submodule(t), warm.model.get_submodule(t).state_dict(), f"{warm.source} ({t})")
+    for plan in plans:
+        if plan.name not in warm.parts:
+            continue
+        log.info("stage %s taken from %s: %s", plan.name, warm.source, warm.parts[plan.name])
+        model_path = run_dir / "stages" / plan.name / "model.ckpt"
+        config = {"module": plan.module_path, "trainable": plan.trains, "init_from": str(warm.source),
+                  "loaded": warm.parts[plan.name]}
+        manifest.put(StageRecord(plan.name, "done", str(model_path), config, {}))
+        if is_main_process():
+            save_checkpoint(model_path, net, model_config,
+                            {"experiment": experiment, "stage": plan.name, "init_from": str(warm.source)})
+    if is_main_process():
+        manifest.save(run_dir)
 
 
 def is_main_process() -> bool:
@@ -84,12 +215,13 @@ def open_manifest(cfg: DictConfig, run_dir: Path, kind: str) -> Manifest:
 
 def stage_config(cfg: DictConfig, plan: StagePlan, module: Stage) -> dict:
     return {
-        "module": f"{plan.module.__module__}.{plan.module.__qualname__}",
+        "module": plan.module_path,
         "steps": plan.steps,
         **plan.options,
         "trainable": module.trainable_names(),
+        "frozen": module.frozen_names(),
         "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
-        "scheduler": {**OmegaConf.to_container(cfg.scheduler, resolve=True), "T_max": max(plan.steps, 1)},
+        "scheduler": {**OmegaConf.to_container(cfg.scheduler, resolve=True), "T_max": plan.steps},
         "batch_size": int(cfg.data.batch_size),
         "queries": cfg.data.queries,
     }
@@ -98,15 +230,21 @@ def stage_config(cfg: DictConfig, plan: StagePlan, module: Stage) -> dict:
 def run_pipeline(cfg: DictConfig, loggers: list | None = None, callbacks: list | tuple = ()) -> Manifest:
     """Train every stage not yet done; returns the final manifest."""
     run_dir = Path(cfg.paths.output_dir).expanduser().resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(int(cfg.seed), workers=True)  # before the network is built: one seed, one init
     model_config = OmegaConf.to_container(cfg.model.net, resolve=True)
     net = build_model(model_config)
-    kind = "pcsr" if isinstance(net, PCSR) else "original"
+    kind = model_kind(net)
     if kind != cfg.model.kind:
         raise ValueError(f"model.kind is {cfg.model.kind!r} but model.net builds a {type(net).__name__}")
     plans = stage_plan(cfg, net)
     manifest = open_manifest(cfg, run_dir, kind)
+    warm = plan_warm_start(cfg, net, plans) if not manifest.stages else None
+    if manifest.stages and (cfg.get("init") or {}).get("stages"):
+        log.info("resuming %s: its manifest already records the stages; init.* is not applied again", run_dir)
     datamodule = instantiate(cfg.data)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if warm is not None:
+        apply_warm_start(warm, net, plans, manifest, run_dir, model_config, str(cfg.name))
     for i, plan in enumerate(plans):
         stage_dir = run_dir / "stages" / plan.name
         record = manifest.stage(plan.name)
@@ -116,8 +254,8 @@ def run_pipeline(cfg: DictConfig, loggers: list | None = None, callbacks: list |
             continue
         L.seed_everything(int(cfg.seed) + i, workers=True)
         module = plan.module(net, optimizer=instantiate(cfg.optimizer),
-                             scheduler=instantiate(cfg.scheduler, T_max=max(plan.steps, 1)),
-                             name=plan.name, scale=int(cfg.data.scale), **plan.options)
+                             scheduler=instantiate(cfg.scheduler, T_max=plan.steps),
+                             name=plan.name, scale=int(cfg.data.scale))
         counts = module.parameter_counts()
         log.info("stage %s: %d trainable / %d frozen parameters, %d steps", plan.name,
                  counts["params_trainable"], counts["params_frozen"], plan.steps)
@@ -136,6 +274,8 @@ def run_pipeline(cfg: DictConfig, loggers: list | None = None, callbacks: list |
                 ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
                                 every_n_train_steps=int(cfg.profile.checkpoint_every)),
                 SaveOnException(ckpt_dir / f"{EXCEPTION_NAME}.ckpt"),
+                ModelCheckpoint(dirpath=ckpt_dir, filename=BEST_NAME, monitor=f"{plan.name}/{module.best_metric}",
+                                mode="max", save_top_k=1, enable_version_counter=False),
                 *callbacks,
             ],
         )

@@ -1,10 +1,12 @@
 """One LightningModule per kind of training stage. Each wraps a plain ``nn.Module`` (the network).
 
 - ``OriginalStage``: the plain SR network, L1.
-- ``BackboneStage`` (stage 0): PCSR's backbone B and its heaviest upsampler U_0, L1 only.
-- ``UpsamplerStage`` (stage j >= 1): U_j and the classifier C, everything trained before frozen
-  (``requires_grad`` off and kept in eval mode), loss 1000 * L1 + 3 * L_avg.
+- ``BackboneStage`` (stage 0): PCSR with the heaviest upsampler U_0 alone, L1.
+- ``UpsamplerStage`` (stage j >= 1): the soft mixture of U_0..U_j chosen by the classifier,
+  weighted L1 + load-balance loss.
 
+What a stage trains (``trains``, dotted paths in the network) and its loss weights come from the
+pipeline in conf/model/; every other part is frozen (``requires_grad`` off and kept in eval mode).
 The optimizer and scheduler arrive as Hydra ``_partial_`` factories and only ever see the trainable
 parameters. Validation measures RGB PSNR, PSNR on Y and SSIM (``measure.metrics``) and averages them
 with torchmetrics ``MeanMetric``s, which sum and count across DDP ranks; ``validation_step`` returns
@@ -13,7 +15,7 @@ the SR image (and the class map) so callbacks can log them without running the n
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
@@ -39,20 +41,36 @@ def scored(sr: torch.Tensor, hr: torch.Tensor, scale: int, suffix: str = "") -> 
     return {f"val_{m}{suffix}": v for m, v in measure(VAL_METRICS, sr, hr, shave_for(scale)).items()}
 
 
+def part_of(net: nn.Module, path: str, stage: str) -> nn.Module:
+    """The submodule at a dotted ``path`` (``"upsamplers.1"``), or an error naming what exists."""
+    try:
+        part = net.get_submodule(path)
+    except AttributeError:
+        names = sorted({n.split(".")[0] for n, _ in net.named_children()})
+        raise ValueError(f"stage {stage} trains {path!r}, which this {type(net).__name__} does not have "
+                         f"(its parts: {names})") from None
+    if not any(True for _ in part.parameters()):
+        raise ValueError(f"stage {stage} trains {path!r}, which has no parameters")
+    return part
+
+
 class Stage(L.LightningModule):
     """Common machinery: which submodules train, the optimizer over them, and logging."""
 
     def __init__(self, net: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
-                 name: str = "stage", scale: int = 4):
+                 name: str = "stage", scale: int = 4, trains: Sequence[str] = ()):
         super().__init__()
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.stage_name, self.scale = name, scale
-        trainable = self.trainable_modules()
-        self.frozen = [m for m in self.parts() if all(m is not t for t in trainable)]
+        if not trains:
+            raise ValueError(f"stage {name}: 'trains' names no part of the network to train")
+        self.trains = [str(t) for t in trains]
+        trainable = [part_of(net, t, name) for t in self.trains]
         net.requires_grad_(False)
         for m in trainable:
             m.requires_grad_(True)
+        self.frozen = [m for m in self.parts() if not any(p.requires_grad for p in m.parameters())]
         for m in self.frozen:
             m.eval()
         self.val_means = nn.ModuleDict({key: MeanMetric() for key in self.validation_keys()})
@@ -63,16 +81,19 @@ class Stage(L.LightningModule):
 
     # -- what trains
     def parts(self) -> list[nn.Module]:
-        """The network's separately trainable parts."""
+        """The network's separately trainable parts (those kept in eval mode when not trained)."""
         return [self.net]
 
     def trainable_modules(self) -> list[nn.Module]:
-        raise NotImplementedError
+        return [self.net.get_submodule(t) for t in self.trains]
 
     def trainable_names(self) -> list[str]:
         """Where the trainable parts sit in the network, e.g. ``["upsamplers.1", "classifier"]``."""
+        return list(self.trains)
+
+    def frozen_names(self) -> list[str]:
         names = {id(m): n for n, m in self.net.named_modules()}
-        return [names[id(m)] or "<network>" for m in self.trainable_modules()]
+        return [names[id(m)] for m in self.frozen]
 
     def train(self, mode: bool = True):
         """Lightning calls ``.train()`` after validation: frozen parts stay in eval mode."""
@@ -117,21 +138,24 @@ class OriginalStage(Stage):
     """The plain network (``OriginalSR``) with L1 on whole HR crops."""
 
     def __init__(self, net: OriginalSR, optimizer: Callable, scheduler: Callable | None = None,
-                 name: str = "original", scale: int = 4):
+                 name: str = "original", scale: int = 4, trains: Sequence[str] = (), l1_weight: float = 1.0):
         if not isinstance(net, OriginalSR):
             raise TypeError(f"OriginalStage trains an OriginalSR, got {type(net).__name__}")
-        super().__init__(net, optimizer, scheduler, name, scale)
+        super().__init__(net, optimizer, scheduler, name, scale, trains)
+        self.l1_weight = float(l1_weight)
 
-    def trainable_modules(self) -> list[nn.Module]:
-        return [self.net]
+    def parts(self) -> list[nn.Module]:
+        return [self.net.network]
 
     def validation_keys(self) -> list[str]:
         return metric_keys()
 
     def training_step(self, batch, batch_idx):
-        loss = l1_loss(self.net(batch["lr"]), batch["hr"])
+        loss = self.l1_weight * l1_loss(self.net(batch["lr"]), batch["hr"])
         self.log_stage({"train_loss": loss}, batch["lr"].shape[0], prog_bar=True)
         return loss
+
+    best_metric = "val_psnr"  # what the best-by-validation checkpoint keeps the maximum of
 
     def validation_step(self, batch, batch_idx):
         sr = self.net(batch["lr"])
@@ -153,13 +177,13 @@ class PCSRStage(Stage):
     """Stages of a PCSR network: ``num_active`` upsamplers take part in the soft mixture."""
 
     def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str = "stage",
-                 scale: int = 4, index: int = 0):
+                 scale: int = 4, index: int = 0, trains: Sequence[str] = ()):
         if not isinstance(net, PCSR):
             raise TypeError(f"{type(self).__name__} trains a PCSR network, got {type(net).__name__}")
         if not 0 <= index < net.num_classes:
             raise ValueError(f"stage {index} does not exist for a PCSR with M={net.num_classes} upsamplers")
         self.index = index
-        super().__init__(net, optimizer, scheduler, name, scale)
+        super().__init__(net, optimizer, scheduler, name, scale, trains)
 
     @property
     def num_active(self) -> int:
@@ -178,6 +202,11 @@ class PCSRStage(Stage):
         keys = metric_keys("_heavy")
         return keys + metric_keys("_k0") + ["val_heavy_share_k0"] if self.routes else keys
 
+    @property
+    def best_metric(self) -> str:
+        """What ``best.ckpt`` keeps the maximum of: routed PSNR at k = 0 once it is measured, else U_0's."""
+        return "val_psnr_k0" if self.routes else "val_psnr_heavy"
+
     def validation_step(self, batch, batch_idx):
         lr, hr = batch["lr"], batch["hr"][0]
         prepared = prepare(self.net, lr, self.scale)  # backbone and classifier once for both outputs
@@ -193,39 +222,36 @@ class PCSRStage(Stage):
 
 
 class BackboneStage(PCSRStage):
-    """Stage 0: the backbone and U_0, L1 only (the classifier is not used yet)."""
+    """Stage 0: U_0 alone on the backbone's features, L1 only (the classifier is not used yet)."""
 
     def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str = "stage0",
-                 scale: int = 4):
-        super().__init__(net, optimizer, scheduler, name, scale, index=0)
-
-    def trainable_modules(self) -> list[nn.Module]:
-        return [self.net.backbone, self.net.upsamplers[0]]
+                 scale: int = 4, trains: Sequence[str] = (), l1_weight: float = 1.0):
+        super().__init__(net, optimizer, scheduler, name, scale, index=0, trains=trains)
+        self.l1_weight = float(l1_weight)
 
     def training_step(self, batch, batch_idx):
         coord, cell, target = queries_of(batch)
         pred, _ = self.net(batch["lr"], coord, cell, num_active=1)
-        loss = l1_loss(pred, target)
+        loss = self.l1_weight * l1_loss(pred, target)
         self.log_stage({"train_loss": loss}, coord.shape[0], prog_bar=True)
         return loss
 
 
 class UpsamplerStage(PCSRStage):
-    """Stage j >= 1: U_j and the classifier; 1000 * L1 + 3 * L_avg over j + 1 active upsamplers."""
+    """Stage j >= 1: the soft mixture of j + 1 active upsamplers, l1_weight * L1 + average_weight * L_avg."""
 
     def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str | None = None,
-                 scale: int = 4, index: int = 1):
+                 scale: int = 4, index: int = 1, trains: Sequence[str] = (), l1_weight: float = 1.0,
+                 average_weight: float = 0.0):
         if index < 1:
             raise ValueError("UpsamplerStage trains U_j for j >= 1 (stage 0 is BackboneStage)")
-        super().__init__(net, optimizer, scheduler, name or f"stage{index}", scale, index=index)
-
-    def trainable_modules(self) -> list[nn.Module]:
-        return [self.net.upsamplers[self.index], self.net.classifier]
+        super().__init__(net, optimizer, scheduler, name or f"stage{index}", scale, index=index, trains=trains)
+        self.l1_weight, self.average_weight = float(l1_weight), float(average_weight)
 
     def training_step(self, batch, batch_idx):
         coord, cell, target = queries_of(batch)
         pred, probs = self.net(batch["lr"], coord, cell, num_active=self.num_active)
-        losses = classifier_stage_loss(pred, target, probs)
+        losses = classifier_stage_loss(pred, target, probs, self.l1_weight, self.average_weight)
         heavy = probs[..., 0].mean()
         self.log_stage({"train_loss": losses["loss"], "train_l1": losses["l1"], "train_average": losses["average"],
                         "train_p_heavy": heavy}, coord.shape[0], prog_bar=True)
