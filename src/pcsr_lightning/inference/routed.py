@@ -7,6 +7,7 @@ without running them again. ``reference.upscale_reference`` is the same routing 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,18 @@ from pcsr_lightning.inference.router import decide_classes, route_by_cost
 from pcsr_lightning.inference.tiling import encode_tiled
 from pcsr_lightning.measure.meter import heavy_share
 from pcsr_lightning.models.sampler import QueryGrid, output_size
+
+
+def exact(fn):
+    """No gradients and autocast off: the routed kernels own their buffers and keep the model's dtype,
+    so a caller under mixed precision (validation in ``bf16-mixed`` training) runs them unchanged."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.no_grad(), torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 @dataclass
@@ -50,7 +63,7 @@ class Prepared:
     probs: torch.Tensor | None  # (B,H*W,M); None when M == 1
 
 
-@torch.no_grad()
+@exact
 def prepare(
     model, lr: torch.Tensor, scale: float, max_queries: int = CLASSIFIER_BAND_QUERIES, feat: torch.Tensor | None = None
 ) -> Prepared:
@@ -77,7 +90,7 @@ def prepare(
     return Prepared(lr_norm, feat, grid, float(scale), probs)
 
 
-@torch.no_grad()
+@exact
 def route(model, prepared: Prepared, k: float = 0.0, adaptive: bool = False) -> torch.Tensor:
     """(B,H*W) classes, 0 = heaviest."""
     if prepared.probs is None:
@@ -109,7 +122,7 @@ def _render_class(upsampler, folded: FoldedLayer, grid: QueryGrid, pixels: torch
         out.index_copy_(1, block_pixels, tail(pre))
 
 
-@torch.no_grad()
+@exact
 def render(
     model, prepared: Prepared, classes: torch.Tensor, refine: bool = True, max_queries: int | None = None
 ) -> RoutedSR:
@@ -137,14 +150,14 @@ def render(
     return RoutedSR(pred, class_map)
 
 
-@torch.no_grad()
+@exact
 def backbone_features(model, lr: torch.Tensor, tile: int = 0) -> torch.Tensor:
     """The backbone's LR features; ``tile`` > 0 on LR tiles of that size (bounded memory, same result)."""
     lr_norm = model.normalize(lr)
     return encode_tiled(model, lr_norm, tile) if tile > 0 else model.encode(lr_norm)
 
 
-@torch.no_grad()
+@exact
 def upscale(
     model,
     lr: torch.Tensor,
@@ -170,13 +183,13 @@ def forced_classes(prepared: Prepared, cls: int) -> torch.Tensor:
     return torch.full((prepared.lr_norm.shape[0], hh * ww), cls, dtype=torch.long, device=prepared.lr_norm.device)
 
 
-@torch.no_grad()
+@exact
 def render_forced(model, prepared: Prepared, cls: int, refine: bool = True) -> RoutedSR:
     """Every pixel on upsampler ``cls``: the two ends of the k curve."""
     return render(model, prepared, forced_classes(prepared, cls), refine)
 
 
-@torch.no_grad()
+@exact
 def upscale_forced(model, lr: torch.Tensor, scale: float, cls: int, tile: int = 0) -> RoutedSR:
     """``render_forced`` from scratch; the classifier still runs, so timings compare with routed runs."""
     return render_forced(model, prepare(model, lr, scale, feat=backbone_features(model, lr, tile)), cls)
