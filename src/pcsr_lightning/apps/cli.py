@@ -14,6 +14,7 @@ COMMANDS = [
     "pcsr_lightning.apps.commands.import_official",
     "pcsr_lightning.apps.commands.upscale",
     "pcsr_lightning.apps.commands.eval",
+    "pcsr_lightning.apps.commands.compare",
     "pcsr_lightning.apps.commands.flops",
     "pcsr_lightning.apps.commands.table",
     "pcsr_lightning.apps.commands.demo",

@@ -1,0 +1,66 @@
+"""pcsr compare: two or more `pcsr eval --summary` CSVs as one table and one plot, with the PSNR gap to
+the first at equal GFLOPs."""
+
+from __future__ import annotations
+
+import argparse
+
+from pcsr_lightning.apps.commands.common import format_table
+from pcsr_lightning.evaluation.compare import curve_points, gaps_at_equal_gflops, read_summary, worst_gap
+from pcsr_lightning.evaluation.evaluate import curve_series
+from pcsr_lightning.evaluation.plot import save_plot
+from pcsr_lightning.io.files import write_text
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compare", help="PSNR/GFLOPs curves of several eval summaries, gap to the first at equal GFLOPs")
+    p.add_argument("summaries", nargs="+", metavar="LABEL=SUMMARY_CSV", help="the first is the reference")
+    p.add_argument("--table", help="Markdown table to write")
+    p.add_argument("--plot", help="PNG with every curve")
+    p.add_argument("--title", default="PSNR vs GFLOPs")
+    p.set_defaults(run=run)
+
+
+def parse(items: list[str]) -> dict[str, list[dict]]:
+    out = {}
+    for item in items:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise ValueError(f"expected LABEL=SUMMARY_CSV, got {item!r}")
+        out[label] = read_summary(path)
+    if len(out) < 2:
+        raise ValueError("compare needs at least two summaries")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    summaries = parse(args.summaries)
+    (ref_label, ref), *others = summaries.items()
+    reference = curve_points(ref)
+    header = ["model", "setting", "k", "heavy_share", "gflops_paper", "psnr", f"{ref_label} psnr at equal GFLOPs",
+              "gap dB"]
+    rows, verdicts = [], []
+    for label, summary in summaries.items():
+        points = {(r["gflops_paper"], r["psnr"]): r for r in summary if r["setting"] in ("k", "all-light", "all-heavy")}
+        gaps = {(g["gflops"], g["psnr"]): g for g in gaps_at_equal_gflops(reference, list(points))}
+        for key in sorted(points):
+            r, g = points[key], gaps[key]
+            rows.append([label, r["setting"], "" if r["k"] is None else f"{r['k']:g}",
+                         "" if r["heavy_share"] is None else f"{r['heavy_share']:.3f}", f"{r['gflops_paper']:.3f}",
+                         f"{r['psnr']:.3f}", "" if g["reference_psnr"] is None else f"{g['reference_psnr']:.3f}",
+                         "" if g["gap_db"] is None or label == ref_label else f"{g['gap_db']:+.3f}"])
+        if label != ref_label:
+            worst = worst_gap(list(gaps.values()))
+            verdicts.append(f"{label} vs {ref_label}: worst gap at equal GFLOPs "
+                            + ("n/a (no overlap)" if worst is None else f"{worst:+.3f} dB"))
+    print(format_table(header, rows))
+    for line in verdicts:
+        print(line)
+    if args.table:
+        lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        write_text("\n".join(lines + [""] + [f"{v}  " for v in verdicts]) + "\n", args.table)
+    if args.plot:
+        series = [s for label, summary in summaries.items() for s in curve_series(summary, label)]
+        save_plot(series, args.plot, args.title)
+    return 0

@@ -1,0 +1,69 @@
+"""Two models' PSNR/GFLOPs curves side by side: the PSNR gap at equal cost.
+
+Curves from different checkpoints sit at different GFLOPs for the same k (the routing depends on the
+classifier), so they are compared at equal GFLOPs: the reference curve is interpolated linearly at each
+point of the other curve inside its GFLOPs range.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+Point = tuple[float, float]  # (GFLOPs, PSNR)
+
+
+def interpolate(curve: Sequence[Point], gflops: float) -> float | None:
+    """PSNR of ``curve`` at ``gflops`` by linear interpolation; None outside its GFLOPs range."""
+    pts = sorted(curve)
+    if not pts or not pts[0][0] <= gflops <= pts[-1][0]:
+        return None
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= gflops <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (gflops - x0) / (x1 - x0)
+    return pts[0][1]  # a single point
+
+
+def gaps_at_equal_gflops(reference: Sequence[Point], other: Sequence[Point]) -> list[dict]:
+    """For each point of ``other``: its GFLOPs and PSNR, the reference's PSNR at those GFLOPs, the gap
+    (other - reference; None where the reference curve does not reach)."""
+    rows = []
+    for gflops, value in sorted(other):
+        ref = interpolate(reference, gflops)
+        rows.append({"gflops": gflops, "psnr": value, "reference_psnr": ref,
+                     "gap_db": None if ref is None else value - ref})
+    return rows
+
+
+def worst_gap(rows: Sequence[dict]) -> float | None:
+    """The most negative gap (other below reference), None when no point was comparable."""
+    gaps = [r["gap_db"] for r in rows if r["gap_db"] is not None]
+    return min(gaps) if gaps else None
+
+
+def read_summary(path: str | Path) -> list[dict]:
+    """A summary CSV written by ``pcsr eval --summary``, numbers as floats (empty cells None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"summary CSV not found: {path}")
+    rows = []
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if "gflops_paper" not in row or "psnr" not in row:
+                raise ValueError(f"{path} is not a `pcsr eval --summary` CSV (no psnr / gflops_paper column)")
+            rows.append({k: _number(v) if k not in ("model", "setting") else v for k, v in row.items()})
+    return rows
+
+
+def _number(text: str):
+    if text in ("", None):
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def curve_points(summary: Sequence[dict], settings: Sequence[str] = ("k", "all-light", "all-heavy")) -> list[Point]:
+    """The PCSR points of a summary (the k sweep and both ends) as (paper GFLOPs, PSNR)."""
+    return sorted((r["gflops_paper"], r["psnr"]) for r in summary if r["setting"] in settings)

@@ -1,0 +1,46 @@
+"""Curves compared at equal GFLOPs: interpolation, gaps, the `pcsr compare` command."""
+
+from __future__ import annotations
+
+import pytest
+
+from pcsr_lightning.apps.cli import main as pcsr_main
+from pcsr_lightning.evaluation.compare import gaps_at_equal_gflops, interpolate, worst_gap
+from pcsr_lightning.evaluation.evaluate import SUMMARY_COLUMNS, rows_to_csv
+from pcsr_lightning.io.files import write_text
+
+
+def test_interpolate_by_hand():
+    curve = [(2.0, 30.0), (1.0, 28.0), (4.0, 31.0)]  # unsorted on purpose
+    assert interpolate(curve, 1.5) == pytest.approx(29.0)
+    assert interpolate(curve, 3.0) == pytest.approx(30.5)
+    assert interpolate(curve, 4.0) == pytest.approx(31.0)
+    assert interpolate(curve, 0.5) is None and interpolate(curve, 4.5) is None
+    assert interpolate([(2.0, 30.0)], 2.0) == 30.0
+
+
+def test_gaps_and_worst_gap():
+    rows = gaps_at_equal_gflops([(1.0, 28.0), (3.0, 30.0)], [(2.0, 28.5), (3.0, 30.2), (5.0, 31.0)])
+    assert [r["gap_db"] for r in rows[:2]] == [pytest.approx(-0.5), pytest.approx(0.2)]
+    assert rows[2]["gap_db"] is None and rows[2]["reference_psnr"] is None
+    assert worst_gap(rows) == pytest.approx(-0.5)
+    assert worst_gap(rows[2:]) is None
+
+
+def summary(rows):
+    return rows_to_csv(SUMMARY_COLUMNS, [dict(zip(("setting", "k", "gflops_paper", "psnr"), r), model="pcsr", images=2,
+                                              heavy_share=0.5, gflops_fvcore=None, pct_fvcore=None, pct_paper=None)
+                                         for r in rows])
+
+
+def test_compare_command_writes_table_and_plot(tmp_path, capsys):
+    write_text(summary([("k", 0.0, 2.0, 30.0), ("all-light", None, 1.0, 28.0), ("all-heavy", None, 3.0, 31.0)]),
+               tmp_path / "a.csv")
+    write_text(summary([("k", 0.0, 2.5, 30.3), ("all-light", None, 1.0, 27.9), ("all-heavy", None, 3.0, 31.0)]),
+               tmp_path / "b.csv")
+    assert pcsr_main(["compare", f"released={tmp_path / 'a.csv'}", f"retrained={tmp_path / 'b.csv'}",
+                      "--table", str(tmp_path / "t.md"), "--plot", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    assert "retrained vs released: worst gap at equal GFLOPs -0.200 dB" in out  # 30.3 vs 30.5 at 2.5 GFLOPs
+    assert "+0.000" in (tmp_path / "t.md").read_text() and (tmp_path / "c.png").stat().st_size > 0
+    assert pcsr_main(["compare", f"only={tmp_path / 'a.csv'}"]) == 2
