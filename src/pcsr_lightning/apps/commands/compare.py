@@ -41,16 +41,16 @@ def run(args: argparse.Namespace) -> int:
               "gap dB"]
     rows, verdicts = [], []
     for label, summary in summaries.items():
-        points = {(r["gflops_paper"], r["psnr"]): r for r in summary if r["setting"] in ("k", "all-light", "all-heavy")}
-        gaps = {(g["gflops"], g["psnr"]): g for g in gaps_at_equal_gflops(reference, list(points))}
-        for key in sorted(points):
-            r, g = points[key], gaps[key]
+        curve = sorted((r for r in summary if r["setting"] in ("k", "all-light", "all-heavy")),
+                       key=lambda r: (r["gflops_paper"], r["psnr"]))
+        gaps = gaps_at_equal_gflops(reference, [(r["gflops_paper"], r["psnr"]) for r in curve])
+        for r, g in zip(curve, gaps):  # both sorted by (GFLOPs, PSNR)
             rows.append([label, r["setting"], "" if r["k"] is None else f"{r['k']:g}",
                          "" if r["heavy_share"] is None else f"{r['heavy_share']:.3f}", f"{r['gflops_paper']:.3f}",
                          f"{r['psnr']:.3f}", "" if g["reference_psnr"] is None else f"{g['reference_psnr']:.3f}",
                          "" if g["gap_db"] is None or label == ref_label else f"{g['gap_db']:+.3f}"])
         if label != ref_label:
-            worst = worst_gap(list(gaps.values()))
+            worst = worst_gap(gaps)
             verdicts.append(f"{label} vs {ref_label}: worst gap at equal GFLOPs "
                             + ("n/a (no overlap)" if worst is None else f"{worst:+.3f} dB"))
     print(format_table(header, rows))
