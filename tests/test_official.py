@@ -39,14 +39,15 @@ def test_released_networks_are_the_configured_ones(official_ckpts):
     """conf/backbone holds the paper's widths: the release's own files must build exactly those networks."""
     for name in official_ckpts:
         backbone, original = name.split("-")[0], name.endswith("-x4")
-        assert load_checkpoint(official_ckpts[name]).config == model_config(backbone, original), name
+        expected = model_config(backbone, original, ["init.weights=release"])
+        assert load_checkpoint(official_ckpts[name]).config == expected, name
 
 
 def test_release_without_widths_gets_the_configured_original_widths():
     """Widths the release's args leave out are the release's defaults: the original network's in conf/backbone."""
     for name in backbone_names():
         config, _, _ = convert_release({"model": {"name": name, "args": {}, "sd": {}}})
-        expected = model_config(name, original=True)
+        expected = model_config(name, original=True, overrides=["init.weights=release"])
         assert config == expected, name
 
 

@@ -24,6 +24,7 @@ def _backbone_config(name: str, args: dict, with_tail: bool) -> dict:
     if with_tail and args.get("no_upsampling"):
         raise CheckpointError(f"release {name} checkpoint has no upsampling tail: not an original network")
     cfg = dict(backbone_node(name)["network"])
+    cfg["init"] = "release"  # an interpolation in conf/; these networks are the release's
     for key, value in cfg.items():
         if key != "scale" and isinstance(value, int):  # widths and depths, named as in the release's args
             cfg[key] = int(args.get(key, value))
