@@ -171,5 +171,6 @@ class SRDataModule(L.LightningDataModule):
         return DataLoader(data, batch_size=1, num_workers=self.num_workers, pin_memory=self.pinned())
 
     def pinned(self) -> bool:
-        device = self.trainer.strategy.root_device.type if self.trainer is not None else "cpu"
+        strategy = getattr(self.trainer, "strategy", None)  # no trainer attached: plain CPU loading
+        device = strategy.root_device.type if strategy is not None else "cpu"
         return pin_memory_for(self.pin_memory, device)
