@@ -155,6 +155,10 @@ def test_a_users_own_backbone_is_allowed_by_name(tmp_path, photos, capsys, monke
     path = save_checkpoint(tmp_path / "user.ckpt", net, config)
     code, err = run_cli(["upscale", "--ckpt", path, "--input", photos, "--output", tmp_path / "sr"], capsys)
     assert code == 2 and f"refusing to build '{module}.TinyTrunk'" in err
+    monkeypatch.delenv("PCSR_ALLOW_CLASSES", raising=False)
+    allow = ["--allow-class", f"{module}.TinyTrunk"]
+    assert run_cli([*allow, "upscale", "--ckpt", path, "--input", photos, "--output", tmp_path / "sr0"], capsys)[0] == 0
+    assert read_image(tmp_path / "sr0" / "cat.png").shape == (3, 96, 128)
     monkeypatch.setenv("PCSR_ALLOW_CLASSES", f" {module}.TinyTrunk , ")
     assert run_cli(["upscale", "--ckpt", path, "--input", photos, "--output", tmp_path / "sr"], capsys)[0] == 0
     assert read_image(tmp_path / "sr" / "cat.png").shape == (3, 96, 128)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from pcsr_lightning import __version__
-from pcsr_lightning.io.checkpoint import CheckpointError
+from pcsr_lightning.io.checkpoint import ALLOW_ENV, CheckpointError
 
 # Each module registers one subcommand (``add_parser``) and implements it (``run``).
 COMMANDS = [
@@ -25,6 +26,8 @@ COMMANDS = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pcsr", description="PCSR super-resolution: import, upscale, evaluate, train a demo")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--allow-class", action="append", default=[], metavar="MODULE.CLASS",
+                        help=f"also build this model class of your own from checkpoints (repeat; adds to ${ALLOW_ENV})")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(name).add_parser(sub)
@@ -33,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.allow_class:
+        # The checkpoint loader reads one allow-list, the environment's: the option adds to it for this run.
+        os.environ[ALLOW_ENV] = ",".join(filter(None, [os.environ.get(ALLOW_ENV, ""), *args.allow_class]))
     try:
         return int(args.run(args) or 0)
     except (CheckpointError, FileNotFoundError, ValueError) as err:
