@@ -159,6 +159,7 @@ def test_a_users_own_backbone_is_allowed_by_name(tmp_path, photos, capsys, monke
     allow = ["--allow-class", f"{module}.TinyTrunk"]
     assert run_cli([*allow, "upscale", "--ckpt", path, "--input", photos, "--output", tmp_path / "sr0"], capsys)[0] == 0
     assert read_image(tmp_path / "sr0" / "cat.png").shape == (3, 96, 128)
+    assert "PCSR_ALLOW_CLASSES" not in os.environ  # the option holds for that call only
     monkeypatch.setenv("PCSR_ALLOW_CLASSES", f" {module}.TinyTrunk , ")
     assert run_cli(["upscale", "--ckpt", path, "--input", photos, "--output", tmp_path / "sr"], capsys)[0] == 0
     assert read_image(tmp_path / "sr" / "cat.png").shape == (3, 96, 128)

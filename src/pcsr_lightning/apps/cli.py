@@ -36,9 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.allow_class:
-        # The checkpoint loader reads one allow-list, the environment's: the option adds to it for this run.
-        os.environ[ALLOW_ENV] = ",".join(filter(None, [os.environ.get(ALLOW_ENV, ""), *args.allow_class]))
+    if not args.allow_class:
+        return _run(args)
+    # The checkpoint loader reads one allow-list, the environment's: the option adds to it for this call only.
+    before = os.environ.get(ALLOW_ENV)
+    os.environ[ALLOW_ENV] = ",".join(filter(None, [before, *args.allow_class]))
+    try:
+        return _run(args)
+    finally:
+        if before is None:
+            del os.environ[ALLOW_ENV]
+        else:
+            os.environ[ALLOW_ENV] = before
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.run(args) or 0)
     except (CheckpointError, FileNotFoundError, ValueError) as err:
