@@ -41,6 +41,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _create_new(path: Path) -> None:
+    """Create ``path`` empty, failing if it exists, with mode 0o666 minus the umask (as the user's own files)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+
 def remove_stale_temps(folder: str | Path) -> list[Path]:
     """Delete the temporary files of interrupted writes in ``folder``: written on this host by a
     process that no longer runs. Files of live writers and of other hosts are left alone."""
@@ -84,7 +89,7 @@ def atomic_write(path: str | Path, write) -> Path:
     remove_stale_temps(path.parent)
     tmp = _tmp_name(path)
     try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # mode 0o666 minus the umask
+        _create_new(tmp)
         write(tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
@@ -110,7 +115,7 @@ def check_writable_dir(folder: str | Path) -> Path:
         raise OutputError(f"{where}{'output folder ' if existing == folder else ''}{existing} is a file, not a folder")
     try:
         probe = _tmp_name(existing / "write-check")
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        _create_new(probe)
         probe.unlink()
     except OSError as err:
         raise OutputError(f"output folder {folder} is not writable: {err.strerror or err}") from err
