@@ -13,6 +13,7 @@ from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.measure.metrics import psnr
 from pcsr_lightning.models import CARN, FSRCNN, PCSR
 from pcsr_lightning.models.mlp import MLP
+from pcsr_lightning.inference import kernels
 from pcsr_lightning.inference.kernels import BlockedTail
 from pcsr_lightning.inference.reference import class_map_agreement, near_ties, upscale_reference
 from pcsr_lightning.inference.routed import prepare
@@ -69,11 +70,24 @@ def test_blocked_tail_layouts_equal_the_mlp(hidden):
     first = mlp.linears[0]
     with torch.no_grad():
         want = mlp(x).t()
-        for query_major in (True, False):
-            tail = BlockedTail(mlp, 64, x, query_major=query_major)
+        for query_major, onednn in ((True, False), (False, False), (True, True)):
+            if onednn and not kernels.onednn_linear_available():
+                continue
+            tail = BlockedTail(mlp, 64, x, query_major=query_major, onednn=onednn)
+            assert tail.onednn == (onednn and len(hidden) > 0)  # a single Linear is all folded
             pre = tail.first(50)
             torch.addmm(first.bias, x, first.weight.t(), out=pre)
             torch.testing.assert_close(tail(pre), want, atol=1e-5, rtol=0)
+
+
+def test_onednn_is_the_cpu_float32_rule():
+    x = torch.zeros(4, 4)
+    available = kernels.onednn_linear_available()
+    assert kernels.uses_onednn(x) == available
+    assert not kernels.uses_onednn(x.double()) and not kernels.uses_onednn(x.bfloat16())
+    mlp = MLP(4, 3, [24]).eval()  # wide enough to run query-major
+    assert BlockedTail(mlp, 8, x).onednn == available
+    assert not BlockedTail(mlp, 8, x, query_major=False).onednn  # feature-major (thin classifiers) stays BLAS
 
 
 def test_route_by_cost_class_major_equals_last_dim():
@@ -163,7 +177,8 @@ def test_bench_command_writes_json(tmp_path):
     assert main(args + ["--k", "0", "1", "--profile", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     prof = report["profile_routed"]
-    assert "aten::addmm" in [o["op"] for o in prof["ops"]] and 0 < prof["matmul_share"] < 1
+    products = {"aten::addmm", "mkldnn::_linear_pointwise"}
+    assert products & {o["op"] for o in prof["ops"]} and 0 < prof["matmul_share"] < 1
     assert prof["ops"] == sorted(prof["ops"], key=lambda o: -o["self_ms"])
     for key in ("ms_original", "ms_backbone", "ms_pcsr", "ms_reference", "psnr_original", "psnr_pcsr", "psnr_reference",
                 "ratio_pcsr"):
@@ -232,10 +247,12 @@ def test_blocks_and_bands_follow_the_cache(monkeypatch):
     for budget in (1 << 20, 4 << 20):
         monkeypatch.setattr(kernels, "cpu_cache_budget", lambda: budget)
         monkeypatch.setattr(refinement, "cpu_cache_budget", lambda: budget)
-        assert kernels.block_queries(torch.device("cpu"), 74) == budget // (4 * 74)
-        assert kernels.block_queries(torch.device("cpu"), 74, element_size=2) == budget // (2 * 74)
+        factor = kernels.ONEDNN_BLOCK_FACTOR if kernels.onednn_linear_available() else 1
+        assert kernels.block_queries(torch.zeros(1), 74) == factor * budget // (4 * 74)
+        assert kernels.block_queries(torch.zeros(1, dtype=torch.bfloat16), 74) == budget // (2 * 74)
+        assert kernels.block_queries(torch.zeros(1, dtype=torch.float64), 74) == budget // (8 * 74)
         assert refinement.band_rows(1920) == max(refinement.MIN_BAND_ROWS, budget // (refinement.BAND_ARRAYS * 3 * 1920 * 4))
-    assert kernels.block_queries(torch.device("cpu"), 10**9) == kernels.MIN_BLOCK_QUERIES  # never degenerate
+    assert kernels.block_queries(torch.zeros(1), 10**9) == kernels.MIN_BLOCK_QUERIES  # never degenerate
     assert refinement.band_rows(10**9) == refinement.MIN_BAND_ROWS
 
 

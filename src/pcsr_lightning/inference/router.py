@@ -54,19 +54,24 @@ def cost_multipliers(costs: torch.Tensor, k: float) -> torch.Tensor:
     return torch.exp(log_w - log_w.max())
 
 
-def route_by_cost(probs: torch.Tensor, costs: torch.Tensor, k: float, dim: int = -1) -> torch.Tensor:
-    """argmax_j p_j / cost_j^k over the class dim ``dim``; k = 0 is a plain argmax, larger k favours light."""
+def route_by_cost(
+    probs: torch.Tensor, costs: torch.Tensor, k: float, dim: int = -1, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """argmax_j p_j / cost_j^k over the class dim ``dim``; k = 0 is a plain argmax, larger k favours light.
+    ``out``: an int64 tensor of the result's shape to write into."""
     weights = cost_multipliers(costs, k).to(probs)
     m = probs.shape[dim]
     # A running max over the classes, lightest first, replaced only on a strict improvement: ties stay
     # with the cheaper class. Cheaper than argmax, which is slow over a short strided dim.
     best = probs.select(dim, m - 1) * weights[m - 1]
-    classes = torch.full_like(best, m - 1, dtype=torch.long)
+    classes = torch.empty_like(best, dtype=torch.long) if out is None else out
+    classes.fill_(m - 1)
     for j in range(m - 2, -1, -1):
         score = probs.select(dim, j) * weights[j]
         better = score > best
         classes.masked_fill_(better, j)
-        best = torch.where(better, score, best)
+        if j:
+            best = torch.where(better, score, best)
     return classes
 
 

@@ -88,7 +88,7 @@ def paired_ratio(times: list[float], base: list[float]) -> float:
     return statistics.median(t / b for t, b in zip(times, base))
 
 
-MATRIX_PRODUCTS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm")
+MATRIX_PRODUCTS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise")
 
 
 def op_profile(fn: Callable[[], object], device: torch.device, top: int = 12) -> dict:
