@@ -19,7 +19,7 @@ from pcsr_lightning.io.checkpoint import build_model, load_checkpoint
 from pcsr_lightning.apps.cli import main as pcsr_main
 from pcsr_lightning.models import CARN, PCSR
 from pcsr_lightning.apps.train_app import run_job
-from pcsr_lightning.config import compose_config, upsampler_widths
+from pcsr_lightning.config import compose_config, extended_widths, upsampler_widths
 from pcsr_lightning.training.losses import average_loss, classifier_stage_loss
 from pcsr_lightning.training.manifest import Manifest
 from pcsr_lightning.training.pipeline import stage_plan
@@ -138,6 +138,14 @@ def test_srresnet_and_m3_configs_compose(tmp_path):
     assert upsampler_widths([58] * 4, [10] * 3, 2) == [[58] * 4, [10] * 3]
     with pytest.raises(ValueError, match="num_classes"):
         upsampler_widths([8], [4], 0)
+
+
+def test_extended_widths_continue_the_ladder_below_the_source():
+    carn = [[74] * 4, [20] * 3]
+    assert extended_widths(carn, [74] * 4, [20] * 3, 2) == carn  # nothing to add
+    assert extended_widths(carn, [74] * 4, [20] * 3, 3) == [*carn, [10] * 3]  # 20 * (20/74)^(1/2) = 10.4
+    assert extended_widths(carn, [74] * 4, [20] * 3, 4) == [*carn, [13] * 3, [8] * 3]  # step (20/74)^(1/3)
+    assert extended_widths([[8], [2]], [8], [2], 5)[-1] == [1]  # never 0 wide
 
 
 # ------------------------------------------------------------------ pipeline
@@ -353,9 +361,30 @@ def test_warm_start_extends_m2_to_m3(trained_m2, tmp_path):
     assert weights["classifier.layers.0.weight"].shape[0] == 3
 
 
+def test_warm_start_extension_chooses_widths_and_resumes(trained_m2, tmp_path):
+    """Without explicit widths the loaded upsamplers keep the source's and U_2 continues the ladder below
+    U_1: round(10 * (10 / 58) ** (1 / 2)) = 4 wide, at the light depth."""
+    run = tmp_path / "run"
+    overrides = [*TINY, "model.num_classes=3", f"init.checkpoint={trained_m2}", "init.stages=[stage0,stage1]"]
+    run_job(compose_config(overrides, run))
+    loaded = load_checkpoint(run / "final.ckpt")
+    assert loaded.config["upsampler_hidden"] == [[58, 58, 58, 58], [10, 10, 10], [4, 4, 4]]
+    assert [u.hidden_list for u in loaded.model.upsamplers] == [[58, 58, 58, 58], [10, 10, 10], [4, 4, 4]]
+    costs = loaded.model.cost_list(4)
+    assert bool((costs[:-1] > costs[1:]).all())  # U_0 heaviest, each next one cheaper
+    before = final_weights(run)
+    for source in (trained_m2, tmp_path / "moved"):  # resuming rebuilds the run's widths, source or not
+        manifest = run_job(compose_config([*overrides[:-2], f"init.checkpoint={source}", "init.stages=[stage0,stage1]",
+                                           "resume=true"], run))
+        assert manifest.stage("stage2").status == "done"
+        after = final_weights(run)
+        assert all(torch.equal(after[k], before[k]) for k in before)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["experiment=carn_pcsr"], "backbone is a FSRCNN in .*, this model's is a CARN"),
-    (["model.num_classes=3", "init.stages=[stage0,stage1]"], r"upsamplers.1 has widths \[10, 10, 10\] -> 3 in .*this model's are \[24, 24, 24, 24\]"),
+    (["model.num_classes=3", "init.stages=[stage0,stage1]", "model.net.upsampler_hidden=[[58,58,58,58],[24,24,24,24],[10,10,10]]"],
+     r"upsamplers.1 has widths \[10, 10, 10\] -> 3 in .*this model's are \[24, 24, 24, 24\]"),
     (["experiment=fsrcnn_original", "init.stages=[original]"], "holds a model of kind 'pcsr', this run trains kind 'original'"),
     (["init.stages=[stage1]"], "must be the first stages"),
 ])

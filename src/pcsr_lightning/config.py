@@ -51,6 +51,21 @@ def upsampler_widths(heavy: Sequence[int], light: Sequence[int], num_classes: in
     return out + [list(light)]
 
 
+def extended_widths(
+    source: Sequence[Sequence[int]], heavy: Sequence[int], light: Sequence[int], num_classes: int
+) -> list[list[int]]:
+    """Widths of an M-upsampler model built on a source model's upsamplers (``source``, U_0 first): the
+    source's own widths, then, for the upsamplers it lacks, a ladder continuing below its lightest one
+    with the step the default ladder takes (light / heavy)^(1 / (M - 1)), at the light depth, so every
+    new upsampler is cheaper than the one before."""
+    m = int(num_classes)
+    out = [list(w) for w in source[:m]]
+    step = (light[0] / heavy[0]) ** (1 / max(1, m - 1))
+    while len(out) < m:
+        out.append([max(1, round(out[-1][0] * step))] * len(light))
+    return out
+
+
 def register_resolvers() -> None:
     """The config resolvers, registered once per process: ``${pcsr_widths:heavy,light,M}``
     (conf/model/pcsr.yaml), ``${pcsr_devices:devices}`` and ``${pcsr_gpus:accelerator,devices}``

@@ -119,8 +119,17 @@ def checkpoint_for_stages(path: Path, stages: list[str]) -> Path:
     return path
 
 
-def plan_warm_start(cfg: DictConfig, net: torch.nn.Module, plans: list[StagePlan]) -> WarmStart | None:
-    """Check everything a warm start needs before anything is written; load nothing yet."""
+@dataclass
+class WarmSource:
+    """The checkpoint ``init.checkpoint`` / ``init.stages`` name, loaded once."""
+
+    stages: list[str]
+    path: Path
+    loaded: object  # io.checkpoint.LoadedModel
+
+
+def warm_source(cfg: DictConfig) -> WarmSource | None:
+    """The warm start's checkpoint, or None without one; both settings or neither."""
     init = cfg.get("init") or {}
     stages = [str(s) for s in (init.get("stages") or [])]
     path = init.get("checkpoint")
@@ -129,11 +138,48 @@ def plan_warm_start(cfg: DictConfig, net: torch.nn.Module, plans: list[StagePlan
     if not path or not stages:
         raise ValueError("a warm start needs both init.checkpoint=PATH (a checkpoint, run folder or manifest.json) "
                          "and init.stages=[...] (the first stages of the pipeline to take from it)")
+    source = checkpoint_for_stages(Path(str(path)).expanduser().resolve(), stages)
+    return WarmSource(stages, source, load_checkpoint(source))
+
+
+def widths_like_source(cfg: DictConfig, model_config: dict, warm: WarmSource | None) -> dict:
+    """With a warm start and the default upsampler widths, the network is built like the source: its
+    upsamplers keep the source's widths and the ones it lacks (``model.num_classes`` above the source's)
+    continue the ladder below its lightest (``config.extended_widths``). Widths given explicitly
+    (``model.net.upsampler_hidden=...``) are kept and checked against the source as they are."""
+    net_node = cfg.model.get("net")
+    if warm is None or cfg.model.kind != "pcsr" or not OmegaConf.is_interpolation(net_node, "upsampler_hidden"):
+        return model_config
+    if not isinstance(warm.loaded.model, PCSR):
+        return model_config  # the kind check names the problem
+    from pcsr_lightning.config import extended_widths
+
+    source = [list(u.hidden_list) for u in warm.loaded.model.upsamplers]
+    widths = extended_widths(source, cfg.backbone.heavy_hidden, cfg.backbone.light_hidden, cfg.model.num_classes)
+    if widths != model_config["upsampler_hidden"]:
+        log.info("upsampler widths %s, like %s (new upsamplers: %s)", widths, warm.path, widths[len(source):])
+    return {**model_config, "upsampler_hidden": widths}
+
+
+def recorded_model_config(run_dir: Path) -> dict | None:
+    """The model config a run folder's first recorded stage was saved with (resuming: the widths the run
+    began with, also when a warm start chose them), or None for a folder without one."""
+    if not (run_dir / FILENAME).is_file():
+        return None
+    for record in Manifest.load(run_dir).stages:
+        if record.status == "done" and Path(record.checkpoint).is_file():
+            return load_checkpoint(record.checkpoint).config
+    return None
+
+
+def plan_warm_start(warm: WarmSource | None, net: torch.nn.Module, plans: list[StagePlan]) -> WarmStart | None:
+    """Check everything a warm start needs before anything is written."""
+    if warm is None:
+        return None
+    stages, source, loaded = warm.stages, warm.path, warm.loaded
     names = [p.name for p in plans]
     if stages != names[: len(stages)]:
         raise ValueError(f"init.stages must be the first stages of this pipeline in order ({names}), got {stages}")
-    source = checkpoint_for_stages(Path(str(path)).expanduser().resolve(), stages)
-    loaded = load_checkpoint(source)
     if loaded.kind != model_kind(net):
         raise ValueError(f"init.checkpoint: {source} holds a model of kind {loaded.kind!r}, "
                          f"this run trains kind {model_kind(net)!r}")
@@ -232,13 +278,20 @@ def run_pipeline(cfg: DictConfig, loggers: list | None = None, callbacks: list |
     run_dir = Path(cfg.paths.output_dir).expanduser().resolve()
     L.seed_everything(int(cfg.seed), workers=True)  # before the network is built: one seed, one init
     model_config = OmegaConf.to_container(cfg.model.net, resolve=True)
+    recorded = recorded_model_config(run_dir) if cfg.resume else None
+    source = None
+    if recorded is None:
+        source = warm_source(cfg)
+        model_config = widths_like_source(cfg, model_config, source)
+    elif "upsampler_hidden" in recorded and OmegaConf.is_interpolation(cfg.model.net, "upsampler_hidden"):
+        model_config = {**model_config, "upsampler_hidden": recorded["upsampler_hidden"]}  # as the run began
     net = build_model(model_config)
     kind = model_kind(net)
     if kind != cfg.model.kind:
         raise ValueError(f"model.kind is {cfg.model.kind!r} but model.net builds a {type(net).__name__}")
     plans = stage_plan(cfg, net)
     manifest = open_manifest(cfg, run_dir, kind)
-    warm = plan_warm_start(cfg, net, plans) if not manifest.stages else None
+    warm = plan_warm_start(source, net, plans) if not manifest.stages else None
     if manifest.stages and (cfg.get("init") or {}).get("stages"):
         log.info("resuming %s: its manifest already records the stages; init.* is not applied again", run_dir)
     datamodule = instantiate(cfg.data)
