@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pcsr_lightning.apps.cli import main as pcsr_main
-from pcsr_lightning.evaluation.compare import gaps_at_equal_gflops, interpolate, worst_gap
+from pcsr_lightning.evaluation.compare import gaps_at_equal_gflops, interpolate, worst_gap, worst_gaps_both_ways
 from pcsr_lightning.evaluation.evaluate import SUMMARY_COLUMNS, rows_to_csv
 from pcsr_lightning.io.files import write_text
 
@@ -25,6 +25,11 @@ def test_gaps_and_worst_gap():
     assert rows[2]["gap_db"] is None and rows[2]["reference_psnr"] is None
     assert worst_gap(rows) == pytest.approx(-0.5)
     assert worst_gap(rows[2:]) is None
+    both = worst_gaps_both_ways([(1.0, 28.0), (3.0, 30.0)], [(2.0, 28.5), (3.0, 30.2), (5.0, 31.0)])
+    # at the reference's points: 1.0 is outside the other's range, 3.0 gives 30.2 - 30.0
+    assert both["at_other"] == pytest.approx(-0.5) and both["at_reference"] == pytest.approx(0.2)
+    assert both["either"] == pytest.approx(-0.5)
+    assert worst_gaps_both_ways([(1.0, 28.0)], [(5.0, 31.0)])["either"] is None
 
 
 def summary(rows):
@@ -41,6 +46,8 @@ def test_compare_command_writes_table_and_plot(tmp_path, capsys):
     assert pcsr_main(["compare", f"released={tmp_path / 'a.csv'}", f"retrained={tmp_path / 'b.csv'}",
                       "--table", str(tmp_path / "t.md"), "--plot", str(tmp_path / "c.png")]) == 0
     out = capsys.readouterr().out
-    assert "retrained vs released: worst gap at equal GFLOPs -0.200 dB" in out  # 30.3 vs 30.5 at 2.5 GFLOPs
+    # at b's points: 30.3 vs 30.5 at 2.5 GFLOPs; at a's: 29.5 (b between 27.9 at 1 and 30.3 at 2.5) vs 30 at 2
+    assert ("retrained vs released: worst gap at equal GFLOPs -0.500 dB (-0.200 dB at retrained's points, "
+            "-0.500 dB at released's)") in out
     assert "+0.000" in (tmp_path / "t.md").read_text() and (tmp_path / "c.png").stat().st_size > 0
     assert pcsr_main(["compare", f"only={tmp_path / 'a.csv'}"]) == 2

@@ -2,7 +2,7 @@
 
 Curves from different checkpoints sit at different GFLOPs for the same k (the routing depends on the
 classifier), so they are compared at equal GFLOPs: the reference curve is interpolated linearly at each
-point of the other curve inside its GFLOPs range.
+point of the other curve inside its GFLOPs range, and the other curve at each of the reference's points.
 """
 
 from __future__ import annotations
@@ -41,6 +41,18 @@ def worst_gap(rows: Sequence[dict]) -> float | None:
     """The most negative gap (other below reference), None when no point was comparable."""
     gaps = [r["gap_db"] for r in rows if r["gap_db"] is not None]
     return min(gaps) if gaps else None
+
+
+def worst_gaps_both_ways(reference: Sequence[Point], other: Sequence[Point]) -> dict:
+    """The worst gap (other - reference) measured at the other curve's points and at the reference's
+    (there the other curve is interpolated): a curve sampled sparsely where the other bends is caught
+    from either side. ``either``: the lower of the two."""
+    at_other = worst_gap(gaps_at_equal_gflops(reference, other))
+    # at the reference's points the rows hold reference - other: the worst is the largest of those
+    reverse = [r["gap_db"] for r in gaps_at_equal_gflops(other, reference) if r["gap_db"] is not None]
+    at_reference = -max(reverse) if reverse else None
+    found = [g for g in (at_other, at_reference) if g is not None]
+    return {"at_other": at_other, "at_reference": at_reference, "either": min(found) if found else None}
 
 
 def read_summary(path: str | Path) -> list[dict]:

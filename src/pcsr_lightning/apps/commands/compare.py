@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from pcsr_lightning.apps.commands.common import format_table
-from pcsr_lightning.evaluation.compare import curve_points, gaps_at_equal_gflops, read_summary, worst_gap
+from pcsr_lightning.evaluation.compare import curve_points, gaps_at_equal_gflops, read_summary, worst_gaps_both_ways
 from pcsr_lightning.evaluation.evaluate import curve_series
 from pcsr_lightning.evaluation.plot import save_plot
 from pcsr_lightning.io.files import write_text
@@ -50,9 +50,12 @@ def run(args: argparse.Namespace) -> int:
                          f"{r['psnr']:.3f}", "" if g["reference_psnr"] is None else f"{g['reference_psnr']:.3f}",
                          "" if g["gap_db"] is None or label == ref_label else f"{g['gap_db']:+.3f}"])
         if label != ref_label:
-            worst = worst_gap(gaps)
+            worst = worst_gaps_both_ways(reference, [(r["gflops_paper"], r["psnr"]) for r in curve])
+            shown = {k: "n/a" if v is None else f"{v:+.3f} dB" for k, v in worst.items()}
             verdicts.append(f"{label} vs {ref_label}: worst gap at equal GFLOPs "
-                            + ("n/a (no overlap)" if worst is None else f"{worst:+.3f} dB"))
+                            + ("n/a (no overlap)" if worst["either"] is None else
+                               f"{shown['either']} ({shown['at_other']} at {label}'s points, "
+                               f"{shown['at_reference']} at {ref_label}'s)"))
     print(format_table(header, rows))
     for line in verdicts:
         print(line)
