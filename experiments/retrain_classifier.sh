@@ -18,7 +18,7 @@ STEPS=${STEPS:-17000}
 QUERIES=${QUERIES:-4096}
 LR=${LR:-3e-3}
 RUNS=${RUNS:-results/retrain_classifier}
-KS="-0.5 -0.25 0 0.25 0.5 0.75 1 1.5 2"
+KS="-0.5 -0.25 0 0.05 0.1 0.15 0.2 0.25 0.5 0.75 1 1.5 2"
 for backbone in ${BACKBONES:-fsrcnn}; do
   released="$PWD/$CKPTS/${backbone}-pcsr-phase1.ckpt"
   run="$RUNS/$backbone"
