@@ -40,7 +40,7 @@ def main() -> None:
         pixels = (classes[0] == j).nonzero().squeeze(1)
         folded = FoldedLayer.build(upsampler.linears[0], feat[0], prepared.grid)
         out = torch.empty(3, hh * ww)
-        default = block_queries(cpu, folded.lr_term.shape[1])
+        default = block_queries(out, folded.table.shape[1])
         for f in FACTORS:
             block = max(1, int(f * default))
             fns[f"U_{j} block x{f:g} ({block} queries)"] = (
