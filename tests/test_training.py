@@ -394,3 +394,28 @@ def test_warm_start_mismatches_fail_before_anything_is_written(trained_m2, tmp_p
     with pytest.raises(ValueError, match=message):
         run_job(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_split_stage_trains_the_classifier_first_then_the_upsampler_alone(trained_m2, tmp_path):
+    cfg = compose_config(["model=pcsr_split", "model.num_classes=3", "model.classifier_steps=7"])
+    net = build_model(OmegaConf.to_container(cfg.model.net, resolve=True))
+    assert [(p.name, p.trains, p.steps) for p in stage_plan(cfg, net)] == [
+        ("stage0", ["backbone", "upsamplers.0"], 6000),
+        ("stage1", ["upsamplers.1", "classifier"], 7), ("stage1_upsampler", ["upsamplers.1"], 2000),
+        ("stage2", ["upsamplers.2", "classifier"], 7), ("stage2_upsampler", ["upsamplers.2"], 2000)]
+    grouped_without_j = compose_config(["model=pcsr_split", "model.num_classes=3", "model.stages.1.for_j=null"])
+    with pytest.raises(ValueError, match="group of stages .* needs for_j"):
+        stage_plan(grouped_without_j, net)
+
+    run = tmp_path / "run"
+    seen = FirstStep()
+    manifest = run_job(compose_config([*TINY, "model=pcsr_split", "model.classifier_steps=2", "profile.steps.stage=3",
+                                       f"init.checkpoint={trained_m2}", "init.stages=[stage0]"], run),
+                       callbacks=[seen])
+    assert list(seen.seen) == ["stage1", "stage1_upsampler"]
+    assert [manifest.stage(n).metrics["steps"] for n in seen.seen] == [2, 3]
+    after_classifier = load_checkpoint(run / "stages" / "stage1" / "model.ckpt").model.state_dict()
+    final = final_weights(run)
+    for key, value in final.items():
+        unchanged = torch.equal(value, after_classifier[key])
+        assert unchanged == (not key.startswith("upsamplers.1.")), key

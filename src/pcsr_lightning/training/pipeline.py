@@ -62,7 +62,10 @@ def instantiate(node, **kwargs):
 
 def stage_plan(cfg: DictConfig, net: torch.nn.Module) -> list[StagePlan]:
     """``model.stages`` expanded (``for_j`` entries once per j) and checked against the network: every
-    stage trains at least one step, and every part of the network is trained by some stage."""
+    stage trains at least one step, and every part of the network is trained by some stage.
+
+    A ``for_j`` entry is one stage, or a group under ``stages:`` that runs in order for each j before
+    the next j (stage 1a, 1b, then 2a, 2b)."""
     if isinstance(net, PCSR) and int(cfg.model.num_classes) != net.num_classes:
         raise ValueError(f"model.num_classes is {cfg.model.num_classes} but model.net builds "
                          f"{net.num_classes} upsamplers")
@@ -70,19 +73,12 @@ def stage_plan(cfg: DictConfig, net: torch.nn.Module) -> list[StagePlan]:
     for entry in cfg.model.stages:
         repeat = entry.get("for_j")
         indices = [None] if repeat is None else range(int(repeat["from"]), int(repeat["below"]))
+        group = entry.get("stages")
+        if group is not None and repeat is None:
+            raise ValueError("model.stages: a group of stages (stages: [...]) needs for_j")
         for j in indices:
-            def fill(text, j=j) -> str:
-                return str(text) if j is None else str(text).replace("{j}", str(j))
-            name = fill(entry.name)
-            steps = int(entry.steps)
-            if steps < 1:
-                raise ValueError(f"stage {name}: steps must be at least 1, got {steps} (set profile.steps)")
-            trains = [fill(t) for t in entry.module.trains]
-            for t in trains:
-                part_of(net, t, name)
-            options = {} if j is None else {"index": j}
-            module = instantiate(entry.module, trains=trains, **options)
-            plans.append(StagePlan(name, module, steps, trains, options))
+            for item in (entry,) if group is None else group:
+                plans.append(planned_stage(item, j, net))
     names = [p.name for p in plans]
     if len(set(names)) != len(names):
         raise ValueError(f"model.stages gives stage names twice: {names}")
@@ -91,6 +87,22 @@ def stage_plan(cfg: DictConfig, net: torch.nn.Module) -> list[StagePlan]:
     if never:
         raise ValueError(f"no stage of model.stages trains {never}: the pipeline and the network disagree")
     return plans
+
+
+def planned_stage(entry: DictConfig, j: int | None, net: torch.nn.Module) -> StagePlan:
+    """One stage of ``model.stages`` for upsampler ``j`` (None outside ``for_j``): ``{j}`` filled in."""
+    def fill(text) -> str:
+        return str(text) if j is None else str(text).replace("{j}", str(j))
+    name = fill(entry.name)
+    steps = int(entry.steps)
+    if steps < 1:
+        raise ValueError(f"stage {name}: steps must be at least 1, got {steps} (set profile.steps)")
+    trains = [fill(t) for t in entry.module.trains]
+    for t in trains:
+        part_of(net, t, name)
+    options = {} if j is None else {"index": j}
+    module = instantiate(entry.module, trains=trains, **options)
+    return StagePlan(name, module, steps, trains, options)
 
 
 @dataclass
