@@ -4,21 +4,38 @@
 # model on held-out photos and compare the curves at equal GFLOPs.
 # Usage: experiments/retrain_classifier.sh TRAIN_DIR HELDOUT_DIR [Hydra overrides]
 #   STEPS=17000       training steps of stage 1 (quick profile, batch 16); FSRCNN: ~16 min on 2 quiet CPU cores
+#   CLASSIFIER_STEPS=all   U_1 and C together for all STEPS (the paper's stage); a number N below STEPS
+#                     uses model=pcsr_split: U_1 and C together for N steps, then U_1 alone (C frozen)
 #   QUERIES=4096      query pixels per crop (the quick profile's default is 1,024)
 #   LR=3e-3           Adam's learning rate (cosine to 1e-7 over the steps; the paper's is 1e-3 for 500k steps)
 #                     QUERIES and LR were chosen by 6,000-step runs on the same split (see the README)
 #   BACKBONES=fsrcnn  also carn: BACKBONES="fsrcnn carn"
-# Writes results/retrain_classifier/<backbone>/{released,retrained}.csv, compare.md, curves.png.
+#   RUNS=results/retrain_classifier  an interrupted run left there is resumed: delete it to change settings
+# Then two swapped models say which part a gap comes from: the released model with only the re-trained
+# classifier (retrained_C_only) and with only the re-trained U_1 (retrained_U1_only).
+# Writes results/retrain_classifier/<backbone>/{released,retrained,retrained_C_only,retrained_U1_only}.csv,
+# compare.md, curves.png.
 source "$(dirname "$0")/common.sh"
 usage="usage: experiments/retrain_classifier.sh TRAIN_DIR HELDOUT_DIR [overrides]"
 TRAIN=$(realpath "${1:?$usage}")
 HELDOUT=$(realpath "${2:?$usage}")
 shift 2
 STEPS=${STEPS:-17000}
+CLASSIFIER_STEPS=${CLASSIFIER_STEPS:-all}
+if [ "$CLASSIFIER_STEPS" = all ]; then
+  stage=(profile.steps.stage="$STEPS")
+  schedule="U_1 and C for all $STEPS steps"
+elif [ "$CLASSIFIER_STEPS" -lt "$STEPS" ] 2>/dev/null; then
+  stage=(model=pcsr_split model.classifier_steps="$CLASSIFIER_STEPS" profile.steps.stage=$((STEPS - CLASSIFIER_STEPS)))
+  schedule="U_1 and C for $CLASSIFIER_STEPS steps, then U_1 alone for $((STEPS - CLASSIFIER_STEPS))"
+else
+  echo "CLASSIFIER_STEPS must be 'all' or a number of steps below STEPS ($STEPS), got '$CLASSIFIER_STEPS'" >&2
+  exit 2
+fi
 QUERIES=${QUERIES:-4096}
 LR=${LR:-3e-3}
 RUNS=${RUNS:-results/retrain_classifier}
-KS="-0.5 -0.25 0 0.05 0.1 0.15 0.2 0.25 0.5 0.75 1 1.5 2"
+KS="-0.5 -0.25 0 0.05 0.1 0.15 0.2 0.25 0.3 0.35 0.4 0.5 0.6 0.75 1 1.5 2"
 for backbone in ${BACKBONES:-fsrcnn}; do
   released="$PWD/$CKPTS/${backbone}-pcsr-phase1.ckpt"
   run="$RUNS/$backbone"
@@ -26,12 +43,18 @@ for backbone in ${BACKBONES:-fsrcnn}; do
   [ -f "$run/manifest.json" ] && resume=true
   start=$(date +%s)
   pcsr-train experiment=${backbone}_pcsr data=image_folder data.train.path="$TRAIN" data.val.path="$HELDOUT" \
-    init.checkpoint="$released" 'init.stages=[stage0]' profile=quick profile.steps.stage="$STEPS" \
+    init.checkpoint="$released" 'init.stages=[stage0]' profile=quick "${stage[@]}" \
     profile.queries="$QUERIES" optimizer.lr="$LR" \
     logger=csv callbacks=none resume=$resume hydra.run.dir="$run" "$@"
-  echo "$backbone: stage 1, $STEPS steps ($QUERIES queries per crop, lr $LR), trained in $(( $(date +%s) - start )) s (wall clock, this run)"
+  echo "$backbone: stage 1, $schedule ($QUERIES queries per crop, lr $LR), trained in $(( $(date +%s) - start )) s (wall clock, this run)"
   pcsr eval --ckpt "$released" --hr-dir "$HELDOUT" --k $KS --ends --summary "$run/released.csv"
   pcsr eval --ckpt "$run/final.ckpt" --hr-dir "$HELDOUT" --k $KS --ends --summary "$run/retrained.csv"
-  pcsr compare released="$run/released.csv" retrained="$run/retrained.csv" --table "$run/compare.md" \
-    --plot "$run/curves.png" --title "$backbone-PCSR x4 on $(basename "$HELDOUT"): released vs stage 1 re-trained"
+  for swapped in "retrained_C_only classifier" "retrained_U1_only upsamplers.1"; do
+    read -r name part <<< "$swapped"
+    python -m pcsr_lightning.evaluation.swap "$released" "$run/final.ckpt" --parts "$part" --out "$run/$name.ckpt"
+    pcsr eval --ckpt "$run/$name.ckpt" --hr-dir "$HELDOUT" --k $KS --ends --summary "$run/$name.csv"
+  done
+  pcsr compare released="$run/released.csv" retrained="$run/retrained.csv" \
+    retrained_C_only="$run/retrained_C_only.csv" retrained_U1_only="$run/retrained_U1_only.csv" --table "$run/compare.md" \
+    --plot "$run/curves.png" --log-x --title "$backbone-PCSR x4 on $(basename "$HELDOUT"): released vs stage 1 re-trained"
 done

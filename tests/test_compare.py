@@ -19,6 +19,17 @@ def test_interpolate_by_hand():
     assert interpolate([(2.0, 30.0)], 2.0) == 30.0
 
 
+def test_log_ticks_bound_the_range_with_1_2_5_steps():
+    from pcsr_lightning.evaluation.plot import draw_plot, log_ticks, Series
+
+    assert log_ticks(5.769, 54.659) == [5.0, 10.0, 20.0, 50.0, 100.0]
+    assert log_ticks(0.3, 0.9) == [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0]
+    assert log_ticks(0.1, 0.9) == [0.1, 0.2, 0.5, 1.0]
+    assert log_ticks(2.0, 2.0) == [2.0]
+    with pytest.raises(ValueError, match="above 0"):
+        draw_plot([Series("a", [(0.0, 30.0), (1.0, 31.0)])], "t", log_x=True)
+
+
 def test_gaps_and_worst_gap():
     rows = gaps_at_equal_gflops([(1.0, 28.0), (3.0, 30.0)], [(2.0, 28.5), (3.0, 30.2), (5.0, 31.0)])
     assert [r["gap_db"] for r in rows[:2]] == [pytest.approx(-0.5), pytest.approx(0.2)]
@@ -50,4 +61,39 @@ def test_compare_command_writes_table_and_plot(tmp_path, capsys):
     assert ("retrained vs released: worst gap at equal GFLOPs -0.500 dB (-0.200 dB at retrained's points, "
             "-0.500 dB at released's)") in out
     assert "+0.000" in (tmp_path / "t.md").read_text() and (tmp_path / "c.png").stat().st_size > 0
+    assert pcsr_main(["compare", f"released={tmp_path / 'a.csv'}", f"retrained={tmp_path / 'b.csv'}",
+                      "--plot", str(tmp_path / "log.png"), "--log-x"]) == 0
+    assert (tmp_path / "log.png").read_bytes() != (tmp_path / "c.png").read_bytes()
     assert pcsr_main(["compare", f"only={tmp_path / 'a.csv'}"]) == 2
+
+
+SWAP_CFG = {"_target_": "pcsr_lightning.models.PCSR",
+            "backbone": {"_target_": "pcsr_lightning.models.FSRCNN", "d": 8, "s": 4, "m": 1, "scale": None},
+            "upsampler_hidden": [[16], [4]], "classifier_hidden": []}
+
+
+def test_swap_takes_the_named_parts_from_the_donor(tmp_path):
+    import torch
+
+    from pcsr_lightning.evaluation import swap
+    from pcsr_lightning.io.checkpoint import build_model, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    a = save_checkpoint(tmp_path / "a.ckpt", build_model(SWAP_CFG), SWAP_CFG)
+    b = save_checkpoint(tmp_path / "b.ckpt", build_model(SWAP_CFG), SWAP_CFG)
+    swap.main([str(a), str(b), "--parts", "classifier", "--out", str(tmp_path / "ab.ckpt")])
+    sa, sb = (load_checkpoint(p).model.state_dict() for p in (a, b))
+    swapped = load_checkpoint(tmp_path / "ab.ckpt")
+    assert swapped.meta["swapped"]["parts"] == ["classifier"]
+    for key, value in swapped.model.state_dict().items():
+        expected = sb[key] if key.startswith("classifier.") else sa[key]
+        assert torch.equal(value, expected), key
+    assert not torch.equal(sa["classifier.layers.0.weight"], sb["classifier.layers.0.weight"])
+
+    wider = {**SWAP_CFG, "upsampler_hidden": [[16], [6]]}
+    c = save_checkpoint(tmp_path / "c.ckpt", build_model(wider), wider)
+    with pytest.raises(SystemExit, match=r"upsamplers\.1.*do not fit"):
+        swap.main([str(a), str(c), "--parts", "upsamplers.1", "--out", str(tmp_path / "bad.ckpt")])
+    with pytest.raises(SystemExit, match="has no part 'upsampler'"):
+        swap.main([str(a), str(b), "--parts", "upsampler", "--out", str(tmp_path / "bad.ckpt")])
+    assert not (tmp_path / "bad.ckpt").exists()

@@ -40,6 +40,17 @@ def nice_ticks(lo: float, hi: float, count: int = 6) -> list[float]:
     return [round(i * step, 10) for i in range(first, last + 1)]
 
 
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Round ticks for a log axis from at or below ``lo`` to at or above ``hi`` (both > 0): 1, 2, 5 x 10^n,
+    or finer steps when the range spans less than a factor of 5."""
+    mantissas = (1, 2, 5) if hi >= 5 * lo else (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8)
+    ticks = [round(m * 10.0 ** e, 12) for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+             for m in mantissas]
+    below = [t for t in ticks if t <= lo] or [ticks[0]]
+    above = [t for t in ticks if t >= hi] or [ticks[-1]]
+    return [t for t in ticks if below[-1] <= t <= above[0]]
+
+
 def _font(size: int):
     try:
         return ImageFont.load_default(size=size)
@@ -57,21 +68,28 @@ def _marker(draw: ImageDraw.ImageDraw, x: float, y: float, shape: str, color, r:
 
 
 def draw_plot(series: Sequence[Series], title: str, xlabel: str = "GFLOPs per image (paper convention)",
-              ylabel: str = "PSNR (dB)", size: tuple[int, int] = (1200, 720)) -> Image.Image:
+              ylabel: str = "PSNR (dB)", size: tuple[int, int] = (1200, 720), log_x: bool = False) -> Image.Image:
+    """``log_x``: GFLOPs on a log scale, which spreads the light end of a PCSR curve (most of a sweep's
+    points sit within a few percent of the all-light cost)."""
     points = [p for s in series for p in s.points if all(map(math.isfinite, p))]
     if not points:
         raise ValueError("nothing to plot: no finite (GFLOPs, PSNR) point")
+    if log_x and min(p[0] for p in points) <= 0:
+        raise ValueError("a log GFLOPs axis needs every GFLOPs value above 0")
+    fx = math.log10 if log_x else (lambda v: v)
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     font, small, big = _font(18), _font(14), _font(22)
     left, right, top, bottom = 100, size[0] - 340, 60, size[1] - 80
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     xpad, ypad = (max(xs) - min(xs)) * 0.08 or 1.0, (max(ys) - min(ys)) * 0.1 or 0.5
-    xt, yt = nice_ticks(min(xs) - xpad, max(xs) + xpad), nice_ticks(min(ys) - ypad, max(ys) + ypad)
-    x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
+    xt = log_ticks(min(xs), max(xs)) if log_x else nice_ticks(min(xs) - xpad, max(xs) + xpad)
+    yt = nice_ticks(min(ys) - ypad, max(ys) + ypad)
+    x0, x1, y0, y1 = fx(xt[0]), fx(xt[-1]), yt[0], yt[-1]
 
     def to_px(x: float, y: float) -> tuple[float, float]:
-        return (left + (x - x0) / (x1 - x0 or 1) * (right - left), bottom - (y - y0) / (y1 - y0 or 1) * (bottom - top))
+        return (left + (fx(x) - x0) / (x1 - x0 or 1) * (right - left),
+                bottom - (y - y0) / (y1 - y0 or 1) * (bottom - top))
 
     draw.text((left, 18), title, fill="black", font=big)
     for t in xt:
@@ -79,7 +97,7 @@ def draw_plot(series: Sequence[Series], title: str, xlabel: str = "GFLOPs per im
         draw.line([px, top, px, bottom], fill=(230, 230, 230))
         draw.text((px, bottom + 8), f"{t:g}", fill="black", font=small, anchor="mt")
     for t in yt:
-        _, py = to_px(x0, t)
+        _, py = to_px(xt[0], t)
         draw.line([left, py, right, py], fill=(230, 230, 230))
         draw.text((left - 8, py), f"{t:g}", fill="black", font=small, anchor="rm")
     draw.rectangle([left, top, right, bottom], outline="black")
@@ -109,6 +127,6 @@ def draw_plot(series: Sequence[Series], title: str, xlabel: str = "GFLOPs per im
     return img
 
 
-def save_plot(series: Sequence[Series], path: str | Path, title: str) -> Path:
-    img = draw_plot(series, title)
+def save_plot(series: Sequence[Series], path: str | Path, title: str, log_x: bool = False) -> Path:
+    img = draw_plot(series, title, log_x=log_x)
     return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))

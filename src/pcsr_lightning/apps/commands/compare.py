@@ -18,6 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--table", help="Markdown table to write")
     p.add_argument("--plot", help="PNG with every curve")
     p.add_argument("--title", default="PSNR vs GFLOPs")
+    p.add_argument("--log-x", action="store_true", help="GFLOPs on a log scale (spreads the light end)")
     p.set_defaults(run=run)
 
 
@@ -65,5 +66,5 @@ def run(args: argparse.Namespace) -> int:
         write_text("\n".join(lines + [""] + [f"{v}  " for v in verdicts]) + "\n", args.table)
     if args.plot:
         series = [s for label, summary in summaries.items() for s in curve_series(summary, label)]
-        save_plot(series, args.plot, args.title)
+        save_plot(series, args.plot, args.title, log_x=args.log_x)
     return 0
