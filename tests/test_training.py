@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -22,7 +23,7 @@ from pcsr_lightning.apps.train_app import run_job
 from pcsr_lightning.config import compose_config, extended_widths, upsampler_widths
 from pcsr_lightning.training.losses import average_loss, classifier_stage_loss
 from pcsr_lightning.training.manifest import Manifest
-from pcsr_lightning.training.pipeline import stage_plan
+from pcsr_lightning.training.pipeline import stage_config, stage_plan
 from pcsr_lightning.training.stages import BackboneStage, UpsamplerStage
 
 SMOKE = ["profile=smoke", "logger=none", "callbacks=none"]
@@ -419,3 +420,18 @@ def test_split_stage_trains_the_classifier_first_then_the_upsampler_alone(traine
     for key, value in final.items():
         unchanged = torch.equal(value, after_classifier[key])
         assert unchanged == (not key.startswith("upsamplers.1.")), key
+
+
+def test_lr_scale_gives_a_part_its_own_learning_rate():
+    net = tiny_pcsr()
+    stage = configured_stage(net, "stage1", ["+model.stages.1.module.lr_scale={classifier: 0.25}"])
+    stage.scheduler_factory = None
+    optimizer = stage.configure_optimizers()
+    lrs = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert {round(lrs[id(p)], 9) for p in net.upsamplers[1].parameters()} == {1e-2}
+    assert {round(lrs[id(p)], 9) for p in net.classifier.parameters()} == {2.5e-3}
+    assert len(lrs) == sum(1 for p in net.parameters() if p.requires_grad)
+    assert stage_config(compose_config(["+model.stages.1.module.lr_scale={classifier: 0.25}"]),
+                        SimpleNamespace(module_path="m", steps=3, options={}), stage)["lr_scale"] == {"classifier": 0.25}
+    with pytest.raises(ValueError, match="lr_scale must give positive factors for parts it trains"):
+        configured_stage(tiny_pcsr(), "stage1", ["+model.stages.1.module.lr_scale={backbone: 0.5}"])

@@ -280,6 +280,7 @@ def stage_config(cfg: DictConfig, plan: StagePlan, module: Stage) -> dict:
         "frozen": module.frozen_names(),
         "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
         "scheduler": {**OmegaConf.to_container(cfg.scheduler, resolve=True), "T_max": plan.steps},
+        **({"lr_scale": dict(module.lr_scale)} if module.lr_scale else {}),
         "batch_size": int(cfg.data.batch_size),
         "queries": cfg.data.queries,
     }

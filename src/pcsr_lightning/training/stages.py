@@ -15,7 +15,7 @@ the SR image (and the class map) so callbacks can log them without running the n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
 import torch
@@ -58,14 +58,21 @@ class Stage(L.LightningModule):
     """Common machinery: which submodules train, the optimizer over them, and logging."""
 
     def __init__(self, net: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
-                 name: str = "stage", scale: int = 4, trains: Sequence[str] = ()):
+                 name: str = "stage", scale: int = 4, trains: Sequence[str] = (),
+                 lr_scale: Mapping[str, float] | None = None):
         super().__init__()
+        # learning rate of a trained part relative to the optimizer's, e.g. {classifier: 0.33}
+        self.lr_scale = {str(k): float(v) for k, v in (lr_scale or {}).items()}
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.stage_name, self.scale = name, scale
         if not trains:
             raise ValueError(f"stage {name}: 'trains' names no part of the network to train")
         self.trains = [str(t) for t in trains]
+        unknown = sorted(set(self.lr_scale) - set(self.trains))
+        if unknown or any(not v > 0 for v in self.lr_scale.values()):
+            raise ValueError(f"stage {name}: lr_scale must give positive factors for parts it trains "
+                             f"({self.trains}), got {self.lr_scale}")
         trainable = [part_of(net, t, name) for t in self.trains]
         net.requires_grad_(False)
         for m in trainable:
@@ -108,8 +115,14 @@ class Stage(L.LightningModule):
         return {"params_trainable": trainable, "params_frozen": total - trainable}
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
+        if self.lr_scale:  # one parameter group per trained part, its lr scaled before the scheduler starts
+            groups = [{"params": [p for p in self.net.get_submodule(t).parameters() if p.requires_grad]}
+                      for t in self.trains]
+            optimizer = self.optimizer_factory(groups)
+            for t, group in zip(self.trains, optimizer.param_groups):
+                group["lr"] *= self.lr_scale.get(t, 1.0)
+        else:
+            optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
         # the name is the key LearningRateMonitor logs under: one learning-rate curve per stage
@@ -177,13 +190,14 @@ class PCSRStage(Stage):
     """Stages of a PCSR network: ``num_active`` upsamplers take part in the soft mixture."""
 
     def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str = "stage",
-                 scale: int = 4, index: int = 0, trains: Sequence[str] = ()):
+                 scale: int = 4, index: int = 0, trains: Sequence[str] = (),
+                 lr_scale: Mapping[str, float] | None = None):
         if not isinstance(net, PCSR):
             raise TypeError(f"{type(self).__name__} trains a PCSR network, got {type(net).__name__}")
         if not 0 <= index < net.num_classes:
             raise ValueError(f"stage {index} does not exist for a PCSR with M={net.num_classes} upsamplers")
         self.index = index
-        super().__init__(net, optimizer, scheduler, name, scale, trains)
+        super().__init__(net, optimizer, scheduler, name, scale, trains, lr_scale)
 
     @property
     def num_active(self) -> int:
@@ -242,10 +256,11 @@ class UpsamplerStage(PCSRStage):
 
     def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str | None = None,
                  scale: int = 4, index: int = 1, trains: Sequence[str] = (), l1_weight: float = 1.0,
-                 average_weight: float = 0.0):
+                 average_weight: float = 0.0, lr_scale: Mapping[str, float] | None = None):
         if index < 1:
             raise ValueError("UpsamplerStage trains U_j for j >= 1 (stage 0 is BackboneStage)")
-        super().__init__(net, optimizer, scheduler, name or f"stage{index}", scale, index=index, trains=trains)
+        super().__init__(net, optimizer, scheduler, name or f"stage{index}", scale, index=index, trains=trains,
+                         lr_scale=lr_scale)
         self.l1_weight, self.average_weight = float(l1_weight), float(average_weight)
 
     def training_step(self, batch, batch_idx):
