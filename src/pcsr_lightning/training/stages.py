@@ -116,8 +116,7 @@ class Stage(L.LightningModule):
 
     def configure_optimizers(self):
         if self.lr_scale:  # one parameter group per trained part, its lr scaled before the scheduler starts
-            groups = [{"params": [p for p in self.net.get_submodule(t).parameters() if p.requires_grad]}
-                      for t in self.trains]
+            groups = [{"params": [p for p in m.parameters() if p.requires_grad]} for m in self.trainable_modules()]
             optimizer = self.optimizer_factory(groups)
             for t, group in zip(self.trains, optimizer.param_groups):
                 group["lr"] *= self.lr_scale.get(t, 1.0)
