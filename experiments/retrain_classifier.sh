@@ -3,12 +3,13 @@
 # from scratch, with the paper's loss) on a photo folder, then sweep k for the released and the re-trained
 # model on held-out photos and compare the curves at equal GFLOPs.
 # Usage: experiments/retrain_classifier.sh TRAIN_DIR HELDOUT_DIR [Hydra overrides]
-#   STEPS=17000       training steps of stage 1 (quick profile, batch 16); FSRCNN: ~16 min on 2 quiet CPU cores
-#   CLASSIFIER_STEPS=all   U_1 and C together for all STEPS (the paper's stage); a number N below STEPS
-#                     uses model=pcsr_split: U_1 and C together for N steps, then U_1 alone (C frozen)
+#   STEPS=17000       steps of the paper's stage 1 (U_1 and C in the soft mixture; quick profile, batch 16)
+#   ROUTED_STEPS=5000 then U_1 alone, C frozen (model=pcsr_routed, not in the paper); 0: the paper's stage only
+#                     FSRCNN: ~15 + ~3 min of training on 2 quiet CPU cores
 #   QUERIES=4096      query pixels per crop (the quick profile's default is 1,024)
-#   LR=3e-3           Adam's learning rate (cosine to 1e-7 over the steps; the paper's is 1e-3 for 500k steps)
-#                     QUERIES and LR were chosen by 6,000-step runs on the same split (see the README)
+#   LR=3e-3           Adam's learning rate (cosine to 1e-7 over each stage; the paper's is 1e-3 for 500k steps)
+#   CLASSIFIER_LR_SCALE=0.3333  the classifier's learning rate relative to LR in stage 1 (1e-3 beside U_1's 3e-3)
+#                     QUERIES, LR and the scale were chosen by runs on the same split (see the README)
 #   BACKBONES=fsrcnn  also carn: BACKBONES="fsrcnn carn"
 #   RUNS=results/retrain_classifier  an interrupted run left there is resumed: delete it to change settings
 # Then two swapped models say which part a gap comes from: the released model with only the re-trained
@@ -21,16 +22,23 @@ TRAIN=$(realpath "${1:?$usage}")
 HELDOUT=$(realpath "${2:?$usage}")
 shift 2
 STEPS=${STEPS:-17000}
-CLASSIFIER_STEPS=${CLASSIFIER_STEPS:-all}
-if [ "$CLASSIFIER_STEPS" = all ]; then
+ROUTED_STEPS=${ROUTED_STEPS:-5000}
+CLASSIFIER_LR_SCALE=${CLASSIFIER_LR_SCALE:-0.3333}
+if [ "$ROUTED_STEPS" = 0 ]; then
   stage=(profile.steps.stage="$STEPS")
-  schedule="U_1 and C for all $STEPS steps"
-elif [ "$CLASSIFIER_STEPS" -lt "$STEPS" ] 2>/dev/null; then
-  stage=(model=pcsr_split model.classifier_steps="$CLASSIFIER_STEPS" profile.steps.stage=$((STEPS - CLASSIFIER_STEPS)))
-  schedule="U_1 and C for $CLASSIFIER_STEPS steps, then U_1 alone for $((STEPS - CLASSIFIER_STEPS))"
+  paper_stage=model.stages.1
+  schedule="U_1 and C for $STEPS steps"
+elif [ "$ROUTED_STEPS" -gt 0 ] 2>/dev/null; then
+  stage=(model=pcsr_routed profile.steps.stage="$STEPS" model.routed_steps="$ROUTED_STEPS")
+  paper_stage=model.stages.1.stages.0
+  schedule="U_1 and C for $STEPS steps, then U_1 alone for $ROUTED_STEPS"
 else
-  echo "CLASSIFIER_STEPS must be 'all' or a number of steps below STEPS ($STEPS), got '$CLASSIFIER_STEPS'" >&2
+  echo "ROUTED_STEPS must be a number of steps (0: none), got '$ROUTED_STEPS'" >&2
   exit 2
+fi
+if [ "$CLASSIFIER_LR_SCALE" != 1 ]; then
+  stage+=("+$paper_stage.module.lr_scale={classifier: $CLASSIFIER_LR_SCALE}")
+  schedule+=" (classifier at $CLASSIFIER_LR_SCALE x the lr)"
 fi
 QUERIES=${QUERIES:-4096}
 LR=${LR:-3e-3}

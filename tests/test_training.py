@@ -21,10 +21,11 @@ from pcsr_lightning.apps.cli import main as pcsr_main
 from pcsr_lightning.models import CARN, PCSR
 from pcsr_lightning.apps.train_app import run_job
 from pcsr_lightning.config import compose_config, extended_widths, upsampler_widths
-from pcsr_lightning.training.losses import average_loss, classifier_stage_loss
+from pcsr_lightning.training.losses import average_loss, classifier_stage_loss, weighted_l1_loss
 from pcsr_lightning.training.manifest import Manifest
 from pcsr_lightning.training.pipeline import stage_config, stage_plan
-from pcsr_lightning.training.stages import BackboneStage, UpsamplerStage
+from pcsr_lightning.models.sampler import query_inputs
+from pcsr_lightning.training.stages import BackboneStage, RoutedUpsamplerStage, UpsamplerStage, queries_of
 
 SMOKE = ["profile=smoke", "logger=none", "callbacks=none"]
 BIN = Path(sys.executable).parent
@@ -52,6 +53,17 @@ def test_classifier_stage_loss_by_hand():
     assert out["l1"].item() == pytest.approx(0.1)
     assert out["average"].item() == pytest.approx(1.0)
     assert out["loss"].item() == pytest.approx(1000 * 0.1 + 3 * 1.0)
+
+
+def test_weighted_l1_by_hand():
+    pred = torch.zeros(1, 2, 3)
+    target = torch.tensor([[[1.0, 1.0, 1.0], [3.0, 3.0, 3.0]]])
+    assert weighted_l1_loss(pred, target, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(1.0)
+    assert weighted_l1_loss(pred, target, torch.tensor([[1.0, 1.0]])).item() == pytest.approx(2.0)
+    assert weighted_l1_loss(pred, target, torch.tensor([[1.0, 3.0]])).item() == pytest.approx(2.5)  # (1 + 9) / 4
+    weight = torch.tensor([[0.5, 0.5]], requires_grad=True)
+    weighted_l1_loss(pred.requires_grad_(), target, weight).backward()
+    assert weight.grad is None  # the weights are the frozen classifier's: no gradient reaches them
 
 
 # ------------------------------------------------------------------ stages
@@ -397,29 +409,63 @@ def test_warm_start_mismatches_fail_before_anything_is_written(trained_m2, tmp_p
     assert not (tmp_path / "run").exists()
 
 
-def test_split_stage_trains_the_classifier_first_then_the_upsampler_alone(trained_m2, tmp_path):
-    cfg = compose_config(["model=pcsr_split", "model.num_classes=3", "model.classifier_steps=7"])
+def test_routed_pipeline_follows_each_stage_with_its_upsampler_alone(trained_m2, tmp_path):
+    cfg = compose_config(["model=pcsr_routed", "model.num_classes=3", "model.routed_steps=7"])
     net = build_model(OmegaConf.to_container(cfg.model.net, resolve=True))
     assert [(p.name, p.trains, p.steps) for p in stage_plan(cfg, net)] == [
         ("stage0", ["backbone", "upsamplers.0"], 6000),
-        ("stage1", ["upsamplers.1", "classifier"], 7), ("stage1_upsampler", ["upsamplers.1"], 2000),
-        ("stage2", ["upsamplers.2", "classifier"], 7), ("stage2_upsampler", ["upsamplers.2"], 2000)]
-    grouped_without_j = compose_config(["model=pcsr_split", "model.num_classes=3", "model.stages.1.for_j=null"])
+        ("stage1", ["upsamplers.1", "classifier"], 2000), ("stage1_routed", ["upsamplers.1"], 7),
+        ("stage2", ["upsamplers.2", "classifier"], 2000), ("stage2_routed", ["upsamplers.2"], 7)]
+    grouped_without_j = compose_config(["model=pcsr_routed", "model.num_classes=3", "model.stages.1.for_j=null"])
     with pytest.raises(ValueError, match="group of stages .* needs for_j"):
         stage_plan(grouped_without_j, net)
 
     run = tmp_path / "run"
     seen = FirstStep()
-    manifest = run_job(compose_config([*TINY, "model=pcsr_split", "model.classifier_steps=2", "profile.steps.stage=3",
+    manifest = run_job(compose_config([*TINY, "model=pcsr_routed", "profile.steps.stage=2", "model.routed_steps=3",
                                        f"init.checkpoint={trained_m2}", "init.stages=[stage0]"], run),
                        callbacks=[seen])
-    assert list(seen.seen) == ["stage1", "stage1_upsampler"]
+    assert list(seen.seen) == ["stage1", "stage1_routed"]
     assert [manifest.stage(n).metrics["steps"] for n in seen.seen] == [2, 3]
-    after_classifier = load_checkpoint(run / "stages" / "stage1" / "model.ckpt").model.state_dict()
+    assert manifest.stage("stage1_routed").config["module"].endswith("RoutedUpsamplerStage")
+    after_stage1 = load_checkpoint(run / "stages" / "stage1" / "model.ckpt").model.state_dict()
     final = final_weights(run)
     for key, value in final.items():
-        unchanged = torch.equal(value, after_classifier[key])
+        unchanged = torch.equal(value, after_stage1[key])
         assert unchanged == (not key.startswith("upsamplers.1.")), key
+
+
+def test_routed_upsampler_stage_trains_u1_alone_weighted_by_its_probability():
+    net = tiny_pcsr()
+    stage = configured_stage(net, "stage1_routed", ["model=pcsr_routed"])
+    assert isinstance(stage, RoutedUpsamplerStage) and stage.trainable_names() == ["upsamplers.1"]
+    calls = []
+    net.upsamplers[0].register_forward_hook(lambda *_: calls.append("U_0"))
+    batch = fake_batch()
+    loss = stage.training_step(batch, 0)
+    assert calls == []  # the heavy upsampler does not run: U_1 stands alone, as routing uses it
+    coord, cell, target = queries_of(batch)
+    lr_norm = net.normalize(batch["lr"])
+    inputs = query_inputs(net.encode(lr_norm), coord, cell)
+    alone = net.upsamplers[1](inputs) + net.bilinear_base(lr_norm, coord) + 0.4
+    p1 = torch.softmax(net.classifier(inputs), -1)[..., 1:2]
+    assert stage.skip_hardest == 0.05  # the config's: 3 of the batch's 64 pixels, those with the lowest p_1
+    w = torch.where(p1 > p1.flatten().sort().values[2], p1, 0.0)
+    by_hand = 1000 * (w * (alone - target).abs()).sum() / (3 * w.sum())
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is None for m in (net.classifier, net.backbone, net.upsamplers[0]) for p in m.parameters())
+    assert all(p.grad is not None for p in net.upsamplers[1].parameters())
+    stage.skip_hardest = 0.25  # 2 of 8 pixels: the two with the lowest p_1 are left out
+    p1 = torch.tensor([[0.9, 0.2, 0.6, 0.5], [0.1, 0.7, 0.8, 0.55]])
+    weights = stage.pixel_weights(torch.stack([1 - p1, p1], -1))
+    assert torch.equal(weights, torch.where(p1 > 0.2, p1, 0.0))
+    with pytest.raises(ValueError, match="fraction of pixels left out"):
+        RoutedUpsamplerStage(tiny_pcsr(), adam(), trains=["upsamplers.1"], skip_hardest=1.0)
+    with pytest.raises(ValueError, match="classifier must stay frozen"):
+        RoutedUpsamplerStage(tiny_pcsr(), adam(), trains=["upsamplers.1", "classifier"])
+    with pytest.raises(ValueError, match="needs a trained classifier"):
+        RoutedUpsamplerStage(tiny_pcsr(), adam(), index=0, trains=["upsamplers.0"])
 
 
 def test_lr_scale_gives_a_part_its_own_learning_rate():

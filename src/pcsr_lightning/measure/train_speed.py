@@ -14,6 +14,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -73,10 +74,10 @@ def one_batch(batch_size: int, queries: int | None, seed: int = 0) -> dict[str, 
 
 
 def time_stages(experiment: str, queries: int | None, batch: dict[str, torch.Tensor], device: str,
-                steps: int, warmup: int, precision: str = "32-true") -> list[dict]:
+                steps: int, warmup: int, precision: str = "32-true", overrides: Sequence[str] = ()) -> list[dict]:
     """ms/step of each stage of ``experiment`` (its modules built from the composed config)."""
     cfg = compose_config([f"experiment={experiment}", "profile=paper", f"profile.batch_size={len(batch['lr'])}",
-                          f"profile.queries={'null' if queries is None else queries}"])
+                          f"profile.queries={'null' if queries is None else queries}", *overrides])
     net = build_model(OmegaConf.to_container(cfg.model.net, resolve=True))
     rows = []
     for plan in stage_plan(cfg, net):
@@ -95,14 +96,16 @@ def time_stages(experiment: str, queries: int | None, batch: dict[str, torch.Ten
     return rows
 
 
-def measure(backbones, device: str, steps: int, warmup: int, batch_size: int, precision: str) -> list[dict]:
+def measure(backbones, device: str, steps: int, warmup: int, batch_size: int, precision: str,
+            pcsr_model: str = "pcsr") -> list[dict]:
     rows = []
     for backbone in backbones:
         batch = one_batch(batch_size, None)
         rows += time_stages(f"{backbone}_original", None, batch, device, steps, warmup, precision)
         for queries in QUERIES:
             batch = one_batch(batch_size, queries)
-            rows += time_stages(f"{backbone}_pcsr", queries, batch, device, steps, warmup, precision)
+            rows += time_stages(f"{backbone}_pcsr", queries, batch, device, steps, warmup, precision,
+                                [f"model={pcsr_model}"])
     return rows
 
 
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
+    parser.add_argument("--pcsr-model", default="pcsr", choices=("pcsr", "pcsr_routed"),
+                        help="the PCSR training pipeline (pcsr_routed adds each U_j alone after its stage)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -133,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--device cuda: no CUDA device is available")
     device = torch.device(args.device)
     machine = machine_info(device)
-    rows = measure(args.backbones, args.device, args.steps, args.warmup, args.batch_size, args.precision)
+    rows = measure(args.backbones, args.device, args.steps, args.warmup, args.batch_size, args.precision,
+                   args.pcsr_model)
     print(f"{args.device}, {args.precision}, {machine}")
     print(table(rows))
     if args.json:

@@ -81,13 +81,28 @@ class PCSR(nn.Module):
 
         Returns the prediction (B,Q,3) in image range and the class probabilities (B,Q,num_active).
         """
-        lr_norm = self.normalize(lr)
-        inputs = query_inputs(self.encode(lr_norm), coord, cell)
+        inputs, base = self.query(lr, coord, cell)
         m = num_active or self.num_classes
         probs = self.class_probabilities(inputs, m)
         residual = sum(probs[..., j : j + 1] * self.upsamplers[j](inputs) for j in range(m))
-        pred = residual + self.bilinear_base(lr_norm, coord) + self.rgb_mean.view(1, 1, 3)
-        return pred, probs
+        return residual + base, probs
+
+    def alone(
+        self, lr: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor, index: int, num_active: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """U_``index`` alone on every query, as routed inference uses it, and the class probabilities.
+
+        Only U_``index`` runs (no mixture), so a step costs a fraction of ``forward``'s when it is light.
+        """
+        inputs, base = self.query(lr, coord, cell)
+        probs = self.class_probabilities(inputs, num_active or self.num_classes)
+        return self.upsamplers[index](inputs) + base, probs
+
+    def query(self, lr: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The upsamplers' and classifier's inputs (B,Q,C+4) and the base in image range (B,Q,3)."""
+        lr_norm = self.normalize(lr)
+        inputs = query_inputs(self.encode(lr_norm), coord, cell)
+        return inputs, self.bilinear_base(lr_norm, coord) + self.rgb_mean.view(1, 1, 3)
 
     @torch.no_grad()
     def upscale(self, lr: torch.Tensor, scale: float, **options):

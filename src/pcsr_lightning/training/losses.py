@@ -10,6 +10,15 @@ def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(pred, target)
 
 
+def weighted_l1_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """L1 averaged with a weight per pixel: sum_i w_i |pred_i - target_i| / (3 sum_i w_i).
+
+    ``pred`` and ``target`` are (..., 3), ``weight`` is (...) and carries no gradient.
+    """
+    weight = weight.detach().unsqueeze(-1)
+    return (weight * (pred - target).abs()).sum() / (weight.sum() * pred.shape[-1]).clamp_min(1e-12)
+
+
 def average_loss(probs: torch.Tensor) -> torch.Tensor:
     """Load balance over the whole batch: (1/M) sum_j |sum_i p_ij - N/M| / (N/M).
 

@@ -4,6 +4,8 @@
 - ``BackboneStage`` (stage 0): PCSR with the heaviest upsampler U_0 alone, L1.
 - ``UpsamplerStage`` (stage j >= 1): the soft mixture of U_0..U_j chosen by the classifier,
   weighted L1 + load-balance loss.
+- ``RoutedUpsamplerStage`` (not in the paper): U_j alone after its stage, each pixel's L1 weighted by
+  the frozen classifier's p_j, as routed inference will use it.
 
 What a stage trains (``trains``, dotted paths in the network) and its loss weights come from the
 pipeline in conf/model/; every other part is frozen (``requires_grad`` off and kept in eval mode).
@@ -27,7 +29,7 @@ from pcsr_lightning.measure.metrics import measure, shave_for
 from pcsr_lightning.models import PCSR, OriginalSR
 from pcsr_lightning.inference.routed import prepare, render, render_forced, route
 from pcsr_lightning.models.sampler import make_cell, make_coord
-from pcsr_lightning.training.losses import classifier_stage_loss, l1_loss
+from pcsr_lightning.training.losses import classifier_stage_loss, l1_loss, weighted_l1_loss
 
 VAL_METRICS = ("psnr", "psnr_y", "ssim")
 
@@ -270,3 +272,45 @@ class UpsamplerStage(PCSRStage):
         self.log_stage({"train_loss": losses["loss"], "train_l1": losses["l1"], "train_average": losses["average"],
                         "train_p_heavy": heavy}, coord.shape[0], prog_bar=True)
         return losses["loss"]
+
+
+class RoutedUpsamplerStage(PCSRStage):
+    """U_j alone with the classifier frozen: L1 of U_j's own output, each pixel weighted by p_j.
+
+    The soft mixture trains U_j to complete a blend (p_0 U_0 + p_1 U_1), but routed inference uses U_j
+    alone on the pixels the classifier gives it. This stage trains it that way, after the paper's stage
+    j has trained the classifier; U_0..U_{j-1} do not run, so its steps are cheaper than the mixture's.
+    ``skip_hardest`` leaves out that fraction of each batch's pixels, those with the lowest p_j: at most
+    operating points they go to a heavier upsampler, and U_j's few weights serve the others better.
+    """
+
+    def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str | None = None,
+                 scale: int = 4, index: int = 1, trains: Sequence[str] = (), l1_weight: float = 1.0,
+                 skip_hardest: float = 0.0, lr_scale: Mapping[str, float] | None = None):
+        if index < 1:
+            raise ValueError("RoutedUpsamplerStage trains U_j for j >= 1: it needs a trained classifier")
+        if any(t == "classifier" or t.startswith("classifier.") for t in trains):
+            raise ValueError("RoutedUpsamplerStage weights the loss by the classifier's probabilities, so the "
+                             f"classifier must stay frozen; trains={list(trains)}")
+        if not 0.0 <= skip_hardest < 1.0:
+            raise ValueError(f"skip_hardest is the fraction of pixels left out, in [0, 1); got {skip_hardest}")
+        super().__init__(net, optimizer, scheduler, name or f"stage{index}_routed", scale, index=index,
+                         trains=trains, lr_scale=lr_scale)
+        self.l1_weight, self.skip_hardest = float(l1_weight), float(skip_hardest)
+
+    def pixel_weights(self, probs: torch.Tensor) -> torch.Tensor:
+        """p_j, and 0 for the ``skip_hardest`` fraction of pixels with the lowest p_j."""
+        p = probs[..., self.index].detach()
+        skipped = int(self.skip_hardest * p.numel())
+        if skipped == 0:
+            return p
+        threshold = p.flatten().kthvalue(skipped).values
+        return torch.where(p > threshold, p, torch.zeros_like(p))
+
+    def training_step(self, batch, batch_idx):
+        coord, cell, target = queries_of(batch)
+        pred, probs = self.net.alone(batch["lr"], coord, cell, self.index, num_active=self.num_active)
+        loss = self.l1_weight * weighted_l1_loss(pred, target, self.pixel_weights(probs))
+        self.log_stage({"train_loss": loss, f"train_p{self.index}": probs[..., self.index].mean()}, coord.shape[0],
+                       prog_bar=True)
+        return loss
