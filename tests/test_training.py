@@ -427,12 +427,26 @@ def test_routed_pipeline_follows_each_stage_with_its_upsampler_alone(trained_m2,
                        callbacks=[seen])
     assert list(seen.seen) == ["stage1", "stage1_routed"]
     assert [manifest.stage(n).metrics["steps"] for n in seen.seen] == [2, 3]
-    assert manifest.stage("stage1_routed").config["module"].endswith("RoutedUpsamplerStage")
+    routed = manifest.stage("stage1_routed").config
+    assert routed["module"].endswith("RoutedUpsamplerStage")
+    assert routed["loss"] == {"l1_weight": 1000.0, "skip_hardest": 0.05}
+    assert manifest.stage("stage1").config["loss"] == {"l1_weight": 1000.0, "average_weight": 3.0}
     after_stage1 = load_checkpoint(run / "stages" / "stage1" / "model.ckpt").model.state_dict()
     final = final_weights(run)
     for key, value in final.items():
         unchanged = torch.equal(value, after_stage1[key])
         assert unchanged == (not key.startswith("upsamplers.1.")), key
+
+
+def test_warm_start_of_the_routed_stage_continues_from_the_loaded_u1(trained_m2, tmp_path):
+    run = tmp_path / "run"
+    manifest = run_job(compose_config([*TINY, "model=pcsr_routed", "model.routed_steps=2", "optimizer.lr=1e-9",
+                                       f"init.checkpoint={trained_m2}", "init.stages=[stage0,stage1]"], run))
+    assert manifest.stage("stage1").config["loaded"] == ["upsamplers.1", "classifier"]
+    assert manifest.stage("stage1_routed").status == "done"
+    source, weights = final_weights(trained_m2), final_weights(run)
+    for key in weights:  # U_1 is trained again, from the loaded weights (lr 1e-9: it barely moves)
+        assert torch.allclose(weights[key], source[key], atol=1e-6), key
 
 
 def test_routed_upsampler_stage_trains_u1_alone_weighted_by_its_probability():

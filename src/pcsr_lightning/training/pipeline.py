@@ -195,13 +195,24 @@ def plan_warm_start(warm: WarmSource | None, net: torch.nn.Module, plans: list[S
     if loaded.kind != model_kind(net):
         raise ValueError(f"init.checkpoint: {source} holds a model of kind {loaded.kind!r}, "
                          f"this run trains kind {model_kind(net)!r}")
-    later = {t for p in plans[len(stages):] for t in p.trains}  # trained again below: start them fresh
+    later = {t for p in plans[len(stages):] for t in p.trains}  # trained again by a stage below
     parts = {}
     for plan in plans[: len(stages)]:
-        parts[plan.name] = [t for t in plan.trains if t not in later]
-        for t in parts[plan.name]:
+        parts[plan.name] = []
+        for t in plan.trains:
+            if t in later and not fits(loaded.model, net, t, source):
+                continue  # another shape here (the classifier of an extended model): its stage starts it fresh
             check_part(loaded.model, net, t, source)
+            parts[plan.name].append(t)
     return WarmStart(source, parts, loaded.model)
+
+
+def fits(source: torch.nn.Module, net: torch.nn.Module, path: str, where: Path) -> bool:
+    try:
+        check_part(source, net, path, where)
+    except ValueError:
+        return False
+    return True
 
 
 def check_part(source: torch.nn.Module, net: torch.nn.Module, path: str, where: Path) -> None:
@@ -278,6 +289,7 @@ def stage_config(cfg: DictConfig, plan: StagePlan, module: Stage) -> dict:
         **plan.options,
         "trainable": module.trainable_names(),
         "frozen": module.frozen_names(),
+        "loss": module.loss_settings(),
         "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
         "scheduler": {**OmegaConf.to_container(cfg.scheduler, resolve=True), "T_max": plan.steps},
         **({"lr_scale": dict(module.lr_scale)} if module.lr_scale else {}),

@@ -88,6 +88,10 @@ class Stage(L.LightningModule):
         """Every value ``validation_step`` logs (averaged over the validation images, all ranks)."""
         raise NotImplementedError
 
+    def loss_settings(self) -> dict[str, float]:
+        """The loss's settings, recorded in the manifest beside the stage's module."""
+        return {"l1_weight": self.l1_weight}
+
     # -- what trains
     def parts(self) -> list[nn.Module]:
         """The network's separately trainable parts (those kept in eval mode when not trained)."""
@@ -264,6 +268,9 @@ class UpsamplerStage(PCSRStage):
                          lr_scale=lr_scale)
         self.l1_weight, self.average_weight = float(l1_weight), float(average_weight)
 
+    def loss_settings(self) -> dict[str, float]:
+        return {"l1_weight": self.l1_weight, "average_weight": self.average_weight}
+
     def training_step(self, batch, batch_idx):
         coord, cell, target = queries_of(batch)
         pred, probs = self.net(batch["lr"], coord, cell, num_active=self.num_active)
@@ -297,6 +304,9 @@ class RoutedUpsamplerStage(PCSRStage):
         super().__init__(net, optimizer, scheduler, name or f"stage{index}_routed", scale, index=index,
                          trains=trains, lr_scale=lr_scale)
         self.l1_weight, self.skip_hardest = float(l1_weight), float(skip_hardest)
+
+    def loss_settings(self) -> dict[str, float]:
+        return {"l1_weight": self.l1_weight, "skip_hardest": self.skip_hardest}
 
     def pixel_weights(self, probs: torch.Tensor) -> torch.Tensor:
         """p_j, and 0 for the ``skip_hardest`` fraction of pixels with the lowest p_j."""
