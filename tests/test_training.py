@@ -285,10 +285,14 @@ def test_one_seed_gives_one_run_and_another_seed_another(tmp_path):
     assert not torch.equal(runs["a"]["upsamplers.1.layers.0.weight"], runs["c"]["upsamplers.1.layers.0.weight"])
 
 
-def test_bf16_mixed_trains_validates_and_keeps_the_best_checkpoint(tmp_path):
-    cfg = compose_config([*SMOKE, "trainer.precision=bf16-mixed"], tmp_path / "run")
+@pytest.mark.parametrize("model, stages", [("pcsr", ["stage0", "stage1"]),
+                                           ("pcsr_routed", ["stage0", "stage1", "stage1_routed"])])
+def test_bf16_mixed_trains_validates_and_keeps_the_best_checkpoint(tmp_path, model, stages):
+    cfg = compose_config([*SMOKE, "trainer.precision=bf16-mixed", f"model={model}"], tmp_path / "run")
     manifest = run_job(cfg)
-    for stage, monitor in (("stage0", "stage0/val_psnr_heavy"), ("stage1", "stage1/val_psnr_k0")):
+    assert [s.name for s in manifest.stages] == stages
+    for stage in stages:
+        monitor = f"{stage}/val_psnr_heavy" if stage == "stage0" else f"{stage}/val_psnr_k0"
         metrics = manifest.stage(stage).metrics
         assert all(math.isfinite(v) for v in metrics.values())
         folder = tmp_path / "run" / "stages" / stage / "lightning"
