@@ -287,8 +287,8 @@ class RoutedUpsamplerStage(PCSRStage):
     The soft mixture trains U_j to complete a blend (p_0 U_0 + p_1 U_1), but routed inference uses U_j
     alone on the pixels the classifier gives it. This stage trains it that way, after the paper's stage
     j has trained the classifier; U_0..U_{j-1} do not run, so its steps are cheaper than the mixture's.
-    ``skip_hardest`` leaves out that fraction of each batch's pixels, those with the lowest p_j: at most
-    operating points they go to a heavier upsampler, and U_j's few weights serve the others better.
+    ``skip_hardest`` leaves out that fraction of each batch's pixels, those with the lowest p_j: as k
+    falls they are the first to go to a heavier upsampler, and U_j's few weights serve the others better.
     """
 
     def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str | None = None,
