@@ -200,19 +200,14 @@ def plan_warm_start(warm: WarmSource | None, net: torch.nn.Module, plans: list[S
     for plan in plans[: len(stages)]:
         parts[plan.name] = []
         for t in plan.trains:
-            if t in later and not fits(loaded.model, net, t, source):
-                continue  # another shape here (the classifier of an extended model): its stage starts it fresh
-            check_part(loaded.model, net, t, source)
+            try:
+                check_part(loaded.model, net, t, source)
+            except ValueError:
+                if t in later:
+                    continue  # another shape here (the classifier of an extended model): its stage starts it fresh
+                raise
             parts[plan.name].append(t)
     return WarmStart(source, parts, loaded.model)
-
-
-def fits(source: torch.nn.Module, net: torch.nn.Module, path: str, where: Path) -> bool:
-    try:
-        check_part(source, net, path, where)
-    except ValueError:
-        return False
-    return True
 
 
 def check_part(source: torch.nn.Module, net: torch.nn.Module, path: str, where: Path) -> None:
