@@ -12,3 +12,6 @@ for name in carn-x4 carn-pcsr-phase1 fsrcnn-x4 fsrcnn-pcsr-phase1; do
     pcsr import-official --src "$OFFICIAL/$name.pth" --out "$CKPTS/$name.ckpt"
   fi
 done
+# The k sweep of the retraining comparisons (retrain_classifier.sh, routed_sweep.sh: their curves are
+# compared point by point, so both use this one list), dense between 0.2 and 0.6 where the curves part.
+RETRAIN_KS="-0.5 -0.25 0 0.05 0.1 0.15 0.2 0.25 0.3 0.35 0.4 0.5 0.6 0.75 1 1.5 2"

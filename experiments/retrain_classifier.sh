@@ -43,7 +43,6 @@ fi
 QUERIES=${QUERIES:-4096}
 LR=${LR:-3e-3}
 RUNS=${RUNS:-results/retrain_classifier}
-KS="-0.5 -0.25 0 0.05 0.1 0.15 0.2 0.25 0.3 0.35 0.4 0.5 0.6 0.75 1 1.5 2"
 for backbone in ${BACKBONES:-fsrcnn}; do
   released="$PWD/$CKPTS/${backbone}-pcsr-phase1.ckpt"
   run="$RUNS/$backbone"
@@ -55,12 +54,12 @@ for backbone in ${BACKBONES:-fsrcnn}; do
     profile.queries="$QUERIES" optimizer.lr="$LR" \
     logger=csv callbacks=none resume=$resume hydra.run.dir="$run" "$@"
   echo "$backbone: stage 1, $schedule ($QUERIES queries per crop, lr $LR), trained in $(( $(date +%s) - start )) s (wall clock, this run)"
-  pcsr eval --ckpt "$released" --hr-dir "$HELDOUT" --k $KS --ends --summary "$run/released.csv"
-  pcsr eval --ckpt "$run/final.ckpt" --hr-dir "$HELDOUT" --k $KS --ends --summary "$run/retrained.csv"
+  pcsr eval --ckpt "$released" --hr-dir "$HELDOUT" --k $RETRAIN_KS --ends --summary "$run/released.csv"
+  pcsr eval --ckpt "$run/final.ckpt" --hr-dir "$HELDOUT" --k $RETRAIN_KS --ends --summary "$run/retrained.csv"
   for swapped in "retrained_C_only classifier" "retrained_U1_only upsamplers.1"; do
     read -r name part <<< "$swapped"
     python -m pcsr_lightning.evaluation.swap "$released" "$run/final.ckpt" --parts "$part" --out "$run/$name.ckpt"
-    pcsr eval --ckpt "$run/$name.ckpt" --hr-dir "$HELDOUT" --k $KS --ends --summary "$run/$name.csv"
+    pcsr eval --ckpt "$run/$name.ckpt" --hr-dir "$HELDOUT" --k $RETRAIN_KS --ends --summary "$run/$name.csv"
   done
   pcsr compare released="$run/released.csv" retrained="$run/retrained.csv" \
     retrained_C_only="$run/retrained_C_only.csv" retrained_U1_only="$run/retrained_U1_only.csv" --table "$run/compare.md" \

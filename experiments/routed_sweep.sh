@@ -17,7 +17,6 @@ stage1="$RUN/stages/stage1/model.ckpt"
 [ -f "$stage1" ] || { echo "$stage1 not found: RUN must hold a finished stage 1" >&2; exit 2; }
 [ -f "$RUN/released.csv" ] || { echo "$RUN/released.csv not found: run retrain_classifier.sh first" >&2; exit 2; }
 experiment=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['experiment'])" "$RUN/manifest.json")
-KS="-0.5 -0.25 0 0.05 0.1 0.15 0.2 0.25 0.3 0.35 0.4 0.5 0.6 0.75 1 1.5 2"
 curves=(released="$RUN/released.csv")
 for skip in ${SKIPS:-0 0.02 0.05 0.1}; do
   out="$RUN/routed/skip$skip"
@@ -28,7 +27,7 @@ for skip in ${SKIPS:-0 0.02 0.05 0.1}; do
       model.routed_steps="${ROUTED_STEPS:-5000}" model.stages.1.stages.1.module.skip_hardest="$skip" \
       profile.queries="${QUERIES:-4096}" optimizer.lr="${LR:-3e-3}" logger=csv callbacks=none hydra.run.dir="$out" "$@"
   fi
-  pcsr eval --ckpt "$out/final.ckpt" --hr-dir "$HELDOUT" --k $KS --ends --summary "$out/retrained.csv"
+  pcsr eval --ckpt "$out/final.ckpt" --hr-dir "$HELDOUT" --k $RETRAIN_KS --ends --summary "$out/retrained.csv"
   curves+=("skip$skip=$out/retrained.csv")
 done
 pcsr compare "${curves[@]}" --table "$RUN/routed/compare.md" | grep "vs released"
