@@ -82,8 +82,12 @@ def draw_plot(series: Sequence[Series], title: str, xlabel: str = "GFLOPs per im
     font, small, big = _font(18), _font(14), _font(22)
     left, right, top, bottom = 100, size[0] - 340, 60, size[1] - 80
     xs, ys = [p[0] for p in points], [p[1] for p in points]
-    xpad, ypad = (max(xs) - min(xs)) * 0.08 or 1.0, (max(ys) - min(ys)) * 0.1 or 0.5
-    xt = log_ticks(min(xs), max(xs)) if log_x else nice_ticks(min(xs) - xpad, max(xs) + xpad)
+    if log_x:
+        xt = log_ticks(min(xs), max(xs))
+    else:
+        xpad = (max(xs) - min(xs)) * 0.08 or 1.0
+        xt = nice_ticks(min(xs) - xpad, max(xs) + xpad)
+    ypad = (max(ys) - min(ys)) * 0.1 or 0.5
     yt = nice_ticks(min(ys) - ypad, max(ys) + ypad)
     x0, x1, y0, y1 = fx(xt[0]), fx(xt[-1]), yt[0], yt[-1]
 
