@@ -6,7 +6,7 @@ CONSTRAINTS ?= constraints.txt
 PIP_CONSTRAINT := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-slow demo reproduce-table clean
+.PHONY: help install lint test test-slow demo reproduce-table clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -18,7 +18,11 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 
 install: $(STAMP)  ## create .venv and install the package (torch pinned by constraints.txt)
 
-test: $(STAMP)  ## fast test suite (CPU, a few minutes)
+lint: $(STAMP)  ## ruff (pyflakes, style, import order) and the one-way layers of pyproject.toml (import-linter)
+	$(BIN)/ruff check src tests experiments
+	$(BIN)/lint-imports
+
+test: lint  ## lint, then the fast test suite (CPU, a few minutes)
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)  ## only the slow tests (DDP with 2 processes, a preempted sweep job, big images)

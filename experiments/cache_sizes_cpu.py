@@ -11,12 +11,12 @@ import statistics
 import torch
 
 from pcsr_lightning.data.bicubic import downscale
+from pcsr_lightning.evaluation.bench import parse_size, photo_mosaic, time_rounds
 from pcsr_lightning.inference.cache import l2_bytes_per_core
 from pcsr_lightning.inference.kernels import CLASSIFIER_BAND_QUERIES, FoldedLayer, block_queries
 from pcsr_lightning.inference.refinement import band_rows, refine_in_place
 from pcsr_lightning.inference.routed import _render_class, backbone_features, prepare, render, route
 from pcsr_lightning.io.checkpoint import load_checkpoint
-from pcsr_lightning.measure.bench import parse_size, photo_mosaic, time_rounds
 
 FACTORS = (1, 0.25, 0.5, 2, 4)
 

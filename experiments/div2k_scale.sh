@@ -15,4 +15,4 @@ if [ -z "${ROOT:-}" ]; then
   trap 'rm -rf "$TMP"' EXIT
   ROOT=$TMP/DIV2K
 fi
-.venv/bin/python -m pcsr_lightning.measure.div2k_scale --root "$ROOT" --images "$IMAGES" --json "$OUT/scale.json" "$@"
+.venv/bin/python experiments/div2k_scale.py --root "$ROOT" --images "$IMAGES" --json "$OUT/scale.json" "$@"

@@ -58,7 +58,7 @@ for backbone in ${BACKBONES:-fsrcnn}; do
   pcsr eval --ckpt "$run/final.ckpt" --hr-dir "$HELDOUT" --k $RETRAIN_KS --ends --summary "$run/retrained.csv"
   for swapped in "retrained_C_only classifier" "retrained_U1_only upsamplers.1"; do
     read -r name part <<< "$swapped"
-    python -m pcsr_lightning.evaluation.swap "$released" "$run/final.ckpt" --parts "$part" --out "$run/$name.ckpt"
+    pcsr swap "$released" "$run/final.ckpt" --parts "$part" --out "$run/$name.ckpt"
     pcsr eval --ckpt "$run/$name.ckpt" --hr-dir "$HELDOUT" --k $RETRAIN_KS --ends --summary "$run/$name.csv"
   done
   pcsr compare released="$run/released.csv" retrained="$run/retrained.csv" \

@@ -11,4 +11,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DEVICE=${DEVICE:-cpu}
 OUT=results/train_speed
 mkdir -p "$OUT"
-.venv/bin/python -m pcsr_lightning.measure.train_speed --device "$DEVICE" --json "$OUT/$DEVICE${TAG:-}.json" "$@"
+.venv/bin/python experiments/train_speed.py --device "$DEVICE" --json "$OUT/$DEVICE${TAG:-}.json" "$@"

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from conftest import sample_photo
-from pcsr_lightning.io.checkpoint import save_checkpoint
 from pcsr_lightning.apps.cli import main
+from pcsr_lightning.io.checkpoint import save_checkpoint
 from pcsr_lightning.io.images import read_image
 from pcsr_lightning.models import CARN, PCSR
 

@@ -17,11 +17,10 @@ import submitit
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from pcsr_lightning.config import config_dir, register_resolvers
+from pcsr_lightning.config import config_dir, device_count, gpus_per_node, register_resolvers
 from pcsr_lightning.data.datamodule import SRDataModule, per_device_batch
 from pcsr_lightning.data.sources import SamplePhotos
 from pcsr_lightning.io.checkpoint import load_checkpoint
-from pcsr_lightning.training.launch import device_count, gpus_per_node
 
 BIN = Path(sys.executable).parent
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from pcsr_lightning.measure import div2k_scale, train_speed
+from experiment_scripts import load_script
+
+div2k_scale = load_script("div2k_scale")
+train_speed = load_script("train_speed")
 
 
 def test_train_speed_times_every_stage_built_from_the_config():

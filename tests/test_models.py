@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from pcsr_lightning.inference.routed import upscale
 from pcsr_lightning.models import CARN, FSRCNN, PCSR, OriginalSR, SRResNet
 from pcsr_lightning.models.sampler import make_cell, make_coord
 
@@ -42,7 +43,7 @@ def tiny_pcsr(name="carn", m=2):
 def test_pcsr_shapes(name, scale):
     model = tiny_pcsr(name)
     lr = torch.rand(2, 3, 9, 11)
-    out = model.upscale(lr, scale)
+    out = upscale(model, lr, scale)
     hh, ww = round(9 * scale), round(11 * scale)
     assert out.sr.shape == (2, 3, hh, ww) and out.classes.shape == (2, hh, ww)
     coord = make_coord((hh, ww))[None].expand(2, -1, -1)

@@ -4,13 +4,15 @@ import pytest
 import torch
 
 from conftest import sample_photo
-from pcsr_lightning.io.checkpoint import CheckpointError, load_checkpoint
+from pcsr_lightning.config import backbone_names, model_config
 from pcsr_lightning.data.bicubic import imresize
+from pcsr_lightning.inference.reference import upscale_reference
+from pcsr_lightning.inference.routed import upscale
+from pcsr_lightning.inference.router import cost_list
+from pcsr_lightning.io.checkpoint import CheckpointError, load_checkpoint
+from pcsr_lightning.io.official import convert_release, import_official
 from pcsr_lightning.measure.flops import paper_flops
 from pcsr_lightning.measure.metrics import psnr
-from pcsr_lightning.inference.reference import upscale_reference
-from pcsr_lightning.config import backbone_names, model_config
-from pcsr_lightning.io.official import convert_release, import_official
 
 PARAMS = {"fsrcnn-x4": 24_515, "fsrcnn-pcsr-phase1": 24_502, "carn-x4": 294_915, "carn-pcsr-phase1": 168_970}
 COSTS = {"fsrcnn-pcsr-phase1": (0.9100, 0.0900), "carn-pcsr-phase1": (0.6812, 0.3188)}  # heavy, light
@@ -26,7 +28,7 @@ def test_parameter_counts(official_ckpts):
 def test_cost_lists(official_ckpts):
     for name, costs in COSTS.items():
         model = load_checkpoint(official_ckpts[name]).model
-        torch.testing.assert_close(model.cost_list(4), torch.tensor(costs), atol=1e-3, rtol=0)
+        torch.testing.assert_close(cost_list(model, 4), torch.tensor(costs), atol=1e-3, rtol=0)
 
 
 def test_original_paper_flops(official_ckpts):
@@ -63,7 +65,7 @@ def test_psnr_above_bicubic_for_every_model(official_ckpts, photo_pair):
     for name, path in official_ckpts.items():
         loaded = load_checkpoint(path)
         with torch.no_grad():
-            sr = loaded.model.upscale(lr, 4).sr if loaded.is_pcsr else loaded.model(lr)
+            sr = upscale(loaded.model, lr, 4).sr if loaded.is_pcsr else loaded.model(lr)
         assert psnr(sr[0], hr, 4) > bicubic + 0.3, name
 
 
@@ -72,7 +74,7 @@ def test_released_pcsr_fast_path_matches_reference(official_ckpts, photo_pair):
     for name in COSTS:
         model = load_checkpoint(official_ckpts[name]).model
         for k in (0.0, 1.0):
-            fast, ref = model.upscale(lr, 4, k=k), upscale_reference(model, lr, 4, k=k)
+            fast, ref = upscale(model, lr, 4, k=k), upscale_reference(model, lr, 4, k=k)
             assert torch.equal(fast.classes, ref.classes)
             torch.testing.assert_close(fast.sr, ref.sr, atol=1e-5, rtol=0)
 
@@ -80,7 +82,7 @@ def test_released_pcsr_fast_path_matches_reference(official_ckpts, photo_pair):
 def test_heavy_share_decreases_with_k_on_released_model(official_ckpts, photo_pair):
     _, lr = photo_pair
     model = load_checkpoint(official_ckpts["carn-pcsr-phase1"]).model
-    shares = [model.upscale(lr, 4, k=k).heavy_share() for k in (-1, 0, 1, 2)]
+    shares = [upscale(model, lr, 4, k=k).heavy_share() for k in (-1, 0, 1, 2)]
     assert shares == sorted(shares, reverse=True) and shares[0] > shares[-1]
 
 
@@ -110,8 +112,8 @@ def test_wrong_files_get_clear_errors(tmp_path, official_ckpts):
 
 def test_srresnet_and_phase0_release_layouts_import(tmp_path):
     """The release ships no SRResNet or phase-0 files here: build ones in its layout and import them."""
-    from pcsr_lightning.models import PCSR, FSRCNN, SRResNet
     from pcsr_lightning.inference.routed import upscale
+    from pcsr_lightning.models import FSRCNN, PCSR, SRResNet
 
     net = SRResNet(nf=64, nb=16, scale=4)
     raw = {"model": {"name": "srresnet", "args": {"nf": 64, "nb": 16, "upscale": 4, "no_upsampling": False},

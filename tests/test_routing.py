@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from pcsr_lightning.models import CARN, FSRCNN, PCSR
 from pcsr_lightning.inference.reference import upscale_reference
-from pcsr_lightning.inference.router import kmeans_1d, route_adaptive, route_by_cost
 from pcsr_lightning.inference.refinement import refine, refinement_mask
+from pcsr_lightning.inference.routed import upscale
+from pcsr_lightning.inference.router import kmeans_1d, route_adaptive, route_by_cost
+from pcsr_lightning.models import CARN, FSRCNN, PCSR
 from pcsr_lightning.models.sampler import make_cell, make_coord
 
 
@@ -46,7 +47,7 @@ def test_routed_equals_soft_forward_when_classifier_is_one_hot(scale):
     make_one_hot(model, lr, scale)
     soft, probs = soft_full(model, lr, scale)
     assert bool(((probs < 1e-20) | (probs > 1 - 1e-7)).all())
-    routed = model.upscale(lr, scale, refine=False)
+    routed = upscale(model, lr, scale, refine=False)
     share = routed.heavy_share()
     assert 0.05 < share < 0.95, "the test needs both classes present"
     torch.testing.assert_close(routed.sr, soft, atol=1e-5, rtol=0)
@@ -55,7 +56,7 @@ def test_routed_equals_soft_forward_when_classifier_is_one_hot(scale):
 def test_k_minus_25_is_all_heavy():
     model = model_with()
     lr = torch.rand(1, 3, 10, 10)
-    out = model.upscale(lr, 4, k=-25, refine=False)
+    out = upscale(model, lr, 4, k=-25, refine=False)
     assert out.heavy_share() == 1.0
     # All-heavy: the soft forward with only U_0 active.
     coord = make_coord((40, 40))[None]
@@ -67,7 +68,7 @@ def test_k_minus_25_is_all_heavy():
 def test_heavy_share_never_grows_with_k():
     model = model_with()
     lr = torch.rand(1, 3, 16, 16)
-    shares = [model.upscale(lr, 4, k=k, refine=False).heavy_share() for k in (-2, -1, -0.5, 0, 0.5, 1, 2, 4)]
+    shares = [upscale(model, lr, 4, k=k, refine=False).heavy_share() for k in (-2, -1, -0.5, 0, 0.5, 1, 2, 4)]
     assert all(a >= b for a, b in zip(shares, shares[1:])), shares
     assert shares[0] > shares[-1]
 
@@ -94,7 +95,7 @@ def test_fast_path_equals_reference_path(m, adaptive):
     model = model_with(m)
     lr = torch.rand(2, 3, 13, 17)
     for scale in (4, 3, 2.5):
-        fast = model.upscale(lr, scale, k=0.3, adaptive=adaptive)
+        fast = upscale(model, lr, scale, k=0.3, adaptive=adaptive)
         ref = upscale_reference(model, lr, scale, k=0.3, adaptive=adaptive, chunk=97)
         assert torch.equal(fast.classes, ref.classes)
         torch.testing.assert_close(fast.sr, ref.sr, atol=1e-5, rtol=0)
@@ -114,8 +115,8 @@ def test_reference_path_on_given_features_equals_whole_call():
 def test_fast_path_chunking_does_not_change_result():
     model = model_with()
     lr = torch.rand(1, 3, 12, 12)
-    a = model.upscale(lr, 4)
-    b = model.upscale(lr, 4, max_queries=100)
+    a = upscale(model, lr, 4)
+    b = upscale(model, lr, 4, max_queries=100)
     assert torch.equal(a.classes, b.classes)
     torch.testing.assert_close(a.sr, b.sr, atol=1e-6, rtol=0)
 
@@ -124,9 +125,9 @@ def test_fast_path_same_with_channels_last_features():
     # Benchmarks run channels_last: the fold reads the features as an (h*w, c) view in either layout.
     model = model_with()
     lr = torch.rand(2, 3, 11, 14)
-    a = model.upscale(lr, 4, k=0.3)
+    a = upscale(model, lr, 4, k=0.3)
     model.to(memory_format=torch.channels_last)  # in place
-    b = model.upscale(lr.contiguous(memory_format=torch.channels_last), 4, k=0.3)
+    b = upscale(model, lr.contiguous(memory_format=torch.channels_last), 4, k=0.3)
     assert torch.equal(a.classes, b.classes)
     torch.testing.assert_close(a.sr, b.sr, atol=1e-5, rtol=0)
 
@@ -135,7 +136,7 @@ def test_single_linear_classifier_fast_path():
     # FSRCNN's released classifier has no hidden layer: no ReLU may follow the folded layer.
     model = PCSR(FSRCNN(d=12, s=6, m=2), [[16], [4]], []).eval()
     lr = torch.rand(1, 3, 10, 10)
-    assert torch.equal(model.upscale(lr, 4).classes, upscale_reference(model, lr, 4).classes)
+    assert torch.equal(upscale(model, lr, 4).classes, upscale_reference(model, lr, 4).classes)
 
 
 def test_refinement_changes_exactly_the_named_pixels():
@@ -159,10 +160,10 @@ def test_adm_on_flat_difficulty_sends_all_pixels_to_light():
     model = model_with()
     with torch.no_grad():
         model.classifier.linears[-1].weight.zero_()  # same probabilities everywhere: max == min
-    out = model.upscale(torch.rand(1, 3, 8, 8), 4, adaptive=True)
+    out = upscale(model, torch.rand(1, 3, 8, 8), 4, adaptive=True)
     assert out.heavy_share() == 0.0
     # A flat image runs too.
-    flat = model_with().upscale(torch.full((1, 3, 8, 8), 0.5), 4, adaptive=True)
+    flat = upscale(model_with(), torch.full((1, 3, 8, 8), 0.5), 4, adaptive=True)
     assert torch.isfinite(flat.sr).all()
     assert torch.equal(route_adaptive(torch.full((5, 2), 0.5)), torch.ones(5, dtype=torch.long))
 

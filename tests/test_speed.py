@@ -6,20 +6,20 @@ import pytest
 import torch
 
 from conftest import sample_photo
-from pcsr_lightning.measure.bench import Row, paired_ratio, parse_size, photo_mosaic, ratio_rows, time_rounds
-from pcsr_lightning.io.checkpoint import load_checkpoint, save_checkpoint
 from pcsr_lightning.apps.cli import main
 from pcsr_lightning.data.bicubic import imresize
-from pcsr_lightning.measure.metrics import psnr
-from pcsr_lightning.models import CARN, FSRCNN, PCSR
-from pcsr_lightning.models.mlp import MLP
+from pcsr_lightning.evaluation.bench import Row, paired_ratio, parse_size, photo_mosaic, ratio_rows, time_rounds
 from pcsr_lightning.inference import kernels
 from pcsr_lightning.inference.kernels import BlockedTail
 from pcsr_lightning.inference.reference import class_map_agreement, near_ties, upscale_reference
-from pcsr_lightning.inference.routed import prepare
 from pcsr_lightning.inference.refinement import refine, refine_in_place
-from pcsr_lightning.inference.router import route_by_cost
+from pcsr_lightning.inference.routed import prepare, upscale
+from pcsr_lightning.inference.router import cost_list, route_by_cost
 from pcsr_lightning.inference.tiling import encode_tiled, receptive_radius
+from pcsr_lightning.io.checkpoint import load_checkpoint, save_checkpoint
+from pcsr_lightning.measure.metrics import psnr
+from pcsr_lightning.models import CARN, FSRCNN, PCSR
+from pcsr_lightning.models.mlp import MLP
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
@@ -32,8 +32,8 @@ def test_fast_path_equals_reference_on_released_models_up_to_near_ties(official_
         model = load_checkpoint(official_ckpts[name]).model.to(memory_format=memory_format)
         prepared = prepare(model, lr, 4)
         for k in (0.0, 0.5):
-            fast, ref = model.upscale(lr, 4, k=k), upscale_reference(model, lr, 4, k=k)
-            agreement = class_map_agreement(fast.classes, ref.classes, prepared.probs, model.cost_list(4), k)
+            fast, ref = upscale(model, lr, 4, k=k), upscale_reference(model, lr, 4, k=k)
+            agreement = class_map_agreement(fast.classes, ref.classes, prepared.probs, cost_list(model, 4), k)
             assert agreement["only_near_ties_differ"], (name, k, agreement)
             assert agreement["differing"] <= agreement["near_ties"] <= 1e-4 * agreement["pixels"], (name, k, agreement)
             assert abs(psnr(fast.sr[0], hr, 4) - psnr(ref.sr[0], hr, 4)) <= 0.01, (name, k)
@@ -57,7 +57,7 @@ def test_fast_path_equals_reference_on_random_model_any_block(block):
     model = PCSR(CARN(nf=16), [[24, 24], [8]], [8], rgb_mean=(0.4, 0.4, 0.4)).eval()
     lr = torch.rand(2, 3, 11, 14)
     for scale in (4, 2.7):
-        fast = model.upscale(lr, scale, k=0.2, max_queries=block)
+        fast = upscale(model, lr, scale, k=0.2, max_queries=block)
         ref = upscale_reference(model, lr, scale, k=0.2, chunk=50)
         assert torch.equal(fast.classes, ref.classes)
         torch.testing.assert_close(fast.sr, ref.sr, atol=1e-5, rtol=0)
@@ -125,7 +125,7 @@ def test_tiled_backbone_equals_whole_image(backbone):
         short = encode_tiled(model, model.normalize(lr), tile=16, overlap=0)
         assert (tiled - whole).abs().max() <= 1e-4
         assert (short - whole).abs().max() > 1e-3  # without context the seams show: the test can fail
-        sr_whole, sr_tiled = model.upscale(lr, 4), model.upscale(lr, 4, tile=16)
+        sr_whole, sr_tiled = upscale(model, lr, 4), upscale(model, lr, 4, tile=16)
     assert radius > 0
     assert torch.equal(sr_whole.classes, sr_tiled.classes)
     assert (sr_whole.sr - sr_tiled.sr).abs().max() <= 1 / 255

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from conftest import sample_photo
-from pcsr_lightning.io.checkpoint import save_checkpoint
 from pcsr_lightning.apps.cli import main
 from pcsr_lightning.evaluation.paper_table import pick_k
+from pcsr_lightning.io.checkpoint import save_checkpoint
 from pcsr_lightning.models import FSRCNN, PCSR, OriginalSR
 
 PCSR_CFG = {"_target_": "pcsr_lightning.models.PCSR",

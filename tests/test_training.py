@@ -13,18 +13,18 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from pcsr_lightning.io.checkpoint import build_model, load_checkpoint
 from pcsr_lightning.apps.cli import main as pcsr_main
-from pcsr_lightning.models import CARN, PCSR
 from pcsr_lightning.apps.train_app import run_job
 from pcsr_lightning.config import compose_config, extended_widths, upsampler_widths
-from pcsr_lightning.training.losses import average_loss, classifier_stage_loss, weighted_l1_loss
-from pcsr_lightning.training.manifest import Manifest
-from pcsr_lightning.training.pipeline import stage_config, stage_plan
+from pcsr_lightning.inference.router import cost_list
+from pcsr_lightning.io.checkpoint import build_model, load_checkpoint
+from pcsr_lightning.io.manifest import Manifest
+from pcsr_lightning.models import CARN, PCSR
 from pcsr_lightning.models.sampler import query_inputs
+from pcsr_lightning.training.losses import average_loss, classifier_stage_loss, weighted_l1_loss
+from pcsr_lightning.training.pipeline import stage_config, stage_plan
 from pcsr_lightning.training.stages import BackboneStage, RoutedUpsamplerStage, UpsamplerStage, queries_of
 
 SMOKE = ["profile=smoke", "logger=none", "callbacks=none"]
@@ -387,7 +387,7 @@ def test_warm_start_extension_chooses_widths_and_resumes(trained_m2, tmp_path):
     loaded = load_checkpoint(run / "final.ckpt")
     assert loaded.config["upsampler_hidden"] == [[58, 58, 58, 58], [10, 10, 10], [4, 4, 4]]
     assert [u.hidden_list for u in loaded.model.upsamplers] == [[58, 58, 58, 58], [10, 10, 10], [4, 4, 4]]
-    costs = loaded.model.cost_list(4)
+    costs = cost_list(loaded.model, 4)
     assert bool((costs[:-1] > costs[1:]).all())  # U_0 heaviest, each next one cheaper
     before = final_weights(run)
     for source in (trained_m2, tmp_path / "moved"):  # resuming rebuilds the run's widths, source or not

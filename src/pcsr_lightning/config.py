@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -70,8 +71,6 @@ def register_resolvers() -> None:
     """The config resolvers, registered once per process: ``${pcsr_widths:heavy,light,M}``
     (conf/model/pcsr.yaml), ``${pcsr_devices:devices}`` and ``${pcsr_gpus:accelerator,devices}``
     (conf/hydra/launcher)."""
-    from pcsr_lightning.training.launch import device_count, gpus_per_node
-
     resolvers = {"pcsr_widths": upsampler_widths, "pcsr_devices": device_count, "pcsr_gpus": gpus_per_node}
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
@@ -80,7 +79,6 @@ def register_resolvers() -> None:
 
 def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
     """The training config composed without the Hydra app (tests, ``pcsr demo``, ``pcsr flops --arch``)."""
-    from hydra import compose, initialize_config_dir
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -109,3 +107,37 @@ def model_config(backbone: str, original: bool = False, overrides: Sequence[str]
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {backbone_names()}")
     cfg = compose_config([f"backbone={backbone}", f"model={'original' if original else 'pcsr'}", *overrides])
     return OmegaConf.to_container(cfg.model.net, resolve=True)
+
+
+# Resources a launcher asks for, derived from the trainer config before Lightning runs: a submitit launcher
+# (conf/hydra/launcher) must name GPUs and tasks per node when the job is submitted, so the trainer's
+# ``devices`` has to be a count there, not Lightning's ``-1`` or ``"auto"``.
+GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+def device_count(devices: int | str | Sequence[int]) -> int:
+    """``trainer.devices`` as a number of devices per node (a list of device ids counts its entries)."""
+    if isinstance(devices, Sequence) and not isinstance(devices, str):
+        count = len(devices)
+    else:
+        try:
+            count = int(devices)
+        except (TypeError, ValueError):
+            count = 0
+    if count < 1:
+        raise ValueError(f"the launcher needs trainer.devices as a count of devices per node, got {devices!r}: "
+                         "pass e.g. trainer.devices=4")
+    return count
+
+
+def gpus_per_node(accelerator: str, devices: int | str | Sequence[int]) -> int | None:
+    """GPUs to reserve per node: one per device on a GPU trainer; on a CPU one None, so that no GPU request
+    reaches SLURM (some CPU partitions refuse even ``--gpus-per-node=0``) and a local job sees no GPU."""
+    accelerator = str(accelerator).lower()
+    if accelerator in GPU_ACCELERATORS:
+        return device_count(devices)
+    if accelerator == "cpu":
+        device_count(devices)  # still a count: it sets the tasks per node
+        return None
+    raise ValueError(f"the launcher cannot tell how many GPUs trainer.accelerator={accelerator!r} needs: "
+                     "use trainer.accelerator=gpu or cpu, or set hydra.launcher.gpus_per_node")

@@ -16,12 +16,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
 DEFAULT_PROJECT = "pcsr-lightning"
 
 
 def job_overrides() -> list[str]:
     """The running Hydra job's command-line overrides (one value each under ``-m``); none outside Hydra."""
-    from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return []
@@ -30,8 +32,6 @@ def job_overrides() -> list[str]:
 
 def sweep_name() -> str | None:
     """``parent/folder`` of the sweep folder when the job is one of a ``-m`` sweep, else None."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None

@@ -8,6 +8,7 @@ import os
 import sys
 
 from pcsr_lightning import __version__
+from pcsr_lightning.apps.commands.common import is_out_of_memory, out_of_memory
 from pcsr_lightning.io.checkpoint import ALLOW_ENV, CheckpointError
 
 # Each module registers one subcommand (``add_parser``) and implements it (``run``).
@@ -20,6 +21,7 @@ COMMANDS = [
     "pcsr_lightning.apps.commands.table",
     "pcsr_lightning.apps.commands.demo",
     "pcsr_lightning.apps.commands.bench",
+    "pcsr_lightning.apps.commands.swap",
 ]
 
 
@@ -57,7 +59,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as err:
-        from pcsr_lightning.apps.commands.common import is_out_of_memory, out_of_memory
 
         if not is_out_of_memory(err):
             raise

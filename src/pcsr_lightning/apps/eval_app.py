@@ -6,14 +6,19 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from pcsr_lightning.apps.commands.eval import run_settings
 from pcsr_lightning.config import config_dir
+from pcsr_lightning.evaluation.wandb_log import eval_identity
+from pcsr_lightning.tracking import job_overrides, run_name, sweep_name, wandb_run
 
 
 def settings_of(cfg: DictConfig):
     """EvalSettings from the ``eval`` node; ``k`` may be a number or a list."""
-    from hydra.utils import instantiate
 
     node = OmegaConf.to_container(cfg.eval, resolve=True)
     k = node.pop("k")
@@ -23,14 +28,11 @@ def settings_of(cfg: DictConfig):
 
 def run_job(cfg: DictConfig, out: Path) -> int:
     """One evaluation job; with ``wandb=true`` its own run (files in ``out``), finished even when it fails."""
-    from pcsr_lightning.apps.commands.eval import run_settings
 
     settings = settings_of(cfg)
     outputs = (out / "per_image.csv", out / "summary.csv", out / "curve.png")
     if not cfg.wandb:
         return run_settings(settings, *outputs)
-    from pcsr_lightning.evaluation.wandb_log import eval_identity
-    from pcsr_lightning.tracking import job_overrides, run_name, sweep_name, wandb_run
 
     experiment, tags = eval_identity(settings.ckpt)
     name = run_name(experiment, job_overrides(), list(cfg.tracking.ignore))
@@ -41,9 +43,6 @@ def run_job(cfg: DictConfig, out: Path) -> int:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 def main(cfg: DictConfig) -> int:
-    from hydra.core.hydra_config import HydraConfig
-
-    from hydra.errors import InstantiationException
 
     try:
         code = run_job(cfg, Path(HydraConfig.get().runtime.output_dir))

@@ -9,15 +9,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pcsr_lightning.config import config_dir, register_resolvers
+from pcsr_lightning.io.files import write_text
+from pcsr_lightning.io.manifest import Manifest, open_run
 from pcsr_lightning.tracking import job_overrides, model_tags, run_name, sweep_name
 from pcsr_lightning.training.callbacks import quiet_intended_messages
 from pcsr_lightning.training.loggers import StageWandbLogger
-from pcsr_lightning.training.manifest import Manifest
-from pcsr_lightning.training.pipeline import run_pipeline
+from pcsr_lightning.training.pipeline import is_main_process, run_pipeline
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = config_dir()
@@ -76,9 +78,7 @@ register_resolvers()
 def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
     """What Hydra would write to ``.hydra/`` (the app turns that off): written only once the run folder
     is known to accept this job, so a refused job leaves an existing run untouched."""
-    from hydra.core.hydra_config import HydraConfig
 
-    from pcsr_lightning.io.files import write_text
 
     hydra_cfg = HydraConfig.get()
     folder = run_dir / ".hydra"
@@ -89,8 +89,6 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
-    from pcsr_lightning.training.pipeline import is_main_process
-    from pcsr_lightning.training.manifest import open_run
 
     run_dir = Path(cfg.paths.output_dir).expanduser().resolve()
     main_process = is_main_process()

@@ -14,8 +14,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pcsr_lightning.data.bicubic import imresize
-from pcsr_lightning.io.images import ImageReadError, as_float
 from pcsr_lightning.data.sources import HRSource
+from pcsr_lightning.io.images import ImageReadError, as_float
 
 
 def augment(img: torch.Tensor, code: int) -> torch.Tensor:

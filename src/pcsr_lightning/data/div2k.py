@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.progress import Progress
 
 from pcsr_lightning.data.bicubic import imresize
-from pcsr_lightning.data.sources import HRSource, image_size
+from pcsr_lightning.data.sources import HRSource, ImageFolder, image_size
 from pcsr_lightning.io.files import write_text
 from pcsr_lightning.io.images import ImageReadError, as_float, list_images, read_image, to_uint8
 
@@ -249,7 +250,6 @@ class ImageProgress:
     def __init__(self, show: bool, title: str, total: int, completed: int):
         self._bar = None
         if show:
-            from rich.progress import Progress
 
             self._bar = Progress()
             self._bar.start()
@@ -350,7 +350,6 @@ class DIV2K(HRSource):
 
 def div2k_valid(root: str | Path, limit: int | None = None):
     """Validation images: ``root/DIV2K_valid_HR`` (0801-0900)."""
-    from pcsr_lightning.data.sources import ImageFolder
 
     folder = Path(root).expanduser() / "DIV2K_valid_HR"
     if not folder.is_dir():

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from pcsr_lightning.config import config_dir
 from pcsr_lightning.data.sources import sample_photo
 from pcsr_lightning.io.images import write_png
@@ -16,7 +18,6 @@ from pcsr_lightning.io.images import write_png
 
 def sample_split(split: str) -> list[str]:
     """Names of the ``train`` or ``val`` photos of conf/data/samples.yaml."""
-    from omegaconf import OmegaConf
 
     node = OmegaConf.load(config_dir() / "data" / "samples.yaml")
     if split not in ("train", "val"):

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pcsr_lightning.io.images import ImageReadError, as_float, list_images, read_image_raw
 
+
 class HRSource:
     """Base class: an indexable set of HR images."""
 

@@ -7,6 +7,8 @@ given, their share of the original's FLOPs on the same image.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -14,15 +16,18 @@ from pathlib import Path
 
 import torch
 
+from pcsr_lightning.evaluation.plot import Series, save_plot
 from pcsr_lightning.evaluation.protocol import bicubic_sr, load_pair
 from pcsr_lightning.inference.layout import choose_memory_format
-from pcsr_lightning.inference.predict import check_scale, load_for_inference
+from pcsr_lightning.inference.predict import check_scale, check_scale_value, load_for_inference, resolve_device
 from pcsr_lightning.inference.routed import forced_classes, prepare, render, route
+from pcsr_lightning.inference.router import check_k, class_counts, heavy_share
 from pcsr_lightning.io.checkpoint import LoadedModel
+from pcsr_lightning.io.files import write_text
 from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, ImageReadError, list_images
 from pcsr_lightning.measure.flops import CONVENTIONS
-from pcsr_lightning.measure.meter import FlopsMeter, class_counts, heavy_share
-from pcsr_lightning.measure.metrics import measure, shave_for
+from pcsr_lightning.measure.meter import FlopsMeter
+from pcsr_lightning.measure.metrics import METRICS, measure, shave_for
 
 
 @dataclass
@@ -67,9 +72,6 @@ class EvalSettings:
 
     def __post_init__(self):
         """Refuse nonsense before any work: nan/inf k or scale, a pixel limit below 1, unknown metrics."""
-        from pcsr_lightning.inference.predict import check_scale_value
-        from pcsr_lightning.inference.router import check_k
-        from pcsr_lightning.measure.metrics import METRICS
 
         self.ks = [check_k(k) for k in self.ks]
         self.scale = check_scale_value(self.scale)
@@ -131,7 +133,6 @@ def add_shares(records: list[Record], originals: dict[str, Record]) -> None:
 
 def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tuple[list[Record], int]:
     """Records for every image (and the original's, if given); the number of images that failed."""
-    from pcsr_lightning.inference.predict import resolve_device
 
     device = resolve_device(settings.device)
     memory_format = choose_memory_format(device, settings.memory_format)
@@ -213,8 +214,6 @@ def format_value(value) -> str:
 
 
 def rows_to_csv(header: list[str], rows: list[dict]) -> str:
-    import csv
-    import io
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=header, extrasaction="ignore")
@@ -240,7 +239,6 @@ def with_metrics(columns: list[str], metrics: Sequence[str]) -> list[str]:
 
 def curve_series(summary: list[dict], label: str, original_label: str = "original") -> list:
     """The k curve, the original's point and the all-light / all-heavy ends of one summary."""
-    from pcsr_lightning.evaluation.plot import Series
 
     def pick(setting):
         return [r for r in summary if r["setting"] == setting]
@@ -268,8 +266,6 @@ def write_outputs(records: list[Record], summary: list[dict], out: str | None = 
                   ) -> list[Path]:
     """Per-image CSV (ending with a ``mean`` row per model/setting/k), summary CSV and the PSNR-vs-GFLOPs
     plot, each written atomically when asked for; ``metrics`` adds the psnr_y / ssim columns."""
-    from pcsr_lightning.io.files import write_text
-    from pcsr_lightning.evaluation.plot import save_plot
 
     written = []
     if out:

@@ -11,10 +11,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pcsr_lightning.evaluation.evaluate import EXTRA_METRICS, EvalSettings, curve_series, evaluate, summarize
+from pcsr_lightning.evaluation.plot import save_plot
 from pcsr_lightning.io.checkpoint import describe_checkpoint
 from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS
+from pcsr_lightning.io.manifest import FILENAME, Manifest
 from pcsr_lightning.models.pcsr import KINDS
-from pcsr_lightning.training.manifest import FILENAME, Manifest
 
 ROWS = ("FSRCNN", "FSRCNN-PCSR", "CARN", "CARN-PCSR", "SRResNet", "SRResNet-PCSR")
 BACKBONE_ROW = {"fsrcnn": "FSRCNN", "carn": "CARN", "srresnet": "SRResNet"}
@@ -119,7 +120,6 @@ def build_table(rows: dict[str, Path], datasets: dict[str, str], ks: Sequence[fl
                 crop: str | None, device: str, out_dir: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
                 metrics: Sequence[str] = ("psnr",), memory_format: str = "auto", log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> tuple[list[dict], dict[str, Path]]:
     """Evaluate every row on every dataset: the cells (``TABLE_COLUMNS``) and one PSNR-vs-GFLOPs curve per dataset."""
-    from pcsr_lightning.evaluation.plot import save_plot
 
     cells, images = [], {}
     for dataset, folder in datasets.items():

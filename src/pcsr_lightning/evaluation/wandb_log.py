@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from pcsr_lightning.io.checkpoint import load_checkpoint
+from pcsr_lightning.tracking import model_tags
+
 
 def eval_identity(ckpt: str | Path) -> tuple[str, list[str]]:
     """(experiment name, tags) of a checkpoint: the training run's experiment (else the file's stem) and
     its backbone, kind and M."""
-    from pcsr_lightning.io.checkpoint import load_checkpoint
-    from pcsr_lightning.tracking import model_tags
 
     loaded = load_checkpoint(ckpt)
     target = loaded.config.get("backbone", loaded.config.get("network", {})).get("_target_", "")

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from pcsr_lightning.inference.cache import cpu_cache_budget
 from pcsr_lightning.models.sampler import QueryGrid
 
-
 # Render blocks. On CPU one layer's activations of a block fill the L2 caches of the threads' cores
 # (``cache.cpu_cache_budget``): with 1 MiB of L2 per core and 2 threads, 7,085 queries for CARN's 74-wide
 # heavy upsampler, 26,214 for its 20-wide light one. Measured on 2 cores at 2K (CARN-PCSR): the heavy

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from pcsr_lightning.inference.layout import in_memory_format
+from pcsr_lightning.inference.routed import upscale
 from pcsr_lightning.io.checkpoint import LoadedModel, load_checkpoint
 
 
@@ -64,7 +65,8 @@ def super_resolve(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """lr (B,3,h,w) in [0,1] -> (sr (B,3,H,W), class map (B,H,W) or None for original networks)."""
     if loaded.is_pcsr:
-        out = loaded.model.upscale(
+        out = upscale(
+            loaded.model,
             lr, scale, k=routing.k, adaptive=routing.adaptive, refine=routing.refine, tile=routing.tile
         )
         return out.sr, out.classes

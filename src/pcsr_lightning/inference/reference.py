@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from pcsr_lightning.inference.refinement import refine as refine_pixels
-from pcsr_lightning.inference.router import decide_classes
 from pcsr_lightning.inference.routed import RoutedSR
+from pcsr_lightning.inference.router import cost_list, decide_classes
 from pcsr_lightning.models.sampler import make_cell, make_coord, output_size, query_inputs
 
 
@@ -47,7 +47,7 @@ def upscale_reference(
             query_inputs(feat, coord[:, l : l + chunk].expand(b, -1, -1), cell[:, l : l + chunk].expand(b, -1, -1))
         )
     if m > 1:
-        classes = decide_classes(probs, model.cost_list(scale), k, adaptive)
+        classes = decide_classes(probs, cost_list(model, scale), k, adaptive)
     else:
         classes = torch.zeros(b, q, dtype=torch.long, device=lr.device)
     pred = lr.new_zeros(b, q, 3)

@@ -22,9 +22,8 @@ from pcsr_lightning.inference.kernels import (
     row_bands,
 )
 from pcsr_lightning.inference.refinement import refine_in_place
-from pcsr_lightning.inference.router import decide_classes, route_by_cost
+from pcsr_lightning.inference.router import cost_list, decide_classes, heavy_share, route_by_cost
 from pcsr_lightning.inference.tiling import encode_tiled
-from pcsr_lightning.measure.meter import heavy_share
 from pcsr_lightning.models.sampler import QueryGrid, output_size
 
 
@@ -99,7 +98,7 @@ def route(model, prepared: Prepared, k: float = 0.0, adaptive: bool = False) -> 
         return torch.zeros(b, hh * ww, dtype=torch.long, device=prepared.lr_norm.device)
     class_major = prepared.probs.transpose(1, 2)
     if not adaptive and class_major.is_contiguous():  # reducing over a strided class dim is ~10x slower
-        costs = model.cost_list(prepared.scale).to(class_major.device)
+        costs = cost_list(model, prepared.scale).to(class_major.device)
         b, _, q = class_major.shape
         classes = torch.empty(b, q, dtype=torch.long, device=class_major.device)
         # In bands, so the temporaries stay in cache (4K: 24 vs 83 ms for the whole image at once)
@@ -107,7 +106,7 @@ def route(model, prepared: Prepared, k: float = 0.0, adaptive: bool = False) -> 
             q1 = min(q, q0 + CLASSIFIER_BAND_QUERIES)
             route_by_cost(class_major[:, :, q0:q1], costs, k, dim=1, out=classes[:, q0:q1])
         return classes
-    return decide_classes(prepared.probs, model.cost_list(prepared.scale), k, adaptive)
+    return decide_classes(prepared.probs, cost_list(model, prepared.scale), k, adaptive)
 
 
 def _render_class(upsampler, folded: FoldedLayer, grid: QueryGrid, pixels: torch.Tensor, out: torch.Tensor, block: int):

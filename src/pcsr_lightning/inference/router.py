@@ -10,16 +10,22 @@ import math
 
 import torch
 
+from pcsr_lightning.measure.flops import paper_flops
 from pcsr_lightning.models.sampler import output_size
 
 
 def cost_list(model, scale: float) -> torch.Tensor:
     """cost_j = FLOPs(B) + FLOPs(U_j) at a 16x16 LR input, normalised to sum 1 (paper convention).
 
-    Depends on the architecture only; ``PCSR.cost_list`` caches it per scale.
+    Depends on the architecture only, so it is kept per scale in the model's ``cost_cache``.
     """
-    from pcsr_lightning.measure.flops import paper_flops
+    key = float(scale)
+    if key not in model.cost_cache:
+        model.cost_cache[key] = _cost_list(model, key)
+    return model.cost_cache[key]
 
+
+def _cost_list(model, scale: float) -> torch.Tensor:
     device = model.rgb_mean.device
     queries = output_size((16, 16), scale)
     backbone = paper_flops(model.backbone, torch.zeros(1, 3, 16, 16, device=device))
@@ -28,6 +34,16 @@ def cost_list(model, scale: float) -> torch.Tensor:
         dtype=torch.float64,
     )
     return (costs / costs.sum()).float()
+
+
+def class_counts(classes: torch.Tensor, num_classes: int) -> list[int]:
+    """Pixels per upsampler (index 0 = heaviest) of one image's class map."""
+    return torch.bincount(classes.flatten().cpu(), minlength=num_classes).tolist()
+
+
+def heavy_share(classes: torch.Tensor | None) -> float | None:
+    """Share of pixels on the heaviest upsampler (U_0) in a class map; None for an original network."""
+    return None if classes is None else int((classes == 0).sum()) / classes.numel()
 
 
 def decide_classes(probs: torch.Tensor, costs: torch.Tensor, k: float, adaptive: bool) -> torch.Tensor:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pcsr_lightning import models
 from pcsr_lightning.io.files import atomic_write
 from pcsr_lightning.models.pcsr import model_kind
 
@@ -45,7 +46,6 @@ class LoadedModel:
 
 def model_classes() -> dict[str, type]:
     """The classes a checkpoint may build, by the ``_target_`` names configs and old checkpoints use."""
-    from pcsr_lightning import models
 
     classes = {f"pcsr_lightning.models.{name}": getattr(models, name)
                for name in ("PCSR", "OriginalSR", "FSRCNN", "CARN", "SRResNet")}
@@ -59,7 +59,6 @@ def user_classes(names: str | None = None) -> dict[str, type]:
 
     Importing the named module runs its code: that is the user's explicit choice, never a checkpoint's.
     """
-    from torch import nn
 
     found = {}
     text = os.environ.get(ALLOW_ENV, "") if names is None else names

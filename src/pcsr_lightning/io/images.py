@@ -11,7 +11,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pcsr_lightning.io.files import atomic_write
 
-
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 # Largest image read (width x height): an 8K frame (33 Mpx) fits; a decompression bomb (a small file
 # declaring a huge size) or a 100-Mpx photo is refused before any pixel is decoded. Pillow refuses on
@@ -101,3 +100,17 @@ def write_png(img: torch.Tensor | np.ndarray, path: str | Path) -> Path:
     """Write (3,H,W) float [0,1] or (H,W,3) uint8 as PNG, atomically."""
     arr = to_uint8(img) if isinstance(img, torch.Tensor) else img
     return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
+
+
+# Heaviest first: red, orange, yellow, ... lightest green/blue.
+PALETTE = torch.tensor(
+    [[230, 40, 40], [40, 180, 60], [250, 160, 30], [60, 110, 230], [240, 230, 50], [160, 60, 200]], dtype=torch.float32
+) / 255
+
+
+def class_overlay(sr: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Blend each pixel's upsampler colour over a gray copy of the SR image: (3,H,W)."""
+    palette = PALETTE if num_classes <= 2 else PALETTE[[0, 2, 4, 1, 3, 5]]
+    colours = palette[classes.long().cpu() % len(palette)].permute(2, 0, 1)
+    gray = sr.cpu().clamp(0, 1).mean(0, keepdim=True).expand(3, -1, -1)
+    return 0.45 * gray + 0.55 * colours

@@ -12,8 +12,15 @@ from pathlib import Path
 import torch
 
 from pcsr_lightning.config import backbone_names, backbone_node
-from pcsr_lightning.io.checkpoint import (CheckpointError, build_model, first_line, load_weights, read_weights_only,
-                                         save_checkpoint)
+from pcsr_lightning.io.checkpoint import (
+    CheckpointError,
+    build_model,
+    first_line,
+    load_weights,
+    read_weights_only,
+    save_checkpoint,
+)
+from pcsr_lightning.io.files import check_outputs
 
 
 def _backbone_config(name: str, args: dict, with_tail: bool) -> dict:
@@ -104,7 +111,6 @@ def import_official(src: str | Path, out: str | Path, trust: bool = False) -> Pa
     The release's files hold tensors and plain data only and load with ``weights_only=True``. A file that
     needs more could run code while loading; it is refused unless ``trust`` (the user vouches for it).
     """
-    from pcsr_lightning.io.files import check_outputs
 
     src = Path(src)
     check_outputs([out], inputs=[src])

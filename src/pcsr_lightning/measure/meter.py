@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pcsr_lightning.config import backbone_names, model_config
+from pcsr_lightning.io.checkpoint import build_model
 from pcsr_lightning.measure.flops import CONVENTIONS, flops_by_module, group_by_prefix
 from pcsr_lightning.models.pcsr import model_kind
 from pcsr_lightning.models.sampler import output_size
@@ -32,19 +33,7 @@ def arch_config(name: str, original: bool = False) -> dict:
 
 
 def build_arch(name: str, original: bool = False) -> nn.Module:
-    from pcsr_lightning.io.checkpoint import build_model
-
     return build_model(arch_config(name, original)).eval()
-
-
-def class_counts(classes: torch.Tensor, num_classes: int) -> list[int]:
-    """Pixels per upsampler (index 0 = heaviest) of one image's class map."""
-    return torch.bincount(classes.flatten().cpu(), minlength=num_classes).tolist()
-
-
-def heavy_share(classes: torch.Tensor | None) -> float | None:
-    """Share of pixels on the heaviest upsampler (U_0) in a class map; None for an original network."""
-    return None if classes is None else int((classes == 0).sum()) / classes.numel()
 
 
 def all_on(num_classes: int, pixels: int, j: int) -> list[int]:

@@ -1,7 +1,7 @@
 """PCSR: backbone -> per-pixel classifier -> one of M upsamplers, on top of a bilinear base.
 
-``forward`` is the soft mixture used for training; ``upscale`` is routed inference. They are separate
-methods on purpose: the same module trains and serves without looking at ``self.training``.
+``forward`` is the soft mixture used for training; routed inference (``inference.routed.upscale``) is a
+separate function on purpose: the same module trains and serves without looking at ``self.training``.
 """
 
 from __future__ import annotations
@@ -38,16 +38,9 @@ class PCSR(nn.Module):
         self.register_buffer(
             "rgb_mean", torch.tensor(list(rgb_mean), dtype=torch.float32).view(1, 3, 1, 1), persistent=False
         )
-        self._costs: dict[float, torch.Tensor] = {}
-
-    def cost_list(self, scale: float) -> torch.Tensor:
-        """Normalised per-class costs at this scale (architecture-only, so cached per scale)."""
-        from pcsr_lightning.inference.router import cost_list
-
-        key = float(scale)
-        if key not in self._costs:
-            self._costs[key] = cost_list(self, key)
-        return self._costs[key]
+        # Per-scale cost lists, filled by ``inference.router.cost_list``: they depend on the architecture
+        # only, and a k sweep asks for them once per k.
+        self.cost_cache: dict[float, torch.Tensor] = {}
 
     @property
     def num_classes(self) -> int:
@@ -103,13 +96,6 @@ class PCSR(nn.Module):
         lr_norm = self.normalize(lr)
         inputs = query_inputs(self.encode(lr_norm), coord, cell)
         return inputs, self.bilinear_base(lr_norm, coord) + self.rgb_mean.view(1, 1, 3)
-
-    @torch.no_grad()
-    def upscale(self, lr: torch.Tensor, scale: float, **options):
-        """Routed inference on whole LR images (B,3,h,w) in [0,1]; see ``routed.upscale``."""
-        from pcsr_lightning.inference.routed import upscale
-
-        return upscale(self, lr, scale, **options)
 
 
 KINDS = ("original", "pcsr")

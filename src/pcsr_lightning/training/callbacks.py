@@ -13,8 +13,17 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count
+from rich import get_console
 
+from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate_image, rows_to_csv, summarize
+from pcsr_lightning.evaluation.protocol import bicubic_sr
+from pcsr_lightning.io.checkpoint import LoadedModel
+from pcsr_lightning.io.files import write_text
+from pcsr_lightning.io.images import class_overlay, to_uint8
+from pcsr_lightning.measure.meter import FlopsMeter
 from pcsr_lightning.models import PCSR
+from pcsr_lightning.models.sampler import output_size
 
 # ------------------------------------------------------------------ console
 
@@ -82,8 +91,6 @@ def paper_flops_rows(net: torch.nn.Module, lr_size: int, scale: float, active: i
     """Paper-convention FLOPs of one training forward on an ``lr_size`` square LR crop, per part:
     the backbone (or original network) once, and for PCSR the classifier (used once two upsamplers are
     active) and each of the ``active`` upsamplers on every HR pixel."""
-    from pcsr_lightning.measure.meter import FlopsMeter
-    from pcsr_lightning.models.sampler import output_size
 
     meter = FlopsMeter(net)
     trunk = sum(meter.network((lr_size, lr_size), "paper").values())
@@ -111,8 +118,6 @@ class PaperFlopsSummary(RichModelSummary):
     def on_fit_start(self, trainer, pl_module) -> None:
         if not self._max_depth or not trainer.is_global_zero:
             return
-        from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count
-        from rich import get_console
 
         summary = self._summary(trainer, pl_module)
         columns = dict(summary._get_summary_data())
@@ -166,7 +171,6 @@ def logged_step(trainer) -> int:
 def log_images(trainer, key: str, images: list[torch.Tensor], captions: list[str]) -> None:
     """(3,H,W) images in [0,1] to every logger that takes images (wandb, TensorBoard), at the step of the
     validation metrics they go with."""
-    from pcsr_lightning.io.images import to_uint8
 
     arrays, step = [to_uint8(img) for img in images], logged_step(trainer)
     for logger in trainer.loggers:
@@ -195,8 +199,6 @@ class ValidationImages(L.Callback):
             return
         if batch_idx >= self.images or not isinstance(outputs, dict):
             return
-        from pcsr_lightning.apps.commands.upscale import class_overlay
-        from pcsr_lightning.evaluation.protocol import bicubic_sr
 
         hr, lr, sr = batch["hr"][0].cpu(), batch["lr"][0].cpu(), outputs["sr"][0].detach().float().cpu()
         bicubic = bicubic_sr(hr, lr)
@@ -239,9 +241,6 @@ class KSweep(L.Callback):
 @torch.no_grad()
 def k_sweep_rows(net: PCSR, loader, scale: float, ks: list[float]) -> list[dict]:
     """Mean metrics and GFLOPs per k (and both ends) over the loader's (LR, HR) images."""
-    from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate_image, summarize
-    from pcsr_lightning.io.checkpoint import LoadedModel
-    from pcsr_lightning.measure.meter import FlopsMeter
 
     settings = EvalSettings(ckpt="", hr_dir="", scale=scale, ks=ks, ends=True, metrics=("psnr", "psnr_y", "ssim"))
     loaded, meter = LoadedModel(net, "pcsr", {}), FlopsMeter(net)
@@ -262,8 +261,6 @@ def k_sweep_rows(net: PCSR, loader, scale: float, ks: list[float]) -> list[dict]
 
 
 def log_k_sweep(trainer, rows: list[dict]) -> None:
-    from pcsr_lightning.evaluation.evaluate import rows_to_csv
-    from pcsr_lightning.io.files import write_text
 
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):

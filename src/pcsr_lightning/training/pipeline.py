@@ -22,11 +22,18 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from pcsr_lightning.io.checkpoint import (CheckpointError, build_model, load_checkpoint, load_weights,
-                                          model_kind, save_checkpoint)
+from pcsr_lightning.config import extended_widths
+from pcsr_lightning.io.checkpoint import (
+    CheckpointError,
+    build_model,
+    load_checkpoint,
+    load_weights,
+    model_kind,
+    save_checkpoint,
+)
+from pcsr_lightning.io.manifest import FILENAME, Manifest, StageRecord, open_run
 from pcsr_lightning.models import PCSR
 from pcsr_lightning.training.callbacks import SaveOnException
-from pcsr_lightning.training.manifest import FILENAME, Manifest, StageRecord, open_run
 from pcsr_lightning.training.stages import Stage, part_of
 
 log = logging.getLogger(__name__)
@@ -164,7 +171,6 @@ def widths_like_source(cfg: DictConfig, model_config: dict, warm: WarmSource | N
         return model_config
     if not isinstance(warm.loaded.model, PCSR):
         return model_config  # the kind check names the problem
-    from pcsr_lightning.config import extended_widths
 
     source = [list(u.hidden_list) for u in warm.loaded.model.upsamplers]
     widths = extended_widths(source, cfg.backbone.heavy_hidden, cfg.backbone.light_hidden, cfg.model.num_classes)

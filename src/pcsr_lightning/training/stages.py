@@ -22,12 +22,11 @@ from collections.abc import Callable, Mapping, Sequence
 import lightning as L
 import torch
 from torch import nn
-
 from torchmetrics import MeanMetric
 
+from pcsr_lightning.inference.routed import prepare, render, render_forced, route
 from pcsr_lightning.measure.metrics import measure, shave_for
 from pcsr_lightning.models import PCSR, OriginalSR
-from pcsr_lightning.inference.routed import prepare, render, render_forced, route
 from pcsr_lightning.models.sampler import make_cell, make_coord
 from pcsr_lightning.training.losses import classifier_stage_loss, l1_loss, weighted_l1_loss
 

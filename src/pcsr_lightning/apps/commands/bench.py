@@ -8,8 +8,17 @@ import json
 import torch
 
 from pcsr_lightning.apps.commands.common import K_VALUE, add_memory_format_flag, format_table
+from pcsr_lightning.evaluation.bench import (
+    DTYPES,
+    GUARD_DB,
+    TABLE_HEADER,
+    BenchSettings,
+    Row,
+    parse_size,
+    ratio_rows,
+    run_bench,
+)
 from pcsr_lightning.io.files import check_outputs, write_text
-from pcsr_lightning.measure.bench import DTYPES, GUARD_DB, TABLE_HEADER, BenchSettings, Row, parse_size, ratio_rows, run_bench
 
 
 def add_parser(sub) -> None:

@@ -10,6 +10,7 @@ from pcsr_lightning.inference.layout import CHOICES as MEMORY_FORMAT_CHOICES
 from pcsr_lightning.inference.predict import RoutingOptions, check_scale_value
 from pcsr_lightning.inference.router import check_k
 from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, HARD_MAX_PIXELS
+from pcsr_lightning.measure.metrics import METRICS
 
 
 def checked(check):
@@ -67,7 +68,6 @@ def add_routing_flags(parser: argparse.ArgumentParser, several_k: bool = False) 
 
 
 def add_metrics_flag(parser: argparse.ArgumentParser) -> None:
-    from pcsr_lightning.measure.metrics import METRICS
 
     parser.add_argument("--metrics", nargs="+", choices=list(METRICS), default=["psnr"],
                         help="psnr (RGB) is always measured; psnr_y: PSNR on the BT.601 luma; ssim: SSIM on the luma")

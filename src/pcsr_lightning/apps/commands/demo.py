@@ -9,9 +9,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from hydra.utils import instantiate
+
 from pcsr_lightning.apps.commands.common import K_VALUE, format_table
+from pcsr_lightning.apps.train_app import run_job
+from pcsr_lightning.config import compose_config
 from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate, rows_to_csv, summarize
 from pcsr_lightning.io.files import write_text
+from pcsr_lightning.io.images import write_png
 
 
 def add_parser(sub) -> None:
@@ -26,7 +31,6 @@ def add_parser(sub) -> None:
 
 def held_out_folder(source, folder: Path) -> Path:
     """The held-out images of the training data as PNG files, so ``pcsr eval``'s loop measures them."""
-    from pcsr_lightning.io.images import write_png
 
     for i in range(len(source)):
         write_png(source.load(i), folder / f"{Path(source.name(i)).stem}.png")
@@ -48,10 +52,7 @@ def compare(ckpt: str | Path, folder: Path, scale: int, ks: list[float]) -> list
 
 
 def run(args: argparse.Namespace) -> int:
-    from hydra.utils import instantiate
 
-    from pcsr_lightning.apps.train_app import run_job
-    from pcsr_lightning.config import compose_config
 
     out = Path(args.out or f"outputs/demo/{args.experiment}/{datetime.now():%Y-%m-%d_%H-%M-%S}")
     cfg = compose_config([f"experiment={args.experiment}", f"profile={args.profile}", *args.overrides], out)

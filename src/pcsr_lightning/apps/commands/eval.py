@@ -8,8 +8,21 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pcsr_lightning.apps.commands.common import add_metrics_flag, add_routing_flags, format_table
-from pcsr_lightning.evaluation.evaluate import (RECORD_COLUMNS, SUMMARY_COLUMNS, EvalSettings, evaluate, format_value,
-                                                record_dicts, summarize, with_metrics, write_outputs)
+from pcsr_lightning.evaluation.evaluate import (
+    RECORD_COLUMNS,
+    SUMMARY_COLUMNS,
+    EvalSettings,
+    evaluate,
+    format_value,
+    record_dicts,
+    summarize,
+    with_metrics,
+    write_outputs,
+)
+from pcsr_lightning.evaluation.wandb_log import eval_identity, log_evaluation
+from pcsr_lightning.io.files import check_outputs
+from pcsr_lightning.io.images import list_images
+from pcsr_lightning.tracking import wandb_run
 
 
 def add_parser(sub) -> None:
@@ -43,8 +56,6 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
 
 def run_settings(settings: EvalSettings, out=None, summary_out=None, plot=None, run=None) -> int:
     """Shared by ``pcsr eval`` and the Hydra app ``pcsr-eval``; ``run``: a wandb run to log into."""
-    from pcsr_lightning.io.files import check_outputs
-    from pcsr_lightning.io.images import list_images
 
     inputs = [settings.ckpt, *filter(None, [settings.original_ckpt]), *list_images(settings.hr_dir)]
     check_outputs([p for p in (out, summary_out, plot) if p], inputs)  # before any work
@@ -57,7 +68,6 @@ def run_settings(settings: EvalSettings, out=None, summary_out=None, plot=None, 
     for path in written:
         print(f"wrote {path}")
     if run is not None:
-        from pcsr_lightning.evaluation.wandb_log import log_evaluation
 
         log_evaluation(run, record_dicts(records), with_metrics(RECORD_COLUMNS, settings.metrics), summary, columns,
                        plot if plot and Path(plot).is_file() else None)
@@ -71,8 +81,6 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if not args.wandb:
         return run_settings(settings, args.out, args.summary, args.plot)
-    from pcsr_lightning.evaluation.wandb_log import eval_identity
-    from pcsr_lightning.tracking import wandb_run
 
     experiment, tags = eval_identity(settings.ckpt)
     name = f"{experiment} k={','.join(f'{k:g}' for k in settings.ks)}"

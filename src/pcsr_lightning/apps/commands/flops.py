@@ -6,12 +6,13 @@ import argparse
 
 import torch
 
-from pcsr_lightning.io.checkpoint import load_checkpoint
 from pcsr_lightning.apps.commands.common import K_VALUE, SCALE_VALUE, add_image_flags, format_table
+from pcsr_lightning.inference.routed import prepare, route
+from pcsr_lightning.inference.router import class_counts
+from pcsr_lightning.io.checkpoint import load_checkpoint
 from pcsr_lightning.io.images import read_image
 from pcsr_lightning.measure.flops import CONVENTIONS
-from pcsr_lightning.measure.meter import FlopsMeter, all_on, arch_names, build_arch, class_counts
-from pcsr_lightning.inference.routed import prepare, route
+from pcsr_lightning.measure.meter import FlopsMeter, all_on, arch_names, build_arch
 from pcsr_lightning.models.pcsr import model_kind
 from pcsr_lightning.models.sampler import output_size
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from pcsr_lightning.inference.router import cost_list
 from pcsr_lightning.io.checkpoint import load_checkpoint
 from pcsr_lightning.io.official import import_official
 
@@ -23,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     params = sum(p.numel() for p in loaded.model.parameters())
     extra = ""
     if loaded.is_pcsr:
-        costs = ", ".join(f"{c:.4f}" for c in loaded.model.cost_list(4.0).tolist())
+        costs = ", ".join(f"{c:.4f}" for c in cost_list(loaded.model, 4.0).tolist())
         extra = f", {loaded.model.num_classes} upsamplers, cost list x4 (heavy..light) [{costs}]"
     print(f"wrote {out}: {loaded.kind} model, {params:,} parameters{extra}")
     return 0

@@ -8,9 +8,18 @@ import argparse
 from pathlib import Path
 
 from pcsr_lightning.apps.commands.common import K_VALUE, add_image_flags, add_memory_format_flag, add_metrics_flag
+from pcsr_lightning.data.samples import materialize_samples
 from pcsr_lightning.evaluation.evaluate import rows_to_csv
-from pcsr_lightning.evaluation.paper_table import build_table, resolve_row, rows_from_runs, table_columns, table_markdown
+from pcsr_lightning.evaluation.paper_table import (
+    build_table,
+    resolve_row,
+    rows_from_runs,
+    table_columns,
+    table_markdown,
+)
+from pcsr_lightning.evaluation.wandb_log import log_results
 from pcsr_lightning.io.files import check_writable_dir, write_text
+from pcsr_lightning.tracking import wandb_run
 
 
 def add_parser(sub) -> None:
@@ -45,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--dataset {spec!r}: expected NAME=HR_DIR")
         datasets[name] = folder
     if not datasets:
-        from pcsr_lightning.data.samples import materialize_samples
 
         datasets["samples"] = str(materialize_samples(out.parent / "samples"))
     cells, images = build_table(rows, datasets, args.k, args.psnr_tolerance, None if args.crop == "none" else args.crop,
@@ -58,8 +66,6 @@ def run(args: argparse.Namespace) -> int:
     write_text(rows_to_csv(columns, cells), out / "table.csv")
     print(f"wrote {out / 'table.md'}, {out / 'table.csv'} and {len(images)} curve(s)")
     if args.wandb:
-        from pcsr_lightning.evaluation.wandb_log import log_results
-        from pcsr_lightning.tracking import wandb_run
 
         config = {k: v for k, v in vars(args).items() if k != "run"}
         with wandb_run("table " + " ".join(datasets), "table", "eval", sorted(rows), config, out) as run:

@@ -6,28 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from pcsr_lightning.apps.commands.common import add_routing_flags, is_out_of_memory, out_of_memory, routing_from
-from pcsr_lightning.io.files import check_outputs, output_stems
-from pcsr_lightning.io.images import ImageReadError, list_images, read_image, write_png
 from pcsr_lightning.inference.layout import as_input, choose_memory_format
 from pcsr_lightning.inference.predict import check_scale, load_for_inference, resolve_device, super_resolve
+from pcsr_lightning.inference.router import heavy_share
+from pcsr_lightning.io.files import check_outputs, output_stems
+from pcsr_lightning.io.images import ImageReadError, class_overlay, list_images, read_image, write_png
 from pcsr_lightning.measure.memory import process_peak_mb
-from pcsr_lightning.measure.meter import heavy_share
-
-# Heaviest first: red, orange, yellow, ... lightest green/blue.
-PALETTE = torch.tensor(
-    [[230, 40, 40], [40, 180, 60], [250, 160, 30], [60, 110, 230], [240, 230, 50], [160, 60, 200]], dtype=torch.float32
-) / 255
-
-
-def class_overlay(sr: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Blend each pixel's upsampler colour over a gray copy of the SR image: (3,H,W)."""
-    palette = PALETTE if num_classes <= 2 else PALETTE[[0, 2, 4, 1, 3, 5]]
-    colours = palette[classes.long().cpu() % len(palette)].permute(2, 0, 1)
-    gray = sr.cpu().clamp(0, 1).mean(0, keepdim=True).expand(3, -1, -1)
-    return 0.45 * gray + 0.55 * colours
 
 
 def inputs_of(path: Path) -> list[Path]:

@@ -1,6 +1,6 @@
 """What preparing and serving DIV2K costs, measured on a generated DIV2K-shaped folder.
 
-``python -m pcsr_lightning.measure.div2k_scale --root /tmp/div2k_like --images 4`` writes 2040-pixel-wide
+``python experiments/div2k_scale.py --root /tmp/div2k_like --images 4`` writes 2040-pixel-wide
 PNGs (tiles of scikit-image's sample photos, so the bicubic rescales work on real texture) in the
 published layout, prepares the training cache and prints, per image: disk bytes, preparation seconds,
 and training crops per second of one loader worker; then the same figures for DIV2K's 800 images.
@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader
 
 from pcsr_lightning.data.datamodule import TrainCrops
 from pcsr_lightning.data.div2k import DIV2K, crop_positions
+from pcsr_lightning.evaluation.bench import machine_info, photo_mosaic
+from pcsr_lightning.io.files import write_text
 from pcsr_lightning.io.images import write_png
-from pcsr_lightning.measure.bench import machine_info, photo_mosaic
 
 HEIGHTS = (1356, 1536, 1152, 1356)  # DIV2K's training images are 2040 wide, mostly 1356 high
 WIDTH = 2040
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     result = measure(args.root, args.images, args.workers, args.batches, args.queries)
     print(report(result))
     if args.json:
-        from pcsr_lightning.io.files import write_text
+
 
         write_text(json.dumps(result, indent=1), args.json)
 

@@ -16,6 +16,16 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from pcsr_lightning.data.bicubic import downscale
+from pcsr_lightning.data.sources import sample_photo
+from pcsr_lightning.inference.layout import as_input, choose_memory_format, format_name
+from pcsr_lightning.inference.predict import load_for_inference, resolve_device
+from pcsr_lightning.inference.reference import class_map_agreement, upscale_reference
+from pcsr_lightning.inference.routed import backbone_features, prepare, upscale, upscale_forced
+from pcsr_lightning.inference.router import cost_list
+from pcsr_lightning.measure.memory import call_peak_mb
+from pcsr_lightning.measure.metrics import psnr, shave_for
+
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 TILE = 256
 
@@ -36,7 +46,6 @@ def photo_mosaic(hr_size: tuple[int, int]) -> torch.Tensor:
 
     Real texture at its own scale keeps the routing realistic (an upscaled photo would be mostly smooth).
     """
-    from pcsr_lightning.data.sources import sample_photo
 
     photos = [sample_photo(name) for name in PHOTOS]
     h, w = hr_size
@@ -205,14 +214,13 @@ class BenchSettings:
 
 def load_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dtype, memory_format, scale: int):
     """A checkpoint of the expected kind, in ``dtype`` and ``memory_format``; PCSR's cost list cached in fp32 first."""
-    from pcsr_lightning.inference.predict import load_for_inference
 
     loaded = load_for_inference(path, device, memory_format)
     if loaded.is_pcsr != want_pcsr:
         raise ValueError(f"{path} is a {loaded.kind} checkpoint, expected {'pcsr' if want_pcsr else 'original'}")
     model = loaded.model.eval()
     if want_pcsr:
-        model.cost_list(scale)  # cached, computed in fp32 before any cast
+        cost_list(model, scale)  # cached, computed in fp32 before any cast
     elif model.scale != scale:
         raise ValueError(f"the original network upscales x{model.scale}, the benchmark runs x{scale}")
     return model.to(dtype)  # keeps the memory format
@@ -221,8 +229,6 @@ def load_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dt
 @torch.no_grad()
 def first_call(fn, hr: torch.Tensor, scale: int, device) -> tuple[float, object, float, float | None]:
     """The warm-up call: the memory it needs, its output, PSNR against the HR and heavy share."""
-    from pcsr_lightning.measure.memory import call_peak_mb
-    from pcsr_lightning.measure.metrics import psnr, shave_for
 
     out = []
     peak = call_peak_mb(lambda: out.append(fn()), device)
@@ -234,12 +240,6 @@ def first_call(fn, hr: torch.Tensor, scale: int, device) -> tuple[float, object,
 
 def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> dict:
     """Warm up and time every variant interleaved; the report ``pcsr bench`` prints and writes as JSON."""
-    from pcsr_lightning.data.bicubic import downscale
-    from pcsr_lightning.inference.predict import resolve_device
-    from pcsr_lightning.inference.layout import as_input, choose_memory_format, format_name
-    from pcsr_lightning.inference.reference import class_map_agreement, upscale_reference
-    from pcsr_lightning.inference.routed import backbone_features, prepare, upscale, upscale_forced
-    from pcsr_lightning.measure.metrics import psnr, shave_for
 
     settings.check()
     device = resolve_device(settings.device)
@@ -303,7 +303,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
             probs = prepare(pcsr, lr, s, feat=feat).probs
         report["fast_vs_reference"] = {
             "classes_identical": bool(torch.equal(fast.classes, ref.classes)),
-            "class_map": class_map_agreement(fast.classes, ref.classes, probs, pcsr.cost_list(s), ks[0]),
+            "class_map": class_map_agreement(fast.classes, ref.classes, probs, cost_list(pcsr, s), ks[0]),
             "psnr_diff_db": abs(fast_row.psnr - reference.psnr),
             "speedup": paired_ratio(times[ref_name], times[fast_name]),
             "speedup_routed": paired_ratio(times[ROUTED_REFERENCE], times[ROUTED_FAST]),

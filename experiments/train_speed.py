@@ -5,7 +5,7 @@ with a profile that sets batch and queries), then a Lightning ``Trainer`` runs `
 optimiser steps (forward, loss, backward, Adam) on one batch of real crops, repeated, so data loading
 is not part of the figure. A callback times each step, synchronising CUDA when it is used.
 
-``python -m pcsr_lightning.measure.train_speed [--device cuda] [--backbones fsrcnn carn]``
+``python experiments/train_speed.py [--device cuda] [--backbones fsrcnn carn]``
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from torch.utils.data import DataLoader, Dataset
 from pcsr_lightning.config import compose_config
 from pcsr_lightning.data.datamodule import TrainCrops
 from pcsr_lightning.data.sources import SamplePhotos
+from pcsr_lightning.evaluation.bench import machine_info
 from pcsr_lightning.io.checkpoint import build_model
-from pcsr_lightning.measure.bench import machine_info
+from pcsr_lightning.io.files import write_text
 from pcsr_lightning.training.pipeline import instantiate, stage_plan
 
 BACKBONES = ("fsrcnn", "carn", "srresnet")
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.device}, {args.precision}, {machine}")
     print(table(rows))
     if args.json:
-        from pcsr_lightning.io.files import write_text
+
 
         write_text(json.dumps({"device": args.device, "precision": args.precision, "machine": machine,
                                "rows": rows}, indent=1), args.json)
