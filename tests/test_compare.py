@@ -97,5 +97,5 @@ def test_swap_takes_the_named_parts_from_the_donor(tmp_path, capsys):
     assert main(["swap", str(a), str(c), "--parts", "upsamplers.1", "--out", str(tmp_path / "bad.ckpt")]) == 2
     assert re.search(r"upsamplers\.1.*do not fit", capsys.readouterr().err)
     assert main(["swap", str(a), str(b), "--parts", "upsampler", "--out", str(tmp_path / "bad.ckpt")]) == 2
-    assert "has no part 'upsampler'" in capsys.readouterr().err
+    assert "no part 'upsampler' in this PCSR" in capsys.readouterr().err
     assert not (tmp_path / "bad.ckpt").exists()

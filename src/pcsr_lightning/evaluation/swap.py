@@ -13,14 +13,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from pcsr_lightning.io.checkpoint import CheckpointError, LoadedModel, load_weights
-
-
-def part(model: nn.Module, path: str, where: str) -> nn.Module:
-    try:
-        return model.get_submodule(path)
-    except AttributeError:
-        names = sorted(n for n, _ in model.named_children())
-        raise CheckpointError(f"{where} has no part {path!r} (its parts: {names})") from None
+from pcsr_lightning.models.parts import submodule
 
 
 def swap_parts(base: LoadedModel, donor: LoadedModel, parts: Sequence[str], base_name: str = "base",
@@ -31,6 +24,7 @@ def swap_parts(base: LoadedModel, donor: LoadedModel, parts: Sequence[str], base
     if base.kind != donor.kind:
         raise CheckpointError(f"{base_name} holds a {base.kind} model, {donor_name} a {donor.kind} model")
     for path in parts:
-        theirs = part(donor.model, path, donor_name)
-        load_weights(part(base.model, path, base_name), theirs.state_dict(), f"{donor_name} ({path})")
+        theirs = submodule(donor.model, path, donor_name)
+        load_weights(submodule(base.model, path, base_name), theirs.state_dict(),
+                     f"{donor_name} ({path})")
     return base.model

@@ -27,6 +27,7 @@ from torchmetrics import MeanMetric
 from pcsr_lightning.inference.routed import prepare, render, render_forced, route
 from pcsr_lightning.measure.metrics import measure, shave_for
 from pcsr_lightning.models import PCSR, OriginalSR
+from pcsr_lightning.models.parts import submodule
 from pcsr_lightning.models.sampler import make_cell, make_coord
 from pcsr_lightning.training.losses import classifier_stage_loss, l1_loss, weighted_l1_loss
 
@@ -43,13 +44,8 @@ def scored(sr: torch.Tensor, hr: torch.Tensor, scale: int, suffix: str = "") -> 
 
 
 def part_of(net: nn.Module, path: str, stage: str) -> nn.Module:
-    """The submodule at a dotted ``path`` (``"upsamplers.1"``), or an error naming what exists."""
-    try:
-        part = net.get_submodule(path)
-    except AttributeError:
-        names = sorted({n.split(".")[0] for n, _ in net.named_children()})
-        raise ValueError(f"stage {stage} trains {path!r}, which this {type(net).__name__} does not have "
-                         f"(its parts: {names})") from None
+    """The submodule at a dotted ``path`` (``"upsamplers.1"``) that has parameters to train."""
+    part = submodule(net, path, f"stage {stage}")
     if not any(True for _ in part.parameters()):
         raise ValueError(f"stage {stage} trains {path!r}, which has no parameters")
     return part
