@@ -254,7 +254,7 @@ def test_existing_results_need_overwrite(ckpt, photos, tmp_path, capsys, monkeyp
     before = snapshot(out)
     import pcsr_lightning.apps.commands.upscale as upscale
 
-    monkeypatch.setattr(upscale, "load_for_inference", lambda *a, **k: pytest.fail("work started before the refusal"))
+    monkeypatch.setattr(upscale, "load", lambda *a, **k: pytest.fail("work started before the refusal"))
     code, err = run_cli(["upscale", "--ckpt", ckpt, "--input", photos, "--output", out, "--k", "2"], capsys)
     assert code == 2 and "already exist" in err and "--overwrite" in err
     assert snapshot(out) == before
@@ -281,7 +281,7 @@ def read_only_folder(tmp_path: Path) -> Path:
 def test_unwritable_outputs_refused_before_work(ckpt, photos, tmp_path, capsys, monkeypatch):
     import pcsr_lightning.apps.commands.upscale as upscale
 
-    monkeypatch.setattr(upscale, "load_for_inference", lambda *a, **k: pytest.fail("work started before the refusal"))
+    monkeypatch.setattr(upscale, "load", lambda *a, **k: pytest.fail("work started before the refusal"))
     code, err = run_cli(["upscale", "--ckpt", ckpt, "--input", photos, "--output", read_only_folder(tmp_path)], capsys)
     assert code == 2 and "not writable" in err
     a_file = tmp_path / "not_a_folder"
@@ -324,13 +324,13 @@ def test_disk_full_is_said_in_words(ckpt, photos, tmp_path, capsys, monkeypatch)
 
 
 def test_out_of_memory_names_the_image_and_the_tile_option(ckpt, photos, tmp_path, capsys, monkeypatch):
-    import pcsr_lightning.apps.commands.upscale as upscale
-
     def oom(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 96000000000 bytes.")
 
-    monkeypatch.setattr(upscale, "super_resolve", oom)
+    import pcsr_lightning.inference.srmodel as srmodel
+
+    monkeypatch.setattr(srmodel.SRModel, "super_resolve", oom)
     code, err = run_cli(["upscale", "--ckpt", ckpt, "--input", photos, "--output", tmp_path / "sr"], capsys)
     assert code == 2 and "cat.png: out of memory" in err and "--tile" in err
     import pcsr_lightning.evaluation.evaluate as evaluate
@@ -387,7 +387,7 @@ def test_too_small_for_the_scale_and_shave_is_named(ckpt, photos, capsys):
     ("--scale", "nan", "must be a finite number > 1"),
     ("--k", "nan", "the cost knob k must be a finite number, got nan"),
     ("--k", "inf", "must be a finite number"),
-    ("--device", "gpu0", "--device 'gpu0' is not a device: use cpu or cuda[:N]"),
+    ("--device", "gpu0", "device 'gpu0' is not a device: use auto, cpu or cuda[:N]"),
 ])
 def test_nonsense_numbers_and_devices(ckpt, photos, tmp_path, capsys, flag, value, message):
     for args in (["upscale", "--ckpt", ckpt, "--input", photos, "--output", tmp_path / "sr"],

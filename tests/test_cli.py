@@ -99,7 +99,7 @@ def test_bad_checkpoint_and_device_errors(tmp_path, photo_dir, capsys):
     assert main(["eval", "--ckpt", str(bogus), "--hr-dir", str(photo_dir)]) == 2
     assert "not a pcsr-lightning checkpoint" in capsys.readouterr().err
     assert main(["eval", "--ckpt", str(tmp_path / "missing.ckpt"), "--hr-dir", str(photo_dir)]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert "model file not found" in capsys.readouterr().err
 
 
 def test_original_network_scale_mismatch(tmp_path, photo_dir, capsys):

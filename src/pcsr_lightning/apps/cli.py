@@ -22,6 +22,7 @@ COMMANDS = [
     "pcsr_lightning.apps.commands.demo",
     "pcsr_lightning.apps.commands.bench",
     "pcsr_lightning.apps.commands.swap",
+    "pcsr_lightning.apps.commands.convert",
 ]
 
 

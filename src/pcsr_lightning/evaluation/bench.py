@@ -19,10 +19,10 @@ import torch
 from pcsr_lightning.data.bicubic import downscale
 from pcsr_lightning.data.sources import sample_photo
 from pcsr_lightning.inference.layout import as_input, choose_memory_format, format_name
-from pcsr_lightning.inference.predict import load_for_inference, resolve_device
 from pcsr_lightning.inference.reference import class_map_agreement, upscale_reference
 from pcsr_lightning.inference.routed import backbone_features, prepare, upscale, upscale_forced
 from pcsr_lightning.inference.router import cost_list
+from pcsr_lightning.inference.srmodel import load, resolve_device
 from pcsr_lightning.measure.memory import call_peak_mb
 from pcsr_lightning.measure.metrics import psnr, shave_for
 
@@ -212,18 +212,18 @@ class BenchSettings:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {sorted(DTYPES)}")
 
 
-def load_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dtype, memory_format, scale: int):
-    """A checkpoint of the expected kind, in ``dtype`` and ``memory_format``; PCSR's cost list cached in fp32 first."""
-
-    loaded = load_for_inference(path, device, memory_format)
-    if loaded.is_pcsr != want_pcsr:
-        raise ValueError(f"{path} is a {loaded.kind} checkpoint, expected {'pcsr' if want_pcsr else 'original'}")
-    model = loaded.model.eval()
+def bench_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dtype, memory_format: str,
+                scale: int) -> torch.nn.Module:
+    """A checkpoint of the expected kind, loaded as users get it (``pcsr_lightning.load``: its layout rule,
+    the cost list computed in float32 before the cast to ``dtype``)."""
+    model = load(path, device, dtype, memory_format)
+    if model.is_pcsr != want_pcsr:
+        raise ValueError(f"{path} is a {model.kind} checkpoint, expected {'pcsr' if want_pcsr else 'original'}")
     if want_pcsr:
-        cost_list(model, scale)  # cached, computed in fp32 before any cast
+        model.cost_list(scale)
     elif model.scale != scale:
         raise ValueError(f"the original network upscales x{model.scale}, the benchmark runs x{scale}")
-    return model.to(dtype)  # keeps the memory format
+    return model.network
 
 
 @torch.no_grad()
@@ -246,8 +246,8 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
     (h, w), s, tile, ks = settings.hr_size, settings.scale, settings.tile, list(settings.ks)
     dtype = DTYPES[settings.precision]
     memory_format = choose_memory_format(device, settings.memory_format)  # what pcsr upscale picks
-    pcsr = load_model(settings.pcsr_ckpt, True, device, dtype, memory_format, s)
-    original = load_model(settings.original_ckpt, False, device, dtype, memory_format, s)
+    pcsr = bench_model(settings.pcsr_ckpt, True, device, dtype, settings.memory_format, s)
+    original = bench_model(settings.original_ckpt, False, device, dtype, settings.memory_format, s)
     hr = photo_mosaic((h, w))
     lr = as_input(downscale(hr, s).clamp(0, 1)[None].to(device, dtype), memory_format)
     layout = format_name(memory_format)
@@ -311,7 +311,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
             "ms_routed_reference": statistics.median_high(times[ROUTED_REFERENCE]),
         }
     if dtype != torch.float32:
-        full = load_model(settings.pcsr_ckpt, True, device, torch.float32, memory_format, s)
+        full = bench_model(settings.pcsr_ckpt, True, device, torch.float32, settings.memory_format, s)
         with torch.no_grad():
             ref_sr = upscale(full, lr.float(), s, k=ks[0], tile=tile).sr
         fp32_psnr = psnr(ref_sr[0].cpu(), hr, shave_for(s))

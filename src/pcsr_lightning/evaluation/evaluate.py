@@ -19,9 +19,9 @@ import torch
 from pcsr_lightning.evaluation.plot import Series, save_plot
 from pcsr_lightning.evaluation.protocol import bicubic_sr, load_pair
 from pcsr_lightning.inference.layout import choose_memory_format
-from pcsr_lightning.inference.predict import check_scale, check_scale_value, load_for_inference, resolve_device
 from pcsr_lightning.inference.routed import forced_classes, prepare, render, route
 from pcsr_lightning.inference.router import check_k, class_counts, heavy_share
+from pcsr_lightning.inference.srmodel import check_scale_value, load
 from pcsr_lightning.io.checkpoint import LoadedModel
 from pcsr_lightning.io.files import write_text
 from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, ImageReadError, list_images
@@ -117,7 +117,7 @@ def evaluate_image(
     for setting, k, classes in plan:
         out = render(model, prepared, classes, settings.refine)
         counts = class_counts(classes, m)
-        records.append(Record(name, "pcsr", setting, k, heavy_share=heavy_share(classes),
+        records.append(Record(name, "pcsr", setting, k, heavy_share=heavy_share(classes, m),
                               **scores(settings, out.sr[0], hr), **_gflops(meter, lr_size, scale, counts)))
     return records
 
@@ -134,16 +134,16 @@ def add_shares(records: list[Record], originals: dict[str, Record]) -> None:
 def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tuple[list[Record], int]:
     """Records for every image (and the original's, if given); the number of images that failed."""
 
-    device = resolve_device(settings.device)
-    memory_format = choose_memory_format(device, settings.memory_format)
-    loaded = load_for_inference(settings.ckpt, device, memory_format)
-    check_scale(loaded, settings.scale)
+    model = load(settings.ckpt, settings.device, memory_format=settings.memory_format)
+    model.check_scale(settings.scale)
+    loaded, device = model.loaded, model.device
     original = None
     if settings.original_ckpt:
-        original = load_for_inference(settings.original_ckpt, device, memory_format)
-        if original.is_pcsr:
-            raise ValueError(f"--original-ckpt {settings.original_ckpt} is a PCSR checkpoint, not an original network")
-        check_scale(original, settings.scale)
+        reference_model = load(settings.original_ckpt, device, memory_format=settings.memory_format)
+        if reference_model.is_pcsr:
+            raise ValueError(f"original_ckpt {settings.original_ckpt} is a PCSR checkpoint, not an original network")
+        reference_model.check_scale(settings.scale)
+        original = reference_model.loaded
     images = list_images(settings.hr_dir)
     if not images:
         raise FileNotFoundError(f"no images in {settings.hr_dir}")

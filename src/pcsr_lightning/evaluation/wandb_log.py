@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pcsr_lightning.io.checkpoint import load_checkpoint
+from pcsr_lightning.io.weights import load_model
 from pcsr_lightning.tracking import model_tags
 
 
@@ -14,7 +14,7 @@ def eval_identity(ckpt: str | Path) -> tuple[str, list[str]]:
     """(experiment name, tags) of a checkpoint: the training run's experiment (else the file's stem) and
     its backbone, kind and M."""
 
-    loaded = load_checkpoint(ckpt)
+    loaded = load_model(ckpt)
     target = loaded.config.get("backbone", loaded.config.get("network", {})).get("_target_", "")
     backbone = target.rsplit(".", 1)[-1].lower() or "unknown"
     experiment = loaded.meta.get("experiment") or Path(ckpt).stem

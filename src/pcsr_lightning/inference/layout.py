@@ -21,7 +21,7 @@ def choose_memory_format(device: torch.device | str, requested: str = "auto") ->
     if requested == "auto":  # the same on every device today (see the module doc); the device is for the rule
         return torch.channels_last
     if requested not in MEMORY_FORMATS:
-        raise ValueError(f"--memory-format must be one of {list(CHOICES)}, got {requested!r}")
+        raise ValueError(f"memory_format must be one of {list(CHOICES)}, got {requested!r}")
     return MEMORY_FORMATS[requested]
 
 

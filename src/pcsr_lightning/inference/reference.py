@@ -65,7 +65,7 @@ def upscale_reference(
     class_map = classes.view(b, hh, ww)
     if refine:
         pred = refine_pixels(pred, class_map, m)
-    return RoutedSR(pred + model.rgb_mean, class_map)
+    return RoutedSR(pred + model.rgb_mean, class_map, model.num_classes)
 
 
 # Folding the first Linear sums the same products in another order than the loop's Linear on gathered

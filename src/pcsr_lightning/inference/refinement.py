@@ -7,11 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from pcsr_lightning.inference.cache import cpu_cache_budget
-
-
-def heavy_mask(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Heavy = the first half of the upsamplers (U_0 for M = 2)."""
-    return classes < max(1, num_classes // 2)
+from pcsr_lightning.inference.router import heavy_mask
 
 
 def refinement_mask(classes: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -43,9 +43,10 @@ def exact(fn):
 class RoutedSR:
     sr: torch.Tensor  # (B,3,H,W), image range, not clamped
     classes: torch.Tensor  # (B,H,W) int64, 0 = heaviest upsampler
+    num_classes: int  # M, which says which classes are heavy (``router.heavy_mask``)
 
     def heavy_share(self) -> float:
-        return heavy_share(self.classes)
+        return heavy_share(self.classes, self.num_classes)
 
 
 @dataclass
@@ -149,7 +150,7 @@ def render(
         # CPU: cache-sized row bands; GPU: the whole image in one band (a few launches, memory is there).
         refine_in_place(pred, class_map, model.num_classes, band=hh if pred.is_cuda else None)
     pred += model.rgb_mean
-    return RoutedSR(pred, class_map)
+    return RoutedSR(pred, class_map, model.num_classes)
 
 
 @exact

@@ -26,9 +26,11 @@ def cost_list(model, scale: float) -> torch.Tensor:
 
 
 def _cost_list(model, scale: float) -> torch.Tensor:
-    device = model.rgb_mean.device
+    """Counted on zeros of the backbone's own device and dtype, so a model cast to float16 or bfloat16
+    still gets its costs (the counts do not depend on the dtype)."""
+    weight = next(model.backbone.parameters())
     queries = output_size((16, 16), scale)
-    backbone = paper_flops(model.backbone, torch.zeros(1, 3, 16, 16, device=device))
+    backbone = paper_flops(model.backbone, weight.new_zeros(1, 3, 16, 16))
     costs = torch.tensor(
         [backbone + 2 * queries[0] * queries[1] * u.macs_per_query() for u in model.upsamplers],
         dtype=torch.float64,
@@ -41,9 +43,16 @@ def class_counts(classes: torch.Tensor, num_classes: int) -> list[int]:
     return torch.bincount(classes.flatten().cpu(), minlength=num_classes).tolist()
 
 
-def heavy_share(classes: torch.Tensor | None) -> float | None:
-    """Share of pixels on the heaviest upsampler (U_0) in a class map; None for an original network."""
-    return None if classes is None else int((classes == 0).sum()) / classes.numel()
+def heavy_mask(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The one definition of a heavy pixel, for every M: on the first half of the upsamplers (U_0 for
+    M = 2 and 3, U_0 and U_1 for M = 4). Refinement smooths light pixels next to these; heavy shares
+    count them."""
+    return classes < max(1, num_classes // 2)
+
+
+def heavy_share(classes: torch.Tensor | None, num_classes: int) -> float | None:
+    """Share of heavy pixels (``heavy_mask``) in a class map; None for an original network."""
+    return None if classes is None else int(heavy_mask(classes, num_classes).sum()) / classes.numel()
 
 
 def decide_classes(probs: torch.Tensor, costs: torch.Tensor, k: float, adaptive: bool) -> torch.Tensor:

@@ -18,9 +18,9 @@ from pcsr_lightning.io.checkpoint import (
     first_line,
     load_weights,
     read_weights_only,
-    save_checkpoint,
 )
 from pcsr_lightning.io.files import check_outputs
+from pcsr_lightning.io.weights import output_files, save_model
 
 
 def _backbone_config(name: str, args: dict, with_tail: bool) -> dict:
@@ -105,15 +105,17 @@ def convert_release(raw: object, source: str = "checkpoint") -> tuple[dict, dict
     return config, state, meta
 
 
-def import_official(src: str | Path, out: str | Path, trust: bool = False) -> Path:
-    """Convert a release ``.pth`` into a project checkpoint at ``out``.
+def import_official(src: str | Path, out: str | Path, trust: bool = False, format: str | None = None,
+                    overwrite: bool = True) -> Path:
+    """Convert a release ``.pth`` into a project model file at ``out``: a .ckpt, a .safetensors or a model
+    folder (``weights.format_of``: by the suffix, or ``format``).
 
     The release's files hold tensors and plain data only and load with ``weights_only=True``. A file that
     needs more could run code while loading; it is refused unless ``trust`` (the user vouches for it).
     """
 
     src = Path(src)
-    check_outputs([out], inputs=[src])
+    check_outputs(output_files(out, format), inputs=[src], overwrite=overwrite)
     try:
         raw = read_weights_only(src, "release checkpoint")
     except CheckpointError as err:
@@ -128,4 +130,4 @@ def import_official(src: str | Path, out: str | Path, trust: bool = False) -> Pa
     config, state, meta = convert_release(raw, str(src))
     model = build_model(config)
     load_weights(model, state, str(src))
-    return save_checkpoint(out, model, config, meta)
+    return save_model(out, model, config, meta, format)

@@ -56,9 +56,9 @@ class FlopsMeter:
         self._per_query: dict[tuple, int] = {}
 
     def _zeros(self, lr_size: tuple[int, int]) -> torch.Tensor:
-        buffer = next(self.model.buffers(), None)
-        device = buffer.device if buffer is not None else "cpu"
-        return torch.zeros(1, 3, *lr_size, device=device)
+        """Zeros on the network's device and in its dtype (counts do not depend on either)."""
+        weight = next(self.model.parameters(), None)
+        return torch.zeros(1, 3, *lr_size) if weight is None else weight.new_zeros(1, 3, *lr_size)
 
     def network(self, lr_size: tuple[int, int], convention: str) -> OrderedDict[str, int]:
         """Original network on the whole LR, or the PCSR backbone: per top-level part."""
@@ -76,7 +76,7 @@ class FlopsMeter:
         _check_convention(convention)
         key = (convention, id(mlp))
         if key not in self._per_query:
-            one = torch.zeros(1, mlp.in_dim, device=mlp.linears[0].weight.device)
+            one = mlp.linears[0].weight.new_zeros(1, mlp.in_dim)
             self._per_query[key] = sum(flops_by_module(mlp, one, convention=convention).values())
         return self._per_query[key]
 

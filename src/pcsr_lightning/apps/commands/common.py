@@ -7,8 +7,8 @@ import argparse
 import torch
 
 from pcsr_lightning.inference.layout import CHOICES as MEMORY_FORMAT_CHOICES
-from pcsr_lightning.inference.predict import RoutingOptions, check_scale_value
 from pcsr_lightning.inference.router import check_k
+from pcsr_lightning.inference.srmodel import RoutingOptions, check_scale_value
 from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, HARD_MAX_PIXELS
 from pcsr_lightning.measure.metrics import METRICS
 
@@ -21,7 +21,7 @@ def checked(check):
         try:
             return check(text)
         except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err).removeprefix("--scale ")) from None
+            raise argparse.ArgumentTypeError(str(err).removeprefix("scale ")) from None
 
     parse.__name__ = check.__name__
     return parse

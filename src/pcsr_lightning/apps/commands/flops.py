@@ -9,8 +9,8 @@ import torch
 from pcsr_lightning.apps.commands.common import K_VALUE, SCALE_VALUE, add_image_flags, format_table
 from pcsr_lightning.inference.routed import prepare, route
 from pcsr_lightning.inference.router import class_counts
-from pcsr_lightning.io.checkpoint import load_checkpoint
 from pcsr_lightning.io.images import read_image
+from pcsr_lightning.io.weights import load_model
 from pcsr_lightning.measure.flops import CONVENTIONS
 from pcsr_lightning.measure.meter import FlopsMeter, all_on, arch_names, build_arch
 from pcsr_lightning.models.pcsr import model_kind
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--original goes with --arch (a checkpoint knows its own kind)")
     if args.image and not args.ckpt:
         raise ValueError("--image needs --ckpt: routing needs trained weights")
-    model = build_arch(args.arch, args.original) if args.arch else load_checkpoint(args.ckpt).model
+    model = build_arch(args.arch, args.original) if args.arch else load_model(args.ckpt).model
     lr = read_image(args.image, args.max_pixels)[None] if args.image else None
     lr_size = tuple(lr.shape[-2:]) if lr is not None else tuple(args.lr_size)
     if min(lr_size) < 1:

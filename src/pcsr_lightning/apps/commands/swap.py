@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from pcsr_lightning.evaluation.swap import swap_parts
-from pcsr_lightning.io.checkpoint import load_checkpoint, save_checkpoint
+from pcsr_lightning.io.weights import load_model, save_model
 
 
 def add_parser(sub) -> None:
@@ -14,14 +14,14 @@ def add_parser(sub) -> None:
     p.add_argument("base", type=Path, help="checkpoint that gives every part not named in --parts")
     p.add_argument("donor", type=Path, help="checkpoint that gives the parts named in --parts")
     p.add_argument("--parts", nargs="+", required=True, help="dotted paths, e.g. classifier upsamplers.1")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help=".ckpt, .safetensors, or a folder (no suffix)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    base, donor = load_checkpoint(args.base), load_checkpoint(args.donor)
+    base, donor = load_model(args.base), load_model(args.donor)
     model = swap_parts(base, donor, args.parts, str(args.base), str(args.donor))
     meta = {"swapped": {"base": str(args.base), "donor": str(args.donor), "parts": list(args.parts)}}
-    save_checkpoint(args.out, model, base.config, meta)
+    save_model(args.out, model, base.config, meta)
     print(f"{args.out}: {args.base} with {', '.join(args.parts)} from {args.donor}")
     return 0

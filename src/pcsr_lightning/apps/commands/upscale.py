@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 from pcsr_lightning.apps.commands.common import add_routing_flags, is_out_of_memory, out_of_memory, routing_from
-from pcsr_lightning.inference.layout import as_input, choose_memory_format
-from pcsr_lightning.inference.predict import check_scale, load_for_inference, resolve_device, super_resolve
 from pcsr_lightning.inference.router import heavy_share
+from pcsr_lightning.inference.srmodel import load
 from pcsr_lightning.io.files import check_outputs, output_stems
 from pcsr_lightning.io.images import ImageReadError, class_overlay, list_images, read_image, write_png
 from pcsr_lightning.measure.memory import process_peak_mb
@@ -42,21 +41,18 @@ def plan_outputs(inputs: list[Path], out_dir: Path, class_map: bool) -> dict[Pat
 
 
 def run(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
     routing = routing_from(args)
     out_dir = Path(args.output)
     inputs = inputs_of(Path(args.input))
     plan = plan_outputs(inputs, out_dir, args.class_map)
     # Every refusal (an input overwritten, an existing result, an unwritable folder) before any work.
     check_outputs([p for outs in plan.values() for p in outs], inputs, overwrite=args.overwrite)
-    memory_format = choose_memory_format(device, args.memory_format)
-    loaded = load_for_inference(args.ckpt, device, memory_format)
-    check_scale(loaded, args.scale)
+    model = load(args.ckpt, args.device, memory_format=args.memory_format)
+    model.check_scale(args.scale)
     failures = 0
     for path, outs in plan.items():
         try:
-            lr = as_input(read_image(path, args.max_pixels)[None].to(device), memory_format)
-            sr, classes = super_resolve(loaded, lr, args.scale, routing)
+            sr, classes = model.super_resolve(read_image(path, args.max_pixels)[None], args.scale, routing)
         except ImageReadError as err:
             print(f"error: {err}", file=sys.stderr)
             failures += 1
@@ -68,11 +64,11 @@ def run(args: argparse.Namespace) -> int:
         target = write_png(sr[0], outs[0])
         note = ""
         if classes is not None:
-            note = f"  heavy share {heavy_share(classes):.3f}"
+            note = f"  heavy share {heavy_share(classes, model.num_classes):.3f}"
             if args.class_map:
-                write_png(class_overlay(sr[0], classes[0], loaded.model.num_classes), outs[1])
+                write_png(class_overlay(sr[0], classes[0], model.num_classes), outs[1])
         if args.report_memory:
-            note += f"  peak memory {process_peak_mb(device):,.0f} MiB"
+            note += f"  peak memory {process_peak_mb(model.device):,.0f} MiB"
         print(f"{path.name} -> {target} ({sr.shape[-1]}x{sr.shape[-2]}){note}")
     if failures:
         print(f"{failures} image(s) could not be processed", file=sys.stderr)

@@ -1,0 +1,40 @@
+"""pcsr convert: a model from any file the project reads, written as a .ckpt, a .safetensors or a model folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pcsr_lightning.io.files import check_outputs
+from pcsr_lightning.io.weights import FORMATS, load_model, output_files, save_model
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("convert", help="convert a model between .ckpt, .safetensors and a model folder")
+    p.add_argument("src", help="a .ckpt, a .safetensors, a model folder, a training run folder or its manifest.json")
+    p.add_argument("--out", required=True, help="file or folder to write (the format from its suffix: "
+                                                ".ckpt, .safetensors, no suffix = a model folder)")
+    add_format_flag(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output (refused otherwise)")
+    p.set_defaults(run=run)
+
+
+def add_format_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="ckpt, safetensors, or folder (config.json + model.safetensors); default: by the "
+                             "suffix of --out")
+
+
+def describe(loaded) -> str:
+    params = sum(p.numel() for p in loaded.model.parameters())
+    extra = f", {loaded.model.num_classes} upsamplers" if loaded.is_pcsr else ""
+    return f"{loaded.kind} model, {params:,} parameters{extra}"
+
+
+def run(args: argparse.Namespace) -> int:
+    src = Path(args.src)
+    check_outputs(output_files(args.out, args.format), inputs=[src], overwrite=args.overwrite)
+    loaded = load_model(src)
+    out = save_model(args.out, loaded.model, loaded.config, {**loaded.meta, "converted_from": str(src)}, args.format)
+    print(f"wrote {out}: {describe(loaded)}")
+    return 0

@@ -1,0 +1,278 @@
+"""The model users hold: ``pcsr_lightning.load(source)`` returns an ``SRModel`` that super-resolves an image
+in one call, whichever kind of network the file holds (PCSR, or the original network it accelerates).
+
+It applies the rules the commands apply, so Python and the CLI give the same pixels at the same speed:
+the memory layout of ``layout.choose_memory_format``, the scale checked against what the network can do,
+outputs clamped to the image range and rounded like the PNGs the commands write. It describes itself
+(kind, scale, classes, dtypes, cost list). Errors name the argument at fault.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pcsr_lightning.inference.layout import as_input, choose_memory_format, in_memory_format
+from pcsr_lightning.inference.routed import upscale as routed_upscale
+from pcsr_lightning.inference.router import check_k, cost_list, heavy_share
+from pcsr_lightning.io.checkpoint import LoadedModel, model_classes
+from pcsr_lightning.io.images import pil_to_raw
+from pcsr_lightning.io.weights import load_model
+from pcsr_lightning.measure.flops import CONVENTIONS
+from pcsr_lightning.measure.meter import FlopsMeter
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DEFAULT_PCSR_SCALE = 4.0  # the scale PCSR is trained and published at; any scale > 1 works
+
+
+@dataclass(frozen=True)
+class RoutingOptions:
+    """How a PCSR model routes pixels; ignored by original networks."""
+
+    k: float = 0.0
+    adaptive: bool = False
+    refine: bool = True
+    tile: int = 0  # LR tile size for the backbone, 0 = whole image
+
+    def __post_init__(self):
+        check_k(self.k)
+        if int(self.tile) < 0:
+            raise ValueError(f"tile must be >= 0 (0 = the whole image), got {self.tile}")
+
+
+@dataclass
+class Upscaled:
+    """``SRModel.upscale``'s result: the image (the input's type), where each pixel went, what it cost."""
+
+    image: Any
+    classes: torch.Tensor | None  # (H,W), or (B,H,W) for a batch; 0 = the heaviest upsampler; None: original
+    heavy_share: float | None  # share of pixels on the heaviest upsampler
+    gflops: dict[str, float]  # per FLOPs convention ('fvcore', 'paper'), all images of a batch together
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` (CUDA when there is one), ``cpu`` or ``cuda[:N]``, checked against this machine."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a device: use auto, cpu or cuda[:N]") from err
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: only cpu and cuda[:N] are supported")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device} requested but CUDA is not available on this machine")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return resolved
+
+
+def check_scale_value(scale: float) -> float:
+    """A finite scale above 1 (inf and nan would make sizes meaningless)."""
+    scale = float(scale)
+    if not (math.isfinite(scale) and scale > 1):
+        raise ValueError(f"scale must be a finite number > 1, got {scale}")
+    return scale
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ValueError(f"dtype must be None (the file's float32) or one of {list(DTYPES)}, got {dtype!r}")
+
+
+class SRModel:
+    """A loaded network ready to super-resolve; see ``load``."""
+
+    def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto", dtype=None,
+                 memory_format: str = "auto"):
+        self.loaded = loaded
+        self.network = loaded.model
+        self.device = resolve_device(device)
+        self.memory_format = choose_memory_format(self.device, memory_format)
+        self.dtype = resolve_dtype(dtype) or torch.float32
+        if self.is_pcsr:
+            cost_list(self.network, DEFAULT_PCSR_SCALE)  # kept per scale; computed before any cast
+        self.network.to(self.device, self.dtype)
+        in_memory_format(self.network, self.memory_format)
+        self._meter: FlopsMeter | None = None
+
+    # What the model is.
+    @property
+    def kind(self) -> str:
+        """``pcsr`` or ``original``."""
+        return self.loaded.kind
+
+    @property
+    def is_pcsr(self) -> bool:
+        return self.loaded.is_pcsr
+
+    @property
+    def scale(self) -> int | None:
+        """The one scale an original network upscales by; None for PCSR, which takes any scale > 1."""
+        return None if self.is_pcsr else int(self.network.scale)
+
+    @property
+    def num_classes(self) -> int:
+        """Upsamplers a PCSR pixel can go to (M); 1 for an original network."""
+        return self.network.num_classes if self.is_pcsr else 1
+
+    @property
+    def supports_half(self) -> bool:
+        return self._project_class() or bool(getattr(self.network, "supports_half", False))
+
+    @property
+    def supports_bfloat16(self) -> bool:
+        return self._project_class() or bool(getattr(self.network, "supports_bfloat16", False))
+
+    def _project_class(self) -> bool:
+        """The project's networks run in float16 and bfloat16 (tested); a user's class says so itself."""
+        return type(self.network) in set(model_classes().values())
+
+    def cost_list(self, scale: float = DEFAULT_PCSR_SCALE) -> torch.Tensor:
+        """Normalised per-upsampler costs (U_0 the heaviest) the cost knob k weighs; PCSR only."""
+        if not self.is_pcsr:
+            raise ValueError("an original network has no cost list: it runs every pixel the same way")
+        return cost_list(self.network, check_scale_value(scale))
+
+    def __repr__(self) -> str:
+        scale = "any scale" if self.scale is None else f"x{self.scale}"
+        return (f"SRModel({type(self.network).__name__}, kind={self.kind}, {scale}, classes={self.num_classes}, "
+                f"device={self.device}, dtype={str(self.dtype).removeprefix('torch.')})")
+
+    # Running it.
+    def check_scale(self, scale: float | None) -> float:
+        """The scale a call runs at: the network's own for an original network, default x4 for PCSR."""
+        if scale is None:
+            return float(self.scale or DEFAULT_PCSR_SCALE)
+        scale = check_scale_value(scale)
+        if self.scale is not None and scale != float(self.scale):
+            raise ValueError(f"this original network upscales x{self.scale} only, got scale={scale:g}")
+        return scale
+
+    def prepare_input(self, lr: torch.Tensor) -> torch.Tensor:
+        """(B,3,h,w) in [0,1] on the model's device, dtype and memory layout."""
+        return as_input(lr.to(self.device, self.dtype), self.memory_format)
+
+    @torch.no_grad()
+    def super_resolve(self, lr: torch.Tensor, scale: float | None = None,
+                      routing: RoutingOptions = RoutingOptions()) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The one routed entry point: (B,3,h,w) in [0,1] -> (SR (B,3,H,W), not clamped; class map (B,H,W)
+        or None for an original network)."""
+        scale = self.check_scale(scale)
+        lr = self.prepare_input(lr)
+        if self.is_pcsr:
+            out = routed_upscale(self.network, lr, scale, k=routing.k, adaptive=routing.adaptive,
+                                 refine=routing.refine, tile=routing.tile)
+            return out.sr, out.classes
+        return self.network(lr), None
+
+    def gflops(self, lr_size: tuple[int, int], scale: float, classes: torch.Tensor | None) -> dict[str, float]:
+        """GFLOPs of one image in both conventions, on the routing it got."""
+        if self._meter is None:
+            self._meter = FlopsMeter(self.network)
+        counts = None
+        if classes is not None:
+            counts = torch.bincount(classes.flatten().cpu(), minlength=self.num_classes).tolist()
+        return {c: self._meter.image(lr_size, scale, counts, c) / 1e9 for c in CONVENTIONS}
+
+    def upscale(self, image, scale: float | None = None, k: float = 0.0, adaptive: bool = False,
+                refine: bool = True, tile: int = 0) -> Upscaled:
+        """Super-resolve ``image`` (see ``__call__``) and say where each pixel went and what it cost."""
+        batch, restore = to_batch(image)
+        scale = self.check_scale(scale)
+        sr, classes = self.super_resolve(batch, scale, RoutingOptions(k, adaptive, refine, tile))
+        lr_size = tuple(batch.shape[-2:])
+        flops: dict[str, float] = {c: 0.0 for c in CONVENTIONS}
+        for i in range(batch.shape[0]):
+            one = self.gflops(lr_size, scale, None if classes is None else classes[i])
+            flops = {c: flops[c] + one[c] for c in CONVENTIONS}
+        single = batch.shape[0] == 1 and not (isinstance(image, torch.Tensor) and image.dim() == 4)
+        if classes is not None and single:
+            classes = classes[0]
+        return Upscaled(restore(sr), None if classes is None else classes.cpu(), heavy_share(classes, self.num_classes), flops)
+
+    def __call__(self, image, scale: float | None = None, k: float = 0.0, adaptive: bool = False,
+                 refine: bool = True, tile: int = 0):
+        """The SR image, of the input's type: a PIL image, an HxWx3 numpy array (uint8, or float in [0,1]) or
+        a tensor ((3,H,W) or (B,3,H,W), float in [0,1] or uint8). Values are clamped to the image range; an
+        integer input comes back with its dtype, rounded as the commands' PNGs are."""
+        batch, restore = to_batch(image)
+        sr, _ = self.super_resolve(batch, scale, RoutingOptions(k, adaptive, refine, tile))
+        return restore(sr)
+
+
+def _check_pixels(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"image must be RGB: (3,H,W) or (B,3,H,W) as a tensor, HxWx3 as an array; got shape "
+                         f"{tuple(x.shape)}")
+    if x.shape[-1] < 1 or x.shape[-2] < 1:
+        raise ValueError(f"image is empty: shape {tuple(x.shape)}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"image has {int((~torch.isfinite(x)).sum())} non-finite value(s) (nan or inf)")
+    return x
+
+
+def _float_batch(x: torch.Tensor) -> torch.Tensor:
+    """An integer image scaled by its dtype's range, a float one clamped to [0, 1]."""
+    if x.is_floating_point():
+        return x.float().clamp(0, 1)
+    if x.dtype == torch.bool or x.is_complex():
+        raise ValueError(f"image dtype {x.dtype} is not an image type (use uint8 or a float in [0, 1])")
+    return x.float() / float(torch.iinfo(x.dtype).max)
+
+
+def _to_int(sr: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    peak = float(torch.iinfo(dtype).max)
+    return sr.float().clamp(0, 1).mul(peak).round().to(dtype)
+
+
+def to_batch(image):
+    """(B,3,h,w) float32 in [0,1], and the function that turns an SR batch back into the input's type."""
+    if isinstance(image, Image.Image):
+        batch = pil_to_raw(image)[None]
+        return _float_batch(_check_pixels(batch)), lambda sr: Image.fromarray(
+            _to_int(sr[0], torch.uint8).permute(1, 2, 0).cpu().numpy(), mode="RGB")
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image as a numpy array must be HxWx3 (RGB), got shape {image.shape}")
+        if not (np.issubdtype(image.dtype, np.floating) or np.issubdtype(image.dtype, np.unsignedinteger)):
+            raise ValueError(f"image dtype {image.dtype} is not an image type (use uint8, uint16 or float in [0, 1])")
+        dtype = image.dtype
+        array = image if image.flags.writeable and image.flags.c_contiguous else np.array(image)
+        batch = torch.from_numpy(array).permute(2, 0, 1)[None]
+        restore_np = (lambda sr: _to_int(sr[0], batch.dtype).permute(1, 2, 0).cpu().numpy()) if not \
+            batch.is_floating_point() else (lambda sr: sr[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+                                            .astype(dtype))
+        return _float_batch(_check_pixels(batch)), restore_np
+    if isinstance(image, torch.Tensor):
+        single = image.dim() == 3
+        batch = _check_pixels(image[None] if single else image)
+        dtype, device = image.dtype, image.device
+
+        def restore(sr: torch.Tensor) -> torch.Tensor:
+            out = sr.float().clamp(0, 1).to(dtype) if dtype.is_floating_point else _to_int(sr, dtype)
+            out = out.to(device)
+            return out[0] if single else out
+
+        return _float_batch(batch), restore
+    raise TypeError(f"image must be a PIL image, a numpy array or a torch tensor, got {type(image).__name__}")
+
+
+def load(source: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
+         memory_format: str = "auto") -> SRModel:
+    """A model from a .ckpt, a .safetensors, a model folder (config.json + model.safetensors), a training
+    run's folder or its manifest.json, on ``device`` (``auto``: CUDA when there is one) in ``dtype``
+    (None: float32; ``float16``/``bfloat16``) and the fastest memory layout for the device."""
+    resolved = resolve_device(device)
+    choose_memory_format(resolved, memory_format)  # a bad name fails before the file is read
+    return SRModel(load_model(source), resolved, resolve_dtype(dtype), memory_format)
