@@ -151,3 +151,6 @@ def test_demo_trains_then_measures_the_held_out_photos_with_the_eval_loop(tmp_pa
     assert rows["PCSR, all heavy (U_0)"]["heavy_share"] == "1.000" and rows["bicubic"]["gflops_paper"] == "0.00"
     assert float(rows["PCSR routed, k=1"]["gflops_paper"]) <= float(rows["PCSR routed, k=0"]["gflops_paper"])
     assert "held-out photos chelsea, rocket" in capsys.readouterr().out
+    # The picture: one row per held-out photo, four 192-pixel panels (bicubic | PCSR | HR | class map).
+    picture = Image.open(out / "demo.png")
+    assert picture.mode == "RGB" and picture.width >= 4 * 192 and picture.height >= 2 * 192
