@@ -3,8 +3,6 @@ bad files, the embedded sample photos, crops and queries."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -121,19 +119,6 @@ def test_div2k_parallel_preparation_matches_and_interrupted_one_resumes(div2k_ro
     calls.clear()
     DIV2K(div2k_root, cache_dir=tmp_path / "late", workers=1, progress=False).prepare()
     assert calls == [] and (tmp_path / "late" / "images.u8").read_bytes() == packed
-
-
-def test_div2k_old_cache_is_refused_with_what_to_do(div2k_root, tmp_path):
-    old = div2k_root / "DIV2K_train_HR_sub128_s64"
-    old.mkdir()
-    np.save(old / "0001_x1.00.npy", np.zeros((1, 128, 128, 3), np.uint8))
-    (old / "index.json").write_text(json.dumps({"settings": {"version": 1}, "files": [["0001_x1.00.npy", 1]]}))
-    with pytest.raises(ValueError, match="old format.*rm -r"):
-        DIV2K(div2k_root, cache_dir=old, progress=False).prepare()
-    with pytest.raises(ValueError, match="old format"):
-        len(DIV2K(div2k_root, cache_dir=old, progress=False))
-    with pytest.warns(UserWarning, match="old format, no longer used"):  # default cache elsewhere: built
-        DIV2K(div2k_root, workers=1, progress=False).prepare()
 
 
 def test_div2k_preparation_that_cannot_fit_stops_before_writing(div2k_root, tmp_path, monkeypatch):

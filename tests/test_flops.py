@@ -5,10 +5,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pcsr_lightning.config import backbone_names as arch_names
 from pcsr_lightning.inference.reference import RoutedGraph
 from pcsr_lightning.inference.router import class_counts
 from pcsr_lightning.measure.flops import count_flops, fvcore_macs
-from pcsr_lightning.measure.meter import FlopsMeter, all_on, arch_names, build_arch
+from pcsr_lightning.measure.meter import FlopsMeter, all_on, build_arch
 
 ORIGINAL_32 = {"fsrcnn": 468_017_152, "carn": 1_156_448_256, "srresnet": 5_193_990_144}
 BACKBONE_32_M = {"fsrcnn": 20.5, "carn": 477.6, "srresnet": 1987.4}

@@ -8,12 +8,13 @@ from PIL import Image
 
 from conftest import sample_photo
 from pcsr_lightning.apps.cli import main
+from pcsr_lightning.config import model_config as arch_config
 from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.evaluation.protocol import load_pair, paper_crop_size
 from pcsr_lightning.inference.routed import prepare, route
 from pcsr_lightning.inference.router import class_counts
 from pcsr_lightning.io.checkpoint import load_checkpoint, save_checkpoint
-from pcsr_lightning.measure.meter import arch_config, build_arch
+from pcsr_lightning.measure.meter import build_arch
 from pcsr_lightning.measure.metrics import psnr
 
 

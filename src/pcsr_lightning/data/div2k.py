@@ -133,28 +133,6 @@ def _prepare_one(path: str, entries: list[list], packed: str) -> str | None:
     return None
 
 
-def is_old_cache(cache_dir: Path) -> bool:
-    """A cache of stored overlapping sub-images (one ``.npy`` per image and rescale)."""
-    index = cache_dir / INDEX
-    if index.is_file():
-        try:
-            settings = json.loads(index.read_text()).get("settings", {})
-        except (json.JSONDecodeError, AttributeError):
-            return False
-        if settings.get("version") == 1:
-            return True
-    return any(cache_dir.glob("*_x[0-9].[0-9][0-9].npy"))
-
-
-def refuse_old_cache(cache_dir: Path) -> None:
-    if cache_dir.is_dir() and is_old_cache(cache_dir):
-        raise ValueError(
-            f"{cache_dir} holds DIV2K sub-images in the old format (overlapping 128x128 windows stored as "
-            f"one .npy per image and rescale, ~100 MB per image). The cache now stores each rescaled image "
-            f"once (~27 MB per image) and is rebuilt from DIV2K_train_HR: delete the old one "
-            f"(rm -r {cache_dir}) or set data.train.cache_dir to another folder")
-
-
 def prepare_rescaled(
     hr_dir: Path, cache_dir: Path, size: int = 128, step: int = 64, rescales: Sequence[float] = RESCALES,
     workers: int | None = None, progress: bool = True,
@@ -167,7 +145,6 @@ def prepare_rescaled(
     index_path = cache_dir / INDEX
     settings = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "size": size, "step": step,
                 "rescales": [float(r) for r in rescales]}
-    refuse_old_cache(cache_dir)
     if index_path.is_file():
         index = json.loads(index_path.read_text())
         if index.get("settings") == settings:
@@ -290,16 +267,11 @@ class DIV2K(HRSource):
         self._data: np.ndarray | None = None
 
     def prepare(self) -> None:
-        old = self.root / f"DIV2K_train_HR_sub{self.size}_s{self.step}"
-        if old != self.cache_dir and old.is_dir() and is_old_cache(old):
-            warnings.warn(f"{old} holds DIV2K sub-images in the old format, no longer used: delete it to free "
-                          "its disk space", stacklevel=2)
         prepare_rescaled(self.hr_dir, self.cache_dir, self.size, self.step, self.rescales, self.workers,
                          self.progress)
 
     def _index(self) -> list[Rescaled]:
         if self._entries is None:
-            refuse_old_cache(self.cache_dir)
             index_path = self.cache_dir / INDEX
             if not index_path.is_file():
                 self.prepare()

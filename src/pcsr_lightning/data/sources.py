@@ -124,8 +124,8 @@ class ImageFolder(HRSource):
             self.files = self.files[: int(limit)]
         if cache_mb < 0:
             raise ValueError(f"cache_mb must be >= 0, got {cache_mb}")
-        # Decoded images kept in memory (uint8) up to this budget, per data-loader worker: a 2560x1600
-        # JPEG takes ~75 ms to decode, and training cuts many crops out of each image every epoch.
+        # Decoded images kept in memory (uint8) up to this budget, per data-loader worker: decoding a
+        # large JPEG costs far more than cutting a crop, and training cuts many crops per image every epoch.
         self.cache_bytes = int(cache_mb * 2**20)
         self._cache: dict[Path, torch.Tensor] = {}
         self._cached_bytes = 0

@@ -18,14 +18,11 @@ from pcsr_lightning.inference.cache import cpu_cache_budget
 from pcsr_lightning.models.sampler import QueryGrid
 
 # Render blocks. On CPU one layer's activations of a block fill the L2 caches of the threads' cores
-# (``cache.cpu_cache_budget``): with 1 MiB of L2 per core and 2 threads, 7,085 queries for CARN's 74-wide
-# heavy upsampler, 26,214 for its 20-wide light one. Measured on 2 cores at 2K (CARN-PCSR): the heavy
-# upsampler renders 1.6x faster in 8,192-query blocks than in 65,536 (BLAS on 74-wide layers drops from
-# ~65 to ~35 GMAC/s once a block spills the cache); thin MLPs want bigger blocks (per-call overhead).
-# oneDNN tiles each matmul itself and keeps ~200 GMAC/s up to 32,768 x 74 (2 Zen 5 cores), so its blocks
-# hold ``ONEDNN_BLOCK_FACTOR`` times the budget (2K CARN-PCSR render: 0.5x 194 ms, 1x 186, 2x 168, 4x 184).
-# On GPU the work per launch is tiny, so blocks are large (not yet measured: no GPU so far; 2^20 queries
-# keep a 4K image's heavy pixels to 4 blocks at ~1.2 GB of activations).
+# (``cache.cpu_cache_budget``), because BLAS slows down once a block spills the cache; thin MLPs want
+# bigger blocks (per-call overhead). oneDNN tiles each matmul itself and keeps its speed on larger
+# blocks, so its blocks hold ``ONEDNN_BLOCK_FACTOR`` times the budget. On GPU the work per launch is tiny,
+# so blocks are large: 2^20 queries keep a 4K image's heavy pixels to 4 blocks at ~1.2 GB of activations.
+# The measurements behind these choices: docs/performance.md ("Why the kernels are shaped this way").
 MIN_BLOCK_QUERIES = 1024
 ONEDNN_BLOCK_FACTOR = 2
 FOLD_CHUNK_ROWS = 16384
@@ -40,9 +37,9 @@ CUDA_BLOCK_QUERIES = 1 << 20
 
 
 # Hidden layers at least this wide run query-major (faster on CPU for CARN's 74 and 20); thinner ones,
-# like the 10-wide classifiers, feature-major (1.5x faster for CARN's classifier).
-# Query-major layers run on oneDNN's fused linear + ReLU where the build has it (``uses_onednn``): on
-# 2 Zen 5 cores (AVX-512) 200 GMAC/s on 74-wide layers where MKL's sgemm gives 85, 79 vs 65 on 20-wide.
+# like the 10-wide classifiers, feature-major (faster there). Query-major layers run on oneDNN's fused
+# linear + ReLU where the build has it (``uses_onednn``), measured faster than BLAS's sgemm on these widths
+# (docs/performance.md).
 QUERY_MAJOR_MIN_WIDTH = 16
 
 
@@ -78,12 +75,12 @@ class FoldedLayer:
         const = bias + weight[:, c + 2] * grid.cell[0] + weight[:, c + 3] * grid.cell[1]
         lr_pixels, (hr_rows, hr_cols) = feat.shape[1] * feat.shape[2], grid.hr_size
         table = feat.new_empty(lr_pixels + hr_rows + hr_cols, weight.shape[0])
-        # Straight into the (h*w, hidden) layout the gathers want: ~2x faster than (W @ F).t().contiguous().
-        # (h*w, c) is a view for both NCHW and channels_last features (reshape copied channels_last: 7 ms/fold).
+        # Straight into the (h*w, hidden) layout the gathers want, not (W @ F).t().contiguous() (a copy).
+        # (h*w, c) is a view for both NCHW and channels_last features (reshape would copy channels_last).
         lr_feat = feat.permute(1, 2, 0).flatten(0, 1)
         if lr_feat.is_contiguous() and uses_onednn(lr_feat):
             # channels_last: oneDNN on cache-sized row chunks, each copied into the fresh table while
-            # still in cache (2K CARN heavy fold: 14.5 vs 19.2 ms for one MKL product into the table)
+            # still in cache (faster than one MKL product into the table)
             w_feat = w_feat.contiguous()
             for r0 in range(0, lr_pixels, FOLD_CHUNK_ROWS):
                 r1 = min(lr_pixels, r0 + FOLD_CHUNK_ROWS)

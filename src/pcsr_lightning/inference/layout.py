@@ -1,9 +1,10 @@
 """Memory layout of inference: one choice per device, the same for every model a command compares.
 
 Convolutions are the backbone's and the original network's cost. On CPU, oneDNN runs them in a
-channels-last (NHWC) layout; an NCHW model pays a reorder of every activation on every layer (2-core Zen 5:
-the original CARN 1.5x and FSRCNN 1.4x slower in NCHW, ``experiments/layout_cpu.py``). On CUDA, cuDNN's tensor-core kernels are NHWC too. So ``auto``
-means channels_last on both; ``contiguous`` (NCHW) stays available to force. The routed part after the
+channels-last (NHWC) layout; an NCHW model pays a reorder of every activation on every layer (measured by
+``experiments/layout_cpu.py``; docs/performance.md). On CUDA, cuDNN's tensor-core kernels are NHWC too. So
+``auto`` means channels_last on both; ``contiguous`` (NCHW) stays available to force, and any other device
+type gets NCHW, the layout every backend supports. The routed part after the
 backbone reads features in either layout and keeps its image-sized buffers NCHW (``routed.render``).
 """
 
@@ -16,10 +17,13 @@ MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.cont
 CHOICES = ("auto", *MEMORY_FORMATS)
 
 
+AUTO = {"cpu": torch.channels_last, "cuda": torch.channels_last}
+
+
 def choose_memory_format(device: torch.device | str, requested: str = "auto") -> torch.memory_format:
-    """``requested`` is 'auto', 'channels_last' or 'contiguous'; 'auto' is channels_last (see the module doc)."""
-    if requested == "auto":  # the same on every device today (see the module doc); the device is for the rule
-        return torch.channels_last
+    """``requested`` is 'auto', 'channels_last' or 'contiguous'; 'auto' is the device type's rule (``AUTO``)."""
+    if requested == "auto":
+        return AUTO.get(torch.device(device).type, torch.contiguous_format)
     if requested not in MEMORY_FORMATS:
         raise ValueError(f"memory_format must be one of {list(CHOICES)}, got {requested!r}")
     return MEMORY_FORMATS[requested]

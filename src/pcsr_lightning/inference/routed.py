@@ -102,7 +102,7 @@ def route(model, prepared: Prepared, k: float = 0.0, adaptive: bool = False) -> 
         costs = cost_list(model, prepared.scale).to(class_major.device)
         b, _, q = class_major.shape
         classes = torch.empty(b, q, dtype=torch.long, device=class_major.device)
-        # In bands, so the temporaries stay in cache (4K: 24 vs 83 ms for the whole image at once)
+        # In bands, so the temporaries stay in cache (faster than the whole image at once)
         for q0 in range(0, q, CLASSIFIER_BAND_QUERIES):
             q1 = min(q, q0 + CLASSIFIER_BAND_QUERIES)
             route_by_cost(class_major[:, :, q0:q1], costs, k, dim=1, out=classes[:, q0:q1])
@@ -134,7 +134,7 @@ def render(
     hh, ww = grid.hr_size
     b = classes.shape[0]
     # The base first, then each pixel's residual added in place: base + residual as one sum, with no
-    # image-sized residual array and no extra pass (at 4K: 112 vs 147 ms for writing both).
+    # image-sized residual array and no extra pass.
     # NCHW: a channels_last LR would make the base, the sums and the refinement strided.
     pred = F.interpolate(prepared.lr_norm.contiguous(), size=(hh, ww), mode="bilinear", align_corners=False)
     flat = pred.view(b, 3, hh * ww)

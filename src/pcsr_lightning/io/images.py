@@ -53,11 +53,6 @@ def as_float(img: torch.Tensor) -> torch.Tensor:
     return img.float().div_(255.0) if img.dtype == torch.uint8 else img
 
 
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """(3,H,W) float32 in [0,1]; grayscale, palette, alpha and 16-bit images become plain RGB."""
-    return as_float(pil_to_raw(img))
-
-
 def read_image_raw(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """``pil_to_raw`` of a file, turned upright by its EXIF orientation; raises ImageReadError naming the
     file when it cannot be decoded or has more than ``max_pixels`` pixels (checked on the header, before

@@ -15,25 +15,15 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from pcsr_lightning.config import backbone_names, model_config
+from pcsr_lightning.config import model_config
 from pcsr_lightning.io.checkpoint import build_model
 from pcsr_lightning.measure.flops import CONVENTIONS, flops_by_module, group_by_prefix
 from pcsr_lightning.models.pcsr import model_kind
 from pcsr_lightning.models.sampler import output_size
 
 
-def arch_names() -> list[str]:
-    """Architectures ``pcsr flops --arch`` knows: those with a ``conf/backbone`` config."""
-    return backbone_names()
-
-
-def arch_config(name: str, original: bool = False) -> dict:
-    """The network training builds from ``conf/backbone/<name>.yaml``: PCSR, or the original network."""
-    return model_config(name, original)
-
-
 def build_arch(name: str, original: bool = False) -> nn.Module:
-    return build_model(arch_config(name, original)).eval()
+    return build_model(model_config(name, original)).eval()
 
 
 def all_on(num_classes: int, pixels: int, j: int) -> list[int]:

@@ -7,12 +7,13 @@ import argparse
 import torch
 
 from pcsr_lightning.apps.commands.common import K_VALUE, SCALE_VALUE, add_image_flags, format_table
+from pcsr_lightning.config import backbone_names
 from pcsr_lightning.inference.routed import prepare, route
 from pcsr_lightning.inference.router import class_counts
 from pcsr_lightning.io.images import read_image
 from pcsr_lightning.io.weights import load_model
 from pcsr_lightning.measure.flops import CONVENTIONS
-from pcsr_lightning.measure.meter import FlopsMeter, all_on, arch_names, build_arch
+from pcsr_lightning.measure.meter import FlopsMeter, all_on, build_arch
 from pcsr_lightning.models.pcsr import model_kind
 from pcsr_lightning.models.sampler import output_size
 
@@ -21,7 +22,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("flops", help="per-module FLOPs (paper and fvcore conventions); total on the last line")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="a project checkpoint")
-    src.add_argument("--arch", choices=arch_names(), help="an architecture from conf/backbone (PCSR unless --original)")
+    src.add_argument("--arch", choices=backbone_names(), help="an architecture from conf/backbone (PCSR unless --original)")
     p.add_argument("--original", action="store_true", help="with --arch: the original network, not PCSR")
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--lr-size", type=int, nargs=2, metavar=("H", "W"), help="LR input size")
