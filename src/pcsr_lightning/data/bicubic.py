@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from pcsr_lightning.io.images import ImageReadError
+
 
 def cubic(x: torch.Tensor) -> torch.Tensor:
     """Keys' cubic convolution kernel with a = -0.5 (MATLAB's)."""
@@ -59,9 +61,18 @@ def imresize(img: torch.Tensor, size: tuple[int, int], antialias: bool = True) -
     return x
 
 
-def downscale(hr: torch.Tensor, scale: float) -> torch.Tensor:
-    """LR for an HR image at ``scale``: floor(H / s) x floor(W / s)."""
+def make_pair(hr: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one rule for LR from HR, used by training crops, validation, evaluation and the bench: the LR is
+    floor(H / s) x floor(W / s), the HR is cropped (top-left) to round(h * s) x round(w * s) so that both
+    cover the same area, and LR = MATLAB-style bicubic of that HR. For an integer scale the crop is to a
+    multiple of s; a side already a multiple of s is kept whole."""
     h, w = int(hr.shape[-2] // scale), int(hr.shape[-1] // scale)
     if h < 1 or w < 1:
-        raise ValueError(f"image of {tuple(hr.shape[-2:])} is too small for x{scale}")
-    return imresize(hr, (h, w))
+        raise ImageReadError(f"image of {tuple(hr.shape[-2:])} is too small for x{scale:g}")
+    hr = hr[..., : round(h * scale), : round(w * scale)]
+    return hr, imresize(hr, (h, w))
+
+
+def downscale(hr: torch.Tensor, scale: float) -> torch.Tensor:
+    """The LR of ``make_pair``."""
+    return make_pair(hr, scale)[1]

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pcsr_lightning.data.bicubic import imresize
+from pcsr_lightning.data.bicubic import make_pair
 from pcsr_lightning.data.sources import HRSource
 from pcsr_lightning.io.images import ImageReadError, as_float
 
@@ -79,8 +79,7 @@ class TrainCrops(Dataset):
         hr = img[:, top : top + size, left : left + size]
         if self.augment:
             hr = augment(hr, int(torch.randint(0, 8, ())))
-        hr = as_float(hr.contiguous())
-        lr = imresize(hr, (self.lr_patch, self.lr_patch))
+        hr, lr = make_pair(as_float(hr.contiguous()), self.scale)
         n = size * size
         idx = torch.arange(n) if self.queries is None else torch.randperm(n)[: self.queries]
         return {"lr": lr, "hr": hr, "idx": idx}
@@ -104,11 +103,10 @@ class ValImages(Dataset):
             ch, cw = min(h, self.crop), min(w, self.crop)
             top, left = (h - ch) // 2, (w - cw) // 2
             img, h, w = img[:, top : top + ch, left : left + cw], ch, cw
-        h, w = h - h % self.scale, w - w % self.scale
         if h < self.scale or w < self.scale:
             raise ValueError(f"validation image {self.source.name(index)} is too small for x{self.scale}")
-        hr = as_float(img[:, :h, :w].contiguous())
-        return {"lr": imresize(hr, (h // self.scale, w // self.scale)), "hr": hr}
+        hr, lr = make_pair(as_float(img), self.scale)
+        return {"lr": lr, "hr": hr.contiguous()}
 
 
 def per_device_batch(batch_size: int, world_size: int) -> int:

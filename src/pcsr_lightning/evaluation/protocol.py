@@ -7,19 +7,9 @@ from pathlib import Path
 
 import torch
 
-from pcsr_lightning.data.bicubic import imresize
+from pcsr_lightning.data.bicubic import imresize, make_pair
 from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, ImageReadError, list_images, read_image
 from pcsr_lightning.measure.metrics import psnr, shave_for
-
-
-def make_pair(hr: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop HR so that round(h * s) fits it, then LR = bicubic(HR) at floor(H / s) x floor(W / s)."""
-    h, w = int(hr.shape[-2] // scale), int(hr.shape[-1] // scale)
-    if h < 1 or w < 1:
-        raise ImageReadError(f"image of {tuple(hr.shape[-2:])} is too small for x{scale}")
-    hh, ww = round(h * scale), round(w * scale)
-    hr = hr[..., :hh, :ww]
-    return hr, imresize(hr, (h, w))
 
 
 def paper_crop_size(n: int) -> int:
