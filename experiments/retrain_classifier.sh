@@ -26,18 +26,16 @@ ROUTED_STEPS=${ROUTED_STEPS:-5000}
 CLASSIFIER_LR_SCALE=${CLASSIFIER_LR_SCALE:-0.3333}
 if [ "$ROUTED_STEPS" = 0 ]; then
   stage=(profile.steps.stage="$STEPS")
-  paper_stage=model.stages.1
   schedule="U_1 and C for $STEPS steps"
 elif [ "$ROUTED_STEPS" -gt 0 ] 2>/dev/null; then
   stage=(model=pcsr_routed profile.steps.stage="$STEPS" model.routed_steps="$ROUTED_STEPS")
-  paper_stage=model.stages.1.stages.0
   schedule="U_1 and C for $STEPS steps, then U_1 alone for $ROUTED_STEPS"
 else
   echo "ROUTED_STEPS must be a number of steps (0: none), got '$ROUTED_STEPS'" >&2
   exit 2
 fi
 if [ "$CLASSIFIER_LR_SCALE" != 1 ]; then
-  stage+=("+$paper_stage.module.lr_scale={classifier: $CLASSIFIER_LR_SCALE}")
+  stage+=("+model.stages.stage_j.module.lr_scale={classifier: $CLASSIFIER_LR_SCALE}")
   schedule+=" (classifier at $CLASSIFIER_LR_SCALE x the lr)"
 fi
 QUERIES=${QUERIES:-4096}

@@ -24,7 +24,7 @@ for skip in ${SKIPS:-0 0.02 0.05 0.1}; do
     rm -rf "$out"
     pcsr-train experiment="$experiment" data=image_folder data.train.path="$TRAIN" data.val.path="$HELDOUT" \
       model=pcsr_routed init.checkpoint="$stage1" 'init.stages=[stage0,stage1]' profile=quick \
-      model.routed_steps="${ROUTED_STEPS:-5000}" model.stages.1.stages.1.module.skip_hardest="$skip" \
+      model.routed_steps="${ROUTED_STEPS:-5000}" model.stages.stage_j_routed.module.skip_hardest="$skip" \
       profile.queries="${QUERIES:-4096}" optimizer.lr="${LR:-3e-3}" logger=csv callbacks=none hydra.run.dir="$out" "$@"
   fi
   pcsr eval --ckpt "$out/final.ckpt" --hr-dir "$HELDOUT" --k $RETRAIN_KS --ends --summary "$out/retrained.csv"
