@@ -498,6 +498,18 @@ def test_routed_pipeline_follows_each_stage_with_its_upsampler_alone(trained_m2,
         assert unchanged == (not key.startswith("upsamplers.1.")), key
 
 
+def test_the_retraining_recipe_runs_from_a_checkpoints_stage0(trained_m2, tmp_path):
+    """experiment=retrain_fsrcnn end to end, its schedule shrunk to a few steps on the sample photos."""
+    seen = FirstStep()
+    manifest = run_job(compose_config(["experiment=retrain_fsrcnn", "data=samples", *TINY, f"init.checkpoint={trained_m2}",
+                                       "profile.batch_size=2", "profile.queries=64", "model.routed_steps=1"],
+                                      tmp_path / "run"), callbacks=[seen])
+    assert list(seen.seen) == ["stage1", "stage1_routed"] and manifest.experiment == "fsrcnn_pcsr"
+    assert manifest.stage("stage0").config["loaded"] == ["backbone", "upsamplers.0"]
+    assert manifest.stage("stage1").config["lr_scale"] == {"classifier": 0.3333}
+    assert manifest.stage("stage1").config["optimizer"]["lr"] == 3e-3
+
+
 def test_warm_start_of_the_routed_stage_continues_from_the_loaded_u1(trained_m2, tmp_path):
     run = tmp_path / "run"
     manifest = run_job(compose_config([*TINY, "model=pcsr_routed", "model.routed_steps=2", "optimizer.lr=1e-9",
