@@ -1,8 +1,11 @@
 """The recipes in conf/experiment/: each composes and plans its stages, and the retraining and paper
-recipes pin the values their results need."""
+recipes pin the values their results need; the scripts that run them pass only their overrides."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +17,7 @@ from pcsr_lightning.config import compose_config, config_dir
 from pcsr_lightning.io.checkpoint import build_model
 from pcsr_lightning.training.pipeline import stage_plan
 
+ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
 # the values a recipe leaves to the command line (`???`), by recipe
 REQUIRED = {"retrain": ["data.train.path", "data.val.path", "init.checkpoint"], "paper": ["data.train.root"]}
@@ -136,3 +140,94 @@ def test_pcsr_train_prints_the_whole_pipeline_of_a_recipe(tmp_path):
     stages = OmegaConf.create(job.stdout).model.stages
     assert list(stages) == ["stage0", "stage_j", "stage_j_routed"]
     assert stages.stage_j.module.lr_scale.classifier == 0.3333 and stages.stage_j_routed.after == "stage_j"
+
+
+# ------------------------------------------------------------------ the scripts that run the recipes
+
+
+def script_env(tmp_path: Path) -> tuple[Path, dict]:
+    """A copy of experiments/ beside conf/ whose pcsr-train and pcsr record their arguments."""
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "experiments", repo / "experiments", ignore=shutil.ignore_patterns("*.py", "README.md"))
+    (repo / "conf").symlink_to(config_dir())
+    bin_dir = repo / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for tool in ("pcsr-train", "pcsr"):  # each call's arguments in calls/<n>.<tool>; pcsr compare's line for grep
+        (bin_dir / tool).write_text(f'#!/usr/bin/env bash\nn=$(ls "$PCSR_CALLS" | wc -l)\n'
+                                    f'printf "%s\\n" "$@" > "$PCSR_CALLS/$n.{tool}"\necho "vs released"\n')
+        (bin_dir / tool).chmod(0o755)
+    (repo / "results" / "checkpoints").mkdir(parents=True)
+    for name in ("carn-x4", "carn-pcsr-phase1", "fsrcnn-x4", "fsrcnn-pcsr-phase1"):
+        (repo / "results" / "checkpoints" / f"{name}.ckpt").write_text("")
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    env = {**os.environ, "PCSR_CALLS": str(calls), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for var in ("STEPS", "ROUTED_STEPS", "QUERIES", "LR", "CLASSIFIER_LR_SCALE", "BACKBONES", "RUNS", "SKIPS"):
+        env.pop(var, None)
+    return repo, env
+
+
+def calls(tmp_path: Path) -> list[tuple[str, list[str]]]:
+    """(tool, arguments) of each call, in order."""
+    found = sorted((tmp_path / "calls").iterdir(), key=lambda p: int(p.name.split(".")[0]))
+    return [(p.name.split(".", 1)[1], p.read_text().splitlines()) for p in found]
+
+
+def train_calls(tmp_path: Path) -> list[list[str]]:
+    return [args for tool, args in calls(tmp_path) if tool == "pcsr-train"]
+
+
+def composed_call(args: list[str]):
+    """The config a recorded pcsr-train call composes (hydra.* and resume left out)."""
+    return compose_config([a for a in args if not a.startswith(("hydra.", "resume="))], "/dummy/run")
+
+
+@pytest.mark.parametrize("env_vars, steps, lr_scale", [
+    ({}, [("stage0", 6000), ("stage1", 17000), ("stage1_routed", 5000)], {"classifier": 0.3333}),
+    ({"ROUTED_STEPS": "0", "CLASSIFIER_LR_SCALE": "1"}, [("stage0", 6000), ("stage1", 17000)], None),
+    ({"STEPS": "3000", "ROUTED_STEPS": "14000", "CLASSIFIER_LR_SCALE": "0.5", "QUERIES": "null", "LR": "1e-3"},
+     [("stage0", 6000), ("stage1", 3000), ("stage1_routed", 14000)], {"classifier": 0.5}),
+])
+def test_retrain_classifier_sh_runs_the_recipe_with_its_overrides(tmp_path, env_vars, steps, lr_scale):
+    repo, env = script_env(tmp_path)
+    for folder in ("train", "heldout"):
+        (tmp_path / folder).mkdir()
+    proc = subprocess.run(["bash", str(repo / "experiments" / "retrain_classifier.sh"), str(tmp_path / "train"),
+                           str(tmp_path / "heldout"), "seed=2"], env={**env, **env_vars}, capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [args] = train_calls(tmp_path)
+    assert args[0] == "experiment=retrain_fsrcnn" and not any(a.startswith(("profile=", "model=")) for a in args)
+    assert f"init.checkpoint={repo}/results/checkpoints/fsrcnn-pcsr-phase1.ckpt" in args
+    cfg = composed_call(args)
+    assert [(name, n) for name, _, n in plan(cfg)] == steps
+    assert cfg.seed == 2 and cfg.data.train.path == str(tmp_path / "train")
+    assert cfg.optimizer.lr == float(env_vars.get("LR", 3e-3))
+    assert cfg.profile.queries == (None if env_vars.get("QUERIES") == "null" else 4096)
+    given = cfg.model.stages.stage_j.module.get("lr_scale")
+    assert (OmegaConf.to_container(given) if given is not None else None) == lr_scale
+    assert [(tool, args[0]) for tool, args in calls(tmp_path)][:2] == [("pcsr-train", args[0]), ("pcsr", "eval")]
+
+
+def test_routed_sweep_sh_trains_the_routed_stage_of_the_recipe(tmp_path):
+    repo, env = script_env(tmp_path)
+    run = tmp_path / "run"
+    (run / "stages" / "stage1").mkdir(parents=True)
+    (run / "stages" / "stage1" / "model.ckpt").write_text("")
+    (run / "released.csv").write_text("")
+    (run / "manifest.json").write_text(json.dumps({"experiment": "carn_pcsr", "backbone": "carn"}))
+    for folder in ("train", "heldout"):
+        (tmp_path / folder).mkdir()
+    proc = subprocess.run(["bash", str(repo / "experiments" / "routed_sweep.sh"), str(tmp_path / "train"),
+                           str(tmp_path / "heldout"), str(run)], env={**env, "SKIPS": "0 0.1", "ROUTED_STEPS": "7"},
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    calls = train_calls(tmp_path)
+    assert len(calls) == 2 and all(args[0] == "experiment=retrain_carn" for args in calls)
+    skips = set()
+    for args in calls:
+        cfg = composed_call(args)
+        assert [(name, n) for name, _, n in plan(cfg)][-1] == ("stage1_routed", 7)
+        assert list(cfg.init.stages) == ["stage0", "stage1"] and cfg.init.checkpoint.endswith("stage1/model.ckpt")
+        skips.add(cfg.model.stages.stage_j_routed.module.skip_hardest)
+    assert skips == {0, 0.1}
