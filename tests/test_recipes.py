@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from pcsr_lightning.apps.train_app import run_job
 from pcsr_lightning.config import compose_config, config_dir
 from pcsr_lightning.io.checkpoint import build_model
 from pcsr_lightning.training.pipeline import stage_plan
@@ -131,6 +132,14 @@ def test_the_paper_recipes_pin_the_papers_schedule(backbone, lr):
 def test_a_recipes_values_win_over_the_root_config_and_the_command_line_over_both():
     cfg = compose_config(["experiment=retrain_fsrcnn", *RETRAIN_FILLED, "optimizer.lr=1e-3", "seed=2"], "/dummy/run")
     assert (cfg.optimizer.lr, cfg.seed, list(cfg.init.stages)) == (1e-3, 2, ["stage0"])
+
+
+def test_a_required_checkpoint_left_out_is_named_before_anything_is_written(tmp_path):
+    cfg = compose_config(["experiment=retrain_fsrcnn", "data.train.path=/photos/train", "data.val.path=/photos/heldout",
+                          "logger=none"], tmp_path / "run")
+    with pytest.raises(ValueError, match="init.checkpoint is required here"):
+        run_job(cfg)
+    assert not (tmp_path / "run").exists()
 
 
 def test_pcsr_train_prints_the_whole_pipeline_of_a_recipe(tmp_path):

@@ -242,6 +242,9 @@ class WarmSource:
 def warm_source(cfg: DictConfig) -> WarmSource | None:
     """The warm start's checkpoint, or None without one; both settings or neither."""
     init = cfg.get("init") or {}
+    if OmegaConf.is_config(init) and OmegaConf.is_missing(init, "checkpoint"):
+        raise ValueError("init.checkpoint is required here (init=warm_stage0, or a recipe built on it): give "
+                         "init.checkpoint=PATH, a checkpoint, run folder or manifest.json")
     stages = [str(s) for s in (init.get("stages") or [])]
     path = init.get("checkpoint")
     if not stages and not path:
