@@ -324,15 +324,74 @@ def test_pipeline_comes_from_the_config_and_follows_m(tmp_path):
         ("stage1", ["upsamplers.1", "classifier"], {"index": 1}),
         ("stage2", ["upsamplers.2", "classifier"], {"index": 2}),
         ("stage3", ["upsamplers.3", "classifier"], {"index": 3})]
-    cfg = compose_config(["model.stages.1.module.average_weight=0.5", "model.stages.0.module.trains=[backbone]"])
+    cfg = compose_config(["model.stages.stage_j.module.average_weight=0.5", "model.stages.stage0.module.trains=[backbone]"])
     with pytest.raises(ValueError, match=r"no stage of model.stages trains \['upsamplers.0"):
         stage_plan(cfg, tiny_pcsr())
-    cfg = compose_config(["model.stages.1.module.average_weight=0.5"])
+    cfg = compose_config(["model.stages.stage_j.module.average_weight=0.5"])
     assert stage_plan(cfg, tiny_pcsr())[1].module(tiny_pcsr(), adam()).average_weight == 0.5
     with pytest.raises(ValueError, match="no part .* in this PCSR"):
-        stage_plan(compose_config(["model.stages.0.module.trains=[trunk]"]), tiny_pcsr())
+        stage_plan(compose_config(["model.stages.stage0.module.trains=[trunk]"]), tiny_pcsr())
     job = subprocess.run([str(BIN / "pcsr-train"), "--cfg", "job"], capture_output=True, text=True, cwd=tmp_path)
     assert "pcsr_lightning.training.stages.UpsamplerStage" in job.stdout and "average_weight: 3.0" in job.stdout
+
+
+def plan_of(overrides) -> list[tuple[str, str, int]]:
+    cfg = compose_config(list(overrides))
+    net = build_model(OmegaConf.to_container(cfg.model.net, resolve=True))
+    return [(p.name, p.module_path.rsplit(".", 1)[-1], p.steps) for p in stage_plan(cfg, net)]
+
+
+def test_stages_are_addressed_by_key():
+    """model.stages maps keys to entries: stage_j's settings reach every j, a key named after one of its
+    stages (stage2) only that stage, a null entry is left out."""
+    m3 = ["model.num_classes=3"]
+    cfg = compose_config([*m3, "model.stages.stage_j.module.average_weight=0.5",
+                          "+model.stages.stage2.module.lr_scale={classifier: 0.5}", "+model.stages.stage2.steps=9"])
+    net = build_model(OmegaConf.to_container(cfg.model.net, resolve=True))
+    plans = {p.name: p for p in stage_plan(cfg, net)}
+    assert list(plans) == ["stage0", "stage1", "stage2"]
+    stage1, stage2 = (plans[n].module(net, adam(), name=n) for n in ("stage1", "stage2"))
+    assert (stage1.average_weight, stage1.lr_scale, plans["stage1"].steps) == (0.5, {}, 2000)
+    assert (stage2.average_weight, stage2.lr_scale, plans["stage2"].steps) == (0.5, {"classifier": 0.5}, 9)
+    cfg = compose_config(["model=pcsr_routed", "+model.stages.stage1_routed.module.skip_hardest=0.1"])
+    assert stage_plan(cfg, tiny_pcsr())[-1].module(tiny_pcsr(), adam()).skip_hardest == 0.1
+    assert plan_of(["model=pcsr_routed", "model.stages.stage_j_routed=null"]) == [
+        ("stage0", "BackboneStage", 6000), ("stage1", "UpsamplerStage", 2000)]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["+model.stages.1.module.lr_scale={classifier: 0.5}"],
+     r"model.stages.1 is no stage \(it lacks \['steps'\]\) nor the name of one stage of a for_j entry: "
+     r"this pipeline's stages are \['stage0', 'stage1'\]"),
+    (["+model.stages.stage2.module.lr_scale={classifier: 0.5}"], "model.stages.stage2 is no stage"),
+    (["+model.stages.stage1.name=stage1"], r"settings for stage stage1 of model.stages.stage_j, whose name and place"),
+    (["+model.stages.stage1.steps=3", "+model.stages.stage1b={after: stage1, steps: 3}"],
+     r"model.stages.stage1 gives settings for stage stage1 of model.stages.stage_j, whose name and place \(after:\)"),
+    (["model=pcsr_routed", "model.stages.stage_j_routed.after=stage_k"], "after: stage_k, but model.stages has no entry"),
+    (["model=pcsr_routed", "+model.stages.stage_j_routed.for_j={from: 1, below: 2}"], "takes no for_j of its own"),
+    (["model.stages.stage_j.name=upsampler"], r"repeats for each j: its name needs \{j\}"),
+    (["+model.stages.stage0.name=backbone"], "a stage that does not repeat is named by its key"),
+    (["model=pcsr_routed", "model.stages.stage_j_routed.name='stage{j}'"], "gives stage names twice"),
+    (["model=pcsr_routed", "model.stages.stage_j_routed.after=stage_x", "+model.stages.stage_x={after: stage_j_routed}"],
+     r"the after: entries \['stage_j_routed', 'stage_x'\] follow each other in a loop"),
+])
+def test_stage_entries_that_cannot_run_are_refused(overrides, message):
+    cfg = compose_config(overrides)
+    with pytest.raises(ValueError, match=message):
+        stage_plan(cfg, build_model(OmegaConf.to_container(cfg.model.net, resolve=True)))
+
+
+def test_a_list_of_stages_is_refused_clearly():
+    """The earlier form (a list, entries found by position; a for_j entry holding a group) is not read."""
+    old = OmegaConf.create({"model": {"num_classes": 2, "stages": [
+        {"name": "stage0", "steps": 3, "module": {"_target_": "pcsr_lightning.training.stages.BackboneStage",
+                                                 "_partial_": True, "trains": ["backbone", "upsamplers.0"]}}]}})
+    with pytest.raises(ValueError, match=r"model.stages is a list, but it is a mapping .* model.stages.stage_j"):
+        stage_plan(old, tiny_pcsr())
+    grouped = OmegaConf.create({"model": {"num_classes": 2, "stages": {"stage_j": {
+        "for_j": {"from": 1, "below": 2}, "stages": [{"name": "stage{j}"}]}}}})
+    with pytest.raises(ValueError, match=r"model.stages.stage_j holds a group .* after: KEY"):
+        stage_plan(grouped, tiny_pcsr())
 
 
 # ------------------------------------------------------------------ warm start
@@ -420,9 +479,6 @@ def test_routed_pipeline_follows_each_stage_with_its_upsampler_alone(trained_m2,
         ("stage0", ["backbone", "upsamplers.0"], 6000),
         ("stage1", ["upsamplers.1", "classifier"], 2000), ("stage1_routed", ["upsamplers.1"], 7),
         ("stage2", ["upsamplers.2", "classifier"], 2000), ("stage2_routed", ["upsamplers.2"], 7)]
-    grouped_without_j = compose_config(["model=pcsr_routed", "model.num_classes=3", "model.stages.1.for_j=null"])
-    with pytest.raises(ValueError, match="group of stages .* needs for_j"):
-        stage_plan(grouped_without_j, net)
 
     run = tmp_path / "run"
     seen = FirstStep()
@@ -440,6 +496,18 @@ def test_routed_pipeline_follows_each_stage_with_its_upsampler_alone(trained_m2,
     for key, value in final.items():
         unchanged = torch.equal(value, after_stage1[key])
         assert unchanged == (not key.startswith("upsamplers.1.")), key
+
+
+def test_the_retraining_recipe_runs_from_a_checkpoints_stage0(trained_m2, tmp_path):
+    """experiment=retrain_fsrcnn end to end, its schedule shrunk to a few steps on the sample photos."""
+    seen = FirstStep()
+    manifest = run_job(compose_config(["experiment=retrain_fsrcnn", "data=samples", *TINY, f"init.checkpoint={trained_m2}",
+                                       "profile.batch_size=2", "profile.queries=64", "model.routed_steps=1"],
+                                      tmp_path / "run"), callbacks=[seen])
+    assert list(seen.seen) == ["stage1", "stage1_routed"] and manifest.experiment == "fsrcnn_pcsr"
+    assert manifest.stage("stage0").config["loaded"] == ["backbone", "upsamplers.0"]
+    assert manifest.stage("stage1").config["lr_scale"] == {"classifier": 0.3333}
+    assert manifest.stage("stage1").config["optimizer"]["lr"] == 3e-3
 
 
 def test_warm_start_of_the_routed_stage_continues_from_the_loaded_u1(trained_m2, tmp_path):
@@ -488,14 +556,14 @@ def test_routed_upsampler_stage_trains_u1_alone_weighted_by_its_probability():
 
 def test_lr_scale_gives_a_part_its_own_learning_rate():
     net = tiny_pcsr()
-    stage = configured_stage(net, "stage1", ["+model.stages.1.module.lr_scale={classifier: 0.25}"])
+    stage = configured_stage(net, "stage1", ["+model.stages.stage1.module.lr_scale={classifier: 0.25}"])
     stage.scheduler_factory = None
     optimizer = stage.configure_optimizers()
     lrs = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
     assert {round(lrs[id(p)], 9) for p in net.upsamplers[1].parameters()} == {1e-2}
     assert {round(lrs[id(p)], 9) for p in net.classifier.parameters()} == {2.5e-3}
     assert len(lrs) == sum(1 for p in net.parameters() if p.requires_grad)
-    assert stage_config(compose_config(["+model.stages.1.module.lr_scale={classifier: 0.25}"]),
+    assert stage_config(compose_config(["+model.stages.stage1.module.lr_scale={classifier: 0.25}"]),
                         SimpleNamespace(module_path="m", steps=3, options={}), stage)["lr_scale"] == {"classifier": 0.25}
     with pytest.raises(ValueError, match="lr_scale must give positive factors for parts it trains"):
-        configured_stage(tiny_pcsr(), "stage1", ["+model.stages.1.module.lr_scale={backbone: 0.5}"])
+        configured_stage(tiny_pcsr(), "stage1", ["+model.stages.stage1.module.lr_scale={backbone: 0.5}"])

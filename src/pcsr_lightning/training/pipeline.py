@@ -20,7 +20,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pcsr_lightning.config import extended_widths
 from pcsr_lightning.io.checkpoint import (
@@ -67,28 +67,19 @@ def instantiate(node, **kwargs):
         raise
 
 
-def stage_plan(cfg: DictConfig, net: torch.nn.Module) -> list[StagePlan]:
-    """``model.stages`` expanded (``for_j`` entries once per j) and checked against the network: every
-    stage trains at least one step, and every part of the network is trained by some stage.
+LIST_FORM = ("model.stages is a list, but it is a mapping from each stage's key to its entry, run in the order "
+             "written (conf/model/pcsr.yaml): stages: {stage0: {steps: ..., module: ...}, "
+             "stage_j: {name: 'stage{j}', for_j: {from: 1, below: M}, steps: ..., module: ...}}; "
+             "an override names the key: model.stages.stage_j.module.average_weight=1")
 
-    A ``for_j`` entry is one stage, or a group under ``stages:`` that runs in order for each j before
-    the next j (stage 1a, 1b, then 2a, 2b)."""
+
+def stage_plan(cfg: DictConfig, net: torch.nn.Module) -> list[StagePlan]:
+    """``model.stages`` expanded (``expanded_stages``) and checked against the network: every stage
+    trains at least one step, and every part of the network is trained by some stage."""
     if isinstance(net, PCSR) and int(cfg.model.num_classes) != net.num_classes:
         raise ValueError(f"model.num_classes is {cfg.model.num_classes} but model.net builds "
                          f"{net.num_classes} upsamplers")
-    plans: list[StagePlan] = []
-    for entry in cfg.model.stages:
-        repeat = entry.get("for_j")
-        indices = [None] if repeat is None else range(int(repeat["from"]), int(repeat["below"]))
-        group = entry.get("stages")
-        if group is not None and repeat is None:
-            raise ValueError("model.stages: a group of stages (stages: [...]) needs for_j")
-        for j in indices:
-            for item in (entry,) if group is None else group:
-                plans.append(planned_stage(item, j, net))
-    names = [p.name for p in plans]
-    if len(set(names)) != len(names):
-        raise ValueError(f"model.stages gives stage names twice: {names}")
+    plans = [planned_stage(name, entry, j, net) for name, entry, j in expanded_stages(cfg.model.stages)]
     trained = {id(q) for p in plans for t in p.trains for q in net.get_submodule(t).parameters()}
     never = sorted({n.rsplit(".", 1)[0] for n, q in net.named_parameters() if id(q) not in trained})
     if never:
@@ -96,19 +87,120 @@ def stage_plan(cfg: DictConfig, net: torch.nn.Module) -> list[StagePlan]:
     return plans
 
 
-def planned_stage(entry: DictConfig, j: int | None, net: torch.nn.Module) -> StagePlan:
-    """One stage of ``model.stages`` for upsampler ``j`` (None outside ``for_j``): ``{j}`` filled in."""
+def expanded_stages(stages) -> list[tuple[str, dict, int | None]]:
+    """``model.stages`` as the stages it runs, in order: (name, entry, j), j None outside ``for_j``.
+
+    ``model.stages`` maps a key to an entry; the entries run in the order written (a config composed on
+    top appends its new keys). A plain entry is one stage, named by its key. An entry with ``for_j:
+    {from, below}`` is repeated for j = from .. below-1; its ``name`` holds ``{j}`` (``stage{j}``). An
+    entry with ``after: KEY`` runs right after KEY's stage, for each j of KEY (it takes no ``for_j`` of
+    its own): stage1, stage1_routed, stage2, stage2_routed. A null entry is left out. A key that is the
+    name of one stage of a repeating entry (``stage1`` of ``stage_j``) is not a stage of its own: its
+    settings are merged over that one stage's entry."""
+    entries = stage_entries(stages)
+    named = [(stage_name(key, entries[key], j), key, j) for key, j in run_order(entries)]
+    repeated = {name: key for name, key, j in named if j is not None}
+    patches = {key for key, entry in entries.items() if key in repeated and "for_j" not in entry}
+    for key in patches:
+        if "after" in entries[key] or "name" in entries[key] or any(
+                e.get("after") == key for e in entries.values()):
+            raise ValueError(f"model.stages.{key} gives settings for stage {key} of model.stages.{repeated[key]}, "
+                             f"whose name and place (after:) come from {repeated[key]}")
+    stages_run = [(name, key, entries[key], j) for name, key, j in named if key not in patches]
+    names = [name for name, *_ in stages_run]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model.stages gives stage names twice: {names}")
+    stages_run = [(name, key, OmegaConf.to_container(OmegaConf.merge(entry, entries[name])) if name in patches
+                   else entry, j) for name, key, entry, j in stages_run]
+    runnable = [name for name, _, entry, _ in stages_run if "steps" in entry and "module" in entry]
+    for _, key, entry, _ in stages_run:
+        missing = [field for field in ("steps", "module") if field not in entry]
+        if missing:
+            raise ValueError(f"model.stages.{key} is no stage (it lacks {missing}) nor the name of one stage of "
+                             f"a for_j entry: this pipeline's stages are {runnable}")
+    return [(name, entry, j) for name, _, entry, j in stages_run]
+
+
+def stage_entries(stages) -> dict[str, dict]:
+    """``model.stages`` as plain, resolved entries by key, null entries left out."""
+    if isinstance(stages, (ListConfig, list, tuple)):
+        raise ValueError(LIST_FORM)
+    if not isinstance(stages, (DictConfig, dict)):
+        raise ValueError(f"model.stages must map stage keys to entries, got {stages!r}")
+    entries = {}
+    for key, entry in stages.items():
+        entry = OmegaConf.to_container(entry, resolve=True) if OmegaConf.is_config(entry) else entry
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            raise ValueError(f"model.stages.{key} must be a mapping (steps, module, ...), got {entry!r}")
+        if "stages" in entry:
+            raise ValueError(f"model.stages.{key} holds a group (stages: [...]); give each stage an entry of its "
+                             "own under model.stages and run it within each j with after: KEY")
+        entries[str(key)] = entry
+    return entries
+
+
+def run_order(entries: dict[str, dict]) -> list[tuple[str, int | None]]:
+    """(key, j) of each stage in the order they run: the entries without ``after`` as written (each j of a
+    ``for_j`` entry in turn), each followed by the entries that name it in ``after``, for the same j."""
+    roots, followers = [], {}
+    for key, entry in entries.items():
+        after = entry.get("after")
+        if after is None:
+            roots.append(key)
+        elif str(after) not in entries:
+            raise ValueError(f"model.stages.{key}: after: {after}, but model.stages has no entry {after!r} "
+                             f"(its entries: {list(entries)})")
+        elif "for_j" in entry:
+            raise ValueError(f"model.stages.{key}: an entry with after: runs for each j of the entry it follows; "
+                             "it takes no for_j of its own")
+        else:
+            followers.setdefault(str(after), []).append(key)
+    order: list[tuple[str, int | None]] = []
+
+    def emit(key: str, j: int | None) -> None:
+        order.append((key, j))
+        for follower in followers.get(key, ()):
+            emit(follower, j)
+
+    for key in roots:
+        repeat = entries[key].get("for_j")
+        for j in [None] if repeat is None else range(int(repeat["from"]), int(repeat["below"])):
+            emit(key, j)
+    reached = {key for key, _ in order}
+    unreached = [key for key in entries if key not in reached]
+    if unreached:  # each follows another of them
+        raise ValueError(f"model.stages: the after: entries {unreached} follow each other in a loop")
+    return order
+
+
+def stage_name(key: str, entry: dict, j: int | None) -> str:
+    """An entry's stage name: its key, or for each j of a repeating entry its ``name`` with ``{j}`` filled in."""
+    if j is None:
+        if entry.get("name", key) != key:
+            raise ValueError(f"model.stages.{key}: a stage that does not repeat is named by its key; "
+                             f"name: {entry['name']} is for entries with for_j")
+        return key
+    pattern = str(entry.get("name", key))
+    if "{j}" not in pattern:
+        raise ValueError(f"model.stages.{key} repeats for each j: its name needs {{j}}, e.g. name: stage{{j}} "
+                         f"(got {pattern!r})")
+    return pattern.replace("{j}", str(j))
+
+
+def planned_stage(name: str, entry: dict, j: int | None, net: torch.nn.Module) -> StagePlan:
+    """One stage for upsampler ``j`` (None outside ``for_j``): ``{j}`` filled in the parts it trains."""
     def fill(text) -> str:
         return str(text) if j is None else str(text).replace("{j}", str(j))
-    name = fill(entry.name)
-    steps = int(entry.steps)
+    steps = int(entry["steps"])
     if steps < 1:
         raise ValueError(f"stage {name}: steps must be at least 1, got {steps} (set profile.steps)")
-    trains = [fill(t) for t in entry.module.trains]
+    trains = [fill(t) for t in entry["module"]["trains"]]
     for t in trains:
         part_of(net, t, name)
     options = {} if j is None else {"index": j}
-    module = instantiate(entry.module, trains=trains, **options)
+    module = instantiate(entry["module"], trains=trains, **options)
     return StagePlan(name, module, steps, trains, options)
 
 
@@ -150,6 +242,9 @@ class WarmSource:
 def warm_source(cfg: DictConfig) -> WarmSource | None:
     """The warm start's checkpoint, or None without one; both settings or neither."""
     init = cfg.get("init") or {}
+    if OmegaConf.is_config(init) and OmegaConf.is_missing(init, "checkpoint"):
+        raise ValueError("init.checkpoint is required here (init=warm_stage0, or a recipe built on it): give "
+                         "init.checkpoint=PATH, a checkpoint, run folder or manifest.json")
     stages = [str(s) for s in (init.get("stages") or [])]
     path = init.get("checkpoint")
     if not stages and not path:

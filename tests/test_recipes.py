@@ -1,0 +1,242 @@
+"""The recipes in conf/experiment/: each composes and plans its stages, and the retraining and paper
+recipes pin the values their results need; the scripts that run them pass only their overrides."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from pcsr_lightning.apps.train_app import run_job
+from pcsr_lightning.config import compose_config, config_dir
+from pcsr_lightning.io.checkpoint import build_model
+from pcsr_lightning.training.pipeline import stage_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+# the values a recipe leaves to the command line (`???`), by recipe
+REQUIRED = {"retrain": ["data.train.path", "data.val.path", "init.checkpoint"], "paper": ["data.train.root"]}
+RETRAIN_FILLED = ["data.train.path=/photos/train", "data.val.path=/photos/heldout", "init.checkpoint=/released.ckpt"]
+
+
+def required_of(recipe: str) -> list[str]:
+    if recipe.startswith("retrain_"):
+        return REQUIRED["retrain"]
+    return REQUIRED["paper"] if recipe.endswith("_paper") else []
+
+
+def missing_values(node, prefix: str = "") -> list[str]:
+    """The keys left ``???``, interpolations unresolved."""
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=False)
+    if node == "???":
+        return [prefix.rstrip(".")]
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    return sorted(k for key, value in items for k in missing_values(value, f"{prefix}{key}."))
+
+
+def composed(recipe: str, overrides=()):
+    filled = [f"{key}=/dummy/{key}" for key in required_of(recipe)]
+    return compose_config([f"experiment={recipe}", *filled, *overrides], "/dummy/run")
+
+
+def plan(cfg) -> list[tuple[str, str, int]]:
+    net = build_model(OmegaConf.to_container(cfg.model.net, resolve=True))
+    return [(p.name, p.module_path.rsplit(".", 1)[-1], p.steps) for p in stage_plan(cfg, net)]
+
+
+def resolved(cfg, *keys) -> dict:
+    return {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in keys}
+
+
+def test_the_recipes_are_the_ones_documented():
+    assert RECIPES == sorted([*(f"{b}_{k}" for b in ("fsrcnn", "carn", "srresnet") for k in ("original", "pcsr")),
+                              *(f"{b}_pcsr_paper" for b in ("fsrcnn", "carn", "srresnet")),
+                              "retrain_fsrcnn", "retrain_carn"])
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_composes_and_plans_its_stages(recipe):
+    bare = compose_config([f"experiment={recipe}"], "/dummy/run")
+    assert missing_values(bare) == sorted(required_of(recipe))  # what the command line must give
+    cfg = composed(recipe)
+    assert missing_values(cfg) == []
+    resolved(cfg, "data", "model", "optimizer", "scheduler", "trainer", "profile", "init", "seed", "name")
+    backbone, kind = recipe.removeprefix("retrain_").split("_")[0], "original" if "original" in recipe else "pcsr"
+    assert (cfg.backbone.name, cfg.model.kind, cfg.name) == (backbone, kind, f"{backbone}_{kind}")
+    names = [name for name, *_ in plan(cfg)]
+    if kind == "original":
+        assert names == ["original"]
+    elif recipe.startswith("retrain_"):
+        assert names == ["stage0", "stage1", "stage1_routed"]
+        assert [n for n, *_ in plan(composed(recipe, ["model.num_classes=3"]))] == [
+            "stage0", "stage1", "stage1_routed", "stage2", "stage2_routed"]
+    else:
+        assert names == ["stage0", "stage1"]
+        assert [n for n, *_ in plan(composed(recipe, ["model.num_classes=3"]))] == ["stage0", "stage1", "stage2"]
+
+
+@pytest.mark.parametrize("backbone", ["fsrcnn", "carn"])
+def test_the_retraining_recipe_pins_the_headline_run(backbone):
+    cfg = compose_config([f"experiment=retrain_{backbone}", *RETRAIN_FILLED], "/dummy/run")
+    assert plan(cfg) == [("stage0", "BackboneStage", 6000), ("stage1", "UpsamplerStage", 17000),
+                         ("stage1_routed", "RoutedUpsamplerStage", 5000)]
+    assert cfg.data.train._target_.endswith("ImageFolder") and cfg.data.train.path == "/photos/train"
+    assert cfg.data.val.path == "/photos/heldout"
+    assert (cfg.data.batch_size, cfg.data.queries, cfg.data.crops_per_image) == (16, 4096, 16)
+    assert (cfg.optimizer._target_, cfg.optimizer.lr) == ("torch.optim.Adam", 3e-3)
+    assert (cfg.scheduler._target_, cfg.scheduler.eta_min) == ("torch.optim.lr_scheduler.CosineAnnealingLR", 1e-7)
+    assert OmegaConf.to_container(cfg.init) == {"weights": "pytorch", "checkpoint": "/released.ckpt",
+                                                "stages": ["stage0"]}
+    assert (cfg.seed, cfg.trainer.accelerator, cfg.model.num_classes, cfg.callbacks) == (0, "cpu", 2, {})
+    net = build_model(OmegaConf.to_container(cfg.model.net, resolve=True))
+    stages = {p.name: p.module(net, lambda params: None, name=p.name) for p in stage_plan(cfg, net)}
+    assert stages["stage1"].lr_scale == {"classifier": 0.3333}  # C at 1e-3 beside U_1's 3e-3
+    assert (stages["stage1"].l1_weight, stages["stage1"].average_weight) == (1000.0, 3.0)
+    assert stages["stage1_routed"].skip_hardest == 0.05 and stages["stage1_routed"].lr_scale == {}
+
+
+@pytest.mark.parametrize("backbone", ["fsrcnn", "carn"])
+def test_the_retraining_recipe_is_what_the_script_passed_before(backbone):
+    """The settings experiments/retrain_classifier.sh carried as shell defaults, given as overrides of the
+    experiment they named, compose to the same config as the recipe."""
+    before = compose_config([
+        f"experiment={backbone}_pcsr", "data=image_folder", *RETRAIN_FILLED, "init.stages=[stage0]", "profile=quick",
+        "model=pcsr_routed", "profile.steps.stage=17000", "model.routed_steps=5000",
+        "+model.stages.stage_j.module.lr_scale={classifier: 0.3333}", "profile.queries=4096", "optimizer.lr=3e-3",
+        "logger=csv", "callbacks=none"], "/dummy/run")
+    recipe = compose_config([f"experiment=retrain_{backbone}", *RETRAIN_FILLED], "/dummy/run")
+    keys = ["data", "backbone", "model", "optimizer", "scheduler", "trainer", "profile", "init", "seed", "name",
+            "callbacks"]
+    assert resolved(recipe, *keys) == resolved(before, *keys)
+    assert recipe.logger.keys() == before.logger.keys()
+
+
+@pytest.mark.parametrize("backbone, lr", [("fsrcnn", 1e-3), ("carn", 2e-4), ("srresnet", 2e-4)])
+def test_the_paper_recipes_pin_the_papers_schedule(backbone, lr):
+    cfg = compose_config([f"experiment={backbone}_pcsr_paper", "data.train.root=/data/DIV2K"], "/dummy/run")
+    assert plan(cfg) == [("stage0", "BackboneStage", 2_000_000), ("stage1", "UpsamplerStage", 500_000)]
+    assert cfg.data.train._target_.endswith("DIV2K") and cfg.data.train.root == "/data/DIV2K"
+    assert (cfg.data.batch_size, cfg.data.queries, cfg.data.lr_patch * cfg.data.scale) == (16, None, 128)
+    assert cfg.optimizer.lr == lr == cfg.backbone.lr
+    assert (cfg.init.weights, cfg.init.checkpoint, list(cfg.init.stages)) == ("release", None, [])
+    assert (cfg.seed, cfg.trainer.accelerator, cfg.trainer.devices, cfg.model.num_classes) == (0, "gpu", 1, 2)
+
+
+def test_a_recipes_values_win_over_the_root_config_and_the_command_line_over_both():
+    cfg = compose_config(["experiment=retrain_fsrcnn", *RETRAIN_FILLED, "optimizer.lr=1e-3", "seed=2"], "/dummy/run")
+    assert (cfg.optimizer.lr, cfg.seed, list(cfg.init.stages)) == (1e-3, 2, ["stage0"])
+
+
+def test_a_required_checkpoint_left_out_is_named_before_anything_is_written(tmp_path):
+    cfg = compose_config(["experiment=retrain_fsrcnn", "data.train.path=/photos/train", "data.val.path=/photos/heldout",
+                          "logger=none"], tmp_path / "run")
+    with pytest.raises(ValueError, match="init.checkpoint is required here"):
+        run_job(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_pcsr_train_prints_the_whole_pipeline_of_a_recipe(tmp_path):
+    job = subprocess.run([str(Path(sys.executable).parent / "pcsr-train"), "experiment=retrain_fsrcnn", "--cfg", "job"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert job.returncode == 0, job.stderr[-2000:]
+    stages = OmegaConf.create(job.stdout).model.stages
+    assert list(stages) == ["stage0", "stage_j", "stage_j_routed"]
+    assert stages.stage_j.module.lr_scale.classifier == 0.3333 and stages.stage_j_routed.after == "stage_j"
+
+
+# ------------------------------------------------------------------ the scripts that run the recipes
+
+
+def script_env(tmp_path: Path) -> tuple[Path, dict]:
+    """A copy of experiments/ beside conf/ whose pcsr-train and pcsr record their arguments."""
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "experiments", repo / "experiments", ignore=shutil.ignore_patterns("*.py", "README.md"))
+    (repo / "conf").symlink_to(config_dir())
+    bin_dir = repo / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for tool in ("pcsr-train", "pcsr"):  # each call's arguments in calls/<n>.<tool>; pcsr compare's line for grep
+        (bin_dir / tool).write_text(f'#!/usr/bin/env bash\nn=$(ls "$PCSR_CALLS" | wc -l)\n'
+                                    f'printf "%s\\n" "$@" > "$PCSR_CALLS/$n.{tool}"\necho "vs released"\n')
+        (bin_dir / tool).chmod(0o755)
+    (repo / "results" / "checkpoints").mkdir(parents=True)
+    for name in ("carn-x4", "carn-pcsr-phase1", "fsrcnn-x4", "fsrcnn-pcsr-phase1"):
+        (repo / "results" / "checkpoints" / f"{name}.ckpt").write_text("")
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    env = {**os.environ, "PCSR_CALLS": str(calls), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for var in ("STEPS", "ROUTED_STEPS", "QUERIES", "LR", "CLASSIFIER_LR_SCALE", "BACKBONES", "RUNS", "SKIPS"):
+        env.pop(var, None)
+    return repo, env
+
+
+def calls(tmp_path: Path) -> list[tuple[str, list[str]]]:
+    """(tool, arguments) of each call, in order."""
+    found = sorted((tmp_path / "calls").iterdir(), key=lambda p: int(p.name.split(".")[0]))
+    return [(p.name.split(".", 1)[1], p.read_text().splitlines()) for p in found]
+
+
+def train_calls(tmp_path: Path) -> list[list[str]]:
+    return [args for tool, args in calls(tmp_path) if tool == "pcsr-train"]
+
+
+def composed_call(args: list[str]):
+    """The config a recorded pcsr-train call composes (hydra.* and resume left out)."""
+    return compose_config([a for a in args if not a.startswith(("hydra.", "resume="))], "/dummy/run")
+
+
+@pytest.mark.parametrize("env_vars, steps, lr_scale", [
+    ({}, [("stage0", 6000), ("stage1", 17000), ("stage1_routed", 5000)], {"classifier": 0.3333}),
+    ({"ROUTED_STEPS": "0", "CLASSIFIER_LR_SCALE": "1"}, [("stage0", 6000), ("stage1", 17000)], None),
+    ({"STEPS": "3000", "ROUTED_STEPS": "14000", "CLASSIFIER_LR_SCALE": "0.5", "QUERIES": "null", "LR": "1e-3"},
+     [("stage0", 6000), ("stage1", 3000), ("stage1_routed", 14000)], {"classifier": 0.5}),
+])
+def test_retrain_classifier_sh_runs_the_recipe_with_its_overrides(tmp_path, env_vars, steps, lr_scale):
+    repo, env = script_env(tmp_path)
+    for folder in ("train", "heldout"):
+        (tmp_path / folder).mkdir()
+    proc = subprocess.run(["bash", str(repo / "experiments" / "retrain_classifier.sh"), str(tmp_path / "train"),
+                           str(tmp_path / "heldout"), "seed=2"], env={**env, **env_vars}, capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [args] = train_calls(tmp_path)
+    assert args[0] == "experiment=retrain_fsrcnn" and not any(a.startswith(("profile=", "model=")) for a in args)
+    assert f"init.checkpoint={repo}/results/checkpoints/fsrcnn-pcsr-phase1.ckpt" in args
+    cfg = composed_call(args)
+    assert [(name, n) for name, _, n in plan(cfg)] == steps
+    assert cfg.seed == 2 and cfg.data.train.path == str(tmp_path / "train")
+    assert cfg.optimizer.lr == float(env_vars.get("LR", 3e-3))
+    assert cfg.profile.queries == (None if env_vars.get("QUERIES") == "null" else 4096)
+    given = cfg.model.stages.stage_j.module.get("lr_scale")
+    assert (OmegaConf.to_container(given) if given is not None else None) == lr_scale
+    assert [(tool, args[0]) for tool, args in calls(tmp_path)][:2] == [("pcsr-train", args[0]), ("pcsr", "eval")]
+
+
+def test_routed_sweep_sh_trains_the_routed_stage_of_the_recipe(tmp_path):
+    repo, env = script_env(tmp_path)
+    run = tmp_path / "run"
+    (run / "stages" / "stage1").mkdir(parents=True)
+    (run / "stages" / "stage1" / "model.ckpt").write_text("")
+    (run / "released.csv").write_text("")
+    (run / "manifest.json").write_text(json.dumps({"experiment": "carn_pcsr", "backbone": "carn"}))
+    for folder in ("train", "heldout"):
+        (tmp_path / folder).mkdir()
+    proc = subprocess.run(["bash", str(repo / "experiments" / "routed_sweep.sh"), str(tmp_path / "train"),
+                           str(tmp_path / "heldout"), str(run)], env={**env, "SKIPS": "0 0.1", "ROUTED_STEPS": "7"},
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    calls = train_calls(tmp_path)
+    assert len(calls) == 2 and all(args[0] == "experiment=retrain_carn" for args in calls)
+    skips = set()
+    for args in calls:
+        cfg = composed_call(args)
+        assert [(name, n) for name, _, n in plan(cfg)][-1] == ("stage1_routed", 7)
+        assert list(cfg.init.stages) == ["stage0", "stage1"] and cfg.init.checkpoint.endswith("stage1/model.ckpt")
+        skips.add(cfg.model.stages.stage_j_routed.module.skip_hardest)
+    assert skips == {0, 0.1}
