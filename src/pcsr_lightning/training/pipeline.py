@@ -26,9 +26,12 @@ from pcsr_lightning.config import extended_widths
 from pcsr_lightning.io.checkpoint import (
     CheckpointError,
     build_model,
+    check_finite,
+    check_state_dict,
     load_checkpoint,
     load_weights,
     model_kind,
+    read_weights_only,
     save_checkpoint,
 )
 from pcsr_lightning.io.manifest import FILENAME, Manifest, StageRecord, open_run
@@ -274,8 +277,10 @@ def load_stage_weights(net: torch.nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"the manifest names {path} as a finished stage's weights, but it is missing")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    load_weights(net, payload["state_dict"], str(path))
+    payload = read_weights_only(path)
+    state = check_state_dict(payload.get("state_dict") if isinstance(payload, dict) else None, path)
+    check_finite(state, path)
+    load_weights(net, state, str(path))
 
 
 def open_manifest(cfg: DictConfig, run_dir: Path, kind: str) -> Manifest:
