@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pcsr_lightning.evaluation.swap import swap_parts
 from pcsr_lightning.io.checkpoint import load_checkpoint, save_checkpoint
+from pcsr_lightning.io.files import check_outputs
 
 
 def add_parser(sub) -> None:
@@ -19,6 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs([args.out], [args.base, args.donor])  # before any work: never over one of its inputs
     base, donor = load_checkpoint(args.base), load_checkpoint(args.donor)
     model = swap_parts(base, donor, args.parts, str(args.base), str(args.donor))
     meta = {"swapped": {"base": str(args.base), "donor": str(args.donor), "parts": list(args.parts)}}
