@@ -361,6 +361,9 @@ def test_a_failed_multirun_job_does_not_stop_the_others(ckpt, photos, tmp_path, 
     assert "#1 (" in err and "eval.k=nan): the cost knob k must be a finite number, got nan" in err
     assert (sweep / "0" / "summary.csv").is_file() and (sweep / "2" / "summary.csv").is_file()
     assert not (sweep / "1" / "summary.csv").exists()
+    code, err = run_app(app, [f"eval.ckpt={ckpt}", f"eval.hr_dir={photos}", "eval.k=nan",
+                              f"hydra.run.dir={tmp_path / 'new' / 'job'}"], capsys, monkeypatch)
+    assert code == 2 and "k must be a finite number" in err and not (tmp_path / "new").exists()
 
 
 # --- one message, exit 2, no traceback ------------------------------------------------------------------------
@@ -373,6 +376,7 @@ def test_argument_and_file_errors_are_one_line(ckpt, photos, tmp_path, capsys):
     good = write_summary(tmp_path / "good.csv")
     binary = tmp_path / "binary.csv"
     binary.write_bytes(b"\xff\xfe\x00model")
+    (tmp_path / "empty.csv").touch()
     cases = [
         (["bench", "--pcsr-ckpt", ckpt, "--original-ckpt", ckpt, "--hr-size", "16x16", "--scale", "0"],
          "argument --scale: must be an integer >= 2, got 0"),
@@ -385,7 +389,11 @@ def test_argument_and_file_errors_are_one_line(ckpt, photos, tmp_path, capsys):
         (["table", "--row", f"CARN-PCSR={ckpt}", "--row", f"CARN-PCSR={ckpt}"], "--row CARN-PCSR is given twice"),
         (["table", "--row", f"CARN-PCSR={ckpt}", "--dataset", f"X={tmp_path / 'none'}", "--out-dir", tmp_path / "t"],
          "image folder not found"),
-        (["upscale", "--ckpt", photos, "--input", photos, "--output", tmp_path / "sr"], "checkpoint not found"),
+        (["upscale", "--ckpt", photos, "--input", photos, "--output", tmp_path / "sr"], f"checkpoint {photos} is a folder, not a file"),
+        (["import-official", "--src", tmp_path / "none.pth", "--out", tmp_path / "o.ckpt"], "release checkpoint not found"),
+        (["compare", f"a={tmp_path / 'empty.csv'}", f"b={good}"], "empty.csv is empty"),
+        (["table", "--row", f"CARN-PCSR={ckpt}", "--psnr-tolerance", "nan"], "--psnr-tolerance must be a finite number"),
+        (["table", "--runs", tmp_path / "none"], "none: folder not found"),
     ]
     for args, message in cases:
         code, err = run_cli(args, capsys)

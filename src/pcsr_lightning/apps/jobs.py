@@ -55,9 +55,19 @@ def fail(code: int, message: str, run_dir: Path | None = None) -> Failed:
 
 
 def remove_new_folders(run_dir: Path) -> None:
-    """Remove the run folder and the parents Hydra created for this run, as long as they are empty."""
+    """Remove the run folder and the parents Hydra created for this run, as long as they are empty
+    but for the config files Hydra itself wrote there (``hydra.output_subdir``)."""
     if not _new_folders or _new_folders[0] != run_dir.resolve():
         return
+    subdir = HydraConfig.get().output_subdir
+    if subdir is not None:
+        configs = run_dir / subdir
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            (configs / name).unlink(missing_ok=True)
+        try:
+            configs.rmdir()
+        except OSError:
+            pass
     for folder in _new_folders:
         try:
             folder.rmdir()  # only an empty folder goes

@@ -71,7 +71,9 @@ def read_summary(path: str | Path) -> list[dict]:
     try:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            missing = [c for c in SUMMARY_NEEDS if c not in (reader.fieldnames or [])]
+            if reader.fieldnames is None:
+                raise ValueError(f"{path} is empty: not a `pcsr eval --summary` CSV")
+            missing = [c for c in SUMMARY_NEEDS if c not in reader.fieldnames]
             if missing:
                 raise ValueError(f"{path} is not a `pcsr eval --summary` CSV: no column {', '.join(missing)}")
             for line, row in enumerate(reader, start=2):

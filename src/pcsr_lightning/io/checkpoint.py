@@ -194,6 +194,8 @@ def read_weights_only(path: str | Path, what: str = "checkpoint") -> object:
     """``torch.load(weights_only=True)``: tensors and plain data only, no code runs. Clear errors for a
     missing, empty or unreadable file, and for one that needs arbitrary objects to load."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{what} {path} is a folder, not a file")
     if not path.is_file():
         raise CheckpointError(f"{what} not found: {path}")
     if path.stat().st_size == 0:

@@ -123,7 +123,9 @@ def import_official(src: str | Path, out: str | Path, trust: bool = False) -> Pa
     try:
         raw = read_weights_only(src, "release checkpoint")
     except CheckpointError as err:
-        if not trust or not src.is_file() or src.stat().st_size == 0:
+        if not src.is_file() or src.stat().st_size == 0:
+            raise
+        if not trust:
             raise CheckpointError(f"{err}; if you trust this file completely, pass --trust-pickle") from err
         warnings.warn(f"{src}: loading with full unpickling (--trust-pickle): this can run any code in the file",
                       stacklevel=2)

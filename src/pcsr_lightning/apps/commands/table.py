@@ -5,6 +5,7 @@ The table itself is built in ``evaluation.paper_table``."""
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from pcsr_lightning.apps.commands.common import K_VALUE, add_image_flags, add_memory_format_flag, add_metrics_flag
@@ -43,6 +44,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not (math.isfinite(args.psnr_tolerance) and args.psnr_tolerance >= 0):
+        raise ValueError(f"--psnr-tolerance must be a finite number >= 0 (dB), got {args.psnr_tolerance}")
+    if args.runs and not Path(args.runs).is_dir():
+        raise FileNotFoundError(f"--runs {args.runs}: folder not found")
     rows = rows_from_runs(Path(args.runs)) if args.runs else {}
     given = [spec.partition("=")[0] for spec in args.row]
     twice = sorted({name for name in given if given.count(name) > 1})
