@@ -13,6 +13,7 @@ does the listing and remembers the folders.
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,11 @@ def remove_new_folders(run_dir: Path) -> None:
     but for the config files Hydra itself wrote there (``hydra.output_subdir``)."""
     if not _new_folders or _new_folders[0] != run_dir.resolve():
         return
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # the job's log file (not written yet): it must not reappear
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == _new_folders[0]:
+            root.removeHandler(handler)
+            handler.close()
     subdir = HydraConfig.get().output_subdir
     if subdir is not None:
         configs = run_dir / subdir
