@@ -140,10 +140,19 @@ class Stage(L.LightningModule):
 
     # -- stop at the first NaN or inf, before the optimizer step (cheaper than Lightning's detect_anomaly:
     # one reduction of the loss and one of the gradient norms per step)
+    _bad_loss: float | None = None
+
     def on_before_backward(self, loss: torch.Tensor) -> None:
-        if not bool(torch.isfinite(loss.detach()).all()):
-            raise NonFiniteTraining(f"stage {self.stage_name}: the training loss is {loss.detach().float().item()} at "
-                                    f"step {self.global_step + 1}; stopped before that step changed any weight")
+        if bool(torch.isfinite(loss.detach()).all()):
+            return
+        value = loss.detach().float().item()
+        if self.trainer.world_size > 1:
+            # Under DDP one process alone must not stop before the gradients' all-reduce (the others would
+            # wait there): its NaN reaches every process's gradients, which all of them check below.
+            self._bad_loss = value
+            return
+        raise NonFiniteTraining(f"stage {self.stage_name}: the training loss is {value} at step "
+                                f"{self.global_step + 1}; stopped before that step changed any weight")
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if str(getattr(self.trainer, "precision", "")).startswith("16"):
@@ -151,9 +160,10 @@ class Stage(L.LightningModule):
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads and not bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)).all()):
             bad = [n for n, p in self.net.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+            loss = "" if self._bad_loss is None else f" (this process's training loss was {self._bad_loss})"
             raise NonFiniteTraining(f"stage {self.stage_name}: non-finite gradients (NaN or inf) at step "
-                                    f"{self.global_step + 1} in {bad[:4]}{' ...' if len(bad) > 4 else ''}; stopped "
-                                    "before the optimizer step")
+                                    f"{self.global_step + 1} in {bad[:4]}{' ...' if len(bad) > 4 else ''}{loss}; "
+                                    "stopped before the optimizer step")
 
     def on_train_start(self) -> None:
         counts = {f"{self.stage_name}/{k}": float(v) for k, v in self.parameter_counts().items()}
