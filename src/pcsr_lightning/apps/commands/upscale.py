@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 progress.failed += 1
     except KeyboardInterrupt:
-        print(f"interrupted: {progress.summary()}; to continue, run the same command with --skip-existing "
+        instead = " instead of --overwrite" if args.overwrite else ""
+        print(f"interrupted: {progress.summary()}; to continue, run the same command with --skip-existing{instead} "
               "(it keeps the finished results and upscales the rest)", file=sys.stderr)
         return 130
     except OutputError as err:
