@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -77,12 +78,32 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, fn)
 
 
+def config_names(group: str) -> list[str]:
+    """The configs of one group, e.g. ``experiment``: one ``conf/<group>/*.yaml`` each."""
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def composition_error(err: HydraException, overrides: Sequence[str]) -> ValueError:
+    """Hydra's multi-line composition error as one line naming the override and, for a missing
+    config, the ones that exist."""
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
+        options = f"; available: {', '.join(err.options)}" if err.options else ""
+        return ValueError(f"no config {err.missing_cfg_file!r} in {config_dir()}{options}")
+    text = str(err).strip()
+    return ValueError(f"cannot compose the config with overrides {list(overrides)}: "
+                      f"{text.splitlines()[0] if text else type(err).__name__}")
+
+
 def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
-    """The training config composed without the Hydra app (tests, ``pcsr demo``, ``pcsr flops --arch``)."""
+    """The training config composed without the Hydra app (tests, ``pcsr demo``, ``pcsr flops --arch``);
+    a bad override is a ValueError naming it."""
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=list(overrides))
+        try:
+            cfg = compose(config_name="train", overrides=list(overrides))
+        except HydraException as err:
+            raise composition_error(err, overrides) from None
     if output_dir is not None:
         cfg.paths.output_dir = str(output_dir)
     return cfg
@@ -90,7 +111,7 @@ def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None 
 
 def backbone_names() -> list[str]:
     """The architectures the project knows: one ``conf/backbone/*.yaml`` each."""
-    return sorted(p.stem for p in (config_dir() / "backbone").glob("*.yaml"))
+    return config_names("backbone")
 
 
 def backbone_node(name: str) -> dict:

@@ -148,3 +148,13 @@ def test_import_official_writes_every_format(official_ckpts, tmp_path, capsys):
                      "--out", str(tmp_path / out)]) == 0
         assert same_weights(load_model(tmp_path / out).model, load_model(official_ckpts["fsrcnn-pcsr-phase1"]).model)
     assert "cost list x4" in capsys.readouterr().out
+
+
+def test_non_finite_weights_are_refused_in_every_format(tmp_path):
+    model = tiny_model()
+    with torch.no_grad():
+        model.upsamplers[1].layers[0].weight[0, 0] = float("nan")
+    for name in ("bad.safetensors", "bad-folder", "bad.ckpt"):
+        path = save_model(tmp_path / name, model, tiny_config())
+        with pytest.raises(CheckpointError, match=r"upsamplers\.1\.layers\.0\.weight.*non-finite"):
+            load_model(path)

@@ -54,13 +54,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Exit codes: 2 with one ``error:`` line for a refusal or a failure of the whole command, 130 when
+    interrupted (Ctrl-C); a command returns 1 itself when it skipped some images."""
     try:
         return int(args.run(args) or 0)
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a file the command could not read or write, named by the OS error
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: pcsr {args.command} stopped before it finished", file=sys.stderr)
+        return 130
     except (MemoryError, RuntimeError) as err:
-
         if not is_out_of_memory(err):
             raise
         print(f"error: {out_of_memory(err)}", file=sys.stderr)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
@@ -10,8 +9,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from pcsr_lightning.apps.commands.eval import run_settings
+from pcsr_lightning.apps.jobs import fail
 from pcsr_lightning.config import config_dir
 from pcsr_lightning.evaluation.wandb_log import eval_identity
 from pcsr_lightning.tracking import job_overrides, run_name, sweep_name, wandb_run
@@ -42,16 +43,16 @@ def run_job(cfg: DictConfig, out: Path) -> int:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
-def main(cfg: DictConfig) -> int:
-
+def main(cfg: DictConfig):
+    """One evaluation job; a failure ends it as ``apps.jobs.fail`` says (in a multirun the other jobs go on)."""
+    out = Path(HydraConfig.get().runtime.output_dir)
     try:
-        code = run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except (InstantiationException, ValueError, FileNotFoundError) as err:
+        code = run_job(cfg, out)
+    except (InstantiationException, ValueError, FileNotFoundError, OmegaConfBaseException) as err:
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
-        print(f"error: {cause}", file=sys.stderr)
-        raise SystemExit(2) from err
+        return fail(2, str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__, out)
     if code:
-        raise SystemExit(code)
+        return fail(code, "some images could not be processed (named above)" if code == 1 else f"exit code {code}")
     return code
 
 

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from pcsr_lightning.data.bicubic import make_pair
 from pcsr_lightning.data.sources import HRSource
 from pcsr_lightning.io.images import ImageReadError, as_float
+from pcsr_lightning.models.tails import count
 
 
 def augment(img: torch.Tensor, code: int) -> torch.Tensor:
@@ -134,8 +135,16 @@ class SRDataModule(L.LightningDataModule):
                  queries: int | None = None, crops_per_image: int = 1, num_workers: int = 0,
                  val_crop: int | None = None, val_images: int | None = None, pin_memory: bool | None = None):
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        scale, lr_patch, batch_size = count(scale, "scale", 2), count(lr_patch, "lr_patch"), count(batch_size, "batch_size")
+        crops_per_image, num_workers = count(crops_per_image, "crops_per_image"), count(num_workers, "num_workers", 0)
+        hr_patch = lr_patch * scale
+        if queries is not None and not (isinstance(queries, int) and 0 < queries <= hr_patch**2):
+            raise ValueError(f"queries must be in [1, {hr_patch ** 2}] (the pixels of a {hr_patch}x{hr_patch} "
+                             f"crop) or null for all, got {queries}")
+        if val_crop is not None and count(val_crop, "val_crop") < scale:
+            raise ValueError(f"val_crop must be at least the scale ({scale}) or null, got {val_crop}")
+        if val_images is not None:
+            count(val_images, "val_images")
         self.train_source, self.val_source = train, val
         self.scale, self.lr_patch, self.batch_size = int(scale), int(lr_patch), int(batch_size)
         self.queries, self.crops_per_image, self.num_workers = queries, int(crops_per_image), int(num_workers)
@@ -149,9 +158,20 @@ class SRDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if not self._checked:
-            self.train_source.keep_at_least(self.lr_patch * self.scale)
-            self.val_source.keep_at_least(self.scale)
-            self._checked = True
+            self.check()
+
+    def check(self, world_size: int = 1) -> None:
+        """Before a run writes anything: both sources hold usable images (training ones at least a crop,
+        each one left out named in a warning) and an epoch has a batch's worth of crops per process."""
+        self.train_source.keep_at_least(self.lr_patch * self.scale)
+        self.val_source.keep_at_least(self.scale)
+        self._checked = True
+        batch = per_device_batch(self.batch_size, world_size)
+        images = self.train_source.count_if_known()
+        if images is not None and images * self.crops_per_image < batch:
+            raise ValueError(f"{images} training image(s) x crops_per_image={self.crops_per_image} give fewer crops "
+                             f"per epoch than a batch of {batch} per process: raise data.crops_per_image or lower "
+                             "the batch size")
 
     def train_dataloader(self) -> DataLoader:
         data = TrainCrops(self.train_source, self.scale, self.lr_patch, self.queries, self.crops_per_image)

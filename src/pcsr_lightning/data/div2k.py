@@ -316,8 +316,20 @@ class DIV2K(HRSource):
         return f"{entry.image}@x{entry.rescale:.2f}[{top}:{top + self.size},{left}:{left + self.size}]"
 
     def keep_at_least(self, size: int) -> None:
+        """Also, before a cache exists, that some training image holds a sub-image (headers only)."""
         if size > self.size:
             raise ValueError(f"DIV2K sub-images are {self.size}x{self.size}, smaller than a {size}x{size} crop")
+        if self._entries is None and not (self.cache_dir / INDEX).is_file():
+            files = list_images(self.hr_dir)
+            if not files:
+                raise FileNotFoundError(f"no images in {self.hr_dir}")
+            entries, skipped = plan_cache(files, self.size, self.rescales)
+            if not entries:
+                raise ValueError(f"no image in {self.hr_dir} is at least {self.size}x{self.size}"
+                                 + (f" (unreadable: {'; '.join(skipped)})" if skipped else ""))
+
+    def count_if_known(self) -> int | None:
+        return len(self) if self._entries is not None or (self.cache_dir / INDEX).is_file() else None
 
 
 def div2k_valid(root: str | Path, limit: int | None = None):

@@ -41,6 +41,10 @@ class HRSource:
     def keep_at_least(self, size: int) -> None:
         """Drop images smaller than ``size`` on a side (or unreadable), warning with their names."""
 
+    def count_if_known(self) -> int | None:
+        """``len(self)`` when it costs nothing (None where counting would prepare a cache)."""
+        return len(self)
+
 
 def sample_photo(name: str) -> torch.Tensor:
     """A photo shipped inside scikit-image (no download), as (3,H,W) float in [0,1]; grayscale repeated to RGB.

@@ -205,6 +205,10 @@ class BenchSettings:
             raise ValueError(
                 f"--repeats and --reference-repeats must be >= 1, got {self.repeats}, {self.reference_repeats}"
             )
+        if isinstance(self.scale, bool) or not isinstance(self.scale, int) or self.scale < 2:
+            raise ValueError(f"scale must be an integer >= 2 (the original network's factor), got {self.scale!r}")
+        if self.tile < 0:
+            raise ValueError(f"tile must be >= 0 (0: the whole image), got {self.tile}")
         h, w = self.hr_size
         if h % self.scale or w % self.scale:
             raise ValueError(f"--hr-size {h}x{w} must be divisible by --scale {self.scale}")

@@ -55,24 +55,49 @@ def worst_gaps_both_ways(reference: Sequence[Point], other: Sequence[Point]) -> 
     return {"at_other": at_other, "at_reference": at_reference, "either": min(found) if found else None}
 
 
+# The columns a comparison reads; every summary CSV of ``pcsr eval`` has them.
+SUMMARY_NEEDS = ("setting", "k", "psnr", "gflops_paper", "heavy_share")
+TEXT_COLUMNS = ("model", "setting")
+
+
 def read_summary(path: str | Path) -> list[dict]:
-    """A summary CSV written by ``pcsr eval --summary``, numbers as floats (empty cells None)."""
+    """A summary CSV written by ``pcsr eval --summary``, numbers as floats (empty cells None). A file
+    without the columns ``SUMMARY_NEEDS``, without rows, or with a cell that is not a number is refused
+    naming the file (and the row and column)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"summary CSV not found: {path}")
     rows = []
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            if "gflops_paper" not in row or "psnr" not in row:
-                raise ValueError(f"{path} is not a `pcsr eval --summary` CSV (no psnr / gflops_paper column)")
-            rows.append({k: _number(v) if k not in ("model", "setting") else v for k, v in row.items()})
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None:
+                raise ValueError(f"{path} is empty: not a `pcsr eval --summary` CSV")
+            missing = [c for c in SUMMARY_NEEDS if c not in reader.fieldnames]
+            if missing:
+                raise ValueError(f"{path} is not a `pcsr eval --summary` CSV: no column {', '.join(missing)}")
+            for line, row in enumerate(reader, start=2):
+                if None in row:
+                    raise ValueError(f"{path}, line {line}: more cells than the header has columns")
+                rows.append({k: v if k in TEXT_COLUMNS else _number(v, path, line, k) for k, v in row.items()})
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path} is not a readable CSV file: {err}") from err
+    if not rows:
+        raise ValueError(f"{path} has a header but no rows: an empty summary")
+    for line, row in enumerate(rows, start=2):
+        if row["setting"] in ("k", "all-light", "all-heavy") and (row["psnr"] is None or row["gflops_paper"] is None):
+            raise ValueError(f"{path}, line {line}: a {row['setting']} row needs a finite psnr and gflops_paper")
     return rows
 
 
-def _number(text: str):
+def _number(text: str | None, path: Path, line: int, column: str):
+    """A cell as a float: empty, nan and inf (as ``pcsr eval`` writes an undefined mean) become None."""
     if text in ("", None):
         return None
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{path}, line {line}: column {column} holds {text!r}, not a number") from None
     return value if math.isfinite(value) else None
 
 

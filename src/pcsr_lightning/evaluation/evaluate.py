@@ -24,7 +24,7 @@ from pcsr_lightning.inference.router import check_k, class_counts, heavy_share
 from pcsr_lightning.inference.srmodel import check_scale_value, load
 from pcsr_lightning.io.checkpoint import LoadedModel
 from pcsr_lightning.io.files import write_text
-from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, ImageReadError, list_images
+from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, ImageReadError, list_images, non_finite
 from pcsr_lightning.measure.flops import CONVENTIONS
 from pcsr_lightning.measure.meter import FlopsMeter
 from pcsr_lightning.measure.metrics import METRICS, measure, shave_for
@@ -93,6 +93,18 @@ def _gflops(meter: FlopsMeter, lr_size, scale: float, counts) -> dict[str, float
     return {f"gflops_{c}": meter.image(lr_size, scale, counts, c) / 1e9 for c in CONVENTIONS}
 
 
+class NonFiniteResult(ValueError):
+    """An SR image with NaN or inf values: its PSNR would be nan or, clamped, a number that means nothing."""
+
+
+def finite_result(sr: torch.Tensor, name: str, setting: str) -> torch.Tensor:
+    bad = non_finite(sr)
+    if bad:
+        raise NonFiniteResult(f"{name}: the SR result ({setting}) has {bad:,} non-finite value(s) (NaN or inf) "
+                              f"out of {sr.numel():,}")
+    return sr
+
+
 @torch.no_grad()
 def evaluate_image(
     loaded: LoadedModel, meter: FlopsMeter, name: str, hr: torch.Tensor, lr: torch.Tensor, settings: EvalSettings
@@ -101,7 +113,7 @@ def evaluate_image(
     model, scale = loaded.model, settings.scale
     lr_size = tuple(lr.shape[-2:])
     if not loaded.is_pcsr:
-        sr = model(lr[None])
+        sr = finite_result(model(lr[None]), name, "original")
         return [Record(name, "original", "original", None, heavy_share=None, **scores(settings, sr[0], hr),
                        **_gflops(meter, lr_size, scale, None))]
     prepared = prepare(model, lr[None], scale)
@@ -116,6 +128,7 @@ def evaluate_image(
     records = []
     for setting, k, classes in plan:
         out = render(model, prepared, classes, settings.refine)
+        finite_result(out.sr, name, setting if k is None else f"k={k:g}")
         counts = class_counts(classes, m)
         records.append(Record(name, "pcsr", setting, k, heavy_share=heavy_share(classes, m),
                               **scores(settings, out.sr[0], hr), **_gflops(meter, lr_size, scale, counts)))
@@ -144,7 +157,7 @@ def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tupl
             raise ValueError(f"original_ckpt {settings.original_ckpt} is a PCSR checkpoint, not an original network")
         reference_model.check_scale(settings.scale)
         original = reference_model.loaded
-    images = list_images(settings.hr_dir)
+    images = list_images(settings.hr_dir, on_skip=lambda path, reason: log(f"warning: skipping {path}: {reason}"))
     if not images:
         raise FileNotFoundError(f"no images in {settings.hr_dir}")
     lr_dir = Path(settings.lr_dir) if settings.lr_dir else None
@@ -162,9 +175,14 @@ def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tupl
             failures += 1
             continue
         hr, lr = hr.to(device), lr.to(device)  # the models' weights set the convolutions' layout
-        own = evaluate_image(loaded, meter, path.name, hr, lr, settings)
-        if original is not None:
-            ref = evaluate_image(original, original_meter, path.name, hr, lr, settings)[0]
+        try:
+            own = evaluate_image(loaded, meter, path.name, hr, lr, settings)
+            ref = None if original is None else evaluate_image(original, original_meter, path.name, hr, lr, settings)[0]
+        except NonFiniteResult as err:
+            log(f"error: {err}; the image is left out")
+            failures += 1
+            continue
+        if ref is not None:
             reference[path.name] = ref
             if loaded.is_pcsr:
                 own.append(ref)

@@ -23,7 +23,11 @@ AUTO = {"cpu": torch.channels_last, "cuda": torch.channels_last}
 def choose_memory_format(device: torch.device | str, requested: str = "auto") -> torch.memory_format:
     """``requested`` is 'auto', 'channels_last' or 'contiguous'; 'auto' is the device type's rule (``AUTO``)."""
     if requested == "auto":
-        return AUTO.get(torch.device(device).type, torch.contiguous_format)
+        try:
+            kind = torch.device(device).type
+        except (RuntimeError, ValueError, TypeError):  # not a device: its own check names it
+            kind = str(device)
+        return AUTO.get(kind, torch.contiguous_format)
     if requested not in MEMORY_FORMATS:
         raise ValueError(f"memory_format must be one of {list(CHOICES)}, got {requested!r}")
     return MEMORY_FORMATS[requested]

@@ -101,7 +101,7 @@ def _build(cfg: Any, allowed: dict[str, type], where: str) -> Any:
         return args
     try:
         return cls(**args)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, RuntimeError) as err:  # RuntimeError: torch refusing a layer's size
         raise CheckpointError(f"cannot build {target} at {where}: {err}") from err
 
 
@@ -114,6 +114,31 @@ def build_model(config: dict, allow: str | None = None) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"model config builds a {type(model).__name__}, not a network")
     return model
+
+
+def check_state_dict(state_dict: object, source: str | Path) -> dict:
+    """A dict of tensors under string keys (anything else would fail later without naming the file)."""
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{source}: its state_dict is not a dict of tensors")
+    for key, value in state_dict.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{source}: its state_dict has a non-string key {key!r} ({type(key).__name__})")
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source}: its state_dict entry {key!r} is a {type(value).__name__}, not a tensor")
+    return state_dict
+
+
+def check_finite(state_dict: dict, source: str | Path) -> None:
+    """Refuse NaN or inf in any floating-point tensor: such weights give NaN images or a NaN loss much
+    later, far from the file that caused them. Integer tensors (BatchNorm's step count) cannot hold either."""
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor) or not (value.is_floating_point() or value.is_complex()):
+            continue
+        finite = torch.isfinite(value)
+        if not bool(finite.all()):
+            bad = int(finite.numel() - finite.sum())
+            raise CheckpointError(f"{source}: tensor {key!r} has {bad:,} non-finite value(s) (NaN or inf) out of "
+                                  f"{value.numel():,}; refusing weights that cannot give a finite image")
 
 
 def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
@@ -169,6 +194,8 @@ def read_weights_only(path: str | Path, what: str = "checkpoint") -> object:
     """``torch.load(weights_only=True)``: tensors and plain data only, no code runs. Clear errors for a
     missing, empty or unreadable file, and for one that needs arbitrary objects to load."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{what} {path} is a folder, not a file")
     if not path.is_file():
         raise CheckpointError(f"{what} not found: {path}")
     if path.stat().st_size == 0:
@@ -210,9 +237,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is not a pcsr-lightning checkpoint (no format={FORMAT!r} entry){hint}")
     if not isinstance(payload.get("format_version"), int) or payload["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer pcsr-lightning (format {payload.get('format_version')})")
-    state = payload.get("state_dict")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: its state_dict is not a dict of tensors")
+    state = check_state_dict(payload.get("state_dict"), path)
+    check_finite(state, path)
     try:
         model = build_model(payload.get("model"))
     except CheckpointError as err:

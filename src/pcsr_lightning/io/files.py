@@ -4,6 +4,11 @@ A file is either its old content or its complete new content, never half-written
 gets the permissions the umask allows (as any file the user creates), and its name records the host and
 process that wrote it, so a temporary file left by a killed run is recognised and removed the next time
 anything is written to that folder.
+
+No clobbering: ``atomic_write(..., overwrite=False)`` puts the finished temporary file in place with a
+hard link, which fails when the name exists, so a file another process wrote meanwhile is never
+replaced (``FileExistsElsewhere``). On a file system without hard links it checks that the name is
+free and renames, which leaves a window of a few microseconds.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ TMP_SUFFIX = ".pcsr-tmp"
 
 class OutputError(ValueError):
     """An output that cannot or must not be written; the message names the path and the reason."""
+
+
+class FileExistsElsewhere(OutputError):
+    """A no-clobber write found its file already there: written by another process since the checks."""
 
 
 def _host() -> str:
@@ -79,8 +88,33 @@ def _write_failure(path: Path, err: BaseException) -> OutputError:
     return OutputError(f"cannot write {path}: {reason}")
 
 
-def atomic_write(path: str | Path, write) -> Path:
-    """Call ``write(tmp_path)`` then rename over ``path``: readers never see a half-written file."""
+# errno values of a file system that has no hard links (FAT, some network and FUSE mounts)
+NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EXDEV, errno.EMLINK}
+
+
+def _appeared(path: Path) -> str:
+    return f"{path} appeared while this run was writing it (another process wrote it meanwhile); it is kept, not replaced"
+
+
+def _place_new(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path`` only if ``path`` does not exist (see the module's docstring)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsElsewhere(_appeared(path)) from None
+    except OSError as err:
+        if err.errno not in NO_LINKS:
+            raise
+        if os.path.lexists(path):
+            raise FileExistsElsewhere(_appeared(path)) from None
+        os.rename(tmp, path)
+        return
+    tmp.unlink()
+
+
+def atomic_write(path: str | Path, write, overwrite: bool = True) -> Path:
+    """Call ``write(tmp_path)`` then move it to ``path``: readers never see a half-written file.
+    ``overwrite=False``: refuse (``FileExistsElsewhere``) rather than replace a file at ``path``."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +125,13 @@ def atomic_write(path: str | Path, write) -> Path:
     try:
         _create_new(tmp)
         write(tmp)
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _place_new(tmp, path)
+    except OutputError:
+        tmp.unlink(missing_ok=True)
+        raise
     except (OSError, RuntimeError) as err:
         tmp.unlink(missing_ok=True)
         raise _write_failure(path, err) from err
@@ -101,8 +141,8 @@ def atomic_write(path: str | Path, write) -> Path:
     return path
 
 
-def write_text(text: str, path: str | Path) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+def write_text(text: str, path: str | Path, overwrite: bool = True) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text), overwrite=overwrite)
 
 
 def check_writable_dir(folder: str | Path) -> Path:

@@ -1,15 +1,24 @@
-"""Reading any image as RGB float, and writing PNGs atomically."""
+"""Reading any image as RGB float, and writing PNGs atomically.
+
+Pixel values: 8-bit images are divided by 255 and 16-bit ones by 65535 (their type's range); a 32-bit
+integer image ("I") by 65535 when a value is above 255, else by 255, then clipped to [0,1]. A float
+image ("F", e.g. a float TIFF) is taken as it is and clipped to [0,1]; one with a NaN or inf pixel is
+refused, naming the file and how many pixels are bad. An image is never written with a NaN or inf.
+"""
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pcsr_lightning.io.files import atomic_write
+from pcsr_lightning.io.files import OutputError, atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 # Largest image read (width x height): an 8K frame (33 Mpx) fits; a decompression bomb (a small file
@@ -23,26 +32,74 @@ class ImageReadError(ValueError):
     """An image that cannot be decoded; the message names the file."""
 
 
-def list_images(folder: str | Path) -> list[Path]:
+def unusable_entry(path: Path) -> str | None:
+    """Why a folder entry with an image's name cannot be read as a file (None when it can)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a dangling symbolic link" if path.is_symlink() else "gone"
+    except OSError as err:
+        return f"cannot be examined ({err.strerror or err})"
+    kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a named pipe (FIFO)", stat.S_ISSOCK: "a socket",
+             stat.S_ISCHR: "a device", stat.S_ISBLK: "a device"}
+    kind = next((name for test, name in kinds.items() if test(mode)), None)
+    if kind is not None:
+        return f"{kind}, not a file"
+    if not os.access(path, os.R_OK):
+        return "not readable (permission denied)"
+    return None
+
+
+def warn_skipped(path: Path, reason: str) -> None:
+    warnings.warn(f"skipping {path}: {reason}", stacklevel=3)
+
+
+def list_images(folder: str | Path, on_skip: Callable[[Path, str], None] | None = warn_skipped) -> list[Path]:
+    """The image files of ``folder`` (by extension, not recursive), sorted. Entries with an image's name
+    that are no readable file (dangling links, pipes, unreadable files) are left out and each passed to
+    ``on_skip(path, reason)`` (default: a warning); ``None`` leaves them out silently."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    try:
+        entries = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    except OSError as err:
+        raise FileNotFoundError(f"cannot list image folder {folder}: {err.strerror or err}") from err
+    images = []
+    for path in entries:
+        reason = unusable_entry(path)
+        if reason is None:
+            images.append(path)
+        elif on_skip is not None:
+            on_skip(path, reason)
+    return images
 
 
-def pil_to_raw(img: Image.Image) -> torch.Tensor:
+def non_finite(img: torch.Tensor | np.ndarray) -> int:
+    """How many values of a float image are NaN or inf (0 for integer images)."""
+    if isinstance(img, np.ndarray):
+        return int(img.size - np.isfinite(img).sum()) if np.issubdtype(img.dtype, np.inexact) else 0
+    return int(img.numel() - torch.isfinite(img).sum()) if img.is_floating_point() else 0
+
+
+def pil_to_raw(img: Image.Image, source: str | Path = "image") -> torch.Tensor:
     """(3,H,W): uint8 for 8-bit images (4x smaller to keep in memory), float32 in [0,1] otherwise.
 
     Grayscale, palette, alpha and 16-bit images become plain RGB. ``as_float`` gives the [0,1] float.
+    The value rules are in the module's docstring; ImageReadError naming ``source`` for NaN or inf pixels.
     """
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.repeat((arr / peak)[..., None], 3, axis=2)
+        arr = np.repeat(np.clip(arr / peak, 0, 1)[..., None], 3, axis=2)
         return torch.from_numpy(arr.astype(np.float32)).permute(2, 0, 1).contiguous()
     if img.mode == "F":
-        arr = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
-        return torch.from_numpy(np.repeat(arr[..., None], 3, axis=2)).permute(2, 0, 1).contiguous()
+        arr = np.asarray(img, dtype=np.float32)
+        bad = non_finite(arr)
+        if bad:
+            raise ImageReadError(f"{source}: {bad:,} of {arr.size:,} pixels are not finite (NaN or inf); "
+                                 "refusing the image (finite values outside [0,1] would be clipped)")
+        return torch.from_numpy(np.repeat(np.clip(arr, 0, 1)[..., None], 3, axis=2)).permute(2, 0, 1).contiguous()
     if img.mode != "RGB":
         img = img.convert("RGB")
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
@@ -68,7 +125,7 @@ def read_image_raw(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> to
             if w * h > max_pixels:
                 raise ImageReadError(f"{path}: {w}x{h} = {w * h:,} pixels is above --max-pixels {max_pixels:,}")
             img.load()
-            return pil_to_raw(ImageOps.exif_transpose(img))
+            return pil_to_raw(ImageOps.exif_transpose(img), path)
     except FileNotFoundError:
         raise
     except Image.DecompressionBombError as err:
@@ -91,10 +148,16 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return img.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
-def write_png(img: torch.Tensor | np.ndarray, path: str | Path) -> Path:
-    """Write (3,H,W) float [0,1] or (H,W,3) uint8 as PNG, atomically."""
+def write_png(img: torch.Tensor | np.ndarray, path: str | Path, overwrite: bool = True) -> Path:
+    """Write (3,H,W) float [0,1] or (H,W,3) uint8 as PNG, atomically; an image with NaN or inf is
+    refused (rounding would turn them into arbitrary colours). ``overwrite=False``: an existing file
+    is never replaced (see ``atomic_write``)."""
+    bad = non_finite(img)
+    if bad:
+        total = img.numel() if isinstance(img, torch.Tensor) else img.size
+        raise OutputError(f"refusing to write {path}: {bad:,} of {total:,} values are not finite (NaN or inf)")
     arr = to_uint8(img) if isinstance(img, torch.Tensor) else img
-    return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
+    return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"), overwrite=overwrite)
 
 
 # Heaviest first: red, orange, yellow, ... lightest green/blue.

@@ -15,6 +15,8 @@ from pcsr_lightning.config import backbone_names, backbone_node
 from pcsr_lightning.io.checkpoint import (
     CheckpointError,
     build_model,
+    check_finite,
+    check_state_dict,
     first_line,
     load_weights,
     read_weights_only,
@@ -61,6 +63,7 @@ def convert_release(raw: object, source: str = "checkpoint") -> tuple[dict, dict
     name, args, sd = spec["name"], spec["args"] or {}, spec["sd"]
     if not isinstance(args, dict) or not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{source} is not a PCSR release checkpoint: 'model' needs an args dict and an sd of tensors")
+    check_state_dict(sd, f"{source} ('model' sd)")
     meta = {"source": str(source), "release_name": name, "iter": raw.get("iter")}
     if name in backbone_names():
         config = {"_target_": "pcsr_lightning.models.OriginalSR", "network": _backbone_config(name, args, True),
@@ -73,17 +76,17 @@ def convert_release(raw: object, source: str = "checkpoint") -> tuple[dict, dict
         )
     enc = args.get("encoder_spec") or {}
     backbone = _backbone_config(enc.get("name"), enc.get("args") or {}, False)
-    hidden = [_hidden(args["heavy_sampler_spec"], "heavy sampler")]
+    hidden = [_hidden(args.get("heavy_sampler_spec"), "heavy sampler")]
     roles = {"heavy_sampler.imnet.": "upsamplers.0."}
     if name == "pcsr-phase1":
-        hidden.append(_hidden(args["light_sampler_spec"], "light sampler"))
+        hidden.append(_hidden(args.get("light_sampler_spec"), "light sampler"))
         roles["light_sampler.imnet."] = "upsamplers.1."
         roles["classifier.imnet."] = "classifier."
     config = {
         "_target_": "pcsr_lightning.models.PCSR",
         "backbone": backbone,
         "upsampler_hidden": hidden,
-        "classifier_hidden": _hidden(args["classifier_spec"], "classifier") if name == "pcsr-phase1" else [],
+        "classifier_hidden": _hidden(args.get("classifier_spec"), "classifier") if name == "pcsr-phase1" else [],
         "rgb_mean": _rgb_mean(enc.get("name")),
     }
     state = {}
@@ -98,7 +101,10 @@ def convert_release(raw: object, source: str = "checkpoint") -> tuple[dict, dict
         else:
             state[key] = value  # reported as unexpected by load_weights
     if name == "pcsr-phase1":
-        last = max(int(k.split(".")[2]) for k in state if k.startswith("classifier.layers."))
+        layers = [k.split(".")[2] for k in state if k.startswith("classifier.layers.")]
+        if not layers or not all(n.isdigit() for n in layers):
+            raise CheckpointError(f"{source}: release pcsr-phase1 checkpoint without a classifier's layers in its sd")
+        last = max(int(n) for n in layers)
         for suffix in ("weight", "bias"):
             key = f"classifier.layers.{last}.{suffix}"
             state[key] = state[key].flip(0)  # release: 0 = light, 1 = heavy
@@ -119,7 +125,9 @@ def import_official(src: str | Path, out: str | Path, trust: bool = False, forma
     try:
         raw = read_weights_only(src, "release checkpoint")
     except CheckpointError as err:
-        if not trust or not src.is_file() or src.stat().st_size == 0:
+        if not src.is_file() or src.stat().st_size == 0:
+            raise
+        if not trust:
             raise CheckpointError(f"{err}; if you trust this file completely, pass --trust-pickle") from err
         warnings.warn(f"{src}: loading with full unpickling (--trust-pickle): this can run any code in the file",
                       stacklevel=2)
@@ -128,6 +136,7 @@ def import_official(src: str | Path, out: str | Path, trust: bool = False, forma
         except Exception as err2:  # noqa: BLE001
             raise CheckpointError(f"{src} cannot be read as a PyTorch checkpoint: {first_line(err2)}") from err2
     config, state, meta = convert_release(raw, str(src))
+    check_finite(check_state_dict(state, src), src)
     model = build_model(config)
     load_weights(model, state, str(src))
     return save_model(out, model, config, meta, format)

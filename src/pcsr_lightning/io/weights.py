@@ -26,6 +26,7 @@ from pcsr_lightning.io.checkpoint import (
     CheckpointError,
     LoadedModel,
     build_model,
+    check_finite,
     load_checkpoint,
     load_weights,
     save_checkpoint,
@@ -135,6 +136,7 @@ def _safetensors_header(metadata: dict[str, str], path: Path) -> dict[str, Any]:
 
 def _build(config: dict, meta: dict, state: dict[str, torch.Tensor], path: Path,
            map_location: str | torch.device) -> LoadedModel:
+    check_finite(state, path)
     try:
         model = build_model(config)
     except CheckpointError as err:

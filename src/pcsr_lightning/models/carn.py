@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcsr_lightning.models.init import check_scheme
-from pcsr_lightning.models.tails import integer_scale
+from pcsr_lightning.models.tails import count, integer_scale
 
 
 def _fusion(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -81,6 +81,9 @@ class CARN(nn.Module):
     def __init__(self, nf: int = 64, group: int = 4, scale: int | None = None, init: str = "release"):
         super().__init__()
         check_scheme(init, "CARN")
+        nf, group = count(nf, "CARN nf"), count(group, "CARN group")
+        if nf % group:
+            raise ValueError(f"CARN nf ({nf}) must be a multiple of group ({group})")
         self.out_dim = nf
         self.scale = None if scale is None else integer_scale(scale, "CARN", (2, 3, 4))
         self.entry = nn.Conv2d(3, nf, 3, 1, 1)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pcsr_lightning.models.init import check_scheme, scaled_kaiming_
-from pcsr_lightning.models.tails import integer_scale
+from pcsr_lightning.models.tails import count, integer_scale
 
 
 class FSRCNN(nn.Module):
@@ -21,6 +21,7 @@ class FSRCNN(nn.Module):
 
     def __init__(self, d: int = 56, s: int = 12, m: int = 4, scale: int | None = None, init: str = "release"):
         super().__init__()
+        d, s, m = count(d, "FSRCNN d"), count(s, "FSRCNN s"), count(m, "FSRCNN m", minimum=0)
         self.out_dim = d
         self.scale = None if scale is None else integer_scale(scale, "FSRCNN", (2, 3, 4))
         self.head_conv = nn.Sequential(nn.Conv2d(3, d, 5, 1, 2), nn.PReLU())

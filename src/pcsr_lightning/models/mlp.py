@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pcsr_lightning.models.tails import count
+
 
 class MLP(nn.Module):
     """(Linear, ReLU) per hidden width, then a Linear to ``out_dim``.
@@ -16,16 +18,18 @@ class MLP(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, hidden_list: Sequence[int]):
         super().__init__()
+        in_dim, out_dim = count(in_dim, "MLP in_dim"), count(out_dim, "MLP out_dim")
+        hidden_list = [count(w, "MLP hidden width") for w in hidden_list]
         layers: list[nn.Module] = []
         last = in_dim
         for width in hidden_list:
-            layers += [nn.Linear(last, int(width)), nn.ReLU(inplace=True)]
-            last = int(width)
+            layers += [nn.Linear(last, width), nn.ReLU(inplace=True)]
+            last = width
         layers.append(nn.Linear(last, out_dim))
         self.layers = nn.Sequential(*layers)
         self.in_dim = in_dim
         self.out_dim = out_dim
-        self.hidden_list = [int(w) for w in hidden_list]
+        self.hidden_list = hidden_list
 
     @property
     def linears(self) -> list[nn.Linear]:

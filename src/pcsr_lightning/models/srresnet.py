@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcsr_lightning.models.init import check_scheme, scaled_kaiming_
-from pcsr_lightning.models.tails import integer_scale
+from pcsr_lightning.models.tails import count, integer_scale
 
 
 class ResidualBlockNoBN(nn.Module):
@@ -27,6 +27,7 @@ class SRResNet(nn.Module):
 
     def __init__(self, nf: int = 64, nb: int = 16, scale: int | None = None, init: str = "release"):
         super().__init__()
+        nf, nb = count(nf, "SRResNet nf"), count(nb, "SRResNet nb", minimum=0)
         self.out_dim = nf
         self.scale = None if scale is None else integer_scale(scale, "SRResNet", (2, 3, 4))
         self.conv_first = nn.Conv2d(3, nf, 3, 1, 1)

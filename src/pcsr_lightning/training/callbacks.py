@@ -24,6 +24,7 @@ from pcsr_lightning.io.images import class_overlay, to_uint8
 from pcsr_lightning.measure.meter import FlopsMeter
 from pcsr_lightning.models import PCSR
 from pcsr_lightning.models.sampler import output_size
+from pcsr_lightning.training.stages import NonFiniteTraining
 
 # ------------------------------------------------------------------ console
 
@@ -134,12 +135,15 @@ class PaperFlopsSummary(RichModelSummary):
 
 class SaveOnException(L.Callback):
     """Writes the stage's Lightning checkpoint when training raises, so ``resume=true`` continues from it.
-    (Lightning's OnExceptionCheckpoint also makes every ``fit(ckpt_path=None)`` look for one.)"""
+    (Lightning's OnExceptionCheckpoint also makes every ``fit(ckpt_path=None)`` look for one.) Not for a
+    non-finite loss: resuming from that very step would meet it again."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, NonFiniteTraining):
+            return  # the weights are finite but the run diverges: the last regular checkpoint is kept as is
         trainer.save_checkpoint(self.path)
 
 

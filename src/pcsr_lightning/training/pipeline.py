@@ -21,20 +21,25 @@ from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from pcsr_lightning.config import extended_widths
 from pcsr_lightning.io.checkpoint import (
     CheckpointError,
     build_model,
+    check_finite,
+    check_state_dict,
     load_checkpoint,
     load_weights,
     model_kind,
+    read_weights_only,
     save_checkpoint,
 )
 from pcsr_lightning.io.manifest import FILENAME, Manifest, StageRecord, open_run
 from pcsr_lightning.models import PCSR
-from pcsr_lightning.training.callbacks import SaveOnException
-from pcsr_lightning.training.stages import Stage, part_of
+from pcsr_lightning.training.callbacks import SaveOnException, quiet_intended_messages
+from pcsr_lightning.training.preflight import check_numbers, check_trainer, one_line
+from pcsr_lightning.training.stages import NonFiniteTraining, Stage, part_of
 
 log = logging.getLogger(__name__)
 FINAL_NAME = "final.ckpt"
@@ -369,8 +374,10 @@ def load_stage_weights(net: torch.nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"the manifest names {path} as a finished stage's weights, but it is missing")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    load_weights(net, payload["state_dict"], str(path))
+    payload = read_weights_only(path)
+    state = check_state_dict(payload.get("state_dict") if isinstance(payload, dict) else None, path)
+    check_finite(state, path)
+    load_weights(net, state, str(path))
 
 
 def open_manifest(cfg: DictConfig, run_dir: Path, kind: str) -> Manifest:
@@ -394,11 +401,52 @@ def stage_config(cfg: DictConfig, plan: StagePlan, module: Stage) -> dict:
     }
 
 
-def run_pipeline(cfg: DictConfig, loggers: list | None = None, callbacks: list | tuple = ()) -> Manifest:
-    """Train every stage not yet done; returns the final manifest."""
+@dataclass
+class PreparedRun:
+    """A training job checked against its config, the machine, the data and the run folder: nothing is
+    written yet (``prepare_run``)."""
+
+    run_dir: Path
+    model_config: dict
+    net: torch.nn.Module
+    plans: list[StagePlan]
+    manifest: Manifest
+    warm: WarmStart | None
+    datamodule: L.LightningDataModule
+
+
+def resolved(node: DictConfig, name: str) -> dict:
+    """A config node as plain data; a resolver's refusal (``model.num_classes=0``) named in one line."""
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException as err:
+        cause = err.__cause__ if isinstance(err.__cause__, ValueError) else None
+        raise ValueError(f"{name}: {one_line(cause or err)}") from None
+
+
+def check_stages(cfg: DictConfig, net: torch.nn.Module, plans: list[StagePlan], manifest: Manifest) -> None:
+    """Build each stage still to train once, with its optimizer and scheduler, and drop it: a bad
+    ``lr_scale`` or optimizer setting is refused now rather than when its stage starts."""
+    for plan in plans:
+        record = manifest.stage(plan.name)
+        if record is not None and record.status == "done":
+            continue
+        module = plan.module(net, optimizer=instantiate(cfg.optimizer),
+                             scheduler=instantiate(cfg.scheduler, T_max=plan.steps),
+                             name=plan.name, scale=int(cfg.data.scale))
+        module.configure_optimizers()
+
+
+def prepare_run(cfg: DictConfig) -> PreparedRun:
+    """Everything a run needs, checked before anything is written: the numbers, the trainer on this
+    machine, the network and its stages, the warm start, the run folder and the data."""
     run_dir = Path(cfg.paths.output_dir).expanduser().resolve()
-    L.seed_everything(int(cfg.seed), workers=True)  # before the network is built: one seed, one init
-    model_config = OmegaConf.to_container(cfg.model.net, resolve=True)
+    quiet_intended_messages()
+    check_numbers(cfg)
+    world_size = check_trainer(cfg)
+    # before the network is built: one seed, one init (quietly: each stage says its own seed)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    model_config = resolved(cfg.model.net, "model.net")
     recorded = recorded_model_config(run_dir) if cfg.resume else None
     source = None
     if recorded is None:
@@ -412,10 +460,22 @@ def run_pipeline(cfg: DictConfig, loggers: list | None = None, callbacks: list |
         raise ValueError(f"model.kind is {cfg.model.kind!r} but model.net builds a {type(net).__name__}")
     plans = stage_plan(cfg, net)
     manifest = open_manifest(cfg, run_dir, kind)
+    check_stages(cfg, net, plans, manifest)
     warm = plan_warm_start(source, net, plans) if not manifest.stages else None
     if manifest.stages and (cfg.get("init") or {}).get("stages"):
         log.info("resuming %s: its manifest already records the stages; init.* is not applied again", run_dir)
     datamodule = instantiate(cfg.data)
+    datamodule.check(world_size)
+    return PreparedRun(run_dir, model_config, net, plans, manifest, warm, datamodule)
+
+
+def run_pipeline(cfg: DictConfig, loggers: list | None = None, callbacks: list | tuple = (),
+                 prepared: PreparedRun | None = None) -> Manifest:
+    """Train every stage not yet done; returns the final manifest. ``prepared``: the job as
+    ``prepare_run`` checked it (prepared here when not given)."""
+    prepared = prepared or prepare_run(cfg)
+    run_dir, model_config, net, plans = prepared.run_dir, prepared.model_config, prepared.net, prepared.plans
+    manifest, warm, datamodule = prepared.manifest, prepared.warm, prepared.datamodule
     run_dir.mkdir(parents=True, exist_ok=True)
     if warm is not None:
         apply_warm_start(warm, net, plans, manifest, run_dir, model_config, str(cfg.name))
@@ -456,7 +516,14 @@ def run_pipeline(cfg: DictConfig, loggers: list | None = None, callbacks: list |
         resume_from = latest_lightning_checkpoint(ckpt_dir)
         if resume_from is not None:
             log.info("stage %s continues from %s", plan.name, resume_from)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+        except NonFiniteTraining as err:
+            last = latest_lightning_checkpoint(ckpt_dir)
+            kept = (f"the stage's last checkpoint {last} is kept (finite weights; resume=true continues from it)"
+                    if last else "no checkpoint of this stage was written yet")
+            raise NonFiniteTraining(f"{err}; {kept}. Usual causes: a learning rate too high for this model "
+                                    "(optimizer.lr) or broken training images") from None
         results = trainer.validate(module, datamodule=datamodule, verbose=False)
         prefix = f"{plan.name}/"
         metrics = {k[len(prefix):]: float(v) for k, v in (results[0] if results else {}).items()

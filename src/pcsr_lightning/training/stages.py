@@ -43,6 +43,11 @@ def scored(sr: torch.Tensor, hr: torch.Tensor, scale: int, suffix: str = "") -> 
     return {f"val_{m}{suffix}": v for m, v in measure(VAL_METRICS, sr, hr, shave_for(scale)).items()}
 
 
+class NonFiniteTraining(RuntimeError):
+    """A NaN or inf loss or gradient: training stops before the optimizer step would spread it into the
+    weights, so the stage's last checkpoint keeps finite weights."""
+
+
 def part_of(net: nn.Module, path: str, stage: str) -> nn.Module:
     """The submodule at a dotted ``path`` (``"upsamplers.1"``) that has parameters to train."""
     part = submodule(net, path, f"stage {stage}")
@@ -128,6 +133,33 @@ class Stage(L.LightningModule):
         # the name is the key LearningRateMonitor logs under: one learning-rate curve per stage
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
                                                          "interval": "step", "name": f"{self.stage_name}/lr"}}
+
+    # -- stop at the first NaN or inf, before the optimizer step (cheaper than Lightning's detect_anomaly:
+    # one reduction of the loss and one of the gradient norms per step)
+    _bad_loss: float | None = None
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        if bool(torch.isfinite(loss.detach()).all()):
+            return
+        value = loss.detach().float().item()
+        if self.trainer.world_size > 1:
+            # Under DDP one process alone must not stop before the gradients' all-reduce (the others would
+            # wait there): its NaN reaches every process's gradients, which all of them check below.
+            self._bad_loss = value
+            return
+        raise NonFiniteTraining(f"stage {self.stage_name}: the training loss is {value} at step "
+                                f"{self.global_step + 1}; stopped before that step changed any weight")
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if str(getattr(self.trainer, "precision", "")).startswith("16"):
+            return  # fp16's gradient scaler meets inf on purpose and skips those steps itself
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads and not bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)).all()):
+            bad = [n for n, p in self.net.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+            loss = "" if self._bad_loss is None else f" (this process's training loss was {self._bad_loss})"
+            raise NonFiniteTraining(f"stage {self.stage_name}: non-finite gradients (NaN or inf) at step "
+                                    f"{self.global_step + 1} in {bad[:4]}{' ...' if len(bad) > 4 else ''}{loss}; "
+                                    "stopped before the optimizer step")
 
     def on_train_start(self) -> None:
         counts = {f"{self.stage_name}/{k}": float(v) for k, v in self.parameter_counts().items()}

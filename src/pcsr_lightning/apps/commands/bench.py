@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from pcsr_lightning.apps.commands.common import K_VALUE, add_memory_format_flag, format_table
+from pcsr_lightning.apps.commands.common import K_VALUE, add_memory_format_flag, checked, format_table
 from pcsr_lightning.evaluation.bench import (
     DTYPES,
     GUARD_DB,
@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--pcsr-ckpt", required=True)
     p.add_argument("--original-ckpt", required=True)
     p.add_argument("--hr-size", required=True, help="HxW of the HR image, e.g. 2160x3840")
-    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--scale", type=checked(integer_scale), default=4, help="integer factor >= 2 (the original's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--k", type=K_VALUE, nargs="+", default=[0.0], help="cost knob values for the PCSR fast path")
     p.add_argument("--precision", choices=sorted(DTYPES), default="fp32", help="same for both models")
@@ -40,6 +40,16 @@ def add_parser(sub) -> None:
                    help="also profile one call of the routed part (first k, features given) per operator")
     p.add_argument("--json", help="write all results here")
     p.set_defaults(run=run)
+
+
+def integer_scale(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"must be an integer >= 2, got {text!r}") from None
+    if value < 2:
+        raise ValueError(f"must be an integer >= 2, got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from pcsr_lightning.apps.commands.common import format_table
 from pcsr_lightning.evaluation.compare import curve_points, gaps_at_equal_gflops, read_summary, worst_gaps_both_ways
 from pcsr_lightning.evaluation.evaluate import curve_series
 from pcsr_lightning.evaluation.plot import save_plot
-from pcsr_lightning.io.files import write_text
+from pcsr_lightning.io.files import check_outputs, write_text
 
 
 def add_parser(sub) -> None:
@@ -28,6 +28,8 @@ def parse(items: list[str]) -> dict[str, list[dict]]:
         label, sep, path = item.partition("=")
         if not sep or not label or not path:
             raise ValueError(f"expected LABEL=SUMMARY_CSV, got {item!r}")
+        if label in out:
+            raise ValueError(f"label {label!r} is given twice: each summary needs its own label")
         out[label] = read_summary(path)
     if len(out) < 2:
         raise ValueError("compare needs at least two summaries")
@@ -35,6 +37,8 @@ def parse(items: list[str]) -> dict[str, list[dict]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    sources = [item.partition("=")[2] for item in args.summaries]
+    check_outputs([p for p in (args.table, args.plot) if p], [p for p in sources if p])  # before any work
     summaries = parse(args.summaries)
     (ref_label, ref), *others = summaries.items()
     reference = curve_points(ref)

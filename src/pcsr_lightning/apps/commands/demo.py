@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 
 from pcsr_lightning.apps.commands.common import K_VALUE, format_table
 from pcsr_lightning.apps.train_app import run_job
-from pcsr_lightning.config import compose_config
+from pcsr_lightning.config import compose_config, config_names
 from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate, rows_to_csv, summarize
 from pcsr_lightning.evaluation.figure import FigureRow, comparison_figure, crop, detail_window, save_figure
 from pcsr_lightning.evaluation.protocol import bicubic_sr, load_pair
@@ -77,6 +77,9 @@ def figure_rows(ckpt: str | Path, folder: Path, scale: int, k: float) -> list[Fi
 
 
 def run(args: argparse.Namespace) -> int:
+    for flag, group, value in (("--experiment", "experiment", args.experiment), ("--profile", "profile", args.profile)):
+        if value not in config_names(group):
+            raise ValueError(f"{flag} {value!r} is not one of the {group} configs: {', '.join(config_names(group))}")
     out = Path(args.out or f"outputs/demo/{args.experiment}/{datetime.now():%Y-%m-%d_%H-%M-%S}")
     cfg = compose_config([f"experiment={args.experiment}", f"profile={args.profile}", *args.overrides], out)
     if cfg.model.kind != "pcsr":

@@ -57,7 +57,9 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
 def run_settings(settings: EvalSettings, out=None, summary_out=None, plot=None, run=None) -> int:
     """Shared by ``pcsr eval`` and the Hydra app ``pcsr-eval``; ``run``: a wandb run to log into."""
 
-    inputs = [settings.ckpt, *filter(None, [settings.original_ckpt]), *list_images(settings.hr_dir)]
+    inputs = [settings.ckpt, *filter(None, [settings.original_ckpt]), *list_images(settings.hr_dir, on_skip=None)]
+    if settings.lr_dir and Path(settings.lr_dir).is_dir():
+        inputs += list_images(settings.lr_dir, on_skip=None)
     check_outputs([p for p in (out, summary_out, plot) if p], inputs)  # before any work
     records, failures = evaluate(settings, log=lambda msg: print(msg, file=sys.stderr))
     summary = summarize(records)

@@ -5,6 +5,7 @@ The table itself is built in ``evaluation.paper_table``."""
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from pcsr_lightning.apps.commands.common import K_VALUE, add_image_flags, add_memory_format_flag, add_metrics_flag
@@ -18,7 +19,8 @@ from pcsr_lightning.evaluation.paper_table import (
     table_markdown,
 )
 from pcsr_lightning.evaluation.wandb_log import log_results
-from pcsr_lightning.io.files import check_writable_dir, write_text
+from pcsr_lightning.io.files import check_outputs, check_writable_dir, write_text
+from pcsr_lightning.io.images import list_images
 from pcsr_lightning.tracking import wandb_run
 
 
@@ -42,7 +44,15 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not (math.isfinite(args.psnr_tolerance) and args.psnr_tolerance >= 0):
+        raise ValueError(f"--psnr-tolerance must be a finite number >= 0 (dB), got {args.psnr_tolerance}")
+    if args.runs and not Path(args.runs).is_dir():
+        raise FileNotFoundError(f"--runs {args.runs}: folder not found")
     rows = rows_from_runs(Path(args.runs)) if args.runs else {}
+    given = [spec.partition("=")[0] for spec in args.row]
+    twice = sorted({name for name in given if given.count(name) > 1})
+    if twice:
+        raise ValueError(f"--row {twice[0]} is given twice")
     rows.update(dict(resolve_row(spec) for spec in args.row))
     if not rows:
         raise ValueError("no checkpoints: give --row NAME=CKPT (or a manifest) or --runs DIR with training runs")
@@ -50,11 +60,16 @@ def run(args: argparse.Namespace) -> int:
     datasets = {}
     for spec in args.dataset:
         name, sep, folder = spec.partition("=")
-        if not sep:
+        if not sep or not name or not folder:
             raise ValueError(f"--dataset {spec!r}: expected NAME=HR_DIR")
+        if name in datasets:
+            raise ValueError(f"--dataset {name} is given twice")
         datasets[name] = folder
+    # No output (the table, the curves) may replace an input: a checkpoint, a manifest or a dataset image.
+    outputs = [out / "table.md", out / "table.csv", *[out / f"curve_{name}.png" for name in datasets or ["samples"]]]
+    inputs = [*rows.values(), *[p for folder in datasets.values() for p in list_images(folder, on_skip=None)]]
+    check_outputs(outputs, inputs)
     if not datasets:
-
         datasets["samples"] = str(materialize_samples(out.parent / "samples"))
     cells, images = build_table(rows, datasets, args.k, args.psnr_tolerance, None if args.crop == "none" else args.crop,
                                 args.device, out, max_pixels=args.max_pixels, metrics=args.metrics,

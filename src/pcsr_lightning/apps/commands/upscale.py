@@ -3,20 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from pcsr_lightning.apps.commands.common import add_routing_flags, is_out_of_memory, out_of_memory, routing_from
 from pcsr_lightning.inference.router import heavy_share
-from pcsr_lightning.inference.srmodel import load
-from pcsr_lightning.io.files import check_outputs, output_stems
-from pcsr_lightning.io.images import ImageReadError, class_overlay, list_images, read_image, write_png
+from pcsr_lightning.inference.srmodel import RoutingOptions, SRModel, load
+from pcsr_lightning.io.files import FileExistsElsewhere, OutputError, check_outputs, output_stems
+from pcsr_lightning.io.images import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    class_overlay,
+    list_images,
+    non_finite,
+    read_image,
+    write_png,
+)
 from pcsr_lightning.measure.memory import process_peak_mb
 
 
+def warn_skipped(path: Path, reason: str) -> None:
+    print(f"warning: skipping {path}: {reason}", file=sys.stderr)
+
+
 def inputs_of(path: Path) -> list[Path]:
+    """The images to upscale: the file, or the folder's images (entries that are no readable file are
+    named, one warning line each); a folder without any is an error naming it."""
     if path.is_dir():
-        return list_images(path)
+        images = list_images(path, on_skip=warn_skipped)
+        if not images:
+            raise FileNotFoundError(f"no images to upscale in {path} (image files: {', '.join(IMAGE_EXTENSIONS)})")
+        return images
     if path.is_file():
         return [path]
     raise FileNotFoundError(f"input not found: {path}")
@@ -29,7 +47,10 @@ def add_parser(sub) -> None:
     p.add_argument("--output", required=True, help="folder for the SR PNGs (never an input's own file)")
     add_routing_flags(p)
     p.add_argument("--class-map", action="store_true", help="also write <name>_classes.png (PCSR only)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing results (refused otherwise)")
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument("--overwrite", action="store_true", help="replace existing results (refused otherwise)")
+    keep.add_argument("--skip-existing", action="store_true",
+                      help="keep existing results and upscale only the inputs without one (to continue a stopped run)")
     p.add_argument("--report-memory", action="store_true", help="print the peak memory (RSS on CPU) after each image")
     p.set_defaults(run=run)
 
@@ -40,37 +61,95 @@ def plan_outputs(inputs: list[Path], out_dir: Path, class_map: bool) -> dict[Pat
             for path, stem in output_stems(inputs).items()}
 
 
+def check_existing(plan: dict[Path, list[Path]], overwrite: bool, skip_existing: bool) -> None:
+    """Results already there are refused unless ``--overwrite`` replaces or ``--skip-existing`` keeps them."""
+    existing = [p for outs in plan.values() for p in outs if os.path.lexists(p)]
+    if existing and not (overwrite or skip_existing):
+        names = ", ".join(str(p) for p in existing[:5]) + (" ..." if len(existing) > 5 else "")
+        raise OutputError(f"{len(existing)} output file(s) already exist ({names}); pass --overwrite to replace "
+                          "them, or --skip-existing to keep them and upscale only the other inputs")
+
+
 def run(args: argparse.Namespace) -> int:
     routing = routing_from(args)
     out_dir = Path(args.output)
     inputs = inputs_of(Path(args.input))
     plan = plan_outputs(inputs, out_dir, args.class_map)
     # Every refusal (an input overwritten, an existing result, an unwritable folder) before any work.
-    check_outputs([p for outs in plan.values() for p in outs], inputs, overwrite=args.overwrite)
+    check_outputs([p for outs in plan.values() for p in outs], inputs)
+    check_existing(plan, args.overwrite, args.skip_existing)
     model = load(args.ckpt, args.device, memory_format=args.memory_format)
     model.check_scale(args.scale)
-    failures = 0
-    for path, outs in plan.items():
-        try:
-            sr, classes = model.super_resolve(read_image(path, args.max_pixels)[None], args.scale, routing)
-        except ImageReadError as err:
-            print(f"error: {err}", file=sys.stderr)
-            failures += 1
-            continue
-        except (MemoryError, RuntimeError) as err:
-            if not is_out_of_memory(err):
-                raise
-            raise out_of_memory(err, path.name) from err
-        target = write_png(sr[0], outs[0])
-        note = ""
-        if classes is not None:
-            note = f"  heavy share {heavy_share(classes, model.num_classes):.3f}"
-            if args.class_map:
-                write_png(class_overlay(sr[0], classes[0], model.num_classes), outs[1])
-        if args.report_memory:
-            note += f"  peak memory {process_peak_mb(model.device):,.0f} MiB"
-        print(f"{path.name} -> {target} ({sr.shape[-1]}x{sr.shape[-2]}){note}")
-    if failures:
-        print(f"{failures} image(s) could not be processed", file=sys.stderr)
+    progress = Progress(len(plan), out_dir)
+    try:
+        for path, outs in plan.items():
+            todo = [p for p in outs if not (args.skip_existing and os.path.lexists(p))]
+            if not todo:
+                progress.kept += 1
+                continue
+            if upscale_one(args, model, routing, path, outs, todo):
+                progress.written += 1
+            else:
+                progress.failed += 1
+    except KeyboardInterrupt:
+        instead = " instead of --overwrite" if args.overwrite else ""
+        print(f"interrupted: {progress.summary()}; to continue, run the same command with --skip-existing{instead} "
+              "(it keeps the finished results and upscales the rest)", file=sys.stderr)
+        return 130
+    except OutputError as err:
+        hint = ""
+        if isinstance(err, FileExistsElsewhere):
+            hint = (f". Is another run writing into {out_dir}? (--overwrite replaces such files, --skip-existing "
+                    "keeps them)")
+        raise OutputError(f"{err}; stopped: {progress.summary()}{hint}") from None
+    if progress.kept:
+        print(f"{progress.kept} image(s) already had their results (kept, --skip-existing)")
+    if progress.failed:
+        print(f"{progress.failed} image(s) could not be processed", file=sys.stderr)
         return 1
     return 0
+
+
+class Progress:
+    """What a folder run has done so far, for the message when it stops early."""
+
+    def __init__(self, total: int, out_dir: Path):
+        self.total, self.out_dir = total, out_dir
+        self.written = self.kept = self.failed = 0
+
+    def summary(self) -> str:
+        text = f"{self.written} of {self.total} image(s) written to {self.out_dir}"
+        if self.kept:
+            text += f", {self.kept} already there"
+        return text + (f", {self.failed} failed" if self.failed else "")
+
+
+def upscale_one(args: argparse.Namespace, model: SRModel, routing: RoutingOptions, path: Path, outs: list[Path],
+                todo: list[Path]) -> bool:
+    """Upscale one input and write its missing results ``todo``; False (with the error printed, nothing
+    written) when the image cannot be read or its result is not finite."""
+    try:
+        sr, classes = model.super_resolve(read_image(path, args.max_pixels)[None], args.scale, routing)
+    except ImageReadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return False
+    except (MemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        raise out_of_memory(err, path.name) from err
+    bad = non_finite(sr)
+    if bad:
+        print(f"error: {path}: the SR result has {bad:,} non-finite value(s) (NaN or inf) out of {sr.numel():,}; "
+              "nothing written for it", file=sys.stderr)
+        return False
+    if outs[0] in todo:
+        write_png(sr[0], outs[0], overwrite=args.overwrite)
+    note = ""
+    if classes is not None:
+        note = f"  heavy share {heavy_share(classes, model.num_classes):.3f}"
+        if args.class_map and outs[1] in todo:
+            write_png(class_overlay(sr[0], classes[0], model.num_classes), outs[1], overwrite=args.overwrite)
+    if args.report_memory:
+        note += f"  peak memory {process_peak_mb(model.device):,.0f} MiB"
+    print(f"{path.name} -> {outs[0]} ({sr.shape[-1]}x{sr.shape[-2]}){note}")
+    return True
