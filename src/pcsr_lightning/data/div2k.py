@@ -151,6 +151,26 @@ def prepare_rescaled(
             return index_path
         raise ValueError(f"{cache_dir} holds images prepared with {index.get('settings')}, not {settings}; "
                          "use another cache_dir")
+    entries, skipped = _planned_entries(hr_dir, size, rescales)
+    packed, done = _open_packed(hr_dir, cache_dir, {"settings": settings, "entries": [e.to_list() for e in entries]},
+                                entries[-1].offset + entries[-1].nbytes)
+    failed = _rescale_into(hr_dir, entries, done, packed, cache_dir / JOURNAL, workers, progress)
+    skipped += list(failed.values())
+    if skipped:
+        warnings.warn("skipped unreadable images: " + "; ".join(skipped), stacklevel=2)
+    kept = [e for e in entries if e.image not in failed]
+    if not kept:
+        raise ValueError(f"no image in {hr_dir} is at least {size}x{size}")
+    os.replace(packed, cache_dir / PACKED)
+    write_text(json.dumps({"settings": settings, "data": PACKED, "entries": [e.to_list() for e in kept]}),
+               index_path)
+    (cache_dir / PLAN).unlink(missing_ok=True)
+    (cache_dir / JOURNAL).unlink(missing_ok=True)
+    return index_path
+
+
+def _planned_entries(hr_dir: Path, size: int, rescales: Sequence[float]) -> tuple[list[Rescaled], list[str]]:
+    """Where each rescaled image goes in the packed file, and the images that could not be read."""
     files = list_images(hr_dir)
     if not files:
         raise FileNotFoundError(f"no images in {hr_dir}")
@@ -158,26 +178,36 @@ def prepare_rescaled(
     if not entries:
         raise ValueError(f"no image in {hr_dir} is at least {size}x{size}"
                          + (f" (skipped unreadable images: {'; '.join(skipped)})" if skipped else ""))
-    plan = {"settings": settings, "entries": [e.to_list() for e in entries]}
+    return entries, skipped
+
+
+def _open_packed(hr_dir: Path, cache_dir: Path, plan: dict, total: int) -> tuple[Path, set[str]]:
+    """The partial packed file to write into and the images its journal says are done: a preparation
+    with the same plan resumes; otherwise a fresh sparse file, once the disk is known to hold it."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    total = entries[-1].offset + entries[-1].nbytes
     packed, journal, plan_path = cache_dir / f"{PACKED}.partial", cache_dir / JOURNAL, cache_dir / PLAN
-    done: set[str] = set()
     if not packed.is_file() and (cache_dir / PACKED).is_file() and plan_path.is_file():
         os.replace(cache_dir / PACKED, packed)  # stopped between the rename and the index: finish from the journal
     if plan_path.is_file() and packed.is_file() and json.loads(plan_path.read_text()) == plan:
-        if journal.is_file():
-            done = {line for line in journal.read_text().splitlines() if line}  # a resumed preparation
-    else:  # fresh start (or the folder's images changed since the interrupted one)
-        journal.unlink(missing_ok=True)
-        packed.unlink(missing_ok=True)
-        free = shutil.disk_usage(cache_dir).free
-        if free < total:
-            raise OSError(f"preparing {hr_dir} needs {total / 1e9:.1f} GB in {cache_dir}, only "
-                          f"{free / 1e9:.1f} GB free: set data.train.cache_dir to a larger disk")
-        with open(packed, "wb") as fh:
-            fh.truncate(total)  # sparse until written
-        write_text(json.dumps(plan), plan_path)
+        done = {line for line in journal.read_text().splitlines() if line} if journal.is_file() else set()
+        return packed, done  # a resumed preparation
+    # A fresh start (or the folder's images changed since the interrupted one).
+    journal.unlink(missing_ok=True)
+    packed.unlink(missing_ok=True)
+    free = shutil.disk_usage(cache_dir).free
+    if free < total:
+        raise OSError(f"preparing {hr_dir} needs {total / 1e9:.1f} GB in {cache_dir}, only "
+                      f"{free / 1e9:.1f} GB free: set data.train.cache_dir to a larger disk")
+    with open(packed, "wb") as fh:
+        fh.truncate(total)  # sparse until written
+    write_text(json.dumps(plan), plan_path)
+    return packed, set()
+
+
+def _rescale_into(hr_dir: Path, entries: list[Rescaled], done: set[str], packed: Path, journal: Path,
+                  workers: int | None, progress: bool) -> dict[str, str]:
+    """Rescale the images not yet done into ``packed`` (in ``workers`` processes), each one journalled
+    when finished; returns the images that failed, with why."""
     by_image: dict[str, list[Rescaled]] = {}
     for e in entries:
         by_image.setdefault(e.image, []).append(e)
@@ -207,18 +237,7 @@ def prepare_rescaled(
                     bar.advance()
     finally:
         bar.close()
-    skipped += list(failed.values())
-    if skipped:
-        warnings.warn("skipped unreadable images: " + "; ".join(skipped), stacklevel=2)
-    kept = [e for e in entries if e.image not in failed]
-    if not kept:
-        raise ValueError(f"no image in {hr_dir} is at least {size}x{size}")
-    os.replace(packed, cache_dir / PACKED)
-    write_text(json.dumps({"settings": settings, "data": PACKED, "entries": [e.to_list() for e in kept]}),
-               index_path)
-    plan_path.unlink(missing_ok=True)
-    journal.unlink(missing_ok=True)
-    return index_path
+    return failed
 
 
 class ImageProgress:

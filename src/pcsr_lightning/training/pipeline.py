@@ -474,73 +474,90 @@ def run_pipeline(cfg: DictConfig, loggers: list | None = None, callbacks: list |
     """Train every stage not yet done; returns the final manifest. ``prepared``: the job as
     ``prepare_run`` checked it (prepared here when not given)."""
     prepared = prepared or prepare_run(cfg)
-    run_dir, model_config, net, plans = prepared.run_dir, prepared.model_config, prepared.net, prepared.plans
-    manifest, warm, datamodule = prepared.manifest, prepared.warm, prepared.datamodule
+    run_dir, manifest, net, plans = prepared.run_dir, prepared.manifest, prepared.net, prepared.plans
     run_dir.mkdir(parents=True, exist_ok=True)
-    if warm is not None:
-        apply_warm_start(warm, net, plans, manifest, run_dir, model_config, str(cfg.name))
+    if prepared.warm is not None:
+        apply_warm_start(prepared.warm, net, plans, manifest, run_dir, prepared.model_config, str(cfg.name))
     for i, plan in enumerate(plans):
-        stage_dir = run_dir / "stages" / plan.name
         record = manifest.stage(plan.name)
         if record is not None and record.status == "done":
             log.info("stage %s is done (%s): loading its weights", plan.name, record.checkpoint)
             load_stage_weights(net, record.checkpoint)
             continue
         L.seed_everything(int(cfg.seed) + i, workers=True)
-        module = plan.module(net, optimizer=instantiate(cfg.optimizer),
-                             scheduler=instantiate(cfg.scheduler, T_max=plan.steps),
-                             name=plan.name, scale=int(cfg.data.scale))
-        counts = module.parameter_counts()
-        log.info("stage %s: %d trainable / %d frozen parameters, %d steps", plan.name,
-                 counts["params_trainable"], counts["params_frozen"], plan.steps)
-        ckpt_dir = stage_dir / "lightning"
-        record = StageRecord(plan.name, "running", str(ckpt_dir), stage_config(cfg, plan, module))
-        manifest.put(record)
-        if is_main_process():
-            manifest.save(run_dir)
-        trainer = instantiate(
-            cfg.trainer,
-            max_steps=plan.steps,
-            default_root_dir=str(stage_dir),
-            logger=list(loggers) if loggers else False,
-            callbacks=[
-                *[instantiate(c) for c in (cfg.callbacks or {}).values()],
-                ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
-                                every_n_train_steps=int(cfg.profile.checkpoint_every)),
-                SaveOnException(ckpt_dir / f"{EXCEPTION_NAME}.ckpt"),
-                ModelCheckpoint(dirpath=ckpt_dir, filename=BEST_NAME, monitor=f"{plan.name}/{module.best_metric}",
-                                mode="max", save_top_k=1, enable_version_counter=False),
-                *callbacks,
-            ],
-        )
-        resume_from = latest_lightning_checkpoint(ckpt_dir)
-        if resume_from is not None:
-            log.info("stage %s continues from %s", plan.name, resume_from)
-        try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-        except NonFiniteTraining as err:
-            last = latest_lightning_checkpoint(ckpt_dir)
-            kept = (f"the stage's last checkpoint {last} is kept (finite weights; resume=true continues from it)"
-                    if last else "no checkpoint of this stage was written yet")
-            raise NonFiniteTraining(f"{err}; {kept}. Usual causes: a learning rate too high for this model "
-                                    "(optimizer.lr) or broken training images") from None
-        results = trainer.validate(module, datamodule=datamodule, verbose=False)
-        prefix = f"{plan.name}/"
-        metrics = {k[len(prefix):]: float(v) for k, v in (results[0] if results else {}).items()
-                   if k.startswith(prefix)}
-        metrics.update(counts, steps=int(trainer.global_step))
-        model_path = stage_dir / "model.ckpt"
-        manifest.put(StageRecord(plan.name, "done", str(model_path), record.config, metrics))
-        if trainer.is_global_zero:
-            meta = {"experiment": str(cfg.name), "stage": plan.name, "steps": int(trainer.global_step)}
-            save_checkpoint(model_path, net, model_config, meta)
-            if i == len(plans) - 1:
-                final = save_checkpoint(run_dir / FINAL_NAME, net, model_config, meta)
-                manifest.final_checkpoint = str(final.resolve())
-            manifest.save(run_dir)
+        run_stage(cfg, prepared, i, loggers, callbacks)
     if manifest.final_checkpoint is None and is_main_process():
         # every stage was already done (a finished run resumed again): write the final checkpoint
-        final = save_checkpoint(run_dir / FINAL_NAME, net, model_config, {"experiment": str(cfg.name)})
+        final = save_checkpoint(run_dir / FINAL_NAME, net, prepared.model_config, {"experiment": str(cfg.name)})
         manifest.final_checkpoint = str(final.resolve())
         manifest.save(run_dir)
     return manifest
+
+
+def stage_trainer(cfg: DictConfig, plan: StagePlan, module, stage_dir: Path, loggers: list | None,
+                  callbacks: list | tuple) -> L.Trainer:
+    """The stage's Trainer: its steps, the configured callbacks, the last / on-exception / best checkpoints."""
+    ckpt_dir = stage_dir / "lightning"
+    return instantiate(
+        cfg.trainer,
+        max_steps=plan.steps,
+        default_root_dir=str(stage_dir),
+        logger=list(loggers) if loggers else False,
+        callbacks=[
+            *[instantiate(c) for c in (cfg.callbacks or {}).values()],
+            ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
+                            every_n_train_steps=int(cfg.profile.checkpoint_every)),
+            SaveOnException(ckpt_dir / f"{EXCEPTION_NAME}.ckpt"),
+            ModelCheckpoint(dirpath=ckpt_dir, filename=BEST_NAME, monitor=f"{plan.name}/{module.best_metric}",
+                            mode="max", save_top_k=1, enable_version_counter=False),
+            *callbacks,
+        ],
+    )
+
+
+def fit_stage(trainer: L.Trainer, module, datamodule, ckpt_dir: Path, name: str) -> None:
+    """Fit, continuing from the stage's last Lightning checkpoint; a non-finite loss says what is kept."""
+    resume_from = latest_lightning_checkpoint(ckpt_dir)
+    if resume_from is not None:
+        log.info("stage %s continues from %s", name, resume_from)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    except NonFiniteTraining as err:
+        last = latest_lightning_checkpoint(ckpt_dir)
+        kept = (f"the stage's last checkpoint {last} is kept (finite weights; resume=true continues from it)"
+                if last else "no checkpoint of this stage was written yet")
+        raise NonFiniteTraining(f"{err}; {kept}. Usual causes: a learning rate too high for this model "
+                                "(optimizer.lr) or broken training images") from None
+
+
+def run_stage(cfg: DictConfig, prepared: PreparedRun, i: int, loggers: list | None, callbacks: list | tuple) -> None:
+    """Train stage ``i``, validate it, and record it as done (its model.ckpt; final.ckpt after the last)."""
+    run_dir, manifest, net, plan = prepared.run_dir, prepared.manifest, prepared.net, prepared.plans[i]
+    stage_dir = run_dir / "stages" / plan.name
+    module = plan.module(net, optimizer=instantiate(cfg.optimizer),
+                         scheduler=instantiate(cfg.scheduler, T_max=plan.steps),
+                         name=plan.name, scale=int(cfg.data.scale))
+    counts = module.parameter_counts()
+    log.info("stage %s: %d trainable / %d frozen parameters, %d steps", plan.name,
+             counts["params_trainable"], counts["params_frozen"], plan.steps)
+    ckpt_dir = stage_dir / "lightning"
+    record = StageRecord(plan.name, "running", str(ckpt_dir), stage_config(cfg, plan, module))
+    manifest.put(record)
+    if is_main_process():
+        manifest.save(run_dir)
+    trainer = stage_trainer(cfg, plan, module, stage_dir, loggers, callbacks)
+    fit_stage(trainer, module, prepared.datamodule, ckpt_dir, plan.name)
+    results = trainer.validate(module, datamodule=prepared.datamodule, verbose=False)
+    prefix = f"{plan.name}/"
+    metrics = {k[len(prefix):]: float(v) for k, v in (results[0] if results else {}).items()
+               if k.startswith(prefix)}
+    metrics.update(counts, steps=int(trainer.global_step))
+    model_path = stage_dir / "model.ckpt"
+    manifest.put(StageRecord(plan.name, "done", str(model_path), record.config, metrics))
+    if trainer.is_global_zero:
+        meta = {"experiment": str(cfg.name), "stage": plan.name, "steps": int(trainer.global_step)}
+        save_checkpoint(model_path, net, prepared.model_config, meta)
+        if i == len(prepared.plans) - 1:
+            final = save_checkpoint(run_dir / FINAL_NAME, net, prepared.model_config, meta)
+            manifest.final_checkpoint = str(final.resolve())
+        manifest.save(run_dir)
