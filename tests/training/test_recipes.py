@@ -18,7 +18,7 @@ from pcsr_lightning.config import compose_config, config_dir
 from pcsr_lightning.io.checkpoint import build_model
 from pcsr_lightning.training.pipeline import stage_plan
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
 # the values a recipe leaves to the command line (`???`), by recipe
 REQUIRED = {"retrain": ["data.train.path", "data.val.path", "init.checkpoint"], "paper": ["data.train.root"]}

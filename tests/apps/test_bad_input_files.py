@@ -25,7 +25,7 @@ from pcsr_lightning.io.images import read_image, write_png
 from pcsr_lightning.models import FSRCNN
 from test_bad_input import TINY_CONFIG, run_cli, snapshot, tiny_model
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def save_image(path: Path, h: int, w: int, seed: int = 0) -> Path:
