@@ -23,6 +23,7 @@ from pcsr_lightning.inference.reference import class_map_agreement, upscale_refe
 from pcsr_lightning.inference.routed import backbone_features, prepare, upscale, upscale_forced
 from pcsr_lightning.inference.router import cost_list
 from pcsr_lightning.inference.srmodel import load, resolve_device
+from pcsr_lightning.inference.workers import routed_threads
 from pcsr_lightning.measure.memory import call_peak_mb
 from pcsr_lightning.measure.metrics import psnr, shave_for
 
@@ -129,7 +130,8 @@ def op_profile(fn: Callable[[], object], device: torch.device, top: int = 12) ->
 
 def machine_info(device: torch.device) -> dict:
     """What the numbers were measured on."""
-    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "nproc": os.cpu_count()}
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "nproc": os.cpu_count(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     try:
         with open("/proc/cpuinfo") as f:
             info["cpu"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
@@ -199,6 +201,7 @@ class BenchSettings:
     reference: bool = True
     tile: int = 0
     profile: bool = False
+    routed_threads: int | None = None  # the routed part's workers (``workers.routed_threads``); None: its default
 
     def check(self) -> None:
         if self.repeats < 1 or self.reference_repeats < 1:
@@ -255,14 +258,16 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
     hr = photo_mosaic((h, w))
     lr = as_input(downscale(hr, s).clamp(0, 1)[None].to(device, dtype), memory_format)
     layout = format_name(memory_format)
+    workers = routed_threads(settings.routed_threads, device)
     log(f"bench x{s}: HR {h}x{w}, LR {lr.shape[-2]}x{lr.shape[-1]}, {device}, {settings.precision}, {layout} "
-        f"(--memory-format {settings.memory_format})")
+        f"(--memory-format {settings.memory_format}), {torch.get_num_threads()} intra-op threads, routed part on "
+        + (f"{workers} workers x 1 thread" if workers else "the intra-op threads (--routed-threads 0)"))
     ref_name = f"reference k={ks[0]:g}"
     variants = {"original": lambda: original(lr)}
     for k in ks:
-        variants[f"pcsr k={k:g}"] = lambda k=k: upscale(pcsr, lr, s, k=k, tile=tile)
+        variants[f"pcsr k={k:g}"] = lambda k=k: upscale(pcsr, lr, s, k=k, tile=tile, threads=workers)
     for name, cls in (("pcsr all-heavy", 0), ("pcsr all-light", pcsr.num_classes - 1)):
-        variants[name] = lambda cls=cls: upscale_forced(pcsr, lr, s, cls, tile)
+        variants[name] = lambda cls=cls: upscale_forced(pcsr, lr, s, cls, tile, threads=workers)
     if settings.reference and dtype == torch.float32:
         variants[ref_name] = lambda: upscale_reference(pcsr, lr, s, k=ks[0])
     fast_name = f"pcsr k={ks[0]:g}"
@@ -280,7 +285,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
     feat = encode()
     # The implementations differ only after the backbone: time that part alone, on the same features
     # (end-to-end minus backbone would carry the backbone's run-to-run noise into a small difference).
-    fast_routed = lambda: upscale(pcsr, lr, s, k=ks[0], feat=feat)
+    fast_routed = lambda: upscale(pcsr, lr, s, k=ks[0], feat=feat, threads=workers)
     routed = {}
     if ref_name in variants:
         routed = {ROUTED_FAST: fast_routed,
@@ -299,7 +304,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
     fast_row = by_name[fast_name]
     reference = by_name.get(ref_name)
     report = {"hr_size": [h, w], "scale": s, "device": str(device), "precision": settings.precision,
-              "memory_format": layout, "k": ks, "machine": machine_info(device),
+              "memory_format": layout, "k": ks, "machine": machine_info(device), "routed_threads": workers,
               "timing": "variants interleaved round by round; ratios are medians of same-round ratios"}
     if ref_name in variants:
         fast, ref = outputs[fast_name], outputs[ref_name]
@@ -317,7 +322,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
     if dtype != torch.float32:
         full = bench_model(settings.pcsr_ckpt, True, device, torch.float32, settings.memory_format, s)
         with torch.no_grad():
-            ref_sr = upscale(full, lr.float(), s, k=ks[0], tile=tile).sr
+            ref_sr = upscale(full, lr.float(), s, k=ks[0], tile=tile, threads=workers).sr
         fp32_psnr = psnr(ref_sr[0].cpu(), hr, shave_for(s))
         report["psnr_guard"] = {"fp32": fp32_psnr, "low_precision": fast_row.psnr,
                                 "ok": fp32_psnr - fast_row.psnr <= GUARD_DB}

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from pcsr_lightning.inference.cache import cpu_cache_budget
+from pcsr_lightning.inference.workers import Workers
 from pcsr_lightning.models.sampler import QueryGrid
 
 # Render blocks. On CPU one layer's activations of a block fill the L2 caches of the threads' cores
@@ -68,7 +69,9 @@ class FoldedLayer:
         return self.table[self.lr_pixels + self.hr_rows :]
 
     @staticmethod
-    def build(linear: torch.nn.Linear, feat: torch.Tensor, grid: QueryGrid) -> FoldedLayer:
+    def build(linear: torch.nn.Linear, feat: torch.Tensor, grid: QueryGrid, workers: Workers | None = None) -> FoldedLayer:
+        """``workers``: the routed part's threads (``workers.Workers``); the product runs on them in
+        row chunks."""
         c = feat.shape[0]
         weight, bias = linear.weight, linear.bias
         w_feat, w_rel_row, w_rel_col = weight[:, :c], weight[:, c], weight[:, c + 1]
@@ -78,13 +81,20 @@ class FoldedLayer:
         # Straight into the (h*w, hidden) layout the gathers want, not (W @ F).t().contiguous() (a copy).
         # (h*w, c) is a view for both NCHW and channels_last features (reshape would copy channels_last).
         lr_feat = feat.permute(1, 2, 0).flatten(0, 1)
-        if lr_feat.is_contiguous() and uses_onednn(lr_feat):
-            # channels_last: oneDNN on cache-sized row chunks, each copied into the fresh table while
-            # still in cache (faster than one MKL product into the table)
-            w_feat = w_feat.contiguous()
-            for r0 in range(0, lr_pixels, FOLD_CHUNK_ROWS):
+        onednn = lr_feat.is_contiguous() and uses_onednn(lr_feat)
+        if onednn or (workers is not None and workers.n):
+            # channels_last on oneDNN: cache-sized row chunks, each copied into the fresh table while
+            # still in cache (faster than one MKL product into the table); on workers: a chunk per thread.
+            w_feat = w_feat.contiguous() if onednn else w_feat.t()
+
+            def chunk(r0, local):
                 r1 = min(lr_pixels, r0 + FOLD_CHUNK_ROWS)
-                table[r0:r1] = onednn_linear(lr_feat[r0:r1], w_feat, None, "none")
+                if onednn:
+                    table[r0:r1] = onednn_linear(lr_feat[r0:r1], w_feat, None, "none")
+                else:
+                    torch.mm(lr_feat[r0:r1], w_feat, out=table[r0:r1])
+
+            (workers or Workers(0)).run(chunk, range(0, lr_pixels, FOLD_CHUNK_ROWS))
         else:
             torch.mm(lr_feat, w_feat.t(), out=table[:lr_pixels])
         # the grid is fp32; a low-precision model keeps its own dtype

@@ -3,6 +3,10 @@
 The first Linear of every MLP is folded onto the LR grid (see ``kernels.FoldedLayer``): the backbone and
 the classifier run once per image (``prepare``), a k sweep re-routes (``route``) and renders (``render``)
 without running them again. ``reference.upscale_reference`` is the same routing written plainly.
+
+On CPU the blocks and bands after the backbone run on ``routed_threads`` worker threads of one intra-op
+thread each (``workers.Workers``: few long parallel phases instead of a barrier per short operator, which
+a busy machine punishes); 0 runs them in order, each operator over torch's intra-op threads.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pcsr_lightning.inference.kernels import (
 from pcsr_lightning.inference.refinement import refine_in_place
 from pcsr_lightning.inference.router import cost_list, decide_classes, heavy_share, route_by_cost
 from pcsr_lightning.inference.tiling import encode_tiled
+from pcsr_lightning.inference.workers import Workers, routed_threads
 from pcsr_lightning.models.sampler import QueryGrid, output_size
 
 
@@ -65,9 +70,15 @@ class Prepared:
 
 @exact
 def prepare(
-    model, lr: torch.Tensor, scale: float, max_queries: int = CLASSIFIER_BAND_QUERIES, feat: torch.Tensor | None = None
+    model,
+    lr: torch.Tensor,
+    scale: float,
+    max_queries: int = CLASSIFIER_BAND_QUERIES,
+    feat: torch.Tensor | None = None,
+    threads: int | None = None,
 ) -> Prepared:
-    """Backbone once, classifier on every HR pixel in row bands of at most ``max_queries`` pixels."""
+    """Backbone once, classifier on every HR pixel in row bands of at most ``max_queries`` pixels
+    (``threads``: the routed part's workers, ``workers.routed_threads``)."""
     lr_norm = model.normalize(lr)
     if feat is None:
         feat = model.encode(lr_norm)
@@ -79,19 +90,25 @@ def prepare(
         # Stored class-major (softmax over a short leading dim is ~20x faster), exposed as (B,H*W,M).
         class_major = lr.new_empty(lr.shape[0], model.num_classes, hh * ww)
         step = max(1, max_queries // ww)
-        tail = BlockedTail(model.classifier, step * ww, feat)
-        for i in range(lr.shape[0]):
-            folded = FoldedLayer.build(model.classifier.linears[0], feat[i], grid)
-            for r0, r1 in row_bands(hh, ww, max_queries):
-                pre = tail.first((r1 - r0) * ww)
-                fill_dense_rows(folded, grid, r0, r1, pre)
-                torch.softmax(tail(pre), 0, out=class_major[i, :, r0 * ww : r1 * ww])
+        with Workers(routed_threads(threads, lr.device)) as workers:
+            for i in range(lr.shape[0]):
+                folded = FoldedLayer.build(model.classifier.linears[0], feat[i], grid, workers)
+
+                def band(rows, local, i=i, folded=folded):
+                    if "tail" not in local:  # one per thread: its buffers
+                        local["tail"] = BlockedTail(model.classifier, step * ww, feat)
+                    tail, (r0, r1) = local["tail"], rows
+                    pre = tail.first((r1 - r0) * ww)
+                    fill_dense_rows(folded, grid, r0, r1, pre)
+                    torch.softmax(tail(pre), 0, out=class_major[i, :, r0 * ww : r1 * ww])
+
+                workers.run(band, row_bands(hh, ww, max_queries))
         probs = class_major.transpose(1, 2)
     return Prepared(lr_norm, feat, grid, float(scale), probs)
 
 
 @exact
-def route(model, prepared: Prepared, k: float = 0.0, adaptive: bool = False) -> torch.Tensor:
+def route(model, prepared: Prepared, k: float = 0.0, adaptive: bool = False, threads: int | None = None) -> torch.Tensor:
     """(B,H*W) classes, 0 = heaviest."""
     if prepared.probs is None:
         b = prepared.lr_norm.shape[0]
@@ -103,52 +120,75 @@ def route(model, prepared: Prepared, k: float = 0.0, adaptive: bool = False) -> 
         b, _, q = class_major.shape
         classes = torch.empty(b, q, dtype=torch.long, device=class_major.device)
         # In bands, so the temporaries stay in cache (faster than the whole image at once)
-        for q0 in range(0, q, CLASSIFIER_BAND_QUERIES):
+        def band(q0, local):
             q1 = min(q, q0 + CLASSIFIER_BAND_QUERIES)
             route_by_cost(class_major[:, :, q0:q1], costs, k, dim=1, out=classes[:, q0:q1])
+
+        with Workers(routed_threads(threads, class_major.device)) as workers:
+            workers.run(band, range(0, q, CLASSIFIER_BAND_QUERIES))
         return classes
     return decide_classes(prepared.probs, cost_list(model, prepared.scale), k, adaptive)
 
 
+def _render_block(upsampler, folded: FoldedLayer, grid: QueryGrid, block_pixels: torch.Tensor, out: torch.Tensor,
+                  tail: BlockedTail) -> None:
+    """U_j on one block of its pixels (flat HR indices), added into ``out`` (3, H*W)."""
+    w_lr, ww = grid.lr_size[1], grid.hr_size[1]
+    # Indices per block, not per class: image-sized index arrays would make these passes memory-bound.
+    rows = torch.div(block_pixels, ww, rounding_mode="floor")
+    cols = block_pixels - rows * ww
+    lr_index = grid.row_index.index_select(0, rows).mul_(w_lr).add_(grid.col_index.index_select(0, cols))
+    pre = folded.gather(rows, cols, lr_index)
+    out.index_add_(1, block_pixels, tail(pre))
+
+
 def _render_class(upsampler, folded: FoldedLayer, grid: QueryGrid, pixels: torch.Tensor, out: torch.Tensor, block: int):
     """U_j on its pixels (flat HR indices, from one nonzero), added into ``out`` (3, H*W) block by block."""
-    w_lr, ww = grid.lr_size[1], grid.hr_size[1]
     tail = BlockedTail(upsampler, min(block, pixels.numel()), folded.table)
     for p0 in range(0, pixels.numel(), block):
-        p1 = min(pixels.numel(), p0 + block)
-        # Indices per block, not per class: image-sized index arrays would make these passes memory-bound.
-        block_pixels = pixels[p0:p1]
-        rows = torch.div(block_pixels, ww, rounding_mode="floor")
-        cols = block_pixels - rows * ww
-        lr_index = grid.row_index.index_select(0, rows).mul_(w_lr).add_(grid.col_index.index_select(0, cols))
-        pre = folded.gather(rows, cols, lr_index)
-        out.index_add_(1, block_pixels, tail(pre))
+        _render_block(upsampler, folded, grid, pixels[p0 : p0 + block], out, tail)
 
 
 @exact
 def render(
-    model, prepared: Prepared, classes: torch.Tensor, refine: bool = True, max_queries: int | None = None
+    model,
+    prepared: Prepared,
+    classes: torch.Tensor,
+    refine: bool = True,
+    max_queries: int | None = None,
+    threads: int | None = None,
 ) -> RoutedSR:
-    """Each upsampler on its own pixels (one gather of indices per class, cache-sized blocks), + base, refinement."""
+    """Each upsampler on its own pixels (one gather of indices per class, cache-sized blocks), + base, refinement.
+
+    ``threads``: the workers the blocks and refinement bands run on (``workers.routed_threads``)."""
     grid = prepared.grid
     hh, ww = grid.hr_size
     b = classes.shape[0]
     # The base first, then each pixel's residual added in place: base + residual as one sum, with no
-    # image-sized residual array and no extra pass.
+    # image-sized residual array and no extra pass. One long operator: it keeps torch's intra-op threads.
     # NCHW: a channels_last LR would make the base, the sums and the refinement strided.
     pred = F.interpolate(prepared.lr_norm.contiguous(), size=(hh, ww), mode="bilinear", align_corners=False)
     flat = pred.view(b, 3, hh * ww)
-    for i in range(b):
-        for j, upsampler in enumerate(model.upsamplers):
-            pixels = (classes[i] == j).nonzero().squeeze(1)
-            if pixels.numel():
-                folded = FoldedLayer.build(upsampler.linears[0], prepared.feat[i], grid)
-                block = max_queries or block_queries(pred, folded.table.shape[1])
-                _render_class(upsampler, folded, grid, pixels, flat[i], block)
     class_map = classes.view(b, hh, ww)
-    if refine:
-        # CPU: cache-sized row bands; GPU: the whole image in one band (a few launches, memory is there).
-        refine_in_place(pred, class_map, model.num_classes, band=hh if pred.is_cuda else None)
+    with Workers(routed_threads(threads, pred.device)) as workers:
+        for i in range(b):
+            for j, upsampler in enumerate(model.upsamplers):
+                pixels = (classes[i] == j).nonzero().squeeze(1)
+                if not pixels.numel():
+                    continue
+                folded = FoldedLayer.build(upsampler.linears[0], prepared.feat[i], grid, workers)
+                # Inside the workers' scope the cache budget is one core's: a block per worker fits its L2.
+                size = max_queries or block_queries(pred, folded.table.shape[1])
+
+                def block(p0, local, upsampler=upsampler, folded=folded, pixels=pixels, size=size, out=flat[i]):
+                    if "tail" not in local:  # one per thread: its buffers
+                        local["tail"] = BlockedTail(upsampler, min(size, pixels.numel()), folded.table)
+                    _render_block(upsampler, folded, grid, pixels[p0 : p0 + size], out, local["tail"])
+
+                workers.run(block, range(0, pixels.numel(), size))
+        if refine:
+            # CPU: cache-sized row bands; GPU: the whole image in one band (a few launches, memory is there).
+            refine_in_place(pred, class_map, model.num_classes, band=hh if pred.is_cuda else None, workers=workers)
     pred += model.rgb_mean
     return RoutedSR(pred, class_map, model.num_classes)
 
@@ -171,13 +211,16 @@ def upscale(
     max_queries: int | None = None,
     feat: torch.Tensor | None = None,
     tile: int = 0,
+    threads: int | None = None,
 ) -> RoutedSR:
     """Fast routed inference. ``feat`` may be given to reuse backbone features; ``tile`` > 0 runs the
-    backbone on LR tiles of that size (bounded memory for huge images, same result)."""
+    backbone on LR tiles of that size (bounded memory for huge images, same result). ``threads``: the
+    routed part's workers (``workers.routed_threads``: None reads ``$PCSR_ROUTED_THREADS``, else its
+    default; 0 splits each operator over the intra-op threads instead)."""
     if feat is None:
         feat = backbone_features(model, lr, tile)
-    prepared = prepare(model, lr, scale, max_queries or CLASSIFIER_BAND_QUERIES, feat)
-    return render(model, prepared, route(model, prepared, k, adaptive), refine, max_queries)
+    prepared = prepare(model, lr, scale, max_queries or CLASSIFIER_BAND_QUERIES, feat, threads)
+    return render(model, prepared, route(model, prepared, k, adaptive, threads), refine, max_queries, threads)
 
 
 def forced_classes(prepared: Prepared, cls: int) -> torch.Tensor:
@@ -187,12 +230,13 @@ def forced_classes(prepared: Prepared, cls: int) -> torch.Tensor:
 
 
 @exact
-def render_forced(model, prepared: Prepared, cls: int, refine: bool = True) -> RoutedSR:
+def render_forced(model, prepared: Prepared, cls: int, refine: bool = True, threads: int | None = None) -> RoutedSR:
     """Every pixel on upsampler ``cls``: the two ends of the k curve."""
-    return render(model, prepared, forced_classes(prepared, cls), refine)
+    return render(model, prepared, forced_classes(prepared, cls), refine, threads=threads)
 
 
 @exact
-def upscale_forced(model, lr: torch.Tensor, scale: float, cls: int, tile: int = 0) -> RoutedSR:
+def upscale_forced(model, lr: torch.Tensor, scale: float, cls: int, tile: int = 0, threads: int | None = None) -> RoutedSR:
     """``render_forced`` from scratch; the classifier still runs, so timings compare with routed runs."""
-    return render_forced(model, prepare(model, lr, scale, feat=backbone_features(model, lr, tile)), cls)
+    prepared = prepare(model, lr, scale, feat=backbone_features(model, lr, tile), threads=threads)
+    return render_forced(model, prepared, cls, threads=threads)

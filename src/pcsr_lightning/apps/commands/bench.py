@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", choices=sorted(DTYPES), default="fp32", help="same for both models")
     add_memory_format_flag(p)
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)")
+    p.add_argument("--routed-threads", type=int, default=None,
+                   help="worker threads for the routed part, one intra-op thread each (default: $PCSR_ROUTED_THREADS, "
+                        "else the library's default; 0: each operator over the intra-op threads)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--reference-repeats", type=int, default=1, help="the reference loop is slow: fewer repeats")
     p.add_argument("--no-reference", action="store_true", help="skip the reference path")
@@ -55,9 +58,12 @@ def integer_scale(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    if args.routed_threads is not None and args.routed_threads < 0:
+        raise ValueError(f"--routed-threads must be >= 0, got {args.routed_threads}")
     settings = BenchSettings(
         args.pcsr_ckpt, args.original_ckpt, parse_size(args.hr_size), args.scale, args.device, args.k, args.precision,
         args.memory_format, args.repeats, args.reference_repeats, not args.no_reference, args.tile, args.profile,
+        args.routed_threads,
     )
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,8 +82,12 @@ def run(args: argparse.Namespace) -> int:
               f"{check['class_map']['only_near_ties_differ']}), PSNR difference {check['psnr_diff_db']:.4f} dB")
     if "profile_routed" in report:
         prof = report["profile_routed"]
+        workers = report["routed_threads"]
+        where = (f"its {workers} workers' blocks run in order on the profiled thread" if workers > 1 else
+                 f"{report['machine']['threads']} intra-op threads" if not workers else "1 thread")
         print(f"routed part of {fast_name}, one call, by operator ({prof['clock']} self time, "
-              f"{prof['total_ms']:.1f} ms in all; matrix products {100 * prof['matmul_share']:.0f}%):")
+              f"{prof['total_ms']:.1f} ms in all; matrix products {100 * prof['matmul_share']:.0f}%; "
+              f"CPU capability {report['machine']['cpu_capability']}; {where}):")
         print(format_table(["op", "self ms", "calls", "share"],
                            [[o["op"], f"{o['self_ms']:.1f}", str(o["calls"]), f"{100 * o['share']:.1f}%"]
                             for o in prof["ops"]]))
