@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_bad_input import TINY_CONFIG, run_cli, snapshot, tiny_model
 
 from pcsr_lightning.inference.srmodel import SRModel
 from pcsr_lightning.io.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from pcsr_lightning.io.files import FileExistsElsewhere, OutputError, atomic_write, write_text
 from pcsr_lightning.io.images import read_image, write_png
 from pcsr_lightning.models import FSRCNN
-from test_bad_input import TINY_CONFIG, run_cli, snapshot, tiny_model
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
