@@ -29,7 +29,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     cpu = torch.device("cpu")
-    lr = downscale(photo_mosaic(parse_size(args.hr_size)), 4).clamp(0, 1)[None].contiguous(memory_format=torch.channels_last)
+    lr = downscale(photo_mosaic(parse_size(args.hr_size)), 4).clamp(0, 1)[None]
+    lr = lr.contiguous(memory_format=torch.channels_last)
     model = load_checkpoint(args.ckpt).model.to(memory_format=torch.channels_last)
     feat = backbone_features(model, lr)
     prepared = prepare(model, lr, 4, feat=feat)
@@ -48,7 +49,8 @@ def main() -> None:
     default = CLASSIFIER_BAND_QUERIES
     for f in FACTORS:
         queries = max(ww, int(f * default))
-        fns[f"classifier band x{f:g} ({queries} queries)"] = lambda q=queries: prepare(model, lr, 4, max_queries=q, feat=feat)
+        fns[f"classifier band x{f:g} ({queries} queries)"] = (
+            lambda q=queries: prepare(model, lr, 4, max_queries=q, feat=feat))
     sr = render(model, prepared, classes, refine=False).sr
     class_map = classes.view(1, hh, ww)
     for f in FACTORS:

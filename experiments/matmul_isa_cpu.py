@@ -58,7 +58,9 @@ def main() -> None:
     fns, macs, blocks = {}, {}, {}
     for mlp in model.upsamplers:
         width = mlp.linears[0].out_features
-        for mode, workers in ((f"{args.workers} workers x 1 thread", args.workers), (f"1 caller x {torch.get_num_threads()} threads", 0)):
+        modes = ((f"{args.workers} workers x 1 thread", args.workers),
+                 (f"1 caller x {torch.get_num_threads()} threads", 0))
+        for mode, workers in modes:
             for kernel in ("onednn", "blas"):
                 name = f"{width}-wide, {mode}, {kernel}"
                 fns[name], blocks[name] = runner(mlp, kernel == "onednn", args.queries, workers)

@@ -27,7 +27,8 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pcsr", description="PCSR super-resolution: import, upscale, evaluate, train a demo")
+    parser = argparse.ArgumentParser(prog="pcsr",
+                                     description="PCSR super-resolution: import, upscale, evaluate, train a demo")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--allow-class", action="append", default=[], metavar="MODULE.CLASS",
                         help=f"also build this model class of your own from checkpoints (repeat; adds to ${ALLOW_ENV})")

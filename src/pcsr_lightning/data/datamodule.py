@@ -135,7 +135,8 @@ class SRDataModule(L.LightningDataModule):
                  queries: int | None = None, crops_per_image: int = 1, num_workers: int = 0,
                  val_crop: int | None = None, val_images: int | None = None, pin_memory: bool | None = None):
         super().__init__()
-        scale, lr_patch, batch_size = count(scale, "scale", 2), count(lr_patch, "lr_patch"), count(batch_size, "batch_size")
+        scale, lr_patch = count(scale, "scale", 2), count(lr_patch, "lr_patch")
+        batch_size = count(batch_size, "batch_size")
         crops_per_image, num_workers = count(crops_per_image, "crops_per_image"), count(num_workers, "num_workers", 0)
         hr_patch = lr_patch * scale
         if queries is not None and not (isinstance(queries, int) and 0 < queries <= hr_patch**2):

@@ -297,7 +297,7 @@ class DIV2K(HRSource):
             entries = [Rescaled(*e) for e in json.loads(index_path.read_text())["entries"]]
             self._grids = [(crop_positions(e.h, self.size, self.step), crop_positions(e.w, self.size, self.step))
                            for e in entries]
-            self._ends = [int(n) for n in np.cumsum([len(t) * len(l) for t, l in self._grids])]
+            self._ends = [int(n) for n in np.cumsum([len(tops) * len(lefts) for tops, lefts in self._grids])]
             self._entries = entries
         return self._entries
 

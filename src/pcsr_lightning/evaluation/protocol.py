@@ -45,7 +45,8 @@ def load_pair(hr_path: Path, scale: float, lr_dir: Path | None, crop: str | None
             lr = read_image(find_lr(lr_dir, hr_path, scale), max_pixels)
             hh, ww = round(lr.shape[-2] * scale), round(lr.shape[-1] * scale)
             if hr.shape[-2] < hh or hr.shape[-1] < ww:
-                raise ImageReadError(f"HR {tuple(hr.shape[-2:])} is smaller than x{scale:g} of its LR {tuple(lr.shape[-2:])}")
+                raise ImageReadError(f"HR {tuple(hr.shape[-2:])} is smaller than x{scale:g} of its LR "
+                                     f"{tuple(lr.shape[-2:])}")
             hr = hr[..., :hh, :ww]
         if crop == "paper":
             hr, lr = crop_paper(hr, lr, scale)

@@ -42,9 +42,9 @@ def upscale_reference(
     cell = make_cell((hh, ww), q, lr.device)[None]
     m = model.num_classes
     probs = lr.new_empty(b, q, m)
-    for l in range(0, q, chunk):
-        probs[:, l : l + chunk] = model.class_probabilities(
-            query_inputs(feat, coord[:, l : l + chunk].expand(b, -1, -1), cell[:, l : l + chunk].expand(b, -1, -1))
+    for q0 in range(0, q, chunk):
+        probs[:, q0 : q0 + chunk] = model.class_probabilities(
+            query_inputs(feat, coord[:, q0 : q0 + chunk].expand(b, -1, -1), cell[:, q0 : q0 + chunk].expand(b, -1, -1))
         )
     if m > 1:
         classes = decide_classes(probs, cost_list(model, scale), k, adaptive)
@@ -52,15 +52,15 @@ def upscale_reference(
         classes = torch.zeros(b, q, dtype=torch.long, device=lr.device)
     pred = lr.new_zeros(b, q, 3)
     for i in range(b):
-        for l in range(0, q, chunk):
-            r = min(q, l + chunk)
-            flags = classes[i, l:r]
+        for q0 in range(0, q, chunk):
+            q1 = min(q, q0 + chunk)
+            flags = classes[i, q0:q1]
             for j, upsampler in enumerate(model.upsamplers):
                 idx = torch.where(flags == j)[0]
                 if len(idx):
-                    inputs = query_inputs(feat[i : i + 1], coord[:, l:r][:, idx], cell[:, l:r][:, idx])
-                    pred[i, l + idx] = upsampler(inputs)[0]
-            pred[i, l:r] += model.bilinear_base(lr_norm[i : i + 1], coord[:, l:r])[0]
+                    inputs = query_inputs(feat[i : i + 1], coord[:, q0:q1][:, idx], cell[:, q0:q1][:, idx])
+                    pred[i, q0 + idx] = upsampler(inputs)[0]
+            pred[i, q0:q1] += model.bilinear_base(lr_norm[i : i + 1], coord[:, q0:q1])[0]
     pred = pred.transpose(1, 2).reshape(b, 3, hh, ww)
     class_map = classes.view(b, hh, ww)
     if refine:

@@ -199,7 +199,8 @@ class SRModel:
         single = batch.shape[0] == 1 and not (isinstance(image, torch.Tensor) and image.dim() == 4)
         if classes is not None and single:
             classes = classes[0]
-        return Upscaled(restore(sr), None if classes is None else classes.cpu(), heavy_share(classes, self.num_classes), flops)
+        share = heavy_share(classes, self.num_classes)
+        return Upscaled(restore(sr), None if classes is None else classes.cpu(), share, flops)
 
     def __call__(self, image, scale: float | None = None, k: float = 0.0, adaptive: bool = False,
                  refine: bool = True, tile: int = 0):

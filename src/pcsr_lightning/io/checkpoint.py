@@ -210,7 +210,8 @@ def read_weights_only(path: str | Path, what: str = "checkpoint") -> object:
                 "loading it could run code, so it is refused"
             ) from err
         detail = next((line for line in str(err).splitlines() if line.startswith("Unsupported")), "")
-        raise CheckpointError(f"{path} cannot be read as a PyTorch checkpoint: {detail.strip() or first_line(err)}") from err
+        raise CheckpointError(f"{path} cannot be read as a PyTorch checkpoint: "
+                              f"{detail.strip() or first_line(err)}") from err
 
 
 def describe_checkpoint(path: str | Path) -> tuple[str, str]:

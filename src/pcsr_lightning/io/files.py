@@ -76,7 +76,10 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
 def _write_failure(path: Path, err: BaseException) -> OutputError:
     """A clear error for a failed write; a full disk is said in words (torch.save only says 'unexpected pos')."""
     text = str(err).strip()
-    reason = err.strerror if isinstance(err, OSError) and err.strerror else text.splitlines()[0] if text else type(err).__name__
+    if isinstance(err, OSError) and err.strerror:
+        reason = err.strerror
+    else:
+        reason = text.splitlines()[0] if text else type(err).__name__
     full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
     if not full:
         try:
@@ -93,7 +96,8 @@ NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EX
 
 
 def _appeared(path: Path) -> str:
-    return f"{path} appeared while this run was writing it (another process wrote it meanwhile); it is kept, not replaced"
+    return (f"{path} appeared while this run was writing it (another process wrote it meanwhile); it is kept, "
+            "not replaced")
 
 
 def _place_new(tmp: Path, path: Path) -> None:

@@ -61,8 +61,10 @@ def convert_release(raw: object, source: str = "checkpoint") -> tuple[dict, dict
     if missing:
         raise CheckpointError(f"{source} is not a PCSR release checkpoint: 'model' lacks {sorted(missing)}")
     name, args, sd = spec["name"], spec["args"] or {}, spec["sd"]
-    if not isinstance(args, dict) or not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{source} is not a PCSR release checkpoint: 'model' needs an args dict and an sd of tensors")
+    tensors = isinstance(sd, dict) and all(isinstance(v, torch.Tensor) for v in sd.values())
+    if not isinstance(args, dict) or not tensors:
+        raise CheckpointError(f"{source} is not a PCSR release checkpoint: 'model' needs an args dict and an sd "
+                              "of tensors")
     check_state_dict(sd, f"{source} ('model' sd)")
     meta = {"source": str(source), "release_name": name, "iter": raw.get("iter")}
     if name in backbone_names():

@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("flops", help="per-module FLOPs (paper and fvcore conventions); total on the last line")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="a project checkpoint")
-    src.add_argument("--arch", choices=backbone_names(), help="an architecture from conf/backbone (PCSR unless --original)")
+    src.add_argument("--arch", choices=backbone_names(),
+                     help="an architecture from conf/backbone (PCSR unless --original)")
     p.add_argument("--original", action="store_true", help="with --arch: the original network, not PCSR")
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--lr-size", type=int, nargs=2, metavar=("H", "W"), help="LR input size")

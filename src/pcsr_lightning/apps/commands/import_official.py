@@ -11,7 +11,8 @@ from pcsr_lightning.io.weights import load_model
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("import-official", help="convert a PCSR release checkpoint (FSRCNN, CARN, SRResNet; original or PCSR)")
+    p = sub.add_parser("import-official",
+                       help="convert a PCSR release checkpoint (FSRCNN, CARN, SRResNet; original or PCSR)")
     p.add_argument("--src", required=True, help="the release's .pth (e.g. save/carn-pcsr-phase1/iter_last.pth)")
     p.add_argument("--out", required=True, help="model file to write: .ckpt, .safetensors, or a folder (no suffix)")
     add_format_flag(p)
