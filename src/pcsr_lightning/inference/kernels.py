@@ -199,6 +199,19 @@ def fill_dense_rows(folded: FoldedLayer, grid: QueryGrid, r0: int, r1: int, out:
     dense += folded.col_term[None]
 
 
+def fill_dense_rect(folded: FoldedLayer, grid: QueryGrid, r0: int, r1: int, c0: int, c1: int, out: torch.Tensor) -> None:
+    """``fill_dense_rows`` on the HR columns [c0, c1) only: ``out`` ((r1-r0)*(c1-c0), hidden)."""
+    h_lr, w_lr = grid.lr_size
+    hidden = folded.lr_term.shape[1]
+    cols = grid.col_index[c0:c1]
+    lx0, lx1 = int(cols[0]), int(cols[-1]) + 1
+    lr_rows = folded.lr_term.view(h_lr, w_lr, hidden)[:, lx0:lx1].index_select(0, grid.row_index[r0:r1])
+    dense = out.view(r1 - r0, c1 - c0, hidden)
+    torch.index_select(lr_rows, 1, cols - lx0, out=dense)
+    dense += folded.row_term[r0:r1, None]
+    dense += folded.col_term[None, c0:c1]
+
+
 def block_queries(like: torch.Tensor, width: int) -> int:
     """Default queries per render block (activations like ``like``) for an MLP whose first layer is
     ``width`` wide."""

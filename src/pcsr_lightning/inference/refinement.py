@@ -14,8 +14,10 @@ def heavy_mask(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
     return classes < max(1, num_classes // 2)
 
 
-def refinement_mask(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(B,H,W) light pixels with a heavy pixel in their 3x3 neighbourhood, outer border excluded."""
+def refinement_mask(classes: torch.Tensor, num_classes: int, skipped: bool = False) -> torch.Tensor:
+    """(B,H,W) light pixels with a heavy pixel in their 3x3 neighbourhood, outer border excluded.
+    ``skipped``: the map may hold class M (the gate's skipped pixels), never refined: they keep the
+    cheap reconstruction the gate promises."""
     heavy = heavy_mask(classes, num_classes)
     # 3x3 dilation as two 1-D passes of shifted ORs on bools (the border is cleared below anyway).
     rows = heavy.clone()
@@ -25,14 +27,16 @@ def refinement_mask(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
     near_heavy[:, 1:] |= rows[:, :-1]
     near_heavy[:, :-1] |= rows[:, 1:]
     cond = ~heavy & near_heavy
+    if skipped:
+        cond &= classes < num_classes
     cond[:, [0, -1], :] = False
     cond[:, :, [0, -1]] = False
     return cond
 
 
-def refine(pred: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+def refine(pred: torch.Tensor, classes: torch.Tensor, num_classes: int, skipped: bool = False) -> torch.Tensor:
     """Replace the masked pixels of pred (B,3,H,W) by their 3x3 mean (replicate padding)."""
-    cond = refinement_mask(classes, num_classes)
+    cond = refinement_mask(classes, num_classes, skipped)
     if not bool(cond.any()):
         return pred
     mean = F.avg_pool2d(F.pad(pred, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
@@ -50,14 +54,15 @@ def band_rows(width: int, element_size: int = 4) -> int:
     return max(MIN_BAND_ROWS, cpu_cache_budget() // (BAND_ARRAYS * 3 * width * element_size))
 
 
-def refine_in_place(pred: torch.Tensor, classes: torch.Tensor, num_classes: int, band: int | None = None) -> None:
+def refine_in_place(pred: torch.Tensor, classes: torch.Tensor, num_classes: int, band: int | None = None,
+                    skipped: bool = False) -> None:
     """``refine`` in place, a band of rows at a time: separable 3x3 sums of a band that stays in cache,
     written where the mask says. No image-sized temporaries (the 9-gather form cost over a second at 4K).
 
     The mask never touches the outer border, so only interior pixels change and no padding is needed;
     the band's upper neighbour row is kept as it was before the previous band was written.
     """
-    cond = refinement_mask(classes, num_classes)
+    cond = refinement_mask(classes, num_classes, skipped)
     b, c, h, w = pred.shape
     if h < 3 or w < 3:
         return
