@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pcsr_lightning.inference.gate import DEFAULT_TILE
 from pcsr_lightning.inference.layout import in_memory_format
 from pcsr_lightning.inference.routed import upscale
 from pcsr_lightning.io.checkpoint import LoadedModel, load_checkpoint
@@ -20,6 +21,9 @@ class RoutingOptions:
     adaptive: bool = False
     refine: bool = True
     tile: int = 0  # LR tile size for the backbone, 0 = whole image
+    skip_flat: float | None = None  # flat-tile gate threshold (``routed.upscale``), None = off
+    skip_tile: int = DEFAULT_TILE  # the gate's LR tile size
+    skip_halo: int | None = None  # the gate's backbone halo, None = the receptive radius (exact)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,7 +71,8 @@ def super_resolve(
     if loaded.is_pcsr:
         out = upscale(
             loaded.model,
-            lr, scale, k=routing.k, adaptive=routing.adaptive, refine=routing.refine, tile=routing.tile
+            lr, scale, k=routing.k, adaptive=routing.adaptive, refine=routing.refine, tile=routing.tile,
+            skip_flat=routing.skip_flat, skip_tile=routing.skip_tile, skip_halo=routing.skip_halo,
         )
         return out.sr, out.classes
     return loaded.model(lr), None

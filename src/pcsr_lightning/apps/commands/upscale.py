@@ -9,7 +9,7 @@ from pathlib import Path
 from pcsr_lightning.apps.commands.common import add_routing_flags, is_out_of_memory, out_of_memory, routing_from
 from pcsr_lightning.inference.layout import as_input, choose_memory_format
 from pcsr_lightning.inference.predict import check_scale, load_for_inference, resolve_device, super_resolve
-from pcsr_lightning.inference.router import heavy_share
+from pcsr_lightning.inference.router import heavy_share, skipped_share
 from pcsr_lightning.io.files import check_outputs, output_stems
 from pcsr_lightning.io.images import ImageReadError, class_overlay, list_images, read_image, write_png
 from pcsr_lightning.measure.memory import process_peak_mb
@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         note = ""
         if classes is not None:
             note = f"  heavy share {heavy_share(classes):.3f}"
+            if routing.skip_flat is not None:
+                note += f"  skipped share {skipped_share(classes, loaded.model.num_classes):.3f}"
             if args.class_map:
                 write_png(class_overlay(sr[0], classes[0], loaded.model.num_classes), outs[1])
         if args.report_memory:
