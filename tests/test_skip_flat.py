@@ -14,7 +14,8 @@ from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate_image
 from pcsr_lightning.inference.gate import (
     FILL_MACS_PER_HR_PIXEL,
     GATE_MACS_PER_LR_PIXEL,
-    bicubic_matrix,
+    bicubic_rect,
+    bicubic_taps,
     encode_active,
     flatness_scores,
     plan_skip,
@@ -91,12 +92,16 @@ def test_skipped_tiles_equal_the_bicubic_upscale(scale):
     assert float(diff[~skipped].max()) > 1e-3  # the rest is PCSR, not bicubic: the test can fail
 
 
-def test_bicubic_matrix_is_torch_bicubic():
-    x = torch.rand(2, 3, 11, 17)
+def test_bicubic_taps_are_torch_bicubic():
+    x = torch.rand(3, 11, 17)
     for size in ((44, 68), (27, 40), (11, 17)):
-        want = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
-        got = bicubic_matrix(11, size[0]) @ x @ bicubic_matrix(17, size[1]).t()
-        torch.testing.assert_close(got, want, atol=2e-6, rtol=0)
+        want = F.interpolate(x[None], size=size, mode="bicubic", align_corners=False)[0]
+        rows, cols = bicubic_taps(11, size[0]), bicubic_taps(17, size[1])
+        torch.testing.assert_close(bicubic_rect(x, rows, cols), want, atol=2e-6, rtol=0)
+        # a rectangle on its own reads only the LR pixels its taps reach, and gives the same pixels
+        (r0, r1), (c0, c1) = (2, size[0] - 3), (size[1] // 2, size[1] - 1)
+        part = bicubic_rect(x, (rows[0][r0:r1], rows[1][r0:r1]), (cols[0][c0:c1], cols[1][c0:c1]))
+        torch.testing.assert_close(part, want[:, r0:r1, c0:c1], atol=2e-6, rtol=0)
 
 
 @pytest.mark.parametrize("backbone", [CARN(nf=8), FSRCNN(d=12, s=6, m=2, init="pytorch")])
@@ -266,11 +271,12 @@ def test_cli_flags_parse_and_run(tmp_path, capsys):
     report = tmp_path / "bench.json"
     assert main(["bench", "--pcsr-ckpt", str(ckpt), "--original-ckpt", str(orig), "--hr-size", "128x192",
                  "--hr-image", str(photos / "half.png"), "--repeats", "1", "--no-reference", "--no-ends",
-                 "--skip-flat", "0", "0.05", "--skip-tile", "8", "--json", str(report)]) == 0
+                 "--skip-flat", "0", "0.05", "--skip-tile", "8", "--skip-halo", "rf", "2", "--json", str(report)]) == 0
     names = {r["name"]: r for r in json.loads(report.read_text())["rows"]}
-    assert set(names) == {"original", "pcsr k=0", "pcsr k=0 skip=0", "pcsr k=0 skip=0.05"}
-    assert names["pcsr k=0 skip=0"]["psnr"] == names["pcsr k=0"]["psnr"]
-    assert names["pcsr k=0 skip=0.05"]["skipped_share"] > 0 and names["pcsr k=0"]["skipped_share"] is None
+    assert set(names) == {"original", "pcsr k=0", "pcsr k=0 skip=0 halo=rf", "pcsr k=0 skip=0 halo=2",
+                          "pcsr k=0 skip=0.05 halo=rf", "pcsr k=0 skip=0.05 halo=2"}
+    assert names["pcsr k=0 skip=0 halo=rf"]["psnr"] == names["pcsr k=0 skip=0 halo=2"]["psnr"] == names["pcsr k=0"]["psnr"]
+    assert names["pcsr k=0 skip=0.05 halo=rf"]["skipped_share"] > 0 and names["pcsr k=0"]["skipped_share"] is None
     assert main(["bench", "--pcsr-ckpt", str(ckpt), "--original-ckpt", str(orig), "--hr-size", "512x512",
                  "--hr-image", str(photos / "half.png")]) == 2  # the photo is smaller than the size
     assert load_checkpoint(ckpt).is_pcsr

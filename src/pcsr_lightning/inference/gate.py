@@ -34,6 +34,7 @@ GATE_BORDER = 2  # the reach of the bicubic filling a tile: its 4 taps span 2 LR
 # would encode more than this many extra pixels (per-call overhead of a small backbone).
 WINDOW_OVERHEAD_PIXELS = 1024
 ENCODE_BATCH_PIXELS = 1 << 18  # crops of one shape are encoded in batches of at most this many LR pixels
+FILL_BLOCK_COLUMNS = 256  # HR columns per product of the bicubic fill (its weights: 4 taps a row)
 BICUBIC_A = -0.75  # torch's (and OpenCV's) cubic kernel
 # Analytic counts, in multiply-adds, of what the gate adds (FLOPs = 2 x MACs, the paper's rule):
 # the Laplacian is a 5-tap stencil per channel (abs, max and pooling are free, as ReLU and pooling are);
@@ -209,20 +210,43 @@ class SkipPlan:
 
     def active_rects(self, image: int, grid: QueryGrid) -> list[tuple[int, int, int, int]]:
         """HR rectangles (r0, r1, c0, c1) of runs of active tiles, one tile row at a time."""
+        return _runs(self.active[image].cpu().tolist(), *self.hr_spans(grid))
+
+    def skipped_rects(self, grid: QueryGrid) -> list[tuple[int, int, int, int, int]]:
+        """(image, r0, r1, c0, c1): HR rectangles of runs of skipped tiles, one tile row at a time."""
         rows, cols = self.hr_spans(grid)
-        rects = []
-        for ty, flags in enumerate(self.active[image].cpu().tolist()):
-            tx = 0
-            while tx < len(flags):
-                if not flags[tx]:
-                    tx += 1
-                    continue
-                end = tx
-                while end < len(flags) and flags[end]:
-                    end += 1
-                rects.append((*rows[ty], cols[tx][0], cols[end - 1][1]))
-                tx = end
-        return [r for r in rects if r[0] < r[1] and r[2] < r[3]]
+        return [(i, *rect) for i, image in enumerate((~self.active).cpu().tolist()) for rect in _runs(image, rows, cols)]
+
+    def lr_ranges(self, image: int) -> list[tuple[int, int]]:
+        """Flat LR pixel ranges of the tile rows holding an active tile (what the folds need)."""
+        h, w = self.lr_size
+        ranges: list[list[int]] = []
+        for ty, any_active in enumerate(self.active[image].any(1).cpu().tolist()):
+            if any_active:
+                start, end = ty * self.tile * w, min(h, (ty + 1) * self.tile) * w
+                if ranges and ranges[-1][1] == start:
+                    ranges[-1][1] = end
+                else:
+                    ranges.append([start, end])
+        return [(a, b) for a, b in ranges]
+
+
+def _runs(flags: list[list[bool]], rows: list[tuple[int, int]], cols: list[tuple[int, int]]
+          ) -> list[tuple[int, int, int, int]]:
+    """HR rectangles of the runs of True tiles in each tile row of ``flags``; empty ones left out."""
+    rects = []
+    for ty, row in enumerate(flags):
+        tx = 0
+        while tx < len(row):
+            if not row[tx]:
+                tx += 1
+                continue
+            end = tx
+            while end < len(row) and row[end]:
+                end += 1
+            rects.append((*rows[ty], cols[tx][0], cols[end - 1][1]))
+            tx = end
+    return [r for r in rects if r[0] < r[1] and r[2] < r[3]]
 
 
 def plan_skip(model, lr: torch.Tensor, scale: float, threshold: float, tile: int = DEFAULT_TILE,
@@ -281,10 +305,10 @@ def encode_active(model, lr_norm: torch.Tensor, plan: SkipPlan, tile: int = 0) -
     return feat
 
 
-def bicubic_matrix(n_in: int, n_out: int, device=None) -> torch.Tensor:
-    """(n_out, n_in) weights of torch's bicubic resize along one axis (``F.interpolate(mode="bicubic",
-    align_corners=False)`` with an output size): source x = (i + 0.5) n_in / n_out - 0.5, 4 taps, the
-    border replicated."""
+def bicubic_taps(n_in: int, n_out: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n_out, 4) LR indices and weights of torch's bicubic resize along one axis (``F.interpolate(
+    mode="bicubic", align_corners=False)`` with an output size): source x = (i + 0.5) n_in / n_out - 0.5,
+    4 taps, the border replicated."""
     src = (torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
     base = torch.floor(src)
     t = src - base
@@ -297,40 +321,39 @@ def bicubic_matrix(n_in: int, n_out: int, device=None) -> torch.Tensor:
 
     weights = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], 1)
     taps = (base.long()[:, None] + torch.arange(-1, 3)[None]).clamp_(0, n_in - 1)
-    mat = torch.zeros(n_out, n_in, dtype=torch.float64).scatter_add_(1, taps, weights)
-    return mat.to(device=device, dtype=torch.float32)
+    return taps.to(device), weights.to(device=device, dtype=torch.float32)
+
+
+def _banded(taps: torch.Tensor, weights: torch.Tensor, start: int, size: int, dtype) -> torch.Tensor:
+    """(n, size) dense weights of n outputs on the inputs [start, start + size)."""
+    return torch.zeros(taps.shape[0], size, dtype=torch.float32, device=taps.device).scatter_add_(
+        1, taps - start, weights).to(dtype)
+
+
+def bicubic_rect(lr: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor], cols: tuple[torch.Tensor, torch.Tensor]
+                 ) -> torch.Tensor:
+    """The bicubic upscale of (C,h,w) ``lr`` on the HR rows and columns whose taps are given (``bicubic_taps``
+    sliced): (rows x LR rows) @ LR @ (LR columns x columns) on the LR pixels the taps reach, in blocks of
+    ``FILL_BLOCK_COLUMNS`` columns so that the dense weights stay banded (a few times 4 taps wide)."""
+    (ty, wy), (tx, wx) = rows, cols
+    y0, y1 = int(ty.min()), int(ty.max()) + 1
+    left = _banded(ty, wy, y0, y1 - y0, lr.dtype)
+    x = lr[:, y0:y1]
+    out = lr.new_empty(lr.shape[0], ty.shape[0], tx.shape[0])
+    for c0 in range(0, tx.shape[0], FILL_BLOCK_COLUMNS):
+        c1 = min(tx.shape[0], c0 + FILL_BLOCK_COLUMNS)
+        x0, x1 = int(tx[c0:c1].min()), int(tx[c0:c1].max()) + 1
+        right = _banded(tx[c0:c1], wx[c0:c1], x0, x1 - x0, lr.dtype)
+        out[:, :, c0:c1] = left @ x[:, :, x0:x1] @ right.t()
+    return out
 
 
 def fill_skipped(pred: torch.Tensor, lr_norm: torch.Tensor, plan: SkipPlan, grid: QueryGrid) -> None:
-    """Write the bicubic upscale of ``lr_norm`` into the skipped tiles of ``pred`` (B,3,H,W), in place.
-
-    Per skipped tile: (HR rows x window) @ LR window @ (window x HR columns), the tiles batched; a window
-    is the tile plus ``GATE_BORDER`` pixels (shifted inwards at the image border), which holds every tap.
-    """
+    """Write the bicubic upscale of ``lr_norm`` into the skipped tiles of ``pred`` (B,3,H,W), in place,
+    one run of skipped tiles of a tile row at a time."""
     (h, w), (hh, ww) = plan.lr_size, plan.hr_size
-    rows, cols = plan.hr_spans(grid)
-    my = bicubic_matrix(h, hh, pred.device).to(pred.dtype)
-    mx = bicubic_matrix(w, ww, pred.device).to(pred.dtype)
-    sy, sx = min(h, plan.tile + 2 * GATE_BORDER), min(w, plan.tile + 2 * GATE_BORDER)
-    ry = max(r1 - r0 for r0, r1 in rows)
-    rx = max(c1 - c0 for c0, c1 in cols)
-
-    def window(start: int, size: int, n: int) -> int:
-        return min(max(0, start - GATE_BORDER), n - size)
-
-    skipped = (~plan.active).nonzero().tolist()
-    step = max(1, ENCODE_BATCH_PIXELS // (ry * rx))
-    for n0 in range(0, len(skipped), step):
-        chunk = skipped[n0 : n0 + step]
-        left, right, crops = [], [], []
-        for i, ty, tx in chunk:
-            wy, wx = window(ty * plan.tile, sy, h), window(tx * plan.tile, sx, w)
-            (r0, r1), (c0, c1) = rows[ty], cols[tx]
-            left.append(F.pad(my[r0:r1, wy : wy + sy], (0, 0, 0, ry - (r1 - r0))))
-            right.append(F.pad(mx[c0:c1, wx : wx + sx].t(), (0, rx - (c1 - c0))))
-            crops.append(lr_norm[i, :, wy : wy + sy, wx : wx + sx])
-        x = torch.stack(crops).to(pred.dtype)  # (n, 3, sy, sx)
-        up = torch.stack(left)[:, None] @ x @ torch.stack(right)[:, None]  # (n, 3, ry, rx)
-        for (i, ty, tx), tile in zip(chunk, up):
-            (r0, r1), (c0, c1) = rows[ty], cols[tx]
-            pred[i, :, r0:r1, c0:c1] = tile[:, : r1 - r0, : c1 - c0]
+    taps_y, taps_x = bicubic_taps(h, hh, pred.device), bicubic_taps(w, ww, pred.device)
+    images = [x.contiguous() for x in lr_norm]  # a channels_last image would be re-laid out per product
+    for i, r0, r1, c0, c1 in plan.skipped_rects(grid):
+        pred[i, :, r0:r1, c0:c1] = bicubic_rect(images[i], (taps_y[0][r0:r1], taps_y[1][r0:r1]),
+                                                (taps_x[0][c0:c1], taps_x[1][c0:c1]))

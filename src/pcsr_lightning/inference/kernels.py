@@ -71,7 +71,11 @@ class FoldedLayer:
         return self.table[self.lr_pixels + self.hr_rows :]
 
     @staticmethod
-    def build(linear: torch.nn.Linear, feat: torch.Tensor, grid: QueryGrid) -> FoldedLayer:
+    def build(
+        linear: torch.nn.Linear, feat: torch.Tensor, grid: QueryGrid, lr_ranges: list[tuple[int, int]] | None = None
+    ) -> FoldedLayer:
+        """``lr_ranges``: the [start, end) ranges of flat LR pixels to fold (all by default); rows of the
+        table outside them are left unset, for pixels that are never gathered (the gate's skipped tiles)."""
         c = feat.shape[0]
         weight, bias = linear.weight, linear.bias
         w_feat, w_rel_row, w_rel_col = weight[:, :c], weight[:, c], weight[:, c + 1]
@@ -81,15 +85,16 @@ class FoldedLayer:
         # Straight into the (h*w, hidden) layout the gathers want: ~2x faster than (W @ F).t().contiguous().
         # (h*w, c) is a view for both NCHW and channels_last features (reshape copied channels_last: 7 ms/fold).
         lr_feat = feat.permute(1, 2, 0).flatten(0, 1)
-        if lr_feat.is_contiguous() and uses_onednn(lr_feat):
-            # channels_last: oneDNN on cache-sized row chunks, each copied into the fresh table while
-            # still in cache (2K CARN heavy fold: 14.5 vs 19.2 ms for one MKL product into the table)
-            w_feat = w_feat.contiguous()
-            for r0 in range(0, lr_pixels, FOLD_CHUNK_ROWS):
-                r1 = min(lr_pixels, r0 + FOLD_CHUNK_ROWS)
-                table[r0:r1] = onednn_linear(lr_feat[r0:r1], w_feat, None, "none")
-        else:
-            torch.mm(lr_feat, w_feat.t(), out=table[:lr_pixels])
+        for start, end in [(0, lr_pixels)] if lr_ranges is None else lr_ranges:
+            if lr_feat.is_contiguous() and uses_onednn(lr_feat):
+                # channels_last: oneDNN on cache-sized row chunks, each copied into the fresh table while
+                # still in cache (2K CARN heavy fold: 14.5 vs 19.2 ms for one MKL product into the table)
+                w_feat = w_feat.contiguous()
+                for r0 in range(start, end, FOLD_CHUNK_ROWS):
+                    r1 = min(end, r0 + FOLD_CHUNK_ROWS)
+                    table[r0:r1] = onednn_linear(lr_feat[r0:r1], w_feat, None, "none")
+            else:
+                torch.mm(lr_feat[start:end], w_feat.t(), out=table[start:end])
         # the grid is fp32; a low-precision model keeps its own dtype
         table[lr_pixels : lr_pixels + hr_rows] = grid.rel_row[:, None] * w_rel_row[None] + const[None]
         table[lr_pixels + hr_rows :] = grid.rel_col[:, None] * w_rel_col[None]

@@ -112,7 +112,7 @@ def _gated_probabilities(model, feat: torch.Tensor, grid: QueryGrid, gate: SkipP
     class_major = feat.new_zeros(feat.shape[0], m, hh * ww)
     tail = BlockedTail(model.classifier, max(max_queries, ww), feat)
     for i in range(feat.shape[0]):
-        folded = FoldedLayer.build(model.classifier.linears[0], feat[i], grid)
+        folded = FoldedLayer.build(model.classifier.linears[0], feat[i], grid, gate.lr_ranges(i))
         image = class_major[i].view(m, hh, ww)
         for r0, r1, c0, c1 in gate.active_rects(i, grid):
             for b0, b1 in row_bands(r1 - r0, c1 - c0, max_queries):
@@ -194,7 +194,8 @@ def render(
         for j, upsampler in enumerate(model.upsamplers):
             pixels = (classes[i] == j).nonzero().squeeze(1)
             if pixels.numel():
-                folded = FoldedLayer.build(upsampler.linears[0], prepared.feat[i], grid)
+                ranges = None if gate is None or gate.all_active else gate.lr_ranges(i)
+                folded = FoldedLayer.build(upsampler.linears[0], prepared.feat[i], grid, ranges)
                 block = max_queries or block_queries(pred, folded.table.shape[1])
                 _render_class(upsampler, folded, grid, pixels, flat[i], block)
     class_map = classes.view(b, hh, ww)
