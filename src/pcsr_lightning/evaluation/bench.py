@@ -25,6 +25,7 @@ from pcsr_lightning.inference.predict import load_for_inference, resolve_device
 from pcsr_lightning.inference.reference import class_map_agreement, upscale_reference
 from pcsr_lightning.inference.routed import backbone_features, prepare, upscale, upscale_forced
 from pcsr_lightning.inference.router import cost_list
+from pcsr_lightning.inference.tiling import receptive_radius
 from pcsr_lightning.io.images import read_image
 from pcsr_lightning.measure.memory import call_peak_mb
 from pcsr_lightning.measure.metrics import psnr, shave_for
@@ -214,9 +215,9 @@ class BenchSettings:
     reference: bool = True
     tile: int = 0
     profile: bool = False
-    skip_flat: Sequence[float] = ()  # flat-tile gate thresholds: a variant per (k, threshold)
+    skip_flat: Sequence[float] = ()  # flat-tile gate thresholds: a variant per (k, threshold, halo)
     skip_tile: int = DEFAULT_TILE
-    skip_halo: int | None = None
+    skip_halo: Sequence[int | None] = (None,)  # None: the receptive radius
     hr_image: str | None = None  # a photo, centre-cropped to hr_size, instead of the mosaic
     ends: bool = True  # the all-heavy / all-light variants
 
@@ -281,8 +282,10 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
     for k in ks:
         variants[f"pcsr k={k:g}"] = lambda k=k: upscale(pcsr, lr, s, k=k, tile=tile)
         for t in settings.skip_flat:
-            variants[f"pcsr k={k:g} skip={t:g}"] = lambda k=k, t=t: upscale(
-                pcsr, lr, s, k=k, tile=tile, skip_flat=t, skip_tile=settings.skip_tile, skip_halo=settings.skip_halo)
+            for halo in settings.skip_halo:
+                name = f"pcsr k={k:g} skip={t:g}" + ("" if len(settings.skip_halo) == 1 else f" halo={'rf' if halo is None else halo}")
+                variants[name] = lambda k=k, t=t, halo=halo: upscale(
+                    pcsr, lr, s, k=k, tile=tile, skip_flat=t, skip_tile=settings.skip_tile, skip_halo=halo)
     for name, cls in (("pcsr all-heavy", 0), ("pcsr all-light", pcsr.num_classes - 1)) if settings.ends else ():
         variants[name] = lambda cls=cls: upscale_forced(pcsr, lr, s, cls, tile)
     if settings.reference and dtype == torch.float32:
@@ -322,7 +325,8 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
     reference = by_name.get(ref_name)
     report = {"hr_size": [h, w], "scale": s, "device": str(device), "precision": settings.precision,
               "memory_format": layout, "k": ks, "machine": machine_info(device),
-              "timing": "variants interleaved round by round; ratios are medians of same-round ratios"}
+              "timing": "variants interleaved round by round; ratios are medians of same-round ratios",
+              "receptive_radius": receptive_radius(pcsr.backbone)}
     if ref_name in variants:
         fast, ref = outputs[fast_name], outputs[ref_name]
         with torch.no_grad():

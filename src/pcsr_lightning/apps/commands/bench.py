@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument("--reference-repeats", type=int, default=1, help="the reference loop is slow: fewer repeats")
     p.add_argument("--no-reference", action="store_true", help="skip the reference path")
     p.add_argument("--tile", type=int, default=0, help="LR tile size for the PCSR backbone (0 = whole image)")
-    add_skip_flags(p, several=True)
+    add_skip_flags(p, several=True, several_halos=True)
     p.add_argument("--hr-image", help="time on the centre of this photo (at least --hr-size) instead of the mosaic")
     p.add_argument("--no-ends", action="store_true", help="skip the all-heavy / all-light variants")
     p.add_argument("--profile", action="store_true",

@@ -50,15 +50,18 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_int(text: str) -> int:
+def halo_value(text: str) -> int | None:
+    """LR pixels, or 'rf' for the backbone's receptive radius (exact features)."""
+    if text == "rf":
+        return None
     value = int(text)
     if value < 0:
-        raise ValueError(f"expected an integer >= 0, got {text}")
+        raise ValueError(f"the halo must be 'rf' or an integer >= 0, got {text}")
     return value
 
 
 K_VALUE, SCALE_VALUE, PIXEL_LIMIT = checked(check_k), checked(check_scale_value), checked(pixel_limit)
-SKIP_THRESHOLD, POSITIVE_INT, NON_NEGATIVE_INT = checked(skip_threshold), checked(positive_int), checked(non_negative_int)
+SKIP_THRESHOLD, POSITIVE_INT, HALO = checked(skip_threshold), checked(positive_int), checked(halo_value)
 
 
 def add_image_flags(parser: argparse.ArgumentParser) -> None:
@@ -92,8 +95,9 @@ def add_routing_flags(parser: argparse.ArgumentParser, several_k: bool = False) 
     add_memory_format_flag(parser)
 
 
-def add_skip_flags(parser: argparse.ArgumentParser, several: bool = False) -> None:
-    """The flat-tile gate: --skip-flat (one threshold, or several beside a k sweep), its tile and halo."""
+def add_skip_flags(parser: argparse.ArgumentParser, several: bool = False, several_halos: bool = False) -> None:
+    """The flat-tile gate: --skip-flat (one threshold, or several beside a k sweep), its tile and halo
+    (several halos: a variant each, for timing them side by side)."""
     if several:
         parser.add_argument("--skip-flat", type=SKIP_THRESHOLD, nargs="+", default=[], metavar="THRESHOLD",
                             help="flat-tile gate thresholds: rows per (k, threshold) beside the plain k sweep")
@@ -102,8 +106,10 @@ def add_skip_flags(parser: argparse.ArgumentParser, several: bool = False) -> No
                             help="skip LR tiles whose max |Laplacian| is below this (bicubic there; 0 = none)")
     parser.add_argument("--skip-tile", type=POSITIVE_INT, default=DEFAULT_SKIP_TILE,
                         help=f"LR tile size of the flat-tile gate (default {DEFAULT_SKIP_TILE})")
-    parser.add_argument("--skip-halo", type=NON_NEGATIVE_INT, default=None,
-                        help="backbone halo around the gate's active tiles (default: the receptive radius, exact)")
+    parser.add_argument("--skip-halo", type=HALO, default=[None] if several_halos else None,
+                        nargs="+" if several_halos else None,
+                        help="backbone halo (LR pixels) around the gate's active tiles; 'rf' (default): the "
+                             "receptive radius, exact features")
 
 
 def add_metrics_flag(parser: argparse.ArgumentParser) -> None:
