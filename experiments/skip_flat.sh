@@ -58,5 +58,8 @@ for family in $FAMILIES; do
       --skip-flat 0 $T --skip-halo rf 8 --threads $THREADS --repeats $REPEATS --no-reference --no-ends \
       --json $OUT/bench4k_${family}_$(basename $img .png).json
   done
+  # 6. the cost of tiling alone (threshold 0) and of the per-tile crops the window planner replaces
+  [ -e $OUT/tiling_$family.md ] || python experiments/skip_flat_tiling.py --ckpt $pcsr_ckpt \
+    --image $OUT/p2k/test/Blinds.png --rounds $REPEATS --halos rf 8 > $OUT/tiling_$family.md
 done
 python experiments/skip_flat_report.py $OUT

@@ -274,17 +274,23 @@ def plan_skip(model, lr: torch.Tensor, scale: float, threshold: float, tile: int
 
 
 def encode_active(model, lr_norm: torch.Tensor, plan: SkipPlan, tile: int = 0) -> torch.Tensor:
-    """(B,C,h,w) features, computed on the plan's windows only (zeros elsewhere): crops of one shape are
-    batched, each window's ``keep`` part copied out. ``tile`` > 0 encodes each window on LR tiles (memory).
-    All tiles active: the whole image in one call, exactly as without the gate."""
-    encode = (lambda x: encode_tiled(model, x, tile)) if tile > 0 else model.encode
+    """(B,C,h,w) features, computed on the plan's windows only (zeros elsewhere); ``tile`` > 0 encodes
+    each window on LR tiles (memory). All tiles active: the whole image in one call, exactly as without
+    the gate."""
     if plan.all_active:
-        return encode(lr_norm)
+        return encode_tiled(model, lr_norm, tile) if tile > 0 else model.encode(lr_norm)
+    return encode_windows(model, lr_norm, plan.windows, tile)
+
+
+def encode_windows(model, lr_norm: torch.Tensor, windows: list[Window], tile: int = 0) -> torch.Tensor:
+    """(B,C,h,w) features of each window's ``keep`` part (zeros elsewhere): crops of one shape batched
+    (at most ``ENCODE_BATCH_PIXELS`` a call), each encoded once."""
+    encode = (lambda x: encode_tiled(model, x, tile)) if tile > 0 else model.encode
     layout = torch.channels_last if lr_norm.is_contiguous(memory_format=torch.channels_last) and not \
         lr_norm.is_contiguous() else torch.contiguous_format
     feat = None
     groups: dict[tuple[int, int], list[Window]] = {}
-    for win in plan.windows:
+    for win in windows:
         y0, y1, x0, x1 = win.crop
         groups.setdefault((y1 - y0, x1 - x0), []).append(win)
     for (sh, sw), wins in groups.items():
