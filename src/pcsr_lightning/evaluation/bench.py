@@ -7,6 +7,7 @@ repeats after a warm-up.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -18,12 +19,15 @@ import torch
 
 from pcsr_lightning.data.bicubic import downscale
 from pcsr_lightning.data.sources import sample_photo
+from pcsr_lightning.inference.gate import DEFAULT_TILE
 from pcsr_lightning.inference.layout import as_input, choose_memory_format, format_name
 from pcsr_lightning.inference.reference import class_map_agreement, upscale_reference
 from pcsr_lightning.inference.routed import backbone_features, prepare, upscale, upscale_forced
 from pcsr_lightning.inference.router import cost_list
 from pcsr_lightning.inference.srmodel import load, resolve_device
+from pcsr_lightning.inference.tiling import receptive_radius
 from pcsr_lightning.inference.workers import routed_threads
+from pcsr_lightning.io.images import read_image
 from pcsr_lightning.measure.memory import call_peak_mb
 from pcsr_lightning.measure.metrics import psnr, shave_for
 
@@ -40,6 +44,16 @@ def parse_size(text: str) -> tuple[int, int]:
     if h < 1 or w < 1:
         raise ValueError(f"--hr-size must be positive, got {text!r}")
     return h, w
+
+
+def photo_crop(path: str, hr_size: tuple[int, int]) -> torch.Tensor:
+    """(3,H,W) in [0,1]: the centre of a photo at its own resolution (a smaller photo is refused)."""
+    img = read_image(path)
+    (h, w), (hh, ww) = img.shape[-2:], hr_size
+    if h < hh or w < ww:
+        raise ValueError(f"--hr-image {path} is {h}x{w}, smaller than --hr-size {hh}x{ww}")
+    y0, x0 = (h - hh) // 2, (w - ww) // 2
+    return img[:, y0 : y0 + hh, x0 : x0 + ww].contiguous()
 
 
 def photo_mosaic(hr_size: tuple[int, int]) -> torch.Tensor:
@@ -152,13 +166,14 @@ class Row:
     heavy_share: float | None
     peak_mb: float
     times_ms: list[float]
+    skipped_share: float | None = None  # the flat-tile gate's variants
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def ratio_rows(rows: list[Row], baseline: str = "original") -> list[list[str]]:
-    """Table cells: name, median ms, paired ratio to the baseline, PSNR, heavy share, peak memory."""
+    """Table cells: name, median ms, paired ratio to the baseline, PSNR, heavy share, peak memory, skipped share."""
     base = next(r for r in rows if r.name == baseline)
     return [
         [
@@ -168,12 +183,13 @@ def ratio_rows(rows: list[Row], baseline: str = "original") -> list[list[str]]:
             f"{r.psnr:.3f}",
             "-" if r.heavy_share is None else f"{r.heavy_share:.3f}",
             f"{r.peak_mb:,.0f}",
+            "-" if r.skipped_share is None else f"{r.skipped_share:.3f}",
         ]
         for r in rows
     ]
 
 
-TABLE_HEADER = ["variant", "median ms", "x original", "PSNR dB", "heavy share", "peak MiB"]
+TABLE_HEADER = ["variant", "median ms", "x original", "PSNR dB", "heavy share", "peak MiB", "skipped"]
 
 
 # ---------------------------------------------------------------- the whole benchmark
@@ -202,6 +218,11 @@ class BenchSettings:
     tile: int = 0
     profile: bool = False
     routed_threads: int | None = None  # the routed part's workers (``workers.routed_threads``); None: its default
+    skip_flat: Sequence[float] = ()  # flat-tile gate thresholds: a variant per (k, threshold, halo)
+    skip_tile: int = DEFAULT_TILE
+    skip_halo: Sequence[int | None] = (None,)  # None: the receptive radius
+    hr_image: str | None = None  # a photo, centre-cropped to hr_size, instead of the mosaic
+    ends: bool = True  # the all-heavy / all-light variants
 
     def check(self) -> None:
         if self.repeats < 1 or self.reference_repeats < 1:
@@ -217,6 +238,8 @@ class BenchSettings:
             raise ValueError(f"--hr-size {h}x{w} must be divisible by --scale {self.scale}")
         if self.precision not in DTYPES:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {sorted(DTYPES)}")
+        if any(not (math.isfinite(t) and t >= 0) for t in self.skip_flat):
+            raise ValueError(f"--skip-flat thresholds must be finite numbers >= 0, got {list(self.skip_flat)}")
 
 
 def bench_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dtype, memory_format: str,
@@ -234,15 +257,16 @@ def bench_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.d
 
 
 @torch.no_grad()
-def first_call(fn, hr: torch.Tensor, scale: int, device) -> tuple[float, object, float, float | None]:
-    """The warm-up call: the memory it needs, its output, PSNR against the HR and heavy share."""
+def first_call(fn, hr: torch.Tensor, scale: int, device) -> tuple[float, object, float, float | None, float | None]:
+    """The warm-up call: the memory it needs, its output, PSNR against the HR, heavy and skipped shares."""
 
     out = []
     peak = call_peak_mb(lambda: out.append(fn()), device)
     result = out[0]
     sr = result if isinstance(result, torch.Tensor) else result.sr
     share = None if isinstance(result, torch.Tensor) else result.heavy_share()
-    return peak, result, psnr(sr[0].float().cpu(), hr, shave_for(scale)), share
+    skipped = None if isinstance(result, torch.Tensor) else result.skipped_share()
+    return peak, result, psnr(sr[0].float().cpu(), hr, shave_for(scale)), share, skipped
 
 
 def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> dict:
@@ -255,7 +279,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
     memory_format = choose_memory_format(device, settings.memory_format)  # what pcsr upscale picks
     pcsr = bench_model(settings.pcsr_ckpt, True, device, dtype, settings.memory_format, s)
     original = bench_model(settings.original_ckpt, False, device, dtype, settings.memory_format, s)
-    hr = photo_mosaic((h, w))
+    hr = photo_crop(settings.hr_image, (h, w)) if settings.hr_image else photo_mosaic((h, w))
     lr = as_input(downscale(hr, s).clamp(0, 1)[None].to(device, dtype), memory_format)
     layout = format_name(memory_format)
     workers = routed_threads(settings.routed_threads, device)
@@ -266,15 +290,23 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
     variants = {"original": lambda: original(lr)}
     for k in ks:
         variants[f"pcsr k={k:g}"] = lambda k=k: upscale(pcsr, lr, s, k=k, tile=tile, threads=workers)
-    for name, cls in (("pcsr all-heavy", 0), ("pcsr all-light", pcsr.num_classes - 1)):
+        for t in settings.skip_flat:
+            for halo in settings.skip_halo:
+                name = f"pcsr k={k:g} skip={t:g}"
+                if len(settings.skip_halo) > 1:
+                    name += f" halo={'rf' if halo is None else halo}"
+                variants[name] = lambda k=k, t=t, halo=halo: upscale(
+                    pcsr, lr, s, k=k, tile=tile, threads=workers, skip_flat=t, skip_tile=settings.skip_tile,
+                    skip_halo=halo)
+    for name, cls in (("pcsr all-heavy", 0), ("pcsr all-light", pcsr.num_classes - 1)) if settings.ends else ():
         variants[name] = lambda cls=cls: upscale_forced(pcsr, lr, s, cls, tile, threads=workers)
     if settings.reference and dtype == torch.float32:
         variants[ref_name] = lambda: upscale_reference(pcsr, lr, s, k=ks[0])
     fast_name = f"pcsr k={ks[0]:g}"
     first, outputs = {}, {}
     for name, fn in variants.items():
-        peak, result, quality, share = first_call(fn, hr, s, device)
-        first[name] = (peak, quality, share)
+        peak, result, quality, share, skipped = first_call(fn, hr, s, device)
+        first[name] = (peak, quality, share, skipped)
         if name in (fast_name, ref_name):  # compared below; the other outputs are dropped (memory at 8K)
             outputs[name] = result
         del result
@@ -296,8 +328,8 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
     backbone = statistics.median_high(times[BACKBONE])
     rows = []
     for name in variants:
-        peak, quality, share = first[name]
-        rows.append(Row(name, statistics.median_high(times[name]), quality, share, peak, times[name]))
+        peak, quality, share, skipped = first[name]
+        rows.append(Row(name, statistics.median_high(times[name]), quality, share, peak, times[name], skipped))
         log(f"  {name}: {rows[-1].ms:.1f} ms")
     log(f"  {BACKBONE}: {backbone:.1f} ms")
     by_name = {r.name: r for r in rows}
@@ -305,7 +337,8 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
     reference = by_name.get(ref_name)
     report = {"hr_size": [h, w], "scale": s, "device": str(device), "precision": settings.precision,
               "memory_format": layout, "k": ks, "machine": machine_info(device), "routed_threads": workers,
-              "timing": "variants interleaved round by round; ratios are medians of same-round ratios"}
+              "timing": "variants interleaved round by round; ratios are medians of same-round ratios",
+              "receptive_radius": receptive_radius(pcsr.backbone)}
     if ref_name in variants:
         fast, ref = outputs[fast_name], outputs[ref_name]
         with torch.no_grad():

@@ -90,6 +90,15 @@ def read_summary(path: str | Path) -> list[dict]:
     return rows
 
 
+def split_by_threshold(label: str, summary: Sequence[dict]) -> dict[str, list[dict]]:
+    """A summary with flat-tile gate rows as several curves: ``label`` (the rows without the gate) and
+    ``label skip=T`` per threshold T."""
+    curves: dict[str, list[dict]] = {label: [r for r in summary if r.get("skip_flat") is None]}
+    for threshold in sorted({r["skip_flat"] for r in summary if r.get("skip_flat") is not None}):
+        curves[f"{label} skip={threshold:g}"] = [r for r in summary if r.get("skip_flat") == threshold]
+    return {name: rows for name, rows in curves.items() if rows}
+
+
 def _number(text: str | None, path: Path, line: int, column: str):
     """A cell as a float: empty, nan and inf (as ``pcsr eval`` writes an undefined mean) become None."""
     if text in ("", None):

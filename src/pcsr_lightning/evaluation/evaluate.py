@@ -1,8 +1,9 @@
 """Evaluation of checkpoints on test folders: PSNR and GFLOPs per image, k sweeps, summaries and CSVs.
 
 A k sweep runs the backbone and the classifier once per image (``routed.prepare``) and only re-routes
-and renders for each k. Every PCSR row carries both FLOPs conventions and, when the original network is
-given, their share of the original's FLOPs on the same image.
+and renders for each k; with flat-tile gate thresholds (``skip_flat``) once more per threshold, which
+gives rows per (k, threshold) beside the plain k sweep. Every PCSR row carries both FLOPs conventions
+and, when the original network is given, their share of the original's FLOPs on the same image.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from pcsr_lightning.evaluation.plot import Series, save_plot
 from pcsr_lightning.evaluation.protocol import bicubic_sr, load_pair
+from pcsr_lightning.inference.gate import DEFAULT_TILE, plan_skip
 from pcsr_lightning.inference.layout import choose_memory_format
 from pcsr_lightning.inference.routed import forced_classes, prepare, render, route
 from pcsr_lightning.inference.router import check_k, class_counts, heavy_share
@@ -47,6 +49,8 @@ class Record:
     pct_paper: float | None = None
     psnr_y: float | None = None  # with EvalSettings.metrics
     ssim: float | None = None
+    skip_flat: float | None = None  # the flat-tile gate's threshold, None without the gate
+    skipped_share: float | None = None  # share of HR pixels the gate skipped
 
 
 EXTRA_METRICS = ("psnr_y", "ssim")  # beside RGB psnr, which every record has
@@ -69,11 +73,19 @@ class EvalSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are reported by name and skipped
     metrics: Sequence[str] = ("psnr",)  # any of psnr, psnr_y, ssim; RGB psnr is always measured
     memory_format: str = "auto"  # 'auto', 'channels_last' or 'contiguous', the same for both models
+    skip_flat: Sequence[float] = ()  # flat-tile gate thresholds, each beside the plain k sweep; () = off
+    skip_tile: int = DEFAULT_TILE  # the gate's LR tile size
+    skip_halo: int | None = None  # backbone halo of the gate's windows; None = the receptive radius (exact)
 
     def __post_init__(self):
         """Refuse nonsense before any work: nan/inf k or scale, a pixel limit below 1, unknown metrics."""
 
         self.ks = [check_k(k) for k in self.ks]
+        self.skip_flat = [check_threshold(t) for t in self.skip_flat]
+        if int(self.skip_tile) < 1:
+            raise ValueError(f"skip_tile must be >= 1 LR pixel, got {self.skip_tile}")
+        if self.skip_halo is not None and int(self.skip_halo) < 0:
+            raise ValueError(f"skip_halo must be >= 0 LR pixels, got {self.skip_halo}")
         self.scale = check_scale_value(self.scale)
         if int(self.max_pixels) < 1:
             raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
@@ -83,14 +95,26 @@ class EvalSettings:
         choose_memory_format(self.device, self.memory_format)  # a bad name fails here
 
 
+def check_threshold(value: float) -> float:
+    """A flat-tile gate threshold: finite and >= 0 (0 runs every tile)."""
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"the skip threshold must be a finite number >= 0, got {value}")
+    return value
+
+
 def scores(settings: EvalSettings, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
     """RGB psnr and the extra metrics the settings ask for, under the protocol's shave."""
     names = ["psnr", *[m for m in settings.metrics if m != "psnr"]]
     return measure(names, sr, hr, shave_for(settings.scale))
 
 
-def _gflops(meter: FlopsMeter, lr_size, scale: float, counts) -> dict[str, float]:
-    return {f"gflops_{c}": meter.image(lr_size, scale, counts, c) / 1e9 for c in CONVENTIONS}
+def _gflops(meter: FlopsMeter, lr_size, scale: float, counts, gate=None) -> dict[str, float]:
+    """Both conventions; with a gate, the backbone on its windows and its own work added."""
+    if gate is None:
+        return {f"gflops_{c}": meter.image(lr_size, scale, counts, c) / 1e9 for c in CONVENTIONS}
+    return {f"gflops_{c}": meter.image(lr_size, scale, counts, c, gate.encoded_pixels, gate.analytic_counts(c)) / 1e9
+            for c in CONVENTIONS}
 
 
 class NonFiniteResult(ValueError):
@@ -132,6 +156,19 @@ def evaluate_image(
         counts = class_counts(classes, m)
         records.append(Record(name, "pcsr", setting, k, heavy_share=heavy_share(classes, m),
                               **scores(settings, out.sr[0], hr), **_gflops(meter, lr_size, scale, counts)))
+    del prepared
+    for threshold in settings.skip_flat:
+        gate = plan_skip(model, lr[None], scale, threshold, settings.skip_tile, settings.skip_halo)
+        gated = prepare(model, lr[None], scale, gate=gate)
+        routes = [("adaptive", None)] if settings.adaptive else [("k", float(k)) for k in settings.ks]
+        for setting, k in routes:
+            classes = route(model, gated, 0.0 if k is None else k, adaptive=k is None)
+            out = render(model, gated, classes, settings.refine)
+            finite_result(out.sr, name, f"{setting if k is None else f'k={k:g}'}, skip {threshold:g}")
+            counts = class_counts(classes, m + 1)
+            records.append(Record(name, "pcsr", setting, k, heavy_share=heavy_share(classes, m),
+                                  **scores(settings, out.sr[0], hr), **_gflops(meter, lr_size, scale, counts, gate),
+                                  skip_flat=threshold, skipped_share=counts[m] / sum(counts)))
     return records
 
 
@@ -204,13 +241,14 @@ def summarize(records: list[Record]) -> list[dict]:
     originals = [r for r in records if r.model == "original"]
     groups: dict[tuple, list[Record]] = {}
     for r in records:
-        groups.setdefault((r.model, r.setting, r.k), []).append(r)
+        groups.setdefault((r.model, r.setting, r.k, r.skip_flat), []).append(r)
     rows = []
-    for (model, setting, k), group in groups.items():
-        row = {"model": model, "setting": setting, "k": k, "images": len(group),
+    for (model, setting, k, skip_flat), group in groups.items():
+        row = {"model": model, "setting": setting, "k": k, "skip_flat": skip_flat, "images": len(group),
                "psnr": _mean([r.psnr for r in group]),
                **{m: _mean([getattr(r, m) for r in group if getattr(r, m) is not None]) for m in EXTRA_METRICS},
-               "heavy_share": _mean([r.heavy_share for r in group if r.heavy_share is not None])}
+               "heavy_share": _mean([r.heavy_share for r in group if r.heavy_share is not None]),
+               "skipped_share": _mean([r.skipped_share for r in group if r.skipped_share is not None])}
         for c in CONVENTIONS:
             row[f"gflops_{c}"] = _mean([getattr(r, f"gflops_{c}") for r in group])
             ref = _mean([getattr(r, f"gflops_{c}") for r in originals])
@@ -240,12 +278,13 @@ def rows_to_csv(header: list[str], rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+# The flat-tile gate's columns come last: empty without the gate, and earlier columns keep their places.
 RECORD_COLUMNS = ["image", "model", "setting", "k", "psnr", "heavy_share", "gflops_fvcore", "gflops_paper",
-                  "pct_fvcore", "pct_paper"]
+                  "pct_fvcore", "pct_paper", "skip_flat", "skipped_share"]
 
 
 SUMMARY_COLUMNS = ["model", "setting", "k", "images", "psnr", "heavy_share", "gflops_fvcore", "gflops_paper",
-                   "pct_fvcore", "pct_paper"]
+                   "pct_fvcore", "pct_paper", "skip_flat", "skipped_share"]
 
 
 def with_metrics(columns: list[str], metrics: Sequence[str]) -> list[str]:
@@ -262,9 +301,11 @@ def curve_series(summary: list[dict], label: str, original_label: str = "origina
         return [r for r in summary if r["setting"] == setting]
 
     series = []
-    ks = sorted(pick("k"), key=lambda r: r["gflops_paper"])
-    if ks:
-        series.append(Series(f"{label} (k sweep)", [(r["gflops_paper"], r["psnr"]) for r in ks],
+    thresholds = sorted({r.get("skip_flat") for r in pick("k")}, key=lambda t: -1 if t is None else t)
+    for threshold in thresholds:  # the plain k sweep, then one curve per gate threshold
+        ks = sorted((r for r in pick("k") if r.get("skip_flat") == threshold), key=lambda r: r["gflops_paper"])
+        name = f"{label} (k sweep)" if threshold is None else f"{label} skip {threshold:g} (k sweep)"
+        series.append(Series(name, [(r["gflops_paper"], r["psnr"]) for r in ks],
                              notes=[f"k={r['k']:g}" for r in ks], group=label))
     for setting, marker in (("adaptive", "circle"), ("original", "square")):
         rows = pick(setting)

@@ -107,7 +107,7 @@ def rows_from_runs(folder: Path) -> dict[str, Path]:
 def pick_k(summary: list[dict], target: float | None) -> dict:
     """The k row of a summary: the cheapest (paper GFLOPs) whose PSNR reaches ``target``, else the best PSNR;
     the only one when a single k was swept or there is no target."""
-    ks = [r for r in summary if r["setting"] == "k"]
+    ks = [r for r in summary if r["setting"] == "k" and r.get("skip_flat") is None]
     if not ks:
         raise ValueError("the summary has no k rows: pick_k needs a k sweep of a PCSR model")
     if target is None or len(ks) == 1:

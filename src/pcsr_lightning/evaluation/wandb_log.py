@@ -40,7 +40,7 @@ def log_evaluation(run, records: list[dict], record_columns: Sequence[str], summ
     log_results(run, "eval", summary_columns, summary, {"curve": plot} if plot else {})
     per_image = wandb.Table(columns=list(record_columns), data=[[r.get(c) for c in record_columns] for r in records])
     payload = {"eval/per_image": per_image}
-    ks = sorted((r for r in summary if r["setting"] == "k"), key=lambda r: r["gflops_paper"])
+    ks = sorted((r for r in summary if r["setting"] == "k" and r.get("skip_flat") is None), key=lambda r: r["gflops_paper"])
     if ks:
         curve = wandb.Table(columns=["k", "gflops_paper", "psnr"], data=[[r["k"], r["gflops_paper"], r["psnr"]]
                                                                           for r in ks])
@@ -49,6 +49,8 @@ def log_evaluation(run, records: list[dict], record_columns: Sequence[str], summ
     run.log(payload)
     for r in summary:
         label = r["setting"] if r["k"] is None else f"k={r['k']:g}"
+        if r.get("skip_flat") is not None:
+            label += f" skip={r['skip_flat']:g}"
         for column in summary_columns:
-            if column not in ("model", "setting", "k", "images") and r.get(column) is not None:
+            if column not in ("model", "setting", "k", "skip_flat", "images") and r.get(column) is not None:
                 run.summary[f"{r['model']} {label}/{column}"] = r[column]

@@ -69,9 +69,17 @@ class FoldedLayer:
         return self.table[self.lr_pixels + self.hr_rows :]
 
     @staticmethod
-    def build(linear: torch.nn.Linear, feat: torch.Tensor, grid: QueryGrid, workers: Workers | None = None) -> FoldedLayer:
+    def build(
+        linear: torch.nn.Linear,
+        feat: torch.Tensor,
+        grid: QueryGrid,
+        workers: Workers | None = None,
+        lr_ranges: list[tuple[int, int]] | None = None,
+    ) -> FoldedLayer:
         """``workers``: the routed part's threads (``workers.Workers``); the product runs on them in
-        row chunks."""
+        row chunks. ``lr_ranges``: the [start, end) ranges of flat LR pixels to fold (all by default);
+        rows of the table outside them are left unset, for pixels that are never gathered (the gate's
+        skipped tiles)."""
         c = feat.shape[0]
         weight, bias = linear.weight, linear.bias
         w_feat, w_rel_row, w_rel_col = weight[:, :c], weight[:, c], weight[:, c + 1]
@@ -81,22 +89,27 @@ class FoldedLayer:
         # Straight into the (h*w, hidden) layout the gathers want, not (W @ F).t().contiguous() (a copy).
         # (h*w, c) is a view for both NCHW and channels_last features (reshape would copy channels_last).
         lr_feat = feat.permute(1, 2, 0).flatten(0, 1)
+        ranges = [(0, lr_pixels)] if lr_ranges is None else lr_ranges
         onednn = lr_feat.is_contiguous() and uses_onednn(lr_feat)
         if onednn or (workers is not None and workers.n):
             # channels_last on oneDNN: cache-sized row chunks, each copied into the fresh table while
             # still in cache (faster than one MKL product into the table); on workers: a chunk per thread.
             w_feat = w_feat.contiguous() if onednn else w_feat.t()
 
-            def chunk(r0, local):
-                r1 = min(lr_pixels, r0 + FOLD_CHUNK_ROWS)
+            def chunk(span, local):
+                r0, r1 = span
                 if onednn:
                     table[r0:r1] = onednn_linear(lr_feat[r0:r1], w_feat, None, "none")
                 else:
                     torch.mm(lr_feat[r0:r1], w_feat, out=table[r0:r1])
 
-            (workers or Workers(0)).run(chunk, range(0, lr_pixels, FOLD_CHUNK_ROWS))
+            spans = [
+                (r0, min(end, r0 + FOLD_CHUNK_ROWS)) for start, end in ranges for r0 in range(start, end, FOLD_CHUNK_ROWS)
+            ]
+            (workers or Workers(0)).run(chunk, spans)
         else:
-            torch.mm(lr_feat, w_feat.t(), out=table[:lr_pixels])
+            for start, end in ranges:
+                torch.mm(lr_feat[start:end], w_feat.t(), out=table[start:end])
         # the grid is fp32; a low-precision model keeps its own dtype
         table[lr_pixels : lr_pixels + hr_rows] = grid.rel_row[:, None] * w_rel_row[None] + const[None]
         table[lr_pixels + hr_rows :] = grid.rel_col[:, None] * w_rel_col[None]
@@ -204,6 +217,19 @@ def fill_dense_rows(folded: FoldedLayer, grid: QueryGrid, r0: int, r1: int, out:
     torch.index_select(lr_rows, 1, grid.col_index, out=dense)
     dense += folded.row_term[r0:r1, None]
     dense += folded.col_term[None]
+
+
+def fill_dense_rect(folded: FoldedLayer, grid: QueryGrid, r0: int, r1: int, c0: int, c1: int, out: torch.Tensor) -> None:
+    """``fill_dense_rows`` on the HR columns [c0, c1) only: ``out`` ((r1-r0)*(c1-c0), hidden)."""
+    h_lr, w_lr = grid.lr_size
+    hidden = folded.lr_term.shape[1]
+    cols = grid.col_index[c0:c1]
+    lx0, lx1 = int(cols[0]), int(cols[-1]) + 1
+    lr_rows = folded.lr_term.view(h_lr, w_lr, hidden)[:, lx0:lx1].index_select(0, grid.row_index[r0:r1])
+    dense = out.view(r1 - r0, c1 - c0, hidden)
+    torch.index_select(lr_rows, 1, cols - lx0, out=dense)
+    dense += folded.row_term[r0:r1, None]
+    dense += folded.col_term[None, c0:c1]
 
 
 def block_queries(like: torch.Tensor, width: int) -> int:

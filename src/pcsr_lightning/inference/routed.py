@@ -7,6 +7,9 @@ without running them again. ``reference.upscale_reference`` is the same routing 
 On CPU the blocks and bands after the backbone run on ``routed_threads`` worker threads of one intra-op
 thread each (``workers.Workers``: few long parallel phases instead of a barrier per short operator, which
 a busy machine punishes); 0 runs them in order, each operator over torch's intra-op threads.
+
+``skip_flat`` adds the flat-tile gate (``gate.py``): tiles it skips run none of the network, their HR
+pixels get the bicubic upscale and class M.
 """
 
 from __future__ import annotations
@@ -17,16 +20,25 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pcsr_lightning.inference.gate import DEFAULT_TILE, SkipPlan, encode_active, fill_skipped, plan_skip
 from pcsr_lightning.inference.kernels import (
     CLASSIFIER_BAND_QUERIES,
     BlockedTail,
     FoldedLayer,
     block_queries,
+    fill_dense_rect,
     fill_dense_rows,
     row_bands,
 )
 from pcsr_lightning.inference.refinement import refine_in_place
-from pcsr_lightning.inference.router import cost_list, decide_classes, heavy_share, route_by_cost
+from pcsr_lightning.inference.router import (
+    cost_list,
+    decide_classes,
+    heavy_share,
+    route_adaptive,
+    route_by_cost,
+    skipped_share,
+)
 from pcsr_lightning.inference.tiling import encode_tiled
 from pcsr_lightning.inference.workers import Workers, routed_threads
 from pcsr_lightning.models.sampler import QueryGrid, output_size
@@ -47,11 +59,17 @@ def exact(fn):
 @dataclass
 class RoutedSR:
     sr: torch.Tensor  # (B,3,H,W), image range, not clamped
-    classes: torch.Tensor  # (B,H,W) int64, 0 = heaviest upsampler
+    classes: torch.Tensor  # (B,H,W) int64, 0 = heaviest upsampler, M = skipped by the gate
     num_classes: int  # M, which says which classes are heavy (``router.heavy_mask``)
+    gate: SkipPlan | None = None  # the flat-tile gate's plan, None without it
 
     def heavy_share(self) -> float:
+        """Share of all pixels (skipped ones included) on heavy upsamplers; skipped pixels are not heavy."""
         return heavy_share(self.classes, self.num_classes)
+
+    def skipped_share(self) -> float | None:
+        """Share of pixels the gate skipped; None without the gate."""
+        return None if self.gate is None else skipped_share(self.classes, self.num_classes)
 
 
 @dataclass
@@ -62,10 +80,11 @@ class Prepared:
     """
 
     lr_norm: torch.Tensor  # (B,3,h,w)
-    feat: torch.Tensor  # (B,C,h,w)
+    feat: torch.Tensor  # (B,C,h,w); zeros where the gate ran no backbone
     grid: QueryGrid
     scale: float
-    probs: torch.Tensor | None  # (B,H*W,M); None when M == 1
+    probs: torch.Tensor | None  # (B,H*W,M); None when M == 1; zeros at pixels the gate skipped
+    gate: SkipPlan | None = None
 
 
 @exact
@@ -76,17 +95,21 @@ def prepare(
     max_queries: int = CLASSIFIER_BAND_QUERIES,
     feat: torch.Tensor | None = None,
     threads: int | None = None,
+    gate: SkipPlan | None = None,
 ) -> Prepared:
     """Backbone once, classifier on every HR pixel in row bands of at most ``max_queries`` pixels
-    (``threads``: the routed part's workers, ``workers.routed_threads``)."""
+    (``threads``: the routed part's workers, ``workers.routed_threads``); with a ``gate``, both on its
+    active tiles only."""
     lr_norm = model.normalize(lr)
     if feat is None:
-        feat = model.encode(lr_norm)
+        feat = model.encode(lr_norm) if gate is None else encode_active(model, lr_norm, gate)
     h, w = lr.shape[-2:]
     hh, ww = output_size((h, w), scale)
     grid = QueryGrid.build((h, w), (hh, ww), lr.device)
     probs = None
-    if model.num_classes > 1:
+    if model.num_classes > 1 and gate is not None and not gate.all_active:
+        probs = _gated_probabilities(model, feat, grid, gate, max_queries, threads)
+    elif model.num_classes > 1:
         # Stored class-major (softmax over a short leading dim is ~20x faster), exposed as (B,H*W,M).
         class_major = lr.new_empty(lr.shape[0], model.num_classes, hh * ww)
         step = max(1, max_queries // ww)
@@ -104,12 +127,43 @@ def prepare(
 
                 workers.run(band, row_bands(hh, ww, max_queries))
         probs = class_major.transpose(1, 2)
-    return Prepared(lr_norm, feat, grid, float(scale), probs)
+    return Prepared(lr_norm, feat, grid, float(scale), probs, gate)
+
+
+def _gated_probabilities(
+    model, feat: torch.Tensor, grid: QueryGrid, gate: SkipPlan, max_queries: int, threads: int | None = None
+) -> torch.Tensor:
+    """The classifier on the HR rectangles of active tiles only (bands of at most ``max_queries``); (B,H*W,M),
+    zeros elsewhere. The bands run on the routed part's workers."""
+    m, (hh, ww) = model.num_classes, grid.hr_size
+    class_major = feat.new_zeros(feat.shape[0], m, hh * ww)
+    with Workers(routed_threads(threads, feat.device)) as workers:
+        for i in range(feat.shape[0]):
+            folded = FoldedLayer.build(model.classifier.linears[0], feat[i], grid, workers, gate.lr_ranges(i))
+            image = class_major[i].view(m, hh, ww)
+            bands = [
+                (r0 + b0, r0 + b1, c0, c1)
+                for r0, r1, c0, c1 in gate.active_rects(i, grid)
+                for b0, b1 in row_bands(r1 - r0, c1 - c0, max_queries)
+            ]
+
+            def band(rect, local, folded=folded, image=image):
+                if "tail" not in local:  # one per thread: its buffers
+                    local["tail"] = BlockedTail(model.classifier, max(max_queries, ww), feat)
+                tail, (r0, r1, c0, c1) = local["tail"], rect
+                pre = tail.first((r1 - r0) * (c1 - c0))
+                fill_dense_rect(folded, grid, r0, r1, c0, c1, pre)
+                image[:, r0:r1, c0:c1] = torch.softmax(tail(pre), 0).view(m, r1 - r0, c1 - c0)
+
+            workers.run(band, bands)
+    return class_major.transpose(1, 2)
 
 
 @exact
 def route(model, prepared: Prepared, k: float = 0.0, adaptive: bool = False, threads: int | None = None) -> torch.Tensor:
-    """(B,H*W) classes, 0 = heaviest."""
+    """(B,H*W) classes, 0 = heaviest; with the gate, M on the pixels it skipped."""
+    if prepared.gate is not None:
+        return _route_gated(model, prepared, k, adaptive, threads)
     if prepared.probs is None:
         b = prepared.lr_norm.shape[0]
         hh, ww = prepared.grid.hr_size
@@ -128,6 +182,21 @@ def route(model, prepared: Prepared, k: float = 0.0, adaptive: bool = False, thr
             workers.run(band, range(0, q, CLASSIFIER_BAND_QUERIES))
         return classes
     return decide_classes(prepared.probs, cost_list(model, prepared.scale), k, adaptive)
+
+
+def _route_gated(model, prepared: Prepared, k: float, adaptive: bool, threads: int | None = None) -> torch.Tensor:
+    """``route`` without the gate, then class M on skipped pixels; ADM clusters the active pixels only."""
+    skipped = prepared.gate.skipped
+    if adaptive and prepared.probs is not None:
+        classes = torch.full_like(skipped, model.num_classes, dtype=torch.long)
+        for i in range(classes.shape[0]):
+            active = ~skipped[i]
+            if bool(active.any()):
+                classes[i, active] = route_adaptive(prepared.probs[i, active])
+        return classes
+    ungated = Prepared(prepared.lr_norm, prepared.feat, prepared.grid, prepared.scale, prepared.probs)
+    classes = route(model, ungated, k, adaptive, threads)
+    return classes.masked_fill_(skipped, model.num_classes)
 
 
 def _render_block(upsampler, folded: FoldedLayer, grid: QueryGrid, block_pixels: torch.Tensor, out: torch.Tensor,
@@ -168,6 +237,9 @@ def render(
     # image-sized residual array and no extra pass. One long operator: it keeps torch's intra-op threads.
     # NCHW: a channels_last LR would make the base, the sums and the refinement strided.
     pred = F.interpolate(prepared.lr_norm.contiguous(), size=(hh, ww), mode="bilinear", align_corners=False)
+    gate = prepared.gate
+    if gate is not None and not gate.all_active:
+        fill_skipped(pred, prepared.lr_norm, gate, grid)  # before refinement: its 3x3 means read these pixels
     flat = pred.view(b, 3, hh * ww)
     class_map = classes.view(b, hh, ww)
     with Workers(routed_threads(threads, pred.device)) as workers:
@@ -176,7 +248,8 @@ def render(
                 pixels = (classes[i] == j).nonzero().squeeze(1)
                 if not pixels.numel():
                     continue
-                folded = FoldedLayer.build(upsampler.linears[0], prepared.feat[i], grid, workers)
+                ranges = None if gate is None or gate.all_active else gate.lr_ranges(i)
+                folded = FoldedLayer.build(upsampler.linears[0], prepared.feat[i], grid, workers, ranges)
                 # Inside the workers' scope the cache budget is one core's: a block per worker fits its L2.
                 size = max_queries or block_queries(pred, folded.table.shape[1])
 
@@ -188,16 +261,29 @@ def render(
                 workers.run(block, range(0, pixels.numel(), size))
         if refine:
             # CPU: cache-sized row bands; GPU: the whole image in one band (a few launches, memory is there).
-            refine_in_place(pred, class_map, model.num_classes, band=hh if pred.is_cuda else None, workers=workers)
+            refine_in_place(pred, class_map, model.num_classes, band=hh if pred.is_cuda else None, workers=workers,
+                            skipped=gate is not None)
     pred += model.rgb_mean
-    return RoutedSR(pred, class_map, model.num_classes)
+    return RoutedSR(pred, class_map, model.num_classes, gate)
 
 
 @exact
-def backbone_features(model, lr: torch.Tensor, tile: int = 0) -> torch.Tensor:
-    """The backbone's LR features; ``tile`` > 0 on LR tiles of that size (bounded memory, same result)."""
+def backbone_features(model, lr: torch.Tensor, tile: int = 0, gate: SkipPlan | None = None) -> torch.Tensor:
+    """The backbone's LR features; ``tile`` > 0 on LR tiles of that size (bounded memory, same result);
+    with a ``gate`` on its windows only."""
     lr_norm = model.normalize(lr)
+    if gate is not None:
+        return encode_active(model, lr_norm, gate, tile)
     return encode_tiled(model, lr_norm, tile) if tile > 0 else model.encode(lr_norm)
+
+
+@exact
+def gate_for(model, lr: torch.Tensor, scale: float, skip_flat: float | None, skip_tile: int = DEFAULT_TILE,
+             skip_halo: int | None = None) -> SkipPlan | None:
+    """The flat-tile gate's plan for ``lr``; None when ``skip_flat`` is None (off)."""
+    if skip_flat is None:
+        return None
+    return plan_skip(model, lr, scale, skip_flat, skip_tile, skip_halo)
 
 
 @exact
@@ -212,21 +298,34 @@ def upscale(
     feat: torch.Tensor | None = None,
     tile: int = 0,
     threads: int | None = None,
+    skip_flat: float | None = None,
+    skip_tile: int = DEFAULT_TILE,
+    skip_halo: int | None = None,
 ) -> RoutedSR:
     """Fast routed inference. ``feat`` may be given to reuse backbone features; ``tile`` > 0 runs the
     backbone on LR tiles of that size (bounded memory for huge images, same result). ``threads``: the
     routed part's workers (``workers.routed_threads``: None reads ``$PCSR_ROUTED_THREADS``, else its
-    default; 0 splits each operator over the intra-op threads instead)."""
+    default; 0 splits each operator over the intra-op threads instead).
+
+    ``skip_flat``: the flat-tile gate's threshold (None: off; 0: every tile runs, the result is PCSR's);
+    LR tiles of ``skip_tile`` pixels scoring below it are skipped, the backbone runs on the others with a
+    halo of ``skip_halo`` pixels (default: its receptive radius, exact). ``feat`` must then be the gate's
+    features (``backbone_features`` with the same plan) or None."""
+    gate = gate_for(model, lr, scale, skip_flat, skip_tile, skip_halo)
     if feat is None:
-        feat = backbone_features(model, lr, tile)
-    prepared = prepare(model, lr, scale, max_queries or CLASSIFIER_BAND_QUERIES, feat, threads)
+        feat = backbone_features(model, lr, tile, gate)
+    prepared = prepare(model, lr, scale, max_queries or CLASSIFIER_BAND_QUERIES, feat, threads, gate)
     return render(model, prepared, route(model, prepared, k, adaptive, threads), refine, max_queries, threads)
 
 
 def forced_classes(prepared: Prepared, cls: int) -> torch.Tensor:
-    """(B,H*W) classes sending every pixel to upsampler ``cls`` (0 = all-heavy, M - 1 = all-light)."""
+    """(B,H*W) classes sending every pixel to upsampler ``cls`` (0 = all-heavy, M - 1 = all-light); the
+    gate's skipped pixels keep class M."""
     hh, ww = prepared.grid.hr_size
-    return torch.full((prepared.lr_norm.shape[0], hh * ww), cls, dtype=torch.long, device=prepared.lr_norm.device)
+    classes = torch.full((prepared.lr_norm.shape[0], hh * ww), cls, dtype=torch.long, device=prepared.lr_norm.device)
+    if prepared.gate is not None:
+        classes.masked_fill_(prepared.gate.skipped, prepared.gate.skipped_class)
+    return classes
 
 
 @exact

@@ -55,6 +55,11 @@ def heavy_share(classes: torch.Tensor | None, num_classes: int) -> float | None:
     return None if classes is None else int(heavy_mask(classes, num_classes).sum()) / classes.numel()
 
 
+def skipped_share(classes: torch.Tensor, num_classes: int) -> float:
+    """Share of pixels the flat-tile gate skipped (class ``num_classes``) in a class map."""
+    return int((classes == num_classes).sum()) / classes.numel()
+
+
 def decide_classes(probs: torch.Tensor, costs: torch.Tensor, k: float, adaptive: bool) -> torch.Tensor:
     """Per image: (B,Q,M) probabilities -> (B,Q) classes."""
     if adaptive:

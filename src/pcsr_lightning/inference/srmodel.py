@@ -18,9 +18,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pcsr_lightning.inference.gate import DEFAULT_TILE as DEFAULT_SKIP_TILE
 from pcsr_lightning.inference.layout import as_input, choose_memory_format, in_memory_format
+from pcsr_lightning.inference.routed import RoutedSR
 from pcsr_lightning.inference.routed import upscale as routed_upscale
-from pcsr_lightning.inference.router import check_k, cost_list, heavy_share
+from pcsr_lightning.inference.router import check_k, cost_list, heavy_share, skipped_share
 from pcsr_lightning.io.checkpoint import LoadedModel, model_classes
 from pcsr_lightning.io.images import pil_to_raw
 from pcsr_lightning.io.weights import load_model
@@ -39,11 +41,20 @@ class RoutingOptions:
     adaptive: bool = False
     refine: bool = True
     tile: int = 0  # LR tile size for the backbone, 0 = whole image
+    skip_flat: float | None = None  # flat-tile gate threshold (``routed.upscale``), None = off, 0 = every tile runs
+    skip_tile: int = DEFAULT_SKIP_TILE  # the gate's LR tile size
+    skip_halo: int | None = None  # the gate's backbone halo, None = the receptive radius (exact)
 
     def __post_init__(self):
         check_k(self.k)
         if int(self.tile) < 0:
             raise ValueError(f"tile must be >= 0 (0 = the whole image), got {self.tile}")
+        if self.skip_flat is not None and not (math.isfinite(float(self.skip_flat)) and float(self.skip_flat) >= 0):
+            raise ValueError(f"skip_flat must be None (off) or a finite number >= 0, got {self.skip_flat}")
+        if int(self.skip_tile) < 1:
+            raise ValueError(f"skip_tile must be >= 1 LR pixel, got {self.skip_tile}")
+        if self.skip_halo is not None and int(self.skip_halo) < 0:
+            raise ValueError(f"skip_halo must be None (the receptive radius) or >= 0 LR pixels, got {self.skip_halo}")
 
 
 @dataclass
@@ -51,9 +62,11 @@ class Upscaled:
     """``SRModel.upscale``'s result: the image (the input's type), where each pixel went, what it cost."""
 
     image: Any
-    classes: torch.Tensor | None  # (H,W), or (B,H,W) for a batch; 0 = the heaviest upsampler; None: original
-    heavy_share: float | None  # share of pixels on the heaviest upsampler
+    classes: torch.Tensor | None  # (H,W), or (B,H,W) for a batch; 0 = the heaviest upsampler, M = skipped by
+    # the flat-tile gate; None: original
+    heavy_share: float | None  # share of pixels on the heavy upsamplers (``router.heavy_mask``)
     gflops: dict[str, float]  # per FLOPs convention ('fvcore', 'paper'), all images of a batch together
+    skipped_share: float | None = None  # share of pixels the flat-tile gate skipped; None without it
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -168,47 +181,68 @@ class SRModel:
                       routing: RoutingOptions = RoutingOptions()) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The one routed entry point: (B,3,h,w) in [0,1] -> (SR (B,3,H,W), not clamped; class map (B,H,W)
         or None for an original network)."""
+        out = self._run(lr, scale, routing)
+        return (out, None) if isinstance(out, torch.Tensor) else (out.sr, out.classes)
+
+    def _run(self, lr: torch.Tensor, scale: float | None, routing: RoutingOptions) -> torch.Tensor | RoutedSR:
+        """``super_resolve``'s work: the routed result (with the gate's plan) for PCSR, the SR batch otherwise."""
         scale = self.check_scale(scale)
         lr = self.prepare_input(lr)
         if self.is_pcsr:
-            out = routed_upscale(self.network, lr, scale, k=routing.k, adaptive=routing.adaptive,
-                                 refine=routing.refine, tile=routing.tile)
-            return out.sr, out.classes
-        return self.network(lr), None
+            return routed_upscale(self.network, lr, scale, k=routing.k, adaptive=routing.adaptive,
+                                  refine=routing.refine, tile=routing.tile, skip_flat=routing.skip_flat,
+                                  skip_tile=routing.skip_tile, skip_halo=routing.skip_halo)
+        return self.network(lr)
 
-    def gflops(self, lr_size: tuple[int, int], scale: float, classes: torch.Tensor | None) -> dict[str, float]:
-        """GFLOPs of one image in both conventions, on the routing it got."""
+    def gflops(self, lr_size: tuple[int, int], scale: float, classes: torch.Tensor | None,
+               backbone_pixels: int | None = None, extra: dict[str, dict[str, int]] | None = None) -> dict[str, float]:
+        """GFLOPs of one image in both conventions, on the routing it got. With the flat-tile gate: the
+        backbone on ``backbone_pixels`` LR pixels and ``extra`` parts per convention (the gate's own work);
+        class M in ``classes`` are the skipped pixels (no classifier, no upsampler)."""
         if self._meter is None:
             self._meter = FlopsMeter(self.network)
         counts = None
         if classes is not None:
-            counts = torch.bincount(classes.flatten().cpu(), minlength=self.num_classes).tolist()
-        return {c: self._meter.image(lr_size, scale, counts, c) / 1e9 for c in CONVENTIONS}
+            m = self.num_classes
+            counts = torch.bincount(classes.flatten().cpu(), minlength=m + 1).tolist()
+            if counts[m] == 0 and backbone_pixels is None:
+                counts = counts[:m]
+        return {c: self._meter.image(lr_size, scale, counts, c, backbone_pixels, (extra or {}).get(c)) / 1e9
+                for c in CONVENTIONS}
 
     def upscale(self, image, scale: float | None = None, k: float = 0.0, adaptive: bool = False,
-                refine: bool = True, tile: int = 0) -> Upscaled:
+                refine: bool = True, tile: int = 0, skip_flat: float | None = None) -> Upscaled:
         """Super-resolve ``image`` (see ``__call__``) and say where each pixel went and what it cost."""
         batch, restore = to_batch(image)
         scale = self.check_scale(scale)
-        sr, classes = self.super_resolve(batch, scale, RoutingOptions(k, adaptive, refine, tile))
+        out = self._run(batch, scale, RoutingOptions(k, adaptive, refine, tile, skip_flat))
+        sr, classes = (out, None) if isinstance(out, torch.Tensor) else (out.sr, out.classes)
+        gate = None if isinstance(out, torch.Tensor) else out.gate
         lr_size = tuple(batch.shape[-2:])
         flops: dict[str, float] = {c: 0.0 for c in CONVENTIONS}
         for i in range(batch.shape[0]):
-            one = self.gflops(lr_size, scale, None if classes is None else classes[i])
+            if gate is None:
+                one = self.gflops(lr_size, scale, None if classes is None else classes[i])
+            else:  # the plan's window and gate counts cover the whole batch: each image gets its share
+                n = batch.shape[0]
+                extra = {c: {part: v / n for part, v in gate.analytic_counts(c).items()} for c in CONVENTIONS}
+                one = self.gflops(lr_size, scale, classes[i], gate.encoded_pixels / n, extra)
             flops = {c: flops[c] + one[c] for c in CONVENTIONS}
+        skipped = None if gate is None else skipped_share(classes, self.num_classes)
         single = batch.shape[0] == 1 and not (isinstance(image, torch.Tensor) and image.dim() == 4)
         if classes is not None and single:
             classes = classes[0]
         share = heavy_share(classes, self.num_classes)
-        return Upscaled(restore(sr), None if classes is None else classes.cpu(), share, flops)
+        return Upscaled(restore(sr), None if classes is None else classes.cpu(), share, flops, skipped)
 
     def __call__(self, image, scale: float | None = None, k: float = 0.0, adaptive: bool = False,
-                 refine: bool = True, tile: int = 0):
+                 refine: bool = True, tile: int = 0, skip_flat: float | None = None):
         """The SR image, of the input's type: a PIL image, an HxWx3 numpy array (uint8, or float in [0,1]) or
         a tensor ((3,H,W) or (B,3,H,W), float in [0,1] or uint8). Values are clamped to the image range; an
-        integer input comes back with its dtype, rounded as the commands' PNGs are."""
+        integer input comes back with its dtype, rounded as the commands' PNGs are. ``skip_flat``: the
+        flat-tile gate's threshold (PCSR only; None: off), see ``routed.upscale``."""
         batch, restore = to_batch(image)
-        sr, _ = self.super_resolve(batch, scale, RoutingOptions(k, adaptive, refine, tile))
+        sr, _ = self.super_resolve(batch, scale, RoutingOptions(k, adaptive, refine, tile, skip_flat))
         return restore(sr)
 
 

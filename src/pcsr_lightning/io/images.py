@@ -167,8 +167,10 @@ PALETTE = torch.tensor(
 
 
 def class_overlay(sr: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Blend each pixel's upsampler colour over a gray copy of the SR image: (3,H,W)."""
+    """Blend each pixel's upsampler colour over a gray copy of the SR image: (3,H,W). Pixels the
+    flat-tile gate skipped (class ``num_classes``) stay plain gray."""
     palette = PALETTE if num_classes <= 2 else PALETTE[[0, 2, 4, 1, 3, 5]]
-    colours = palette[classes.long().cpu() % len(palette)].permute(2, 0, 1)
+    classes = classes.long().cpu()
+    colours = palette[classes % len(palette)].permute(2, 0, 1)
     gray = sr.cpu().clamp(0, 1).mean(0, keepdim=True).expand(3, -1, -1)
-    return 0.45 * gray + 0.55 * colours
+    return torch.where(classes == num_classes, gray, 0.45 * gray + 0.55 * colours)

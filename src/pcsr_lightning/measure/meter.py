@@ -6,6 +6,10 @@ LR size, each MLP on one query, multiplied by the number of queries it serves (a
 linear in the number of rows; tracing millions of queries would only cost memory).
 ``inference.reference.RoutedGraph`` is the same inference written as one plain forward, traced whole in
 the tests to check that sum.
+
+With the flat-tile gate the backbone runs on windows (``backbone_pixels`` LR pixels, halos included),
+counted by its measured cost per LR pixel; skipped pixels (class M, the last count) run neither the
+classifier nor an upsampler; the gate's own work comes in as ``extra`` parts, counted by the caller.
 """
 
 from __future__ import annotations
@@ -62,6 +66,15 @@ class FlopsMeter:
             self._by_size[key] = OrderedDict((f"{prefix}.{n}" if n else prefix, v) for n, v in counts.items())
         return self._by_size[key]
 
+    def network_per_pixel(self, convention: str) -> OrderedDict[str, float]:
+        """The PCSR backbone's count per LR pixel, per top-level part: measured on two sizes and checked
+        to be proportional to the area (stride-1 convolutions with same padding count per output pixel)."""
+        small, large = self.network((16, 16), convention), self.network((16, 24), convention)
+        per_pixel = OrderedDict((n, v / 256) for n, v in small.items())
+        if any(large[n] * 256 != small[n] * 384 for n in small):
+            raise ValueError("this backbone's count is not proportional to the LR area: count its windows one by one")
+        return per_pixel
+
     def per_query(self, mlp: nn.Module, convention: str) -> int:
         _check_convention(convention)
         key = (convention, id(mlp))
@@ -71,24 +84,35 @@ class FlopsMeter:
         return self._per_query[key]
 
     def routed(
-        self, lr_size: tuple[int, int], scale: float, counts: list[int], convention: str
+        self, lr_size: tuple[int, int], scale: float, counts: list[int], convention: str,
+        backbone_pixels: int | None = None, extra: dict[str, int] | None = None,
     ) -> OrderedDict[str, int]:
-        """Backbone once + classifier on all H*W + upsampler j on counts[j] pixels."""
+        """Backbone once + classifier on all H*W + upsampler j on counts[j] pixels.
+
+        The gate's runs: ``counts`` has M + 1 entries, the last the skipped pixels (no classifier, no
+        upsampler); the backbone runs on ``backbone_pixels`` LR pixels; ``extra`` parts are added as given.
+        """
         model = self.model
         hh, ww = output_size(tuple(lr_size), scale)
-        if len(counts) != model.num_classes or sum(counts) != hh * ww:
-            raise ValueError(
-                f"class counts {counts} do not cover the {hh}x{ww} output of {model.num_classes} upsamplers"
-            )
-        parts = OrderedDict(self.network(lr_size, convention))
+        m = model.num_classes
+        if len(counts) not in (m, m + 1) or sum(counts) != hh * ww:
+            raise ValueError(f"class counts {counts} do not cover the {hh}x{ww} output of {m} upsamplers "
+                             "(and the skipped pixels)")
+        if backbone_pixels is None:
+            parts = OrderedDict(self.network(lr_size, convention))
+        else:
+            parts = OrderedDict((n, round(v * backbone_pixels)) for n, v in self.network_per_pixel(convention).items())
+        skipped = counts[m] if len(counts) > m else 0
         if model.classifier is not None:
-            parts["classifier"] = hh * ww * self.per_query(model.classifier, convention)
+            parts["classifier"] = (hh * ww - skipped) * self.per_query(model.classifier, convention)
         for j, upsampler in enumerate(model.upsamplers):
             parts[f"upsamplers.{j}"] = counts[j] * self.per_query(upsampler, convention)
+        parts.update(extra or {})
         return parts
 
-    def image(self, lr_size: tuple[int, int], scale: float, counts: list[int] | None, convention: str) -> int:
+    def image(self, lr_size: tuple[int, int], scale: float, counts: list[int] | None, convention: str,
+              backbone_pixels: int | None = None, extra: dict[str, int] | None = None) -> int:
         """Total for one image; ``counts`` is None for an original network."""
         if counts is None:
             return sum(self.network(lr_size, convention).values())
-        return sum(self.routed(lr_size, scale, counts, convention).values())
+        return sum(self.routed(lr_size, scale, counts, convention, backbone_pixels, extra).values())

@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from pcsr_lightning.apps.commands.common import K_VALUE, add_memory_format_flag, checked, format_table
+from pcsr_lightning.apps.commands.common import K_VALUE, add_memory_format_flag, add_skip_flags, checked, format_table
 from pcsr_lightning.evaluation.bench import (
     DTYPES,
     GUARD_DB,
@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--reference-repeats", type=int, default=1, help="the reference loop is slow: fewer repeats")
     p.add_argument("--no-reference", action="store_true", help="skip the reference path")
     p.add_argument("--tile", type=int, default=0, help="LR tile size for the PCSR backbone (0 = whole image)")
+    add_skip_flags(p, several=True, several_halos=True)
+    p.add_argument("--hr-image", help="time on the centre of this photo (at least --hr-size) instead of the mosaic")
+    p.add_argument("--no-ends", action="store_true", help="skip the all-heavy / all-light variants")
     p.add_argument("--profile", action="store_true",
                    help="also profile one call of the routed part (first k, features given) per operator")
     p.add_argument("--json", help="write all results here")
@@ -63,12 +66,13 @@ def run(args: argparse.Namespace) -> int:
     settings = BenchSettings(
         args.pcsr_ckpt, args.original_ckpt, parse_size(args.hr_size), args.scale, args.device, args.k, args.precision,
         args.memory_format, args.repeats, args.reference_repeats, not args.no_reference, args.tile, args.profile,
-        args.routed_threads,
+        routed_threads=args.routed_threads, skip_flat=args.skip_flat, skip_tile=args.skip_tile,
+        skip_halo=args.skip_halo, hr_image=args.hr_image, ends=not args.no_ends,
     )
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.json:
-        check_outputs([args.json], [args.pcsr_ckpt, args.original_ckpt])  # before any work
+        check_outputs([args.json], [p for p in (args.pcsr_ckpt, args.original_ckpt, args.hr_image) if p])  # before any work
     report = run_bench(settings, log=lambda line: print(line, flush=True))
     rows = [Row(**r) for r in report["rows"]]
     backbone, fast_name = report["ms_backbone"], f"pcsr k={args.k[0]:g}"

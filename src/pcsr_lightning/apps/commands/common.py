@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 
+from pcsr_lightning.inference.gate import DEFAULT_TILE as DEFAULT_SKIP_TILE
 from pcsr_lightning.inference.layout import CHOICES as MEMORY_FORMAT_CHOICES
 from pcsr_lightning.inference.router import check_k
 from pcsr_lightning.inference.srmodel import RoutingOptions, check_scale_value
@@ -34,7 +36,32 @@ def pixel_limit(text: str) -> int:
     return value
 
 
+def skip_threshold(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"the skip threshold must be a finite number >= 0, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def halo_value(text: str) -> int | None:
+    """LR pixels, or 'rf' for the backbone's receptive radius (exact features)."""
+    if text == "rf":
+        return None
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"the halo must be 'rf' or an integer >= 0, got {text}")
+    return value
+
+
 K_VALUE, SCALE_VALUE, PIXEL_LIMIT = checked(check_k), checked(check_scale_value), checked(pixel_limit)
+SKIP_THRESHOLD, POSITIVE_INT, HALO = checked(skip_threshold), checked(positive_int), checked(halo_value)
 
 
 def add_image_flags(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +91,25 @@ def add_routing_flags(parser: argparse.ArgumentParser, several_k: bool = False) 
     parser.add_argument(
         "--tile", type=int, default=0, help="run the PCSR backbone on LR tiles of this size (huge images; 0 = whole)"
     )
+    add_skip_flags(parser, several=several_k)
     add_memory_format_flag(parser)
+
+
+def add_skip_flags(parser: argparse.ArgumentParser, several: bool = False, several_halos: bool = False) -> None:
+    """The flat-tile gate: --skip-flat (one threshold, or several beside a k sweep), its tile and halo
+    (several halos: a variant each, for timing them side by side)."""
+    if several:
+        parser.add_argument("--skip-flat", type=SKIP_THRESHOLD, nargs="+", default=[], metavar="THRESHOLD",
+                            help="flat-tile gate thresholds: rows per (k, threshold) beside the plain k sweep")
+    else:
+        parser.add_argument("--skip-flat", type=SKIP_THRESHOLD, default=None, metavar="THRESHOLD",
+                            help="skip LR tiles whose max |Laplacian| is below this (bicubic there; 0 = none)")
+    parser.add_argument("--skip-tile", type=POSITIVE_INT, default=DEFAULT_SKIP_TILE,
+                        help=f"LR tile size of the flat-tile gate (default {DEFAULT_SKIP_TILE})")
+    parser.add_argument("--skip-halo", type=HALO, default=[None] if several_halos else None,
+                        nargs="+" if several_halos else None,
+                        help="backbone halo (LR pixels) around the gate's active tiles; 'rf' (default): the "
+                             "receptive radius, exact features")
 
 
 def add_metrics_flag(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +121,8 @@ def add_metrics_flag(parser: argparse.ArgumentParser) -> None:
 def routing_from(args: argparse.Namespace) -> RoutingOptions:
     if args.tile < 0:
         raise ValueError(f"--tile must be >= 0, got {args.tile}")
-    return RoutingOptions(k=args.k, adaptive=args.adaptive, refine=not args.no_refine, tile=args.tile)
+    return RoutingOptions(k=args.k, adaptive=args.adaptive, refine=not args.no_refine, tile=args.tile,
+                          skip_flat=args.skip_flat, skip_tile=args.skip_tile, skip_halo=args.skip_halo)
 
 
 def is_out_of_memory(err: BaseException) -> bool:

@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 
 from pcsr_lightning.apps.commands.common import format_table
-from pcsr_lightning.evaluation.compare import curve_points, gaps_at_equal_gflops, read_summary, worst_gaps_both_ways
+from pcsr_lightning.evaluation.compare import (
+    curve_points,
+    gaps_at_equal_gflops,
+    read_summary,
+    split_by_threshold,
+    worst_gaps_both_ways,
+)
 from pcsr_lightning.evaluation.evaluate import curve_series
 from pcsr_lightning.evaluation.plot import save_plot
 from pcsr_lightning.io.files import check_outputs, write_text
@@ -14,7 +20,8 @@ from pcsr_lightning.io.files import check_outputs, write_text
 
 def add_parser(sub) -> None:
     p = sub.add_parser("compare", help="PSNR/GFLOPs curves of several eval summaries, gap to the first at equal GFLOPs")
-    p.add_argument("summaries", nargs="+", metavar="LABEL=SUMMARY_CSV", help="the first is the reference")
+    p.add_argument("summaries", nargs="+", metavar="LABEL=SUMMARY_CSV",
+                   help="the first is the reference; a summary with --skip-flat rows gives a curve per threshold")
     p.add_argument("--table", help="Markdown table to write")
     p.add_argument("--plot", help="PNG with every curve")
     p.add_argument("--title", default="PSNR vs GFLOPs")
@@ -30,9 +37,13 @@ def parse(items: list[str]) -> dict[str, list[dict]]:
             raise ValueError(f"expected LABEL=SUMMARY_CSV, got {item!r}")
         if label in out:
             raise ValueError(f"label {label!r} is given twice: each summary needs its own label")
-        out[label] = read_summary(path)
+        curves = split_by_threshold(label, read_summary(path))
+        clash = [name for name in curves if name in out]
+        if clash:
+            raise ValueError(f"curve {clash[0]!r} is given twice: each summary needs its own label")
+        out.update(curves)
     if len(out) < 2:
-        raise ValueError("compare needs at least two summaries")
+        raise ValueError("compare needs at least two curves: two summaries, or one with --skip-flat rows")
     return out
 
 
@@ -42,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     summaries = parse(args.summaries)
     (ref_label, ref), *others = summaries.items()
     reference = curve_points(ref)
-    header = ["model", "setting", "k", "heavy_share", "gflops_paper", "psnr", f"{ref_label} psnr at equal GFLOPs",
-              "gap dB"]
+    header = ["model", "setting", "k", "heavy_share", "skipped_share", "gflops_paper", "psnr",
+              f"{ref_label} psnr at equal GFLOPs", "gap dB"]
     rows, verdicts = [], []
     for label, summary in summaries.items():
         curve = sorted((r for r in summary if r["setting"] in ("k", "all-light", "all-heavy")),
@@ -51,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         gaps = gaps_at_equal_gflops(reference, [(r["gflops_paper"], r["psnr"]) for r in curve])
         for r, g in zip(curve, gaps):  # both sorted by (GFLOPs, PSNR)
             rows.append([label, r["setting"], "" if r["k"] is None else f"{r['k']:g}",
-                         "" if r["heavy_share"] is None else f"{r['heavy_share']:.3f}", f"{r['gflops_paper']:.3f}",
+                         "" if r["heavy_share"] is None else f"{r['heavy_share']:.3f}",
+                         "" if r.get("skipped_share") is None else f"{r['skipped_share']:.3f}", f"{r['gflops_paper']:.3f}",
                          f"{r['psnr']:.3f}", "" if g["reference_psnr"] is None else f"{g['reference_psnr']:.3f}",
                          "" if g["gap_db"] is None or label == ref_label else f"{g['gap_db']:+.3f}"])
         if label != ref_label:

@@ -50,7 +50,8 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
         ks=list(args.k), adaptive=args.adaptive, refine=not args.no_refine,
         crop=None if args.crop == "none" else args.crop, ends=args.ends or bool(args.plot), device=args.device,
         bicubic=args.bicubic, max_pixels=args.max_pixels, metrics=list(args.metrics),
-        memory_format=args.memory_format,
+        memory_format=args.memory_format, skip_flat=list(args.skip_flat), skip_tile=args.skip_tile,
+        skip_halo=args.skip_halo,
     )
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from pcsr_lightning.apps.commands.common import add_routing_flags, is_out_of_memory, out_of_memory, routing_from
-from pcsr_lightning.inference.router import heavy_share
+from pcsr_lightning.inference.router import heavy_share, skipped_share
 from pcsr_lightning.inference.srmodel import RoutingOptions, SRModel, load
 from pcsr_lightning.io.files import FileExistsElsewhere, OutputError, check_outputs, output_stems
 from pcsr_lightning.io.images import (
@@ -147,6 +147,8 @@ def upscale_one(args: argparse.Namespace, model: SRModel, routing: RoutingOption
     note = ""
     if classes is not None:
         note = f"  heavy share {heavy_share(classes, model.num_classes):.3f}"
+        if routing.skip_flat is not None:
+            note += f"  skipped share {skipped_share(classes, model.num_classes):.3f}"
         if args.class_map and outs[1] in todo:
             write_png(class_overlay(sr[0], classes[0], model.num_classes), outs[1], overwrite=args.overwrite)
     if args.report_memory:

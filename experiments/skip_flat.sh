@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The flat-tile gate (--skip-flat) on the released CARN-PCSR and FSRCNN-PCSR, as reported in
+# results/skip_flat.md: the score and cheap reconstruction chosen by measurement, the threshold chosen on
+# validation photos, k sweeps alone vs k x threshold on the test photos (PSNR, GFLOPs), and wall-clock
+# in paired interleaved rounds (pcsr bench) at 2K and 4K on CPU.
+# PHOTOS: a folder of photographs (2K and 4K centre crops are made from it, split into val/test).
+# THREADS (default 2), FAMILIES (default "carn fsrcnn"), BENCH_2K (how many test photos are timed at 2K).
+# A step whose output exists is not run again (a long run on a shared machine can be resumed).
+source "$(dirname "$0")/common.sh"
+PHOTOS=${PHOTOS:?set PHOTOS to a folder of photographs}
+OUT=results/skip_flat
+THREADS=${THREADS:-2}
+FAMILIES=${FAMILIES:-"carn fsrcnn"}
+BENCH_2K=${BENCH_2K:-6}
+REPEATS=${REPEATS:-3}
+KS="-0.5 0 0.5 1 2"
+# Threshold grids for the validation sweep: around where scores_<family>.md puts the 0.05 dB budget
+declare -A THRESHOLDS=([carn]="0.02 0.03 0.04 0.045 0.05 0.06 0.08" [fsrcnn]="0.05 0.1 0.15 0.2 0.25 0.3 0.4")
+export OMP_NUM_THREADS=$THREADS
+mkdir -p "$OUT"
+step() {  # step OUTPUT COMMAND...: run COMMAND unless OUTPUT exists
+  local out=$1
+  shift
+  [ -e "$out" ] || "$@"
+}
+python experiments/skip_flat_photos.py "$PHOTOS" $OUT/p2k --hr-size 1080x1920
+python experiments/skip_flat_photos.py "$PHOTOS" $OUT/p4k --hr-size 2160x3840
+for family in $FAMILIES; do
+  pcsr_ckpt=$CKPTS/$family-pcsr-phase1.ckpt
+  orig_ckpt=$CKPTS/$family-x4.ckpt
+  # 1. which score, which cheap reconstruction, which tile size (no threshold is chosen on test photos)
+  step $OUT/scores_$family.md python experiments/skip_flat_scores.py --ckpt $pcsr_ckpt --val $OUT/p2k/val --test $OUT/p2k/test \
+    --tiles 8 16 32 64 --out $OUT/scores_$family.md
+  # 2. the threshold: the largest within 0.05 dB of PCSR at k=0, mean over the validation photos
+  step $OUT/val_$family.csv pcsr eval --ckpt $pcsr_ckpt --hr-dir $OUT/p2k/val --k 0 --skip-flat ${THRESHOLDS[$family]} \
+    --summary $OUT/val_$family.csv --out $OUT/val_${family}_images.csv
+  T=$(python experiments/skip_flat_pick.py $OUT/val_$family.csv)
+  echo "$family: threshold $T" | tee $OUT/threshold_$family.txt
+  # 3. test photos at 2K: the k sweep alone vs k x threshold (0 = every tile active: the cost of tiling alone)
+  step $OUT/test_$family.csv pcsr eval --ckpt $pcsr_ckpt --original-ckpt $orig_ckpt --hr-dir $OUT/p2k/test --k $KS --skip-flat 0 $T \
+    --summary $OUT/test_$family.csv --out $OUT/test_${family}_images.csv
+  step $OUT/test_${family}_halo8.csv pcsr eval --ckpt $pcsr_ckpt --hr-dir $OUT/p2k/test --k 0 --skip-flat $T --skip-halo 8 \
+    --summary $OUT/test_${family}_halo8.csv --out $OUT/test_${family}_halo8_images.csv
+  pcsr compare pcsr=$OUT/test_$family.csv --table $OUT/compare_$family.md --plot $OUT/compare_$family.png
+  # 4. 4K: the threshold from step 2
+  step $OUT/test4k_$family.csv pcsr eval --ckpt $pcsr_ckpt --hr-dir $OUT/p4k/test --k 0 1 --skip-flat 0 $T --skip-halo rf \
+    --summary $OUT/test4k_$family.csv --out $OUT/test4k_${family}_images.csv
+  # 5. wall clock, every variant interleaved round by round (a shared machine drifts)
+  for img in $(ls $OUT/p2k/test/*.png | awk "NR % 2 == 1" | head -n $BENCH_2K); do
+    step $OUT/bench2k_${family}_$(basename $img .png).json \
+      pcsr bench --pcsr-ckpt $pcsr_ckpt --original-ckpt $orig_ckpt --hr-size 1080x1920 --hr-image $img --k 0 \
+      --skip-flat 0 $T --skip-halo rf 8 --threads $THREADS --repeats $REPEATS --no-reference --no-ends \
+      --json $OUT/bench2k_${family}_$(basename $img .png).json
+  done
+  for img in $OUT/p4k/test/*.png; do
+    step $OUT/bench4k_${family}_$(basename $img .png).json \
+      pcsr bench --pcsr-ckpt $pcsr_ckpt --original-ckpt $orig_ckpt --hr-size 2160x3840 --hr-image $img --k 0 \
+      --skip-flat 0 $T --skip-halo rf 8 --threads $THREADS --repeats $REPEATS --no-reference --no-ends \
+      --json $OUT/bench4k_${family}_$(basename $img .png).json
+  done
+  # 6. the cost of tiling alone (threshold 0) and of the per-tile crops the window planner replaces
+  [ -e $OUT/tiling_$family.md ] || python experiments/skip_flat_tiling.py --ckpt $pcsr_ckpt \
+    --image $OUT/p2k/test/Blinds.png --rounds $REPEATS --halos rf 8 > $OUT/tiling_$family.md
+done
+python experiments/skip_flat_report.py $OUT

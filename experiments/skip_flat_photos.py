@@ -1,0 +1,60 @@
+"""The photo sets of ``skip_flat.sh``: centre crops of a photo folder at one HR size, split into a validation
+set (where the gate's threshold is chosen) and a test set (where it is reported).
+
+Photos smaller than the size are left out; a photo larger than twice the size in both axes is first
+shrunk by MATLAB-style bicubic (antialiased) so that the crop keeps most of the scene. Usage:
+    python experiments/skip_flat_photos.py PHOTOS OUT --hr-size 1080x1920 [--only NAME ...]
+writes OUT/val/*.png and OUT/test/*.png.
+"""
+
+import argparse
+from pathlib import Path
+
+from pcsr_lightning.data.bicubic import imresize
+from pcsr_lightning.evaluation.bench import parse_size
+from pcsr_lightning.io.images import list_images, read_image, write_png
+
+VALIDATION_EVERY = 3  # every third eligible photo (sorted by name, starting at the second) is validation
+
+
+def centre_crop(img, size):
+    (h, w), (hh, ww) = img.shape[-2:], size
+    y0, x0 = (h - hh) // 2, (w - ww) // 2
+    return img[:, y0 : y0 + hh, x0 : x0 + ww]
+
+
+def fit(img, size):
+    """Shrunk (keeping the aspect ratio) while both sides stay at least the crop, then cropped."""
+    (h, w), (hh, ww) = img.shape[-2:], size
+    shrink = max(hh / h, ww / w)
+    if shrink <= 0.5:
+        img = imresize(img, (max(hh, round(h * shrink)), max(ww, round(w * shrink)))).clamp(0, 1)
+    return centre_crop(img, size)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("photos")
+    parser.add_argument("out")
+    parser.add_argument("--hr-size", default="1080x1920")
+    parser.add_argument("--only", nargs="*", help="photo stems to keep (all eligible ones by default)")
+    args = parser.parse_args()
+    size = parse_size(args.hr_size)
+    eligible = []
+    for path in list_images(args.photos):
+        img = read_image(path)
+        if img.shape[-2] >= size[0] and img.shape[-1] >= size[1]:
+            eligible.append((path, img))
+    for i, (path, img) in enumerate(eligible):
+        if args.only and path.stem not in args.only:
+            continue
+        split = "val" if i % VALIDATION_EVERY == 1 else "test"
+        target = Path(args.out) / split / f"{path.stem}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            write_png(fit(img, size), target)
+        print(f"{split}: {target}")
+
+
+if __name__ == "__main__":
+    main()
