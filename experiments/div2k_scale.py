@@ -65,7 +65,7 @@ def crops_per_second(source: DIV2K, queries: int | None, batches: int, batch_siz
     return batches * batch_size / (time.perf_counter() - start)
 
 
-def measure(root: Path, images: int, workers: int | None, batches: int, queries: int | None) -> dict:
+def measure_div2k(root: Path, images: int, workers: int | None, batches: int, queries: int | None) -> dict:
     make_div2k_like(root, images)
     machine = machine_info(torch.device("cpu"))
     source = DIV2K(root, workers=workers, progress=True)
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.images < 1:
         raise SystemExit("--images must be >= 1")
-    result = measure(args.root, args.images, args.workers, args.batches, args.queries)
+    result = measure_div2k(args.root, args.images, args.workers, args.batches, args.queries)
     print(report(result))
     if args.json:
 

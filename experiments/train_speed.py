@@ -97,7 +97,7 @@ def time_stages(experiment: str, queries: int | None, batch: dict[str, torch.Ten
     return rows
 
 
-def measure(backbones, device: str, steps: int, warmup: int, batch_size: int, precision: str,
+def time_experiments(backbones, device: str, steps: int, warmup: int, batch_size: int, precision: str,
             pcsr_model: str = "pcsr") -> list[dict]:
     rows = []
     for backbone in backbones:
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--device cuda: no CUDA device is available")
     device = torch.device(args.device)
     machine = machine_info(device)
-    rows = measure(args.backbones, args.device, args.steps, args.warmup, args.batch_size, args.precision,
+    rows = time_experiments(args.backbones, args.device, args.steps, args.warmup, args.batch_size, args.precision,
                    args.pcsr_model)
     print(f"{args.device}, {args.precision}, {machine}")
     print(table(rows))

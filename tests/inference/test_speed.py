@@ -227,7 +227,7 @@ def test_upscale_cli_tiled_reports_memory(tmp_path, capsys):
 def test_l2_size_read_from_sysfs_with_fallback(tmp_path, monkeypatch):
     from pcsr_lightning.inference import cache
 
-    assert [cache.parse_size(t) for t in ("1024K", "2M", "512\n")] == [1 << 20, 2 << 20, 512]
+    assert [cache.parse_bytes(t) for t in ("1024K", "2M", "512\n")] == [1 << 20, 2 << 20, 512]
     for index, (level, kind, size) in enumerate([(1, "Data", "48K"), (1, "Instruction", "32K"), (2, "Unified", "1024K"),
                                                  (3, "Unified", "32768K")]):
         folder = tmp_path / f"index{index}"

@@ -34,7 +34,7 @@ def test_shave_for_scale():
 
 # ------------------------------------------------------------------ luma PSNR and SSIM
 
-from pcsr_lightning.measure.metrics import gaussian_window, measure, psnr_y, rgb_to_y, ssim  # noqa: E402
+from pcsr_lightning.measure.metrics import gaussian_window, psnr_y, rgb_to_y, score, ssim  # noqa: E402
 
 
 def gray(level: float, size: int = 20) -> torch.Tensor:
@@ -94,10 +94,10 @@ def test_metrics_refuse_bad_input():
     with pytest.raises(ValueError, match="RGB"):
         psnr_y(torch.zeros(1, 8, 8), torch.zeros(1, 8, 8), 0)
     with pytest.raises(ValueError, match="unknown metric"):
-        measure(["psnr", "lpips"], gray(1), gray(2), 0)
+        score(["psnr", "lpips"], gray(1), gray(2), 0)
     g = torch.Generator().manual_seed(3)
     a, b = torch.rand(3, 20, 20, generator=g), torch.rand(3, 20, 20, generator=g)
-    assert measure(["psnr", "ssim", "psnr_y"], a, b, 2) == {"psnr": psnr(a, b, 2), "ssim": ssim(a, b, 2),
+    assert score(["psnr", "ssim", "psnr_y"], a, b, 2) == {"psnr": psnr(a, b, 2), "ssim": ssim(a, b, 2),
                                                           "psnr_y": psnr_y(a, b, 2)}
 
 

@@ -27,7 +27,7 @@ def settings_of(cfg: DictConfig):
     return instantiate(node, _convert_="all")
 
 
-def run_job(cfg: DictConfig, out: Path) -> int:
+def run_eval_job(cfg: DictConfig, out: Path) -> int:
     """One evaluation job; with ``wandb=true`` its own run (files in ``out``), finished even when it fails."""
 
     settings = settings_of(cfg)
@@ -47,7 +47,7 @@ def main(cfg: DictConfig):
     """One evaluation job; a failure ends it as ``apps.jobs.fail`` says (in a multirun the other jobs go on)."""
     out = Path(HydraConfig.get().runtime.output_dir)
     try:
-        code = run_job(cfg, out)
+        code = run_eval_job(cfg, out)
     except (InstantiationException, ValueError, FileNotFoundError, OmegaConfBaseException) as err:
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
         return fail(2, str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__, out)

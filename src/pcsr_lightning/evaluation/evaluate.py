@@ -29,7 +29,7 @@ from pcsr_lightning.io.files import write_text
 from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, ImageReadError, list_images, non_finite
 from pcsr_lightning.measure.flops import CONVENTIONS
 from pcsr_lightning.measure.meter import FlopsMeter
-from pcsr_lightning.measure.metrics import METRICS, measure, shave_for
+from pcsr_lightning.measure.metrics import METRICS, score, shave_for
 
 
 @dataclass
@@ -106,7 +106,7 @@ def check_threshold(value: float) -> float:
 def scores(settings: EvalSettings, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
     """RGB psnr and the extra metrics the settings ask for, under the protocol's shave."""
     names = ["psnr", *[m for m in settings.metrics if m != "psnr"]]
-    return measure(names, sr, hr, shave_for(settings.scale))
+    return score(names, sr, hr, shave_for(settings.scale))
 
 
 def _gflops(meter: FlopsMeter, lr_size, scale: float, counts, gate=None) -> dict[str, float]:

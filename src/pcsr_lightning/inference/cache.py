@@ -18,7 +18,7 @@ SYSFS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
 FALLBACK_L2_BYTES = 512 * 1024  # the smallest L2 per core of recent x86 server cores
 
 
-def parse_size(text: str) -> int:
+def parse_bytes(text: str) -> int:
     """sysfs cache sizes: '1024K', '2M', '512' (bytes) -> bytes."""
     text = text.strip().upper()
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -34,7 +34,7 @@ def read_l2_bytes(sysfs: Path = SYSFS_CACHE) -> int | None:
             level = (index / "level").read_text().strip()
             kind = (index / "type").read_text().strip()
             if level == "2" and kind in ("Unified", "Data"):
-                return parse_size((index / "size").read_text()) or None
+                return parse_bytes((index / "size").read_text()) or None
     except (OSError, ValueError):
         pass
     name = "SC_LEVEL2_CACHE_SIZE"

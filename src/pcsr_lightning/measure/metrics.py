@@ -110,7 +110,7 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, crop_border: int, rounding: b
 METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], float]] = {"psnr": psnr, "psnr_y": psnr_y, "ssim": ssim}
 
 
-def measure(names, pred: torch.Tensor, target: torch.Tensor, crop_border: int) -> dict[str, float]:
+def score(names, pred: torch.Tensor, target: torch.Tensor, crop_border: int) -> dict[str, float]:
     """The named metrics of one pair, e.g. ``{"psnr": ..., "ssim": ...}``: the same numbers as the single
     functions, with the pair quantized, shaved and converted to Y once."""
     unknown = [n for n in names if n not in METRICS]

@@ -25,7 +25,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from pcsr_lightning.inference.routed import prepare, render, render_forced, route
-from pcsr_lightning.measure.metrics import measure, shave_for
+from pcsr_lightning.measure.metrics import score, shave_for
 from pcsr_lightning.models import PCSR, OriginalSR
 from pcsr_lightning.models.parts import submodule
 from pcsr_lightning.models.sampler import make_cell, make_coord
@@ -40,7 +40,7 @@ def metric_keys(suffix: str = "") -> list[str]:
 
 
 def scored(sr: torch.Tensor, hr: torch.Tensor, scale: int, suffix: str = "") -> dict[str, float]:
-    return {f"val_{m}{suffix}": v for m, v in measure(VAL_METRICS, sr, hr, shave_for(scale)).items()}
+    return {f"val_{m}{suffix}": v for m, v in score(VAL_METRICS, sr, hr, shave_for(scale)).items()}
 
 
 class NonFiniteTraining(RuntimeError):
