@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Keep the released PCSR's backbone B and heavy upsampler U_0, re-train stage 1 (U_1 and the classifier,
 # from scratch, with the paper's loss) on a photo folder, then sweep k for the released and the re-trained
-# model on held-out photos and compare the curves at equal GFLOPs.
-# Usage: experiments/retrain_classifier.sh TRAIN_DIR HELDOUT_DIR [Hydra overrides]
+# model and compare the curves at equal GFLOPs.
+# Usage: experiments/retrain_classifier.sh TRAIN_DIR VAL_DIR REPORT_DIR [Hydra overrides]
+# Three disjoint folders, one role each: TRAIN_DIR trains; VAL_DIR is the training run's validation set and
+# the only photos a setting may be chosen on (its sweeps: $RUNS/<backbone>/val/, compare_val.md); REPORT_DIR
+# is swept once, for the reported numbers ($RUNS/<backbone>/report/, compare.md), and never chooses anything.
 # The training run is the recipe conf/experiment/retrain_<backbone>.yaml (`pcsr-train
 # experiment=retrain_fsrcnn ... --cfg job` shows it): 17,000 steps of the paper's stage 1 (U_1 and C in the
 # soft mixture), then 5,000 steps of U_1 alone with C frozen (stage1_routed, not in the paper), quick
@@ -18,13 +21,16 @@
 # Hydra overrides after the folders go last (e.g. seed=2).
 # Then two swapped models say which part a gap comes from: the released model with only the re-trained
 # classifier (retrained_C_only) and with only the re-trained U_1 (retrained_U1_only).
-# Writes results/retrain_classifier/<backbone>/{released,retrained,retrained_C_only,retrained_U1_only}.csv,
-# compare.md, curves.png.
+# Writes results/retrain_classifier/<backbone>/{val,report}/{released,retrained,retrained_C_only,
+# retrained_U1_only}.csv, compare_val.md, compare.md (the report split), curves.png (the report split).
 source "$(dirname "$0")/common.sh"
-usage="usage: experiments/retrain_classifier.sh TRAIN_DIR HELDOUT_DIR [overrides]"
+usage="usage: experiments/retrain_classifier.sh TRAIN_DIR VAL_DIR REPORT_DIR [overrides]"
 TRAIN=$(realpath "${1:?$usage}")
-HELDOUT=$(realpath "${2:?$usage}")
-shift 2
+VAL=$(realpath "${2:?$usage}")
+REPORT=$(realpath "${3:?$usage}")
+shift 3
+case "$REPORT" in "$TRAIN" | "$VAL") echo "REPORT_DIR must be a folder of its own, not TRAIN_DIR or VAL_DIR" >&2; exit 2 ;; esac
+[ "$TRAIN" != "$VAL" ] || { echo "VAL_DIR must be a folder of its own, not TRAIN_DIR" >&2; exit 2; }
 settings=()
 [ -n "${STEPS:-}" ] && settings+=(profile.steps.stage="$STEPS")
 if [ -n "${ROUTED_STEPS:-}" ]; then
@@ -51,17 +57,30 @@ for backbone in ${BACKBONES:-fsrcnn}; do
   resume=false
   [ -f "$run/manifest.json" ] && resume=true
   start=$(date +%s)
-  pcsr-train experiment=retrain_$backbone data.train.path="$TRAIN" data.val.path="$HELDOUT" \
+  pcsr-train experiment=retrain_$backbone data.train.path="$TRAIN" data.val.path="$VAL" \
     init.checkpoint="$released" "${settings[@]}" resume=$resume hydra.run.dir="$run" "$@"
   echo "$backbone: experiment=retrain_$backbone ${settings[*]} $*, trained in $(( $(date +%s) - start )) s (wall clock, this run)"
-  pcsr eval --ckpt "$released" --hr-dir "$HELDOUT" --k $RETRAIN_KS --ends --summary "$run/released.csv"
-  pcsr eval --ckpt "$run/final.ckpt" --hr-dir "$HELDOUT" --k $RETRAIN_KS --ends --summary "$run/retrained.csv"
   for swapped in "retrained_C_only classifier" "retrained_U1_only upsamplers.1"; do
     read -r name part <<< "$swapped"
     pcsr swap "$released" "$run/final.ckpt" --parts "$part" --out "$run/$name.ckpt"
-    pcsr eval --ckpt "$run/$name.ckpt" --hr-dir "$HELDOUT" --k $RETRAIN_KS --ends --summary "$run/$name.csv"
   done
-  pcsr compare released="$run/released.csv" retrained="$run/retrained.csv" \
-    retrained_C_only="$run/retrained_C_only.csv" retrained_U1_only="$run/retrained_U1_only.csv" --table "$run/compare.md" \
-    --plot "$run/curves.png" --log-x --title "$backbone-PCSR x4 on $(basename "$HELDOUT"): released vs stage 1 re-trained"
+  for split in val report; do
+    folder=$VAL
+    [ $split = report ] && folder=$REPORT
+    mkdir -p "$run/$split"
+    pcsr eval --ckpt "$released" --hr-dir "$folder" --k $RETRAIN_KS --ends --summary "$run/$split/released.csv"
+    for name in retrained retrained_C_only retrained_U1_only; do
+      ckpt="$run/$name.ckpt"
+      [ $name = retrained ] && ckpt="$run/final.ckpt"
+      pcsr eval --ckpt "$ckpt" --hr-dir "$folder" --k $RETRAIN_KS --ends --summary "$run/$split/$name.csv"
+    done
+  done
+  for split in val report; do
+    table="$run/compare.md" plot=(--plot "$run/curves.png") folder=$REPORT
+    [ $split = val ] && table="$run/compare_val.md" plot=() folder=$VAL
+    pcsr compare released="$run/$split/released.csv" retrained="$run/$split/retrained.csv" \
+      retrained_C_only="$run/$split/retrained_C_only.csv" retrained_U1_only="$run/$split/retrained_U1_only.csv" \
+      --table "$table" "${plot[@]}" --log-x \
+      --title "$backbone-PCSR x4 on $(basename "$folder") ($split): released vs stage 1 re-trained"
+  done
 done

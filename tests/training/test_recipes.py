@@ -199,13 +199,14 @@ def composed_call(args: list[str]):
 ])
 def test_retrain_classifier_sh_runs_the_recipe_with_its_overrides(tmp_path, env_vars, steps, lr_scale):
     repo, env = script_env(tmp_path)
-    for folder in ("train", "heldout"):
+    for folder in ("train", "val", "report"):
         (tmp_path / folder).mkdir()
     proc = subprocess.run(["bash", str(repo / "experiments" / "retrain_classifier.sh"), str(tmp_path / "train"),
-                           str(tmp_path / "heldout"), "seed=2"], env={**env, **env_vars}, capture_output=True,
-                          text=True, cwd=tmp_path)
+                           str(tmp_path / "val"), str(tmp_path / "report"), "seed=2"], env={**env, **env_vars},
+                          capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     [args] = train_calls(tmp_path)
+    assert not any(str(tmp_path / "report") in a for a in args)  # the report split takes no part in training
     assert args[0] == "experiment=retrain_fsrcnn" and not any(a.startswith(("profile=", "model=")) for a in args)
     assert f"init.checkpoint={repo}/results/checkpoints/fsrcnn-pcsr-phase1.ckpt" in args
     cfg = composed_call(args)
@@ -215,7 +216,21 @@ def test_retrain_classifier_sh_runs_the_recipe_with_its_overrides(tmp_path, env_
     assert cfg.profile.queries == (None if env_vars.get("QUERIES") == "null" else 4096)
     given = cfg.model.stages.stage_j.module.get("lr_scale")
     assert (OmegaConf.to_container(given) if given is not None else None) == lr_scale
-    assert [(tool, args[0]) for tool, args in calls(tmp_path)][:2] == [("pcsr-train", args[0]), ("pcsr", "eval")]
+    assert [(tool, a[0]) for tool, a in calls(tmp_path)][:4] == [("pcsr-train", args[0]), ("pcsr", "swap"),
+                                                                  ("pcsr", "swap"), ("pcsr", "eval")]
+    swept = [a[a.index("--hr-dir") + 1] for tool, a in calls(tmp_path) if a[0] == "eval"]
+    assert swept == [str(tmp_path / "val")] * 4 + [str(tmp_path / "report")] * 4  # 4 models on each split
+
+
+def test_retrain_classifier_sh_refuses_a_report_split_that_is_not_its_own(tmp_path):
+    repo, env = script_env(tmp_path)
+    for folder in ("train", "val"):
+        (tmp_path / folder).mkdir()
+    proc = subprocess.run(["bash", str(repo / "experiments" / "retrain_classifier.sh"), str(tmp_path / "train"),
+                           str(tmp_path / "val"), str(tmp_path / "val")], env=env, capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 2 and "REPORT_DIR must be a folder of its own" in proc.stderr
+    assert not train_calls(tmp_path)
 
 
 def test_routed_sweep_sh_trains_the_routed_stage_of_the_recipe(tmp_path):
@@ -223,12 +238,13 @@ def test_routed_sweep_sh_trains_the_routed_stage_of_the_recipe(tmp_path):
     run = tmp_path / "run"
     (run / "stages" / "stage1").mkdir(parents=True)
     (run / "stages" / "stage1" / "model.ckpt").write_text("")
-    (run / "released.csv").write_text("")
+    (run / "val").mkdir()
+    (run / "val" / "released.csv").write_text("")
     (run / "manifest.json").write_text(json.dumps({"experiment": "carn_pcsr", "backbone": "carn"}))
-    for folder in ("train", "heldout"):
+    for folder in ("train", "val"):
         (tmp_path / folder).mkdir()
     proc = subprocess.run(["bash", str(repo / "experiments" / "routed_sweep.sh"), str(tmp_path / "train"),
-                           str(tmp_path / "heldout"), str(run)], env={**env, "SKIPS": "0 0.1", "ROUTED_STEPS": "7"},
+                           str(tmp_path / "val"), str(run)], env={**env, "SKIPS": "0 0.1", "ROUTED_STEPS": "7"},
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     calls = train_calls(tmp_path)
