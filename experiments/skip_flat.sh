@@ -4,8 +4,11 @@
 # validation photos, k sweeps alone vs k x threshold on the test photos (PSNR, GFLOPs), and wall-clock
 # in paired interleaved rounds (pcsr bench) at 2K and 4K on CPU.
 # PHOTOS: a folder of photographs (2K and 4K centre crops are made from it, split into val/test).
+# Beside them, two other kinds with the threshold chosen on the validation photos: scikit-image's photos
+# (about 512x512) and a deliberately textured set (skip_flat_photos.py --textures).
 # THREADS (default 2), FAMILIES (default "carn fsrcnn"), BENCH_2K (how many test photos are timed at 2K).
-# A step whose output exists is not run again (a long run on a shared machine can be resumed).
+# TIMING=0 runs only the PSNR/GFLOPs steps (they need no quiet machine); TIMING=1 (default) also the
+# wall-clock steps, which do. A step whose output exists is not run again (a run can be resumed).
 source "$(dirname "$0")/common.sh"
 PHOTOS=${PHOTOS:?set PHOTOS to a folder of photographs}
 OUT=results/skip_flat
@@ -13,6 +16,7 @@ THREADS=${THREADS:-2}
 FAMILIES=${FAMILIES:-"carn fsrcnn"}
 BENCH_2K=${BENCH_2K:-6}
 REPEATS=${REPEATS:-3}
+TIMING=${TIMING:-1}
 KS="-0.5 0 0.5 1 2"
 # Threshold grids for the validation sweep: around where scores_<family>.md puts the 0.05 dB budget
 declare -A THRESHOLDS=([carn]="0.02 0.03 0.04 0.045 0.05 0.06 0.08" [fsrcnn]="0.05 0.1 0.15 0.2 0.25 0.3 0.4")
@@ -23,7 +27,7 @@ step() {  # step OUTPUT COMMAND...: run COMMAND unless OUTPUT exists
   shift
   [ -e "$out" ] || "$@"
 }
-python experiments/skip_flat_photos.py "$PHOTOS" $OUT/p2k --hr-size 1080x1920
+python experiments/skip_flat_photos.py "$PHOTOS" $OUT/p2k --hr-size 1080x1920 --textures --samples
 python experiments/skip_flat_photos.py "$PHOTOS" $OUT/p4k --hr-size 2160x3840
 for family in $FAMILIES; do
   pcsr_ckpt=$CKPTS/$family-pcsr-phase1.ckpt
@@ -42,11 +46,16 @@ for family in $FAMILIES; do
   step $OUT/test_${family}_halo8.csv pcsr eval --ckpt $pcsr_ckpt --hr-dir $OUT/p2k/test --k 0 --skip-flat $T --skip-halo 8 \
     --summary $OUT/test_${family}_halo8.csv --out $OUT/test_${family}_halo8_images.csv
   pcsr compare pcsr=$OUT/test_$family.csv --table $OUT/compare_$family.md --plot $OUT/compare_$family.png
+  for kind in textured skimage; do
+    step $OUT/${kind}_$family.csv pcsr eval --ckpt $pcsr_ckpt --hr-dir $OUT/p2k/$kind --k 0 1 --skip-flat 0 $T \
+      --summary $OUT/${kind}_$family.csv --out $OUT/${kind}_${family}_images.csv
+  done
   # 4. 4K: the threshold from step 2
   step $OUT/test4k_$family.csv pcsr eval --ckpt $pcsr_ckpt --hr-dir $OUT/p4k/test --k 0 1 --skip-flat 0 $T --skip-halo rf \
     --summary $OUT/test4k_$family.csv --out $OUT/test4k_${family}_images.csv
+  [ "$TIMING" = 1 ] || continue
   # 5. wall clock, every variant interleaved round by round (a shared machine drifts)
-  for img in $(ls $OUT/p2k/test/*.png | awk "NR % 2 == 1" | head -n $BENCH_2K); do
+  for img in $(ls $OUT/p2k/test/*.png | awk "NR % 2 == 1" | head -n $BENCH_2K) $OUT/p2k/textured/texture_grass.png; do
     step $OUT/bench2k_${family}_$(basename $img .png).json \
       pcsr bench --pcsr-ckpt $pcsr_ckpt --original-ckpt $orig_ckpt --hr-size 1080x1920 --hr-image $img --k 0 \
       --skip-flat 0 $T --skip-halo rf 8 --threads $THREADS --repeats $REPEATS --no-reference --no-ends \

@@ -4,17 +4,25 @@ set (where the gate's threshold is chosen) and a test set (where it is reported)
 Photos smaller than the size are left out; a photo larger than twice the size in both axes is first
 shrunk by MATLAB-style bicubic (antialiased) so that the crop keeps most of the scene. Usage:
     python experiments/skip_flat_photos.py PHOTOS OUT --hr-size 1080x1920 [--only NAME ...]
-writes OUT/val/*.png and OUT/test/*.png.
+writes OUT/val/*.png and OUT/test/*.png. ``--textures`` also writes OUT/textured/*.png: scikit-image's
+texture photos (brick, grass, gravel) mirror-tiled to the size, a deliberately textured set on which the
+gate should find little to skip (no threshold is chosen on it). ``--samples`` writes OUT/skimage/*.png:
+scikit-image's other photos at their own size (about 512x512; none trained the released checkpoints).
 """
 
 import argparse
 from pathlib import Path
 
+import torch
+
 from pcsr_lightning.data.bicubic import imresize
+from pcsr_lightning.data.samples import materialize_samples, sample_split
+from pcsr_lightning.data.sources import sample_photo
 from pcsr_lightning.evaluation.bench import parse_size
 from pcsr_lightning.io.images import list_images, read_image, write_png
 
 VALIDATION_EVERY = 3  # every third eligible photo (sorted by name, starting at the second) is validation
+TEXTURES = ("brick", "grass", "gravel")  # scikit-image's 512x512 texture photos (grayscale)
 
 
 def centre_crop(img, size):
@@ -32,14 +40,39 @@ def fit(img, size):
     return centre_crop(img, size)
 
 
+def mirror_tiled(img, size):
+    """``img`` repeated by reflection (no seams: each copy mirrors its neighbour) until it covers ``size``."""
+    (h, w), (hh, ww) = img.shape[-2:], size
+    row = torch.cat([img, img.flip(-1)], -1).repeat(1, 1, -(-ww // (2 * w)))
+    full = torch.cat([row, row.flip(-2)], -2).repeat(1, -(-hh // (2 * h)), 1)
+    return full[:, :hh, :ww]
+
+
+def write_textures(out, size):
+    for name in TEXTURES:
+        target = Path(out) / "textured" / f"texture_{name}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            write_png(mirror_tiled(sample_photo(name), size), target)
+        print(f"textured: {target}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("photos")
     parser.add_argument("out")
     parser.add_argument("--hr-size", default="1080x1920")
     parser.add_argument("--only", nargs="*", help="photo stems to keep (all eligible ones by default)")
+    parser.add_argument("--textures", action="store_true", help="also write the textured set")
+    parser.add_argument("--samples", action="store_true", help="also write scikit-image's other photos")
     args = parser.parse_args()
     size = parse_size(args.hr_size)
+    if args.textures:
+        write_textures(args.out, size)
+    if args.samples:
+        # motorcycle_right: the other view of motorcycle_left's scene, counted once
+        names = [n for n in sample_split("train") + sample_split("val") if n not in (*TEXTURES, "motorcycle_right")]
+        print(f"skimage: {materialize_samples(Path(args.out) / 'skimage', names)} ({len(names)} photos)")
     eligible = []
     for path in list_images(args.photos):
         img = read_image(path)

@@ -95,11 +95,13 @@ def bench_medians(paths: list[Path]) -> dict[str, float]:
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "results/skip_flat")
     for family in ("carn", "fsrcnn"):
-        for name in (f"val_{family}.csv", f"test_{family}.csv", f"test_{family}_halo8.csv", f"test4k_{family}.csv"):
+        for name in (f"val_{family}.csv", f"test_{family}.csv", f"test_{family}_halo8.csv", f"test4k_{family}.csv",
+                     f"textured_{family}.csv", f"skimage_{family}.csv"):
             if (out / name).is_file():
                 print(f"\n### {name}\n")
                 print("\n".join(summary_table(out / name)))
-        for name in (f"val_{family}_images.csv", f"test_{family}_images.csv", f"test4k_{family}_images.csv"):
+        for name in (f"val_{family}_images.csv", f"test_{family}_images.csv", f"test4k_{family}_images.csv",
+                     f"textured_{family}_images.csv", f"skimage_{family}_images.csv"):
             if (out / name).is_file():
                 print(f"\n### {name} (k = 0)\n")
                 print("\n".join(per_image_table(out / name)))
