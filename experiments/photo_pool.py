@@ -1,4 +1,4 @@
-"""An offline DIV2K-like photo pool built from Debian's wallpaper packages and scikit-image's bundled photos.
+"""An offline DIV2K-like photo pool built from Debian packages that ship photos and scikit-image's bundled ones.
 
 Usage (as root, for --install):
     python experiments/photo_pool.py OUT [--packages PKG ...] [--install] [--force]
@@ -57,10 +57,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Checked on 2026-12-02 (apt-cache search wallpaper / backgrounds, contact sheets of every >= 1024 px image):
-# these three Debian packages ship photographs; gnome-backgrounds, ukui-wallpapers, desktop-base,
-# sway-backgrounds, xfdesktop4-data and the debian-edu-artwork packages ship renders and vector art only.
-DEFAULT_PACKAGES = ("plasma-workspace-wallpapers", "lxqt-themes", "sddm-theme-maldives", "scikit-image")
+# Checked on 2026-12-02 and 2026-12-04 (apt-cache search, contact sheets of every >= 1024 px image; see
+# photo_pool.md for every package looked at): these six Debian packages ship photographs; gnome-backgrounds,
+# ukui-wallpapers, desktop-base, sway-backgrounds, xfdesktop4-data, breeze, the debian-edu-artwork and the
+# other sddm-theme packages ship renders and vector art only.
+DEFAULT_PACKAGES = ("plasma-workspace-wallpapers", "lxqt-themes", "sddm-theme-maldives", "tuxtype-data",
+                    "palapeli-data", "digikam-data", "scikit-image")
 RESERVED_PREFIXES = ("mate-backgrounds", "lomiri-wallpapers")
 SKIMAGE = "scikit-image"
 RASTER_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -91,6 +93,8 @@ ARTWORK: dict[str, tuple[str, ...]] = {
             "kde-plasma.png", "lxqt-origami-green.png", "origami-*.png", "plasma-logo-*.png", "plasma_arch.png",
             "simple_blue_widescreen.png", "triangles*.png", "waves-*")),
     "sddm-theme-maldives": ("/usr/share/sddm/themes/maldives/maldives.jpg",),   # a screenshot of the theme
+    # an empty photo-album page (brown card, white inside) of a web-gallery theme
+    "digikam-data": ("/usr/share/digikam/themes/html5responsive/resources/images/BrownCard/brownCardAlbum.jpg",),
 }
 
 # scikit-image's bundled photos (the ones conf/data/samples.yaml uses), with the licence its docstrings give.
@@ -166,7 +170,8 @@ class PoolResult:
 
 def parse_copyright(text: str) -> Copyright:
     """DEP-5 stanzas (Files / Copyright / License, first lines) and the licences named, in order; for a
-    file in another format, the first line that mentions a licence."""
+    file in another format, the first line that names one (GPL, public domain, "licensed under"), else
+    the first that mentions licences."""
     info = Copyright()
     for block in re.split(r"\n\s*\n", text):
         fields: dict[str, list[str]] = {}
@@ -185,9 +190,10 @@ def parse_copyright(text: str) -> Copyright:
             patterns = tuple(p for line in fields["files"] for p in line.split())
             holder = next((c for c in fields.get("copyright", []) if c), "")
             info.stanzas.append((patterns, holder, licence))
-    if not info.licences:
-        line = next((ln.strip() for ln in text.splitlines() if re.search(r"licen[cs]e|GPL|public domain", ln, re.I)),
-                    "")
+    if not info.licences:   # a line that names a licence, else one that mentions licences ("Licenses:")
+        lines = [ln.strip() for ln in text.splitlines()]
+        line = next((ln for ln in lines if re.search(r"GPL|public domain|licen[cs]ed under|creative commons", ln, re.I)),
+                    next((ln for ln in lines if re.search(r"licen[cs]e", ln, re.I)), ""))
         if line:
             info.licences.append(line[:200])
     return info
@@ -244,6 +250,17 @@ def kde_theme_licence(path: Path) -> tuple[str, str] | None:
         if licence:
             return licence, values.get("X-KDE-PluginInfo-Author", "").strip()
     return None
+
+
+def desktop_licence(path: Path) -> tuple[str, str] | None:
+    """(licence, author) from a ``<stem>.desktop`` next to the image (palapeli's puzzles), if it names one."""
+    desktop = path.with_suffix(".desktop")
+    if not desktop.is_file():
+        return None
+    values = dict(ln.split("=", 1) for ln in desktop.read_text(encoding="utf-8", errors="replace").splitlines()
+                  if "=" in ln)
+    licence = values.get("X-KDE-PluginInfo-License", "").strip()
+    return (licence, values.get("X-KDE-PluginInfo-Author", "").strip()) if licence else None
 
 
 # --------------------------------------------------------------------------------------------- discovery
@@ -337,8 +354,11 @@ def package_candidates(pkg: str, version: str) -> list[Candidate]:
         if path.suffix.lower() not in RASTER_SUFFIXES + VECTOR_SUFFIXES or not path.is_file():
             continue
         theme = kde_theme_licence(path)
+        sibling = desktop_licence(path) if theme is None else None
         if theme is not None:
             licence, source, holder = theme[0], "theme-metadata", theme[1]
+        elif sibling is not None:
+            licence, source, holder = sibling[0], "desktop-file", sibling[1]
         else:
             licence, source, holder = licence_for(path.as_posix(), info)
         m = KDE_THEME.match(path.as_posix())

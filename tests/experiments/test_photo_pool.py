@@ -228,6 +228,7 @@ License: GPL-2+
     assert pp.licence_for("/usr/share/elsewhere/x.png", info)[0] == "GPL-2+"
     line = "This package is under the GNU GPL v2."
     assert pp.parse_copyright(f"Upstream: somewhere\n{line}\n").licences == [line]
+    assert pp.parse_copyright(f"Copyright and licenses:\n\n{line}\n").licences == [line]
     theme = tmp_path / "usr/share/wallpapers/Path"
     (theme / "contents/images").mkdir(parents=True)
     (theme / "metadata.json").write_text('{"KPlugin": {"License": "LGPLv3", "Authors": [{"Name": "R. S."}]}}')
@@ -235,3 +236,9 @@ License: GPL-2+
     c = pp.Candidate("plasma", "1", theme / "contents/images_dark/2560x1600.jpg",
                      "/usr/share/wallpapers/Path/contents/images_dark/2560x1600.jpg", "LGPLv3")
     assert pp.stem_of(c) == "Path-dark"
+    puzzle = tmp_path / "usr/share/palapeli/collection"
+    puzzle.mkdir(parents=True)
+    (puzzle / "bee.desktop").write_text("[Desktop Entry]\nX-KDE-PluginInfo-Author=J. S.\n"
+                                        "X-KDE-PluginInfo-License=Public Domain\n")
+    assert pp.desktop_licence(puzzle / "bee.jpg") == ("Public Domain", "J. S.")
+    assert pp.desktop_licence(puzzle / "other.jpg") is None
