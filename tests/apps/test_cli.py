@@ -40,7 +40,8 @@ def photo_dir(tmp_path):
 
 def test_upscale_folder_with_a_broken_image(tiny_ckpt, photo_dir, tmp_path, capsys):
     out = tmp_path / "sr"
-    assert main(["upscale", "--ckpt", str(tiny_ckpt), "--input", str(photo_dir), "--output", str(out), "--class-map"]) == 1
+    args = ["upscale", "--ckpt", str(tiny_ckpt), "--input", str(photo_dir), "--output", str(out), "--class-map"]
+    assert main(args) == 1
     err = capsys.readouterr().err
     assert "broken.jpg" in err
     assert sorted(p.name for p in out.iterdir()) == ["cat.png", "cat_classes.png", "gray.png", "gray_classes.png"]

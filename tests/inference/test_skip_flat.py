@@ -194,7 +194,8 @@ def test_flops_lower_by_the_skipped_work():
         whole = meter.network((h, w), convention)
         assert {n: round(v * h * w) for n, v in per_pixel.items()} == dict(whole)
     hr = torch.rand(3, 4 * h, 4 * w)
-    records = evaluate_image(load_like(model), meter, "x", hr, lr[0], EvalSettings("", "", ks=[0.0], skip_flat=[0.0, 0.05]))
+    settings = EvalSettings("", "", ks=[0.0], skip_flat=[0.0, 0.05])
+    records = evaluate_image(load_like(model), meter, "x", hr, lr[0], settings)
     plain, zero, gated = records
     assert (plain.skip_flat, zero.skip_flat, gated.skip_flat) == (None, 0.0, 0.05)
     gate = plan_skip(model, lr, 4, 0.05)
@@ -278,7 +279,8 @@ def test_cli_flags_parse_and_run(tmp_path, capsys):
     names = {r["name"]: r for r in json.loads(report.read_text())["rows"]}
     assert set(names) == {"original", "pcsr k=0", "pcsr k=0 skip=0 halo=rf", "pcsr k=0 skip=0 halo=2",
                           "pcsr k=0 skip=0.05 halo=rf", "pcsr k=0 skip=0.05 halo=2"}
-    assert names["pcsr k=0 skip=0 halo=rf"]["psnr"] == names["pcsr k=0 skip=0 halo=2"]["psnr"] == names["pcsr k=0"]["psnr"]
+    psnrs = [names[n]["psnr"] for n in ("pcsr k=0 skip=0 halo=rf", "pcsr k=0 skip=0 halo=2", "pcsr k=0")]
+    assert psnrs[0] == psnrs[1] == psnrs[2]
     assert names["pcsr k=0 skip=0.05 halo=rf"]["skipped_share"] > 0 and names["pcsr k=0"]["skipped_share"] is None
     assert main(["bench", "--pcsr-ckpt", str(ckpt), "--original-ckpt", str(orig), "--hr-size", "512x512",
                  "--hr-image", str(photos / "half.png")]) == 2  # the photo is smaller than the size

@@ -313,11 +313,15 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
         log(f"  {name}: warm-up done, {quality:.3f} dB")
     repeats = {name: settings.reference_repeats if name == ref_name else settings.repeats for name in variants}
     repeats[BACKBONE] = settings.repeats
-    encode = lambda: backbone_features(pcsr, lr, tile)
+    def encode():
+        return backbone_features(pcsr, lr, tile)
+
     feat = encode()
     # The implementations differ only after the backbone: time that part alone, on the same features
     # (end-to-end minus backbone would carry the backbone's run-to-run noise into a small difference).
-    fast_routed = lambda: upscale(pcsr, lr, s, k=ks[0], feat=feat, threads=workers)
+    def fast_routed():
+        return upscale(pcsr, lr, s, k=ks[0], feat=feat, threads=workers)
+
     routed = {}
     if ref_name in variants:
         routed = {ROUTED_FAST: fast_routed,

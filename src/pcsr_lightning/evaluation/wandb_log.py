@@ -40,7 +40,8 @@ def log_evaluation(run, records: list[dict], record_columns: Sequence[str], summ
     log_results(run, "eval", summary_columns, summary, {"curve": plot} if plot else {})
     per_image = wandb.Table(columns=list(record_columns), data=[[r.get(c) for c in record_columns] for r in records])
     payload = {"eval/per_image": per_image}
-    ks = sorted((r for r in summary if r["setting"] == "k" and r.get("skip_flat") is None), key=lambda r: r["gflops_paper"])
+    ks = sorted((r for r in summary if r["setting"] == "k" and r.get("skip_flat") is None),
+                key=lambda r: r["gflops_paper"])
     if ks:
         curve = wandb.Table(columns=["k", "gflops_paper", "psnr"], data=[[r["k"], r["gflops_paper"], r["psnr"]]
                                                                           for r in ks])

@@ -103,9 +103,8 @@ class FoldedLayer:
                 else:
                     torch.mm(lr_feat[r0:r1], w_feat, out=table[r0:r1])
 
-            spans = [
-                (r0, min(end, r0 + FOLD_CHUNK_ROWS)) for start, end in ranges for r0 in range(start, end, FOLD_CHUNK_ROWS)
-            ]
+            spans = [(r0, min(end, r0 + FOLD_CHUNK_ROWS))
+                     for start, end in ranges for r0 in range(start, end, FOLD_CHUNK_ROWS)]
             (workers or Workers(0)).run(chunk, spans)
         else:
             for start, end in ranges:
@@ -219,7 +218,8 @@ def fill_dense_rows(folded: FoldedLayer, grid: QueryGrid, r0: int, r1: int, out:
     dense += folded.col_term[None]
 
 
-def fill_dense_rect(folded: FoldedLayer, grid: QueryGrid, r0: int, r1: int, c0: int, c1: int, out: torch.Tensor) -> None:
+def fill_dense_rect(folded: FoldedLayer, grid: QueryGrid, r0: int, r1: int, c0: int, c1: int,
+                    out: torch.Tensor) -> None:
     """``fill_dense_rows`` on the HR columns [c0, c1) only: ``out`` ((r1-r0)*(c1-c0), hidden)."""
     h_lr, w_lr = grid.lr_size
     hidden = folded.lr_term.shape[1]

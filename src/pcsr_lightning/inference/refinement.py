@@ -68,8 +68,8 @@ def band_mask(classes: torch.Tensor, num_classes: int, r0: int, r1: int, skipped
 
 
 def refine_in_place(
-    pred: torch.Tensor, classes: torch.Tensor, num_classes: int, band: int | None = None, workers: Workers | None = None,
-    skipped: bool = False,
+    pred: torch.Tensor, classes: torch.Tensor, num_classes: int, band: int | None = None,
+    workers: Workers | None = None, skipped: bool = False,
 ) -> None:
     """``refine`` in place, a band of rows at a time: separable 3x3 sums of a band that stays in cache,
     written where the mask says. No image-sized temporaries (the 9-gather form cost over a second at 4K).

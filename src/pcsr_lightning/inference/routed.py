@@ -160,7 +160,8 @@ def _gated_probabilities(
 
 
 @exact
-def route(model, prepared: Prepared, k: float = 0.0, adaptive: bool = False, threads: int | None = None) -> torch.Tensor:
+def route(model, prepared: Prepared, k: float = 0.0, adaptive: bool = False,
+          threads: int | None = None) -> torch.Tensor:
     """(B,H*W) classes, 0 = heaviest; with the gate, M on the pixels it skipped."""
     if prepared.gate is not None:
         return _route_gated(model, prepared, k, adaptive, threads)
@@ -335,7 +336,8 @@ def render_forced(model, prepared: Prepared, cls: int, refine: bool = True, thre
 
 
 @exact
-def upscale_forced(model, lr: torch.Tensor, scale: float, cls: int, tile: int = 0, threads: int | None = None) -> RoutedSR:
+def upscale_forced(model, lr: torch.Tensor, scale: float, cls: int, tile: int = 0,
+                   threads: int | None = None) -> RoutedSR:
     """``render_forced`` from scratch; the classifier still runs, so timings compare with routed runs."""
     prepared = prepare(model, lr, scale, feat=backbone_features(model, lr, tile), threads=threads)
     return render_forced(model, prepared, cls, threads=threads)
