@@ -19,7 +19,7 @@ from pcsr_lightning.apps.cli import main as pcsr_main
 from pcsr_lightning.apps.train_app import run_job
 from pcsr_lightning.config import compose_config, extended_widths, upsampler_widths
 from pcsr_lightning.inference.router import cost_list
-from pcsr_lightning.io.checkpoint import build_model, load_checkpoint
+from pcsr_lightning.io.checkpoint import build_model, load_checkpoint, read_weights_only
 from pcsr_lightning.io.manifest import Manifest
 from pcsr_lightning.models import CARN, PCSR
 from pcsr_lightning.models.sampler import query_inputs
@@ -270,7 +270,7 @@ def test_ddp_with_two_cpu_processes(tmp_path):
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "final.ckpt", weights_only=True)["state_dict"]
+    return read_weights_only(run_dir / "final.ckpt")["state_dict"]
 
 
 def test_one_seed_gives_one_run_and_another_seed_another(tmp_path):
