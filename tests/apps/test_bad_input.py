@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,22 +20,15 @@ import torch
 from PIL import Image
 
 from conftest import sample_photo
+from factories import pcsr_config, pcsr_net
 from pcsr_lightning.apps.cli import main
 from pcsr_lightning.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pcsr_lightning.io.images import read_image
-from pcsr_lightning.models import CARN, PCSR
+from pcsr_lightning.models import PCSR
 
-TINY_CONFIG = {
-    "_target_": "pcsr_lightning.models.PCSR",
-    "backbone": {"_target_": "pcsr_lightning.models.CARN", "nf": 8, "group": 4, "scale": None},
-    "upsampler_hidden": [[16], [8]],
-    "classifier_hidden": [8],
-    "rgb_mean": [0.0, 0.0, 0.0],
-}
-
-
-def tiny_model() -> PCSR:
-    return PCSR(CARN(nf=8), [[16], [8]], [8])
+TINY_CONFIG = pcsr_config("carn", [[16], [8]], [8], rgb_mean=[0.0, 0.0, 0.0], nf=8)
+# the network TINY_CONFIG describes, built from modules (no config is instantiated: these tests refuse configs)
+tiny_model = partial(pcsr_net, upsampler_hidden=[[16], [8]], rgb_mean=(0.0, 0.0, 0.0))
 
 
 class Marker:

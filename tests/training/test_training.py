@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,13 +16,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from factories import pcsr_net
 from pcsr_lightning.apps.cli import main as pcsr_main
 from pcsr_lightning.apps.train_app import run_job
 from pcsr_lightning.config import compose_config, extended_widths, upsampler_widths
 from pcsr_lightning.inference.router import cost_list
 from pcsr_lightning.io.checkpoint import build_model, load_checkpoint, read_weights_only
 from pcsr_lightning.io.manifest import Manifest
-from pcsr_lightning.models import CARN, PCSR
 from pcsr_lightning.models.sampler import query_inputs
 from pcsr_lightning.training.losses import average_loss, classifier_stage_loss, weighted_l1_loss
 from pcsr_lightning.training.pipeline import stage_config, stage_plan
@@ -69,8 +70,7 @@ def test_weighted_l1_by_hand():
 # ------------------------------------------------------------------ stages
 
 
-def tiny_pcsr() -> PCSR:
-    return PCSR(CARN(nf=8, group=4), [[16, 16], [4]], [4], rgb_mean=(0.4, 0.4, 0.4))
+tiny_pcsr = partial(pcsr_net, classifier_hidden=[4], rgb_mean=(0.4, 0.4, 0.4))  # CARN(nf=8), train mode
 
 
 def fake_batch(b=2, q=32) -> dict:
