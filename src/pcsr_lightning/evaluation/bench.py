@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from pcsr_lightning.data.bicubic import downscale
 from pcsr_lightning.data.sources import sample_photo
@@ -120,8 +121,6 @@ def op_profile(fn: Callable[[], object], device: torch.device, top: int = 12) ->
 
     ``matmul_share`` is the part spent in matrix products: what is left once overheads are gone.
     """
-    from torch.profiler import ProfilerActivity, profile
-
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     synchronize(device)
