@@ -137,7 +137,8 @@ def main() -> None:
             del d["levels"], d["hr"]
             splits[split].append(d)
             print(f"{split}: {path.name}", flush=True)
-    lines = ["| tile | cheap | score | threshold | val loss dB (worst) | val skipped | test loss dB (worst) | test skipped |",
+    lines = ["| tile | cheap | score | threshold | val loss dB (worst) | val skipped "
+             "| test loss dB (worst) | test skipped |",
              "|" + " --- |" * 8]
     for tile in args.tiles:
         for cheap in ("bilinear", "bicubic", "matlab bicubic"):

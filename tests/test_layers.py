@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
-pytestmark = pytest.mark.skipif(not LINT_IMPORTS.is_file(), reason="import-linter is not installed (pip install -e '.[dev]')")
+pytestmark = pytest.mark.skipif(not LINT_IMPORTS.is_file(),
+                                reason="import-linter is not installed (pip install -e '.[dev]')")
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:

@@ -71,7 +71,7 @@ def wandb_run(name: str, group: str, job_type: str, tags: Sequence[str], config:
               project: str = DEFAULT_PROJECT) -> Iterator[Any]:
     """A wandb run with its files in ``directory``, finished when the block ends (exit code 1 when it raised)."""
     try:
-        import wandb
+        import wandb  # wandb is slow to import and only needed when logging to it
     except ImportError as err:
         raise ValueError("wandb logging needs the wandb package (pip install wandb)") from err
     Path(directory).mkdir(parents=True, exist_ok=True)
@@ -139,7 +139,7 @@ def read_offline_run(folder: str | Path) -> dict:
     """What an offline run holds: ``name, group, job_type, tags, config, history`` (one dict per logged
     row), ``metrics`` (define_metric: name or glob -> step metric), ``summary``, ``exit_code`` and
     ``files`` (paths under the run's ``files/``)."""
-    from wandb.proto import wandb_internal_pb2 as pb
+    from wandb.proto import wandb_internal_pb2 as pb  # wandb is slow to import and only needed when logging to it
 
     folder = Path(folder)
     found = sorted(folder.glob("run-*.wandb"))

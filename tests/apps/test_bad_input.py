@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,22 +20,15 @@ import torch
 from PIL import Image
 
 from conftest import sample_photo
+from factories import pcsr_config, pcsr_net
 from pcsr_lightning.apps.cli import main
 from pcsr_lightning.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pcsr_lightning.io.images import read_image
-from pcsr_lightning.models import CARN, PCSR
+from pcsr_lightning.models import PCSR
 
-TINY_CONFIG = {
-    "_target_": "pcsr_lightning.models.PCSR",
-    "backbone": {"_target_": "pcsr_lightning.models.CARN", "nf": 8, "group": 4, "scale": None},
-    "upsampler_hidden": [[16], [8]],
-    "classifier_hidden": [8],
-    "rgb_mean": [0.0, 0.0, 0.0],
-}
-
-
-def tiny_model() -> PCSR:
-    return PCSR(CARN(nf=8), [[16], [8]], [8])
+TINY_CONFIG = pcsr_config("carn", [[16], [8]], [8], rgb_mean=[0.0, 0.0, 0.0], nf=8)
+# the network TINY_CONFIG describes, built from modules (no config is instantiated: these tests refuse configs)
+tiny_model = partial(pcsr_net, upsampler_hidden=[[16], [8]], rgb_mean=(0.0, 0.0, 0.0))
 
 
 class Marker:
@@ -58,7 +52,8 @@ def png_header(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"IEND", b"")
 
 
 @pytest.fixture
@@ -109,7 +104,8 @@ def test_gadget_chain_checkpoint_runs_nothing(tmp_path, photos, capsys, module):
 
 
 @pytest.mark.parametrize("config, message", [
-    ({**TINY_CONFIG, "backbone": {"_target_": "builtins.eval", "source": "1"}}, "refusing to build 'builtins.eval' at model.backbone"),
+    ({**TINY_CONFIG, "backbone": {"_target_": "builtins.eval", "source": "1"}},
+     "refusing to build 'builtins.eval' at model.backbone"),
     ({**TINY_CONFIG, "_target_": "pcsr_lightning.models.pcsr.torch.nn.Module"}, "refusing to build"),
     ({**TINY_CONFIG, "_args_": ["x"]}, r"refusing \['_args_'\]"),
     ({**TINY_CONFIG, "backbone": {**TINY_CONFIG["backbone"], "_partial_": True}}, r"refusing \['_partial_'\]"),
@@ -195,7 +191,8 @@ def test_malicious_pickle_is_refused_everywhere(tmp_path, photos, capsys):
     assert not marker.exists() and not (tmp_path / "out.ckpt").exists() and not (tmp_path / "sr").exists()
     # The explicit trust flag does unpickle it, with a warning (this file then fails on its empty weights).
     with pytest.warns(UserWarning, match="can run any code"):
-        code, err = run_cli(["import-official", "--src", evil, "--out", tmp_path / "out.ckpt", "--trust-pickle"], capsys)
+        code, err = run_cli(["import-official", "--src", evil, "--out", tmp_path / "out.ckpt", "--trust-pickle"],
+                            capsys)
     assert marker.exists() and code == 2 and "do not fit the model" in err
 
 
@@ -335,7 +332,8 @@ def test_out_of_memory_names_the_image_and_the_tile_option(ckpt, photos, tmp_pat
     assert code == 2 and "cat.png: out of memory" in err and "--tile" in err
     import pcsr_lightning.evaluation.evaluate as evaluate
 
-    monkeypatch.setattr(evaluate, "evaluate_image", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")))
+    monkeypatch.setattr(evaluate, "evaluate_image",
+                        lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")))
     code, err = run_cli(["eval", "--ckpt", ckpt, "--hr-dir", photos], capsys)
     assert code == 2 and "out of memory" in err and "--tile" in err
 

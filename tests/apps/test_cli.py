@@ -7,23 +7,18 @@ import torch
 from PIL import Image
 
 from conftest import sample_photo
+from factories import CARN_MEAN, original_config, pcsr_config, pcsr_net
 from pcsr_lightning.apps.cli import main
 from pcsr_lightning.io.checkpoint import save_checkpoint
 from pcsr_lightning.io.images import read_image
 from pcsr_lightning.models import CARN, PCSR
 
-PCSR_CONFIG = {
-    "_target_": "pcsr_lightning.models.PCSR",
-    "backbone": {"_target_": "pcsr_lightning.models.CARN", "nf": 16, "group": 4, "scale": None},
-    "upsampler_hidden": [[24, 24], [8]],
-    "classifier_hidden": [8],
-    "rgb_mean": [0.4488, 0.4371, 0.4040],
-}
+PCSR_CONFIG = pcsr_config("carn", [[24, 24], [8]], [8], CARN_MEAN)
 
 
 @pytest.fixture
 def tiny_ckpt(tmp_path):
-    model = PCSR(CARN(nf=16), [[24, 24], [8]], [8], rgb_mean=PCSR_CONFIG["rgb_mean"])
+    model = pcsr_net(CARN(nf=16), [[24, 24], [8]], [8], rgb_mean=CARN_MEAN)
     return save_checkpoint(tmp_path / "tiny.ckpt", model, PCSR_CONFIG)
 
 
@@ -40,7 +35,8 @@ def photo_dir(tmp_path):
 
 def test_upscale_folder_with_a_broken_image(tiny_ckpt, photo_dir, tmp_path, capsys):
     out = tmp_path / "sr"
-    assert main(["upscale", "--ckpt", str(tiny_ckpt), "--input", str(photo_dir), "--output", str(out), "--class-map"]) == 1
+    args = ["upscale", "--ckpt", str(tiny_ckpt), "--input", str(photo_dir), "--output", str(out), "--class-map"]
+    assert main(args) == 1
     err = capsys.readouterr().err
     assert "broken.jpg" in err
     assert sorted(p.name for p in out.iterdir()) == ["cat.png", "cat_classes.png", "gray.png", "gray_classes.png"]
@@ -105,8 +101,7 @@ def test_bad_checkpoint_and_device_errors(tmp_path, photo_dir, capsys):
 def test_original_network_scale_mismatch(tmp_path, photo_dir, capsys):
     from pcsr_lightning.models import OriginalSR
 
-    config = {"_target_": "pcsr_lightning.models.OriginalSR",
-              "network": {"_target_": "pcsr_lightning.models.CARN", "nf": 16, "scale": 2}, "rgb_mean": [0, 0, 0]}
+    config = original_config("carn", 2, rgb_mean=[0, 0, 0], nf=16)
     ckpt = save_checkpoint(tmp_path / "orig.ckpt", OriginalSR(CARN(nf=16, scale=2)), config)
     assert main(["eval", "--ckpt", str(ckpt), "--hr-dir", str(photo_dir), "--scale", "4"]) == 2
     assert "x2 only" in capsys.readouterr().err

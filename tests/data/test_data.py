@@ -43,7 +43,7 @@ def stored_sub_images(hr_dir, size=128, step=64, rescales=(1.0, 0.9, 0.8, 0.7, 0
             img = hr if r == 1.0 else imresize(hr, (round(hr.shape[1] * r), round(hr.shape[2] * r)))
             arr = img.clamp(0, 1).mul(255).round().byte()
             tops, lefts = crop_positions(arr.shape[1], size, step), crop_positions(arr.shape[2], size, step)
-            subs += [arr[:, t : t + size, l : l + size] for t in tops for l in lefts]
+            subs += [arr[:, top : top + size, left : left + size] for top in tops for left in lefts]
     return subs
 
 

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from factories import pcsr_config
 from pcsr_lightning.apps.cli import main as pcsr_main
 from pcsr_lightning.evaluation.compare import gaps_at_equal_gflops, interpolate, worst_gap, worst_gaps_both_ways
 from pcsr_lightning.evaluation.evaluate import SUMMARY_COLUMNS, rows_to_csv
@@ -69,9 +70,7 @@ def test_compare_command_writes_table_and_plot(tmp_path, capsys):
     assert pcsr_main(["compare", f"only={tmp_path / 'a.csv'}"]) == 2
 
 
-SWAP_CFG = {"_target_": "pcsr_lightning.models.PCSR",
-            "backbone": {"_target_": "pcsr_lightning.models.FSRCNN", "d": 8, "s": 4, "m": 1, "scale": None},
-            "upsampler_hidden": [[16], [4]], "classifier_hidden": []}
+SWAP_CFG = pcsr_config("fsrcnn", [[16], [4]], [])
 
 
 def test_swap_takes_the_named_parts_from_the_donor(tmp_path, capsys):

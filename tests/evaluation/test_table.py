@@ -8,16 +8,14 @@ import torch
 from PIL import Image
 
 from conftest import sample_photo
+from factories import original_config, pcsr_config
 from pcsr_lightning.apps.cli import main
 from pcsr_lightning.evaluation.paper_table import pick_k
 from pcsr_lightning.io.checkpoint import save_checkpoint
 from pcsr_lightning.models import FSRCNN, PCSR, OriginalSR
 
-PCSR_CFG = {"_target_": "pcsr_lightning.models.PCSR",
-            "backbone": {"_target_": "pcsr_lightning.models.FSRCNN", "d": 8, "s": 4, "m": 1, "scale": None},
-            "upsampler_hidden": [[16], [4]], "classifier_hidden": []}
-ORIG_CFG = {"_target_": "pcsr_lightning.models.OriginalSR",
-            "network": {"_target_": "pcsr_lightning.models.FSRCNN", "d": 8, "s": 4, "m": 1, "scale": 4}}
+PCSR_CFG = pcsr_config("fsrcnn", [[16], [4]], [])
+ORIG_CFG = original_config("fsrcnn", 4)
 
 
 @pytest.fixture

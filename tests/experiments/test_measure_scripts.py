@@ -19,7 +19,8 @@ def test_train_speed_times_every_stage_built_from_the_config():
     assert all(len(r["times_ms"]) == 2 and r["ms_per_step"] > 0 and r["queries"] == 64 for r in rows)
     text = train_speed.table(rows + [{**rows[0], "experiment": "fsrcnn_original", "stage": "original"}])
     assert "| fsrcnn_pcsr | stage1 | 2 | 64 |" in text and "| fsrcnn_original | original | 2 | - |" in text
-    routed = train_speed.time_stages("fsrcnn_pcsr", 64, batch, "cpu", steps=1, warmup=0, overrides=["model=pcsr_routed"])
+    routed = train_speed.time_stages("fsrcnn_pcsr", 64, batch, "cpu", steps=1, warmup=0,
+                                     overrides=["model=pcsr_routed"])
     assert [r["stage"] for r in routed] == ["stage0", "stage1", "stage1_routed"]
 
 

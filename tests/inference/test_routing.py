@@ -3,16 +3,13 @@
 import pytest
 import torch
 
+from factories import routing_pcsr
 from pcsr_lightning.inference.reference import upscale_reference
 from pcsr_lightning.inference.refinement import refine, refinement_mask
 from pcsr_lightning.inference.routed import upscale
 from pcsr_lightning.inference.router import kmeans_1d, route_adaptive, route_by_cost
-from pcsr_lightning.models import CARN, FSRCNN, PCSR
+from pcsr_lightning.models import FSRCNN, PCSR
 from pcsr_lightning.models.sampler import make_cell, make_coord
-
-
-def model_with(m=2, classifier_hidden=(8,)):
-    return PCSR(CARN(nf=16), [[32, 32]] + [[8, 8]] * (m - 1), classifier_hidden, rgb_mean=(0.3, 0.4, 0.5)).eval()
 
 
 def soft_full(model, lr, scale):
@@ -42,7 +39,7 @@ def make_one_hot(model, lr, scale):
 
 @pytest.mark.parametrize("scale", [4, 2.5])
 def test_routed_equals_soft_forward_when_classifier_is_one_hot(scale):
-    model = model_with()
+    model = routing_pcsr()
     lr = torch.rand(1, 3, 12, 10)
     make_one_hot(model, lr, scale)
     soft, probs = soft_full(model, lr, scale)
@@ -54,7 +51,7 @@ def test_routed_equals_soft_forward_when_classifier_is_one_hot(scale):
 
 
 def test_k_minus_25_is_all_heavy():
-    model = model_with()
+    model = routing_pcsr()
     lr = torch.rand(1, 3, 10, 10)
     out = upscale(model, lr, 4, k=-25, refine=False)
     assert out.heavy_share() == 1.0
@@ -66,7 +63,7 @@ def test_k_minus_25_is_all_heavy():
 
 
 def test_heavy_share_never_grows_with_k():
-    model = model_with()
+    model = routing_pcsr()
     lr = torch.rand(1, 3, 16, 16)
     shares = [upscale(model, lr, 4, k=k, refine=False).heavy_share() for k in (-2, -1, -0.5, 0, 0.5, 1, 2, 4)]
     assert all(a >= b for a, b in zip(shares, shares[1:])), shares
@@ -92,7 +89,7 @@ def test_ties_go_to_the_cheaper_upsampler():
 @pytest.mark.parametrize("m", [2, 3])
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_fast_path_equals_reference_path(m, adaptive):
-    model = model_with(m)
+    model = routing_pcsr(m)
     lr = torch.rand(2, 3, 13, 17)
     for scale in (4, 3, 2.5):
         fast = upscale(model, lr, scale, k=0.3, adaptive=adaptive)
@@ -102,7 +99,7 @@ def test_fast_path_equals_reference_path(m, adaptive):
 
 
 def test_reference_path_on_given_features_equals_whole_call():
-    model = model_with()
+    model = routing_pcsr()
     lr = torch.rand(1, 3, 9, 10)
     with torch.no_grad():
         feat = model.encode(model.normalize(lr))
@@ -113,7 +110,7 @@ def test_reference_path_on_given_features_equals_whole_call():
 
 
 def test_fast_path_chunking_does_not_change_result():
-    model = model_with()
+    model = routing_pcsr()
     lr = torch.rand(1, 3, 12, 12)
     a = upscale(model, lr, 4)
     b = upscale(model, lr, 4, max_queries=100)
@@ -123,7 +120,7 @@ def test_fast_path_chunking_does_not_change_result():
 
 def test_fast_path_same_with_channels_last_features():
     # Benchmarks run channels_last: the fold reads the features as an (h*w, c) view in either layout.
-    model = model_with()
+    model = routing_pcsr()
     lr = torch.rand(2, 3, 11, 14)
     a = upscale(model, lr, 4, k=0.3)
     model.to(memory_format=torch.channels_last)  # in place
@@ -157,13 +154,13 @@ def test_refinement_changes_exactly_the_named_pixels():
 
 
 def test_adm_on_flat_difficulty_sends_all_pixels_to_light():
-    model = model_with()
+    model = routing_pcsr()
     with torch.no_grad():
         model.classifier.linears[-1].weight.zero_()  # same probabilities everywhere: max == min
     out = upscale(model, torch.rand(1, 3, 8, 8), 4, adaptive=True)
     assert out.heavy_share() == 0.0
     # A flat image runs too.
-    flat = upscale(model_with(), torch.full((1, 3, 8, 8), 0.5), 4, adaptive=True)
+    flat = upscale(routing_pcsr(), torch.full((1, 3, 8, 8), 0.5), 4, adaptive=True)
     assert torch.isfinite(flat.sr).all()
     assert torch.equal(route_adaptive(torch.full((5, 2), 0.5)), torch.ones(5, dtype=torch.long))
 

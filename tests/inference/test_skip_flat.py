@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from factories import save_tiny
+from factories import pcsr_net, save_tiny
 from pcsr_lightning.apps.cli import main
 from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate_image
 from pcsr_lightning.inference.gate import (
@@ -31,10 +31,6 @@ from pcsr_lightning.io.checkpoint import build_model, load_checkpoint, save_chec
 from pcsr_lightning.io.images import class_overlay
 from pcsr_lightning.measure.meter import FlopsMeter
 from pcsr_lightning.models import CARN, FSRCNN, PCSR
-
-
-def tiny(backbone=None):
-    return PCSR(backbone or CARN(nf=8), [[16, 16], [4]], [8], rgb_mean=(0.3, 0.4, 0.5)).eval()
 
 
 def half_flat(h=64, w=96, seed=0):
@@ -85,7 +81,7 @@ def test_gate_scores_by_hand():
 
 @pytest.mark.parametrize("scale", [4, 2.5])
 def test_skipped_tiles_equal_the_bicubic_upscale(scale):
-    model, lr = tiny(), half_flat()
+    model, lr = pcsr_net().eval(), half_flat()
     out = upscale(model, lr, scale, skip_flat=0.05)  # refinement on: it must leave skipped pixels alone
     skipped = out.classes == model.num_classes
     assert 0.3 < out.skipped_share() < 0.7, "the test needs both kinds of tiles"
@@ -109,7 +105,7 @@ def test_bicubic_taps_are_torch_bicubic():
 
 @pytest.mark.parametrize("backbone", [CARN(nf=8), FSRCNN(d=12, s=6, m=2, init="pytorch")])
 def test_threshold_zero_is_pcsr_exactly(backbone):
-    model = tiny(backbone)
+    model = pcsr_net(backbone).eval()
     lr = torch.rand(2, 3, 40, 52)
     plain, gated = upscale(model, lr, 4), upscale(model, lr, 4, skip_flat=0.0)
     assert torch.equal(plain.sr, gated.sr) and torch.equal(plain.classes, gated.classes)
@@ -118,7 +114,7 @@ def test_threshold_zero_is_pcsr_exactly(backbone):
 
 @pytest.mark.parametrize("merge", [True, False])
 def test_active_tiles_equal_pcsr_with_a_full_halo(merge):
-    model, lr = tiny(), half_flat()
+    model, lr = pcsr_net().eval(), half_flat()
     plain = upscale(model, lr, 4, refine=False)
     gate = plan_skip(model, lr, 4, 0.05, merge=merge)
     assert gate.halo == receptive_radius(model.backbone) and 0 < len(gate.windows)
@@ -169,7 +165,7 @@ def test_windows_cover_the_active_tiles_once():
 
 
 def test_class_map_counts_and_overlay_mark_skipped_pixels():
-    model, lr = tiny(), half_flat()
+    model, lr = pcsr_net().eval(), half_flat()
     m = model.num_classes
     gate = plan_skip(model, lr, 4, 0.05)
     out = upscale(model, lr, 4, skip_flat=0.05)
@@ -186,7 +182,7 @@ def test_class_map_counts_and_overlay_mark_skipped_pixels():
 
 
 def test_flops_lower_by_the_skipped_work():
-    model, lr = tiny(), half_flat()
+    model, lr = pcsr_net().eval(), half_flat()
     m, (h, w) = model.num_classes, lr.shape[-2:]
     meter = FlopsMeter(model)
     for convention in ("paper", "fvcore"):  # the backbone's count is linear in the LR area
@@ -194,7 +190,8 @@ def test_flops_lower_by_the_skipped_work():
         whole = meter.network((h, w), convention)
         assert {n: round(v * h * w) for n, v in per_pixel.items()} == dict(whole)
     hr = torch.rand(3, 4 * h, 4 * w)
-    records = evaluate_image(load_like(model), meter, "x", hr, lr[0], EvalSettings("", "", ks=[0.0], skip_flat=[0.0, 0.05]))
+    settings = EvalSettings("", "", ks=[0.0], skip_flat=[0.0, 0.05])
+    records = evaluate_image(load_like(model), meter, "x", hr, lr[0], settings)
     plain, zero, gated = records
     assert (plain.skip_flat, zero.skip_flat, gated.skip_flat) == (None, 0.0, 0.05)
     gate = plan_skip(model, lr, 4, 0.05)
@@ -224,7 +221,7 @@ def load_like(model):
 
 
 def test_adaptive_and_tiled_backbone_with_the_gate():
-    model, lr = tiny(), half_flat()
+    model, lr = pcsr_net().eval(), half_flat()
     base = upscale(model, lr, 4, skip_flat=0.05)
     tiled = upscale(model, lr, 4, skip_flat=0.05, tile=24)  # each window on LR tiles of its own
     assert torch.equal(base.classes, tiled.classes) and float((base.sr - tiled.sr).abs().max()) <= 1e-5
@@ -278,7 +275,8 @@ def test_cli_flags_parse_and_run(tmp_path, capsys):
     names = {r["name"]: r for r in json.loads(report.read_text())["rows"]}
     assert set(names) == {"original", "pcsr k=0", "pcsr k=0 skip=0 halo=rf", "pcsr k=0 skip=0 halo=2",
                           "pcsr k=0 skip=0.05 halo=rf", "pcsr k=0 skip=0.05 halo=2"}
-    assert names["pcsr k=0 skip=0 halo=rf"]["psnr"] == names["pcsr k=0 skip=0 halo=2"]["psnr"] == names["pcsr k=0"]["psnr"]
+    psnrs = [names[n]["psnr"] for n in ("pcsr k=0 skip=0 halo=rf", "pcsr k=0 skip=0 halo=2", "pcsr k=0")]
+    assert psnrs[0] == psnrs[1] == psnrs[2]
     assert names["pcsr k=0 skip=0.05 halo=rf"]["skipped_share"] > 0 and names["pcsr k=0"]["skipped_share"] is None
     assert main(["bench", "--pcsr-ckpt", str(ckpt), "--original-ckpt", str(orig), "--hr-size", "512x512",
                  "--hr-image", str(photos / "half.png")]) == 2  # the photo is smaller than the size
@@ -286,7 +284,7 @@ def test_cli_flags_parse_and_run(tmp_path, capsys):
 
 
 def test_worker_threads_give_the_same_gated_result():
-    model, lr = tiny(), half_flat()
+    model, lr = pcsr_net().eval(), half_flat()
     one = upscale(model, lr, 4, skip_flat=0.05, threads=0)
     two = upscale(model, lr, 4, skip_flat=0.05, threads=2)
     assert 0 < one.skipped_share() < 1

@@ -189,7 +189,8 @@ def test_bench_command_writes_json(tmp_path):
     assert check["class_map"]["differing"] == 0 and check["class_map"]["only_near_ties_differ"]
     assert check["speedup_routed"] > 0 and check["ms_routed_fast"] > 0 and check["ms_routed_reference"] > 0
     assert set(report["peak_memory_mb"]) >= {"original", "pcsr k=0", "pcsr k=1", "reference k=0"}
-    assert main(args + ["--precision", "bf16", "--no-reference", "--memory-format", "contiguous", "--json", str(out)]) == 0
+    bf16 = ["--precision", "bf16", "--no-reference", "--memory-format", "contiguous", "--json", str(out)]
+    assert main(args + bf16) == 0
     assert json.loads(out.read_text())["memory_format"] == "contiguous"
     assert main(args[:-4] + ["--hr-size", "30x47"]) == 2  # not divisible by the scale: clear error
     assert main(args + ["--reference-repeats", "0"]) == 2
@@ -251,7 +252,8 @@ def test_blocks_and_bands_follow_the_cache(monkeypatch):
         assert kernels.block_queries(torch.zeros(1), 74) == factor * budget // (4 * 74)
         assert kernels.block_queries(torch.zeros(1, dtype=torch.bfloat16), 74) == budget // (2 * 74)
         assert kernels.block_queries(torch.zeros(1, dtype=torch.float64), 74) == budget // (8 * 74)
-        assert refinement.band_rows(1920) == max(refinement.MIN_BAND_ROWS, budget // (refinement.BAND_ARRAYS * 3 * 1920 * 4))
+        band_bytes_per_row = refinement.BAND_ARRAYS * 3 * 1920 * 4
+        assert refinement.band_rows(1920) == max(refinement.MIN_BAND_ROWS, budget // band_bytes_per_row)
     assert kernels.block_queries(torch.zeros(1), 10**9) == kernels.MIN_BLOCK_QUERIES  # never degenerate
     assert refinement.band_rows(10**9) == refinement.MIN_BAND_ROWS
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import sample_photo
+from factories import routing_pcsr
 from pcsr_lightning.apps.cli import main
 from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.inference import workers as workers_mod
@@ -16,7 +17,6 @@ from pcsr_lightning.inference.routed import prepare, render, route, upscale, ups
 from pcsr_lightning.inference.router import cost_list
 from pcsr_lightning.inference.workers import Workers, routed_threads
 from pcsr_lightning.io.checkpoint import load_checkpoint
-from pcsr_lightning.models import CARN, PCSR
 
 
 def test_routed_threads_default_env_and_devices(monkeypatch):
@@ -69,13 +69,9 @@ def test_workers_restore_threads_and_raise_after_an_error():
     assert len(done) < 999  # the others stopped instead of running the rest
 
 
-def model_with(m=2):
-    return PCSR(CARN(nf=16), [[32, 32]] + [[8, 8]] * (m - 1), [8], rgb_mean=(0.3, 0.4, 0.5)).eval()
-
-
 @pytest.mark.parametrize("m", [2, 3])
 def test_worker_threads_give_the_intra_op_result(m):
-    model = model_with(m)
+    model = routing_pcsr(m)
     lr = torch.rand(2, 3, 13, 17)
     before = torch.get_num_threads()
     for scale in (4, 2.5):
@@ -94,7 +90,7 @@ def test_worker_threads_give_the_intra_op_result(m):
 
 
 def test_environment_picks_the_path(monkeypatch):
-    model = model_with()
+    model = routing_pcsr()
     lr = torch.rand(1, 3, 9, 11)
     calls = []
     real = workers_mod.Workers.__init__

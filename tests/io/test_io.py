@@ -10,7 +10,8 @@ def test_modes_become_rgb(tmp_path):
     Image.fromarray(np.full((5, 6), 200, np.uint8)).save(tmp_path / "gray.png")
     Image.fromarray(np.full((5, 6, 4), 100, np.uint8), "RGBA").save(tmp_path / "rgba.png")
     Image.fromarray(np.full((5, 6), 65535 // 2, np.uint16)).save(tmp_path / "deep.png")
-    Image.fromarray(np.full((5, 6, 3), 10, np.uint8)).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "pal.png")
+    palette = Image.fromarray(np.full((5, 6, 3), 10, np.uint8)).convert("P", palette=Image.Palette.ADAPTIVE)
+    palette.save(tmp_path / "pal.png")
     for name, value in [("gray", 200 / 255), ("rgba", 100 / 255), ("deep", (65535 // 2) / 65535), ("pal", 10 / 255)]:
         img = read_image(tmp_path / f"{name}.png")
         assert img.shape == (3, 5, 6) and img.dtype == torch.float32

@@ -84,7 +84,8 @@ def test_weights_of_the_wrong_shape_are_refused_with_the_tensor_named(tmp_path):
     wider = tiny_config()
     wider["upsampler_hidden"] = [[24, 24], [6]]
     write_safetensors(path, tensors, {**metadata, "model_config": json.dumps(wider)})
-    with pytest.raises(CheckpointError, match=r"shape mismatches \['upsamplers\.1\.layers\.0\.bias: checkpoint \(12,\) vs model \(6,\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"shape mismatches \['upsamplers\.1\.layers\.0\.bias: checkpoint \(12,\) vs model \(6,\)"):
         load_model(path)
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from factories import pcsr_net
 from pcsr_lightning.inference.routed import upscale
 from pcsr_lightning.models import CARN, FSRCNN, PCSR, OriginalSR, SRResNet
 from pcsr_lightning.models.sampler import make_cell, make_coord
@@ -35,7 +36,7 @@ def test_trunk_keeps_lr_size(name):
 
 
 def tiny_pcsr(name="carn", m=2):
-    return PCSR(BACKBONES[name](), [[24, 24]] + [[8]] * (m - 1), [8], rgb_mean=(0.4, 0.4, 0.4)).eval()
+    return pcsr_net(BACKBONES[name](), [[24, 24]] + [[8]] * (m - 1), [8], rgb_mean=(0.4, 0.4, 0.4)).eval()
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))

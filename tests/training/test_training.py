@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,13 +16,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from factories import pcsr_net
 from pcsr_lightning.apps.cli import main as pcsr_main
 from pcsr_lightning.apps.train_app import run_job
 from pcsr_lightning.config import compose_config, extended_widths, upsampler_widths
 from pcsr_lightning.inference.router import cost_list
-from pcsr_lightning.io.checkpoint import build_model, load_checkpoint
+from pcsr_lightning.io.checkpoint import build_model, load_checkpoint, read_weights_only
 from pcsr_lightning.io.manifest import Manifest
-from pcsr_lightning.models import CARN, PCSR
 from pcsr_lightning.models.sampler import query_inputs
 from pcsr_lightning.training.losses import average_loss, classifier_stage_loss, weighted_l1_loss
 from pcsr_lightning.training.pipeline import stage_config, stage_plan
@@ -69,8 +70,7 @@ def test_weighted_l1_by_hand():
 # ------------------------------------------------------------------ stages
 
 
-def tiny_pcsr() -> PCSR:
-    return PCSR(CARN(nf=8, group=4), [[16, 16], [4]], [4], rgb_mean=(0.4, 0.4, 0.4))
+tiny_pcsr = partial(pcsr_net, classifier_hidden=[4], rgb_mean=(0.4, 0.4, 0.4))  # CARN(nf=8), train mode
 
 
 def fake_batch(b=2, q=32) -> dict:
@@ -270,7 +270,7 @@ def test_ddp_with_two_cpu_processes(tmp_path):
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "final.ckpt", weights_only=True)["state_dict"]
+    return read_weights_only(run_dir / "final.ckpt")["state_dict"]
 
 
 def test_one_seed_gives_one_run_and_another_seed_another(tmp_path):
@@ -324,7 +324,8 @@ def test_pipeline_comes_from_the_config_and_follows_m(tmp_path):
         ("stage1", ["upsamplers.1", "classifier"], {"index": 1}),
         ("stage2", ["upsamplers.2", "classifier"], {"index": 2}),
         ("stage3", ["upsamplers.3", "classifier"], {"index": 3})]
-    cfg = compose_config(["model.stages.stage_j.module.average_weight=0.5", "model.stages.stage0.module.trains=[backbone]"])
+    cfg = compose_config(["model.stages.stage_j.module.average_weight=0.5",
+                          "model.stages.stage0.module.trains=[backbone]"])
     with pytest.raises(ValueError, match=r"no stage of model.stages trains \['upsamplers.0"):
         stage_plan(cfg, tiny_pcsr())
     cfg = compose_config(["model.stages.stage_j.module.average_weight=0.5"])
@@ -366,13 +367,16 @@ def test_stages_are_addressed_by_key():
     (["+model.stages.stage2.module.lr_scale={classifier: 0.5}"], "model.stages.stage2 is no stage"),
     (["+model.stages.stage1.name=stage1"], r"settings for stage stage1 of model.stages.stage_j, whose name and place"),
     (["+model.stages.stage1.steps=3", "+model.stages.stage1b={after: stage1, steps: 3}"],
-     r"model.stages.stage1 gives settings for stage stage1 of model.stages.stage_j, whose name and place \(after:\)"),
-    (["model=pcsr_routed", "model.stages.stage_j_routed.after=stage_k"], "after: stage_k, but model.stages has no entry"),
+     r"model.stages.stage1 gives settings for stage stage1 of model.stages.stage_j, "
+     r"whose name and place \(after:\)"),
+    (["model=pcsr_routed", "model.stages.stage_j_routed.after=stage_k"],
+     "after: stage_k, but model.stages has no entry"),
     (["model=pcsr_routed", "+model.stages.stage_j_routed.for_j={from: 1, below: 2}"], "takes no for_j of its own"),
     (["model.stages.stage_j.name=upsampler"], r"repeats for each j: its name needs \{j\}"),
     (["+model.stages.stage0.name=backbone"], "a stage that does not repeat is named by its key"),
     (["model=pcsr_routed", "model.stages.stage_j_routed.name='stage{j}'"], "gives stage names twice"),
-    (["model=pcsr_routed", "model.stages.stage_j_routed.after=stage_x", "+model.stages.stage_x={after: stage_j_routed}"],
+    (["model=pcsr_routed", "model.stages.stage_j_routed.after=stage_x",
+      "+model.stages.stage_x={after: stage_j_routed}"],
      r"the after: entries \['stage_j_routed', 'stage_x'\] follow each other in a loop"),
 ])
 def test_stage_entries_that_cannot_run_are_refused(overrides, message):
@@ -459,9 +463,11 @@ def test_warm_start_extension_chooses_widths_and_resumes(trained_m2, tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (["experiment=carn_pcsr"], "backbone is a FSRCNN in .*, this model's is a CARN"),
-    (["model.num_classes=3", "init.stages=[stage0,stage1]", "model.net.upsampler_hidden=[[58,58,58,58],[24,24,24,24],[10,10,10]]"],
+    (["model.num_classes=3", "init.stages=[stage0,stage1]",
+      "model.net.upsampler_hidden=[[58,58,58,58],[24,24,24,24],[10,10,10]]"],
      r"upsamplers.1 has widths \[10, 10, 10\] -> 3 in .*this model's are \[24, 24, 24, 24\]"),
-    (["experiment=fsrcnn_original", "init.stages=[original]"], "holds a model of kind 'pcsr', this run trains kind 'original'"),
+    (["experiment=fsrcnn_original", "init.stages=[original]"],
+     "holds a model of kind 'pcsr', this run trains kind 'original'"),
     (["init.stages=[stage1]"], "must be the first stages"),
 ])
 def test_warm_start_mismatches_fail_before_anything_is_written(trained_m2, tmp_path, overrides, message):
@@ -501,9 +507,9 @@ def test_routed_pipeline_follows_each_stage_with_its_upsampler_alone(trained_m2,
 def test_the_retraining_recipe_runs_from_a_checkpoints_stage0(trained_m2, tmp_path):
     """experiment=retrain_fsrcnn end to end, its schedule shrunk to a few steps on the sample photos."""
     seen = FirstStep()
-    manifest = run_job(compose_config(["experiment=retrain_fsrcnn", "data=samples", *TINY, f"init.checkpoint={trained_m2}",
-                                       "profile.batch_size=2", "profile.queries=64", "model.routed_steps=1"],
-                                      tmp_path / "run"), callbacks=[seen])
+    overrides = ["experiment=retrain_fsrcnn", "data=samples", *TINY, f"init.checkpoint={trained_m2}",
+                 "profile.batch_size=2", "profile.queries=64", "model.routed_steps=1"]
+    manifest = run_job(compose_config(overrides, tmp_path / "run"), callbacks=[seen])
     assert list(seen.seen) == ["stage1", "stage1_routed"] and manifest.experiment == "fsrcnn_pcsr"
     assert manifest.stage("stage0").config["loaded"] == ["backbone", "upsamplers.0"]
     assert manifest.stage("stage1").config["lr_scale"] == {"classifier": 0.3333}
@@ -563,7 +569,8 @@ def test_lr_scale_gives_a_part_its_own_learning_rate():
     assert {round(lrs[id(p)], 9) for p in net.upsamplers[1].parameters()} == {1e-2}
     assert {round(lrs[id(p)], 9) for p in net.classifier.parameters()} == {2.5e-3}
     assert len(lrs) == sum(1 for p in net.parameters() if p.requires_grad)
-    assert stage_config(compose_config(["+model.stages.stage1.module.lr_scale={classifier: 0.25}"]),
-                        SimpleNamespace(module_path="m", steps=3, options={}), stage)["lr_scale"] == {"classifier": 0.25}
+    config = stage_config(compose_config(["+model.stages.stage1.module.lr_scale={classifier: 0.25}"]),
+                          SimpleNamespace(module_path="m", steps=3, options={}), stage)
+    assert config["lr_scale"] == {"classifier": 0.25}
     with pytest.raises(ValueError, match="lr_scale must give positive factors for parts it trains"):
         configured_stage(tiny_pcsr(), "stage1", ["+model.stages.stage1.module.lr_scale={backbone: 0.5}"])

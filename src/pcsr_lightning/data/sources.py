@@ -52,7 +52,7 @@ def sample_photo(name: str) -> torch.Tensor:
     ``motorcycle_left`` / ``motorcycle_right`` are the two views of scikit-image's stereo pair (one scene:
     keep both in one split). Which photos train and which are held out is set in conf/data/samples.yaml.
     """
-    import skimage.data
+    import skimage.data  # slow to import; only the sample photos need it
 
     if name in ("motorcycle_left", "motorcycle_right"):
         left, right, _ = skimage.data.stereo_motorcycle()

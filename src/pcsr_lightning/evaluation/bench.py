@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from pcsr_lightning.data.bicubic import downscale
 from pcsr_lightning.data.sources import sample_photo
@@ -120,8 +121,6 @@ def op_profile(fn: Callable[[], object], device: torch.device, top: int = 12) ->
 
     ``matmul_share`` is the part spent in matrix products: what is left once overheads are gone.
     """
-    from torch.profiler import ProfilerActivity, profile
-
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     synchronize(device)
@@ -269,26 +268,77 @@ def first_call(fn, hr: torch.Tensor, scale: int, device) -> tuple[float, object,
     return peak, result, psnr(sr[0].float().cpu(), hr, shave_for(scale)), share, skipped
 
 
-def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> dict:
-    """Warm up and time every variant interleaved; the report ``pcsr bench`` prints and writes as JSON."""
+@dataclass
+class BenchRun:
+    """One benchmark's pieces: its settings, both models and the (HR, LR) pair they run on."""
 
+    settings: BenchSettings
+    device: torch.device
+    dtype: torch.dtype
+    layout: str  # the memory format's name
+    pcsr: torch.nn.Module
+    original: torch.nn.Module
+    hr: torch.Tensor
+    lr: torch.Tensor
+    workers: int  # the routed part's workers
+
+    @property
+    def ks(self) -> list[float]:
+        return list(self.settings.ks)
+
+    @property
+    def fast_name(self) -> str:
+        return f"pcsr k={self.ks[0]:g}"
+
+    @property
+    def ref_name(self) -> str:
+        return f"reference k={self.ks[0]:g}"
+
+
+def load_models(settings: BenchSettings, device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Module, ...]:
+    """(PCSR, original) networks of the two checkpoints."""
+    pcsr = bench_model(settings.pcsr_ckpt, True, device, dtype, settings.memory_format, settings.scale)
+    original = bench_model(settings.original_ckpt, False, device, dtype, settings.memory_format, settings.scale)
+    return pcsr, original
+
+
+def bench_input(settings: BenchSettings, device: torch.device, dtype: torch.dtype,
+                memory_format: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+    """(HR (3,H,W) on the CPU, LR (1,3,h,w) on the device): the photo crop or the mosaic, downscaled."""
+    h, w = settings.hr_size
+    hr = photo_crop(settings.hr_image, (h, w)) if settings.hr_image else photo_mosaic((h, w))
+    lr = as_input(downscale(hr, settings.scale).clamp(0, 1)[None].to(device, dtype), memory_format)
+    return hr, lr
+
+
+def prepare_run(settings: BenchSettings) -> BenchRun:
+    """Check the settings, load both models and build their input."""
     settings.check()
     device = resolve_device(settings.device)
-    (h, w), s, tile, ks = settings.hr_size, settings.scale, settings.tile, list(settings.ks)
     dtype = DTYPES[settings.precision]
     memory_format = choose_memory_format(device, settings.memory_format)  # what pcsr upscale picks
-    pcsr = bench_model(settings.pcsr_ckpt, True, device, dtype, settings.memory_format, s)
-    original = bench_model(settings.original_ckpt, False, device, dtype, settings.memory_format, s)
-    hr = photo_crop(settings.hr_image, (h, w)) if settings.hr_image else photo_mosaic((h, w))
-    lr = as_input(downscale(hr, s).clamp(0, 1)[None].to(device, dtype), memory_format)
-    layout = format_name(memory_format)
-    workers = routed_threads(settings.routed_threads, device)
-    log(f"bench x{s}: HR {h}x{w}, LR {lr.shape[-2]}x{lr.shape[-1]}, {device}, {settings.precision}, {layout} "
-        f"(--memory-format {settings.memory_format}), {torch.get_num_threads()} intra-op threads, routed part on "
-        + (f"{workers} workers x 1 thread" if workers else "the intra-op threads (--routed-threads 0)"))
-    ref_name = f"reference k={ks[0]:g}"
+    pcsr, original = load_models(settings, device, dtype)
+    hr, lr = bench_input(settings, device, dtype, memory_format)
+    return BenchRun(settings, device, dtype, format_name(memory_format), pcsr, original, hr, lr,
+                    routed_threads(settings.routed_threads, device))
+
+
+def describe(run: BenchRun) -> str:
+    """The first log line: what is measured, on what."""
+    (h, w), settings, lr, workers = run.settings.hr_size, run.settings, run.lr, run.workers
+    return (f"bench x{settings.scale}: HR {h}x{w}, LR {lr.shape[-2]}x{lr.shape[-1]}, {run.device}, "
+            f"{settings.precision}, {run.layout} (--memory-format {settings.memory_format}), "
+            f"{torch.get_num_threads()} intra-op threads, routed part on "
+            + (f"{workers} workers x 1 thread" if workers else "the intra-op threads (--routed-threads 0)"))
+
+
+def plan_variants(run: BenchRun) -> dict[str, Callable[[], object]]:
+    """Name -> call of every variant timed end to end: the original, PCSR per k (and per flat-tile gate
+    setting), the all-heavy / all-light ends and the reference path."""
+    settings, pcsr, original, lr, workers = run.settings, run.pcsr, run.original, run.lr, run.workers
+    s, tile = settings.scale, settings.tile
     variants = {"original": lambda: original(lr)}
-    for k in ks:
+    for k in run.ks:
         variants[f"pcsr k={k:g}"] = lambda k=k: upscale(pcsr, lr, s, k=k, tile=tile, threads=workers)
         for t in settings.skip_flat:
             for halo in settings.skip_halo:
@@ -300,73 +350,136 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
                     skip_halo=halo)
     for name, cls in (("pcsr all-heavy", 0), ("pcsr all-light", pcsr.num_classes - 1)) if settings.ends else ():
         variants[name] = lambda cls=cls: upscale_forced(pcsr, lr, s, cls, tile, threads=workers)
-    if settings.reference and dtype == torch.float32:
-        variants[ref_name] = lambda: upscale_reference(pcsr, lr, s, k=ks[0])
-    fast_name = f"pcsr k={ks[0]:g}"
+    if settings.reference and run.dtype == torch.float32:
+        k0 = run.ks[0]
+        variants[run.ref_name] = lambda: upscale_reference(pcsr, lr, s, k=k0)
+    return variants
+
+
+def warm_up(run: BenchRun, variants: dict[str, Callable[[], object]],
+            log: Callable[[str], None]) -> tuple[dict[str, tuple], dict[str, object]]:
+    """One call of each variant: name -> (peak MiB, PSNR, heavy share, skipped share), and the outputs of
+    the fast and the reference path (compared later; the other outputs are dropped: memory at 8K)."""
     first, outputs = {}, {}
     for name, fn in variants.items():
-        peak, result, quality, share, skipped = first_call(fn, hr, s, device)
+        peak, result, quality, share, skipped = first_call(fn, run.hr, run.settings.scale, run.device)
         first[name] = (peak, quality, share, skipped)
-        if name in (fast_name, ref_name):  # compared below; the other outputs are dropped (memory at 8K)
+        if name in (run.fast_name, run.ref_name):
             outputs[name] = result
         del result
         log(f"  {name}: warm-up done, {quality:.3f} dB")
-    repeats = {name: settings.reference_repeats if name == ref_name else settings.repeats for name in variants}
+    return first, outputs
+
+
+def routed_part(run: BenchRun, feat: torch.Tensor) -> Callable[[], object]:
+    """The fast path after the backbone, on given features."""
+
+    def fast_routed():
+        return upscale(run.pcsr, run.lr, run.settings.scale, k=run.ks[0], feat=feat, threads=run.workers)
+
+    return fast_routed
+
+
+def timed_rounds(run: BenchRun, variants: dict[str, Callable[[], object]]) -> tuple[dict[str, list[float]],
+                                                                                    torch.Tensor]:
+    """Milliseconds per round of every variant, of the backbone alone and (with the reference path) of the
+    routed part alone; and the backbone's features of the LR."""
+    settings, pcsr, lr, s = run.settings, run.pcsr, run.lr, run.settings.scale
+    k0 = run.ks[0]
+    repeats = {name: settings.reference_repeats if name == run.ref_name else settings.repeats for name in variants}
     repeats[BACKBONE] = settings.repeats
-    encode = lambda: backbone_features(pcsr, lr, tile)
+
+    def encode():
+        return backbone_features(pcsr, lr, settings.tile)
+
     feat = encode()
     # The implementations differ only after the backbone: time that part alone, on the same features
     # (end-to-end minus backbone would carry the backbone's run-to-run noise into a small difference).
-    fast_routed = lambda: upscale(pcsr, lr, s, k=ks[0], feat=feat, threads=workers)
     routed = {}
-    if ref_name in variants:
-        routed = {ROUTED_FAST: fast_routed,
-                  ROUTED_REFERENCE: lambda: upscale_reference(pcsr, lr, s, k=ks[0], feat=feat)}
+    if run.ref_name in variants:
+        routed = {ROUTED_FAST: routed_part(run, feat),
+                  ROUTED_REFERENCE: lambda: upscale_reference(pcsr, lr, s, k=k0, feat=feat)}
         repeats.update({ROUTED_FAST: settings.repeats, ROUTED_REFERENCE: settings.reference_repeats})
     with torch.no_grad():
-        times = time_rounds({**variants, BACKBONE: encode, **routed}, device, repeats, warmup=0)
-    backbone = statistics.median_high(times[BACKBONE])
+        times = time_rounds({**variants, BACKBONE: encode, **routed}, run.device, repeats, warmup=0)
+    return times, feat
+
+
+def measured_rows(variants: dict[str, Callable[[], object]], first: dict[str, tuple], times: dict[str, list[float]],
+                  log: Callable[[str], None]) -> list[Row]:
+    """A row per variant: its median time and what its warm-up call measured."""
     rows = []
     for name in variants:
         peak, quality, share, skipped = first[name]
         rows.append(Row(name, statistics.median_high(times[name]), quality, share, peak, times[name], skipped))
         log(f"  {name}: {rows[-1].ms:.1f} ms")
-    log(f"  {BACKBONE}: {backbone:.1f} ms")
+    log(f"  {BACKBONE}: {statistics.median_high(times[BACKBONE]):.1f} ms")
+    return rows
+
+
+def fast_vs_reference(run: BenchRun, outputs: dict[str, object], by_name: dict[str, Row],
+                      times: dict[str, list[float]], feat: torch.Tensor) -> dict:
+    """How the fast path's classes, PSNR and time compare with the reference path's."""
+    fast, ref = outputs[run.fast_name], outputs[run.ref_name]
+    s, k0 = run.settings.scale, run.ks[0]
+    with torch.no_grad():
+        probs = prepare(run.pcsr, run.lr, s, feat=feat).probs
+    return {
+        "classes_identical": bool(torch.equal(fast.classes, ref.classes)),
+        "class_map": class_map_agreement(fast.classes, ref.classes, probs, cost_list(run.pcsr, s), k0),
+        "psnr_diff_db": abs(by_name[run.fast_name].psnr - by_name[run.ref_name].psnr),
+        "speedup": paired_ratio(times[run.ref_name], times[run.fast_name]),
+        "speedup_routed": paired_ratio(times[ROUTED_REFERENCE], times[ROUTED_FAST]),
+        "ms_routed_fast": statistics.median_high(times[ROUTED_FAST]),
+        "ms_routed_reference": statistics.median_high(times[ROUTED_REFERENCE]),
+    }
+
+
+def psnr_guard(run: BenchRun, fast_psnr: float) -> dict:
+    """The low-precision fast path's PSNR against the same path in float32."""
+    settings, s = run.settings, run.settings.scale
+    full = bench_model(settings.pcsr_ckpt, True, run.device, torch.float32, settings.memory_format, s)
+    with torch.no_grad():
+        ref_sr = upscale(full, run.lr.float(), s, k=run.ks[0], tile=settings.tile, threads=run.workers).sr
+    fp32_psnr = psnr(ref_sr[0].cpu(), run.hr, shave_for(s))
+    return {"fp32": fp32_psnr, "low_precision": fast_psnr, "ok": fp32_psnr - fast_psnr <= GUARD_DB}
+
+
+def report_header(run: BenchRun) -> dict:
+    """The report's first entries: what was measured, on what."""
+    settings = run.settings
+    h, w = settings.hr_size
+    return {"hr_size": [h, w], "scale": settings.scale, "device": str(run.device), "precision": settings.precision,
+            "memory_format": run.layout, "k": run.ks, "machine": machine_info(run.device),
+            "routed_threads": run.workers,
+            "timing": "variants interleaved round by round; ratios are medians of same-round ratios",
+            "receptive_radius": receptive_radius(run.pcsr.backbone)}
+
+
+def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> dict:
+    """Warm up and time every variant interleaved; the report ``pcsr bench`` prints and writes as JSON."""
+
+    run = prepare_run(settings)
+    log(describe(run))
+    variants = plan_variants(run)
+    first, outputs = warm_up(run, variants, log)
+    times, feat = timed_rounds(run, variants)
+    rows = measured_rows(variants, first, times, log)
     by_name = {r.name: r for r in rows}
-    fast_row = by_name[fast_name]
-    reference = by_name.get(ref_name)
-    report = {"hr_size": [h, w], "scale": s, "device": str(device), "precision": settings.precision,
-              "memory_format": layout, "k": ks, "machine": machine_info(device), "routed_threads": workers,
-              "timing": "variants interleaved round by round; ratios are medians of same-round ratios",
-              "receptive_radius": receptive_radius(pcsr.backbone)}
-    if ref_name in variants:
-        fast, ref = outputs[fast_name], outputs[ref_name]
-        with torch.no_grad():
-            probs = prepare(pcsr, lr, s, feat=feat).probs
-        report["fast_vs_reference"] = {
-            "classes_identical": bool(torch.equal(fast.classes, ref.classes)),
-            "class_map": class_map_agreement(fast.classes, ref.classes, probs, cost_list(pcsr, s), ks[0]),
-            "psnr_diff_db": abs(fast_row.psnr - reference.psnr),
-            "speedup": paired_ratio(times[ref_name], times[fast_name]),
-            "speedup_routed": paired_ratio(times[ROUTED_REFERENCE], times[ROUTED_FAST]),
-            "ms_routed_fast": statistics.median_high(times[ROUTED_FAST]),
-            "ms_routed_reference": statistics.median_high(times[ROUTED_REFERENCE]),
-        }
-    if dtype != torch.float32:
-        full = bench_model(settings.pcsr_ckpt, True, device, torch.float32, settings.memory_format, s)
-        with torch.no_grad():
-            ref_sr = upscale(full, lr.float(), s, k=ks[0], tile=tile, threads=workers).sr
-        fp32_psnr = psnr(ref_sr[0].cpu(), hr, shave_for(s))
-        report["psnr_guard"] = {"fp32": fp32_psnr, "low_precision": fast_row.psnr,
-                                "ok": fp32_psnr - fast_row.psnr <= GUARD_DB}
+    fast_row, reference, original = by_name[run.fast_name], by_name.get(run.ref_name), by_name["original"]
+    report = report_header(run)
+    if run.ref_name in variants:
+        report["fast_vs_reference"] = fast_vs_reference(run, outputs, by_name, times, feat)
+    if run.dtype != torch.float32:
+        report["psnr_guard"] = psnr_guard(run, fast_row.psnr)
     report.update(
-        ms_original=by_name["original"].ms,
-        ms_backbone=backbone,
+        ms_original=original.ms,
+        ms_backbone=statistics.median_high(times[BACKBONE]),
         ms_pcsr=fast_row.ms,
-        ratio_pcsr=paired_ratio(fast_row.times_ms, by_name["original"].times_ms),
+        ratio_pcsr=paired_ratio(fast_row.times_ms, original.times_ms),
         ms_reference=None if reference is None else reference.ms,
         psnr={r.name: r.psnr for r in rows},
-        psnr_original=by_name["original"].psnr,
+        psnr_original=original.psnr,
         psnr_pcsr=fast_row.psnr,
         psnr_reference=None if reference is None else reference.psnr,
         peak_memory_mb={r.name: r.peak_mb for r in rows},
@@ -374,5 +487,5 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
     )
     if settings.profile:
         with torch.no_grad():
-            report["profile_routed"] = op_profile(fast_routed, device)
+            report["profile_routed"] = op_profile(routed_part(run, feat), run.device)
     return report

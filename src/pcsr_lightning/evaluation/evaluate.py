@@ -252,7 +252,8 @@ def summarize(records: list[Record]) -> list[dict]:
         for c in CONVENTIONS:
             row[f"gflops_{c}"] = _mean([getattr(r, f"gflops_{c}") for r in group])
             ref = _mean([getattr(r, f"gflops_{c}") for r in originals])
-            row[f"pct_{c}"] = 100 * row[f"gflops_{c}"] / ref if ref and any(r.pct_paper is not None for r in group) else None
+            has_pct = ref and any(r.pct_paper is not None for r in group)
+            row[f"pct_{c}"] = 100 * row[f"gflops_{c}"] / ref if has_pct else None
         rows.append(row)
     return rows
 

@@ -62,7 +62,8 @@ def read_manifest(path: Path) -> tuple[str, Path]:
         raise ValueError(f"{path}: stages {running} are not done; the run has not finished")
     if manifest.final_checkpoint is None or not Path(manifest.final_checkpoint).is_file():
         raise ValueError(f"{path}: final_checkpoint {manifest.final_checkpoint} does not exist")
-    return BACKBONE_ROW[manifest.backbone] + ("-PCSR" if manifest.kind == "pcsr" else ""), Path(manifest.final_checkpoint)
+    row = BACKBONE_ROW[manifest.backbone] + ("-PCSR" if manifest.kind == "pcsr" else "")
+    return row, Path(manifest.final_checkpoint)
 
 
 def resolve_row(spec: str) -> tuple[str, Path]:
@@ -118,7 +119,8 @@ def pick_k(summary: list[dict], target: float | None) -> dict:
 
 def build_table(rows: dict[str, Path], datasets: dict[str, str], ks: Sequence[float], psnr_tolerance: float,
                 crop: str | None, device: str, out_dir: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
-                metrics: Sequence[str] = ("psnr",), memory_format: str = "auto", log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> tuple[list[dict], dict[str, Path]]:
+                metrics: Sequence[str] = ("psnr",), memory_format: str = "auto",
+                log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> tuple[list[dict], dict[str, Path]]:
     """Evaluate every row on every dataset: the cells (``TABLE_COLUMNS``) and one PSNR-vs-GFLOPs curve per dataset."""
 
     cells, images = [], {}

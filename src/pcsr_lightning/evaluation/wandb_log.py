@@ -23,7 +23,7 @@ def eval_identity(ckpt: str | Path) -> tuple[str, list[str]]:
 
 def log_results(run, name: str, columns: Sequence[str], rows: Sequence[dict], images: dict[str, str]) -> None:
     """One wandb.Table of ``rows`` (``<name>/table``) and one wandb.Image per PNG path in ``images``."""
-    import wandb
+    import wandb  # wandb is slow to import and only needed when logging to it
 
     data = [[r.get(c) for c in columns] for r in rows]
     payload = {f"{name}/table": wandb.Table(columns=list(columns), data=data)}
@@ -35,12 +35,13 @@ def log_evaluation(run, records: list[dict], record_columns: Sequence[str], summ
                    summary_columns: Sequence[str], plot: str | None = None) -> None:
     """An evaluation: the per-image table, the summary table, PSNR against GFLOPs over k as a line plot
     (``eval/psnr_vs_gflops``), the PNG curve when there is one, and the means in the run summary."""
-    import wandb
+    import wandb  # wandb is slow to import and only needed when logging to it
 
     log_results(run, "eval", summary_columns, summary, {"curve": plot} if plot else {})
     per_image = wandb.Table(columns=list(record_columns), data=[[r.get(c) for c in record_columns] for r in records])
     payload = {"eval/per_image": per_image}
-    ks = sorted((r for r in summary if r["setting"] == "k" and r.get("skip_flat") is None), key=lambda r: r["gflops_paper"])
+    ks = sorted((r for r in summary if r["setting"] == "k" and r.get("skip_flat") is None),
+                key=lambda r: r["gflops_paper"])
     if ks:
         curve = wandb.Table(columns=["k", "gflops_paper", "psnr"], data=[[r["k"], r["gflops_paper"], r["psnr"]]
                                                                           for r in ks])

@@ -215,7 +215,8 @@ class SkipPlan:
     def skipped_rects(self, grid: QueryGrid) -> list[tuple[int, int, int, int, int]]:
         """(image, r0, r1, c0, c1): HR rectangles of runs of skipped tiles, one tile row at a time."""
         rows, cols = self.hr_spans(grid)
-        return [(i, *rect) for i, image in enumerate((~self.active).cpu().tolist()) for rect in _runs(image, rows, cols)]
+        skipped = (~self.active).cpu().tolist()
+        return [(i, *rect) for i, image in enumerate(skipped) for rect in _runs(image, rows, cols)]
 
     def lr_ranges(self, image: int) -> list[tuple[int, int]]:
         """Flat LR pixel ranges of the tile rows holding an active tile (what the folds need)."""

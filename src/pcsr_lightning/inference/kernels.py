@@ -49,7 +49,8 @@ class FoldedLayer:
     """First Linear of an MLP folded onto the LR grid: pre(I,J) = A[lr(I,J)] + row[I] + col[J].
 
     The three terms are rows of one table, so a block's pre-activations are one sum-of-3-rows gather
-    (``embedding_bag``): ~1.6x faster than three index_selects and two adds, same sums in the same order.
+    (``embedding_bag``): one pass over memory instead of three index_selects and two adds, same sums in the
+    same order (docs/performance.md).
     """
 
     table: torch.Tensor  # (h*w + H + W, hidden): A, then row (with the cell term and the bias), then col
@@ -103,9 +104,8 @@ class FoldedLayer:
                 else:
                     torch.mm(lr_feat[r0:r1], w_feat, out=table[r0:r1])
 
-            spans = [
-                (r0, min(end, r0 + FOLD_CHUNK_ROWS)) for start, end in ranges for r0 in range(start, end, FOLD_CHUNK_ROWS)
-            ]
+            spans = [(r0, min(end, r0 + FOLD_CHUNK_ROWS))
+                     for start, end in ranges for r0 in range(start, end, FOLD_CHUNK_ROWS)]
             (workers or Workers(0)).run(chunk, spans)
         else:
             for start, end in ranges:
@@ -126,8 +126,8 @@ class BlockedTail:
 
     Wide hidden layers run query-major, x (n, in) @ W^T, the layout the gathers produce; thin ones
     (``QUERY_MAJOR_MIN_WIDTH``) feature-major, W @ x. The output layer always runs feature-major,
-    W @ x^T -> (out, n), the (3, n) layout the image wants (and ~10% faster than (n, hidden) @ (hidden, 3)
-    on CPU). Activations of a block stay in cache, in buffers allocated once. With oneDNN (``onednn``,
+    W @ x^T -> (out, n), the (3, n) layout the image wants (and faster than (n, hidden) @ (hidden, 3) on
+    CPU: docs/performance.md). Activations of a block stay in cache, in buffers allocated once. With oneDNN (``onednn``,
     query-major only) every layer is one fused call and the output a transposed (n, out) view.
     """
 
@@ -186,8 +186,8 @@ class BlockedTail:
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, post_op: str) -> torch.Tensor:
-    """post_op(x @ weight^T + bias) in one oneDNN call; ``weight`` must be contiguous (a strided one is
-    re-laid out on every call: 300x slower)."""
+    """post_op(x @ weight^T + bias) in one oneDNN call; ``weight`` must be contiguous (a strided one
+    is re-laid out on every call)."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, post_op, [], "")
 
 
@@ -219,7 +219,8 @@ def fill_dense_rows(folded: FoldedLayer, grid: QueryGrid, r0: int, r1: int, out:
     dense += folded.col_term[None]
 
 
-def fill_dense_rect(folded: FoldedLayer, grid: QueryGrid, r0: int, r1: int, c0: int, c1: int, out: torch.Tensor) -> None:
+def fill_dense_rect(folded: FoldedLayer, grid: QueryGrid, r0: int, r1: int, c0: int, c1: int,
+                    out: torch.Tensor) -> None:
     """``fill_dense_rows`` on the HR columns [c0, c1) only: ``out`` ((r1-r0)*(c1-c0), hidden)."""
     h_lr, w_lr = grid.lr_size
     hidden = folded.lr_term.shape[1]

@@ -43,7 +43,7 @@ def refine(pred: torch.Tensor, classes: torch.Tensor, num_classes: int, skipped:
 # A band's working set is about this many (3, rows, W) arrays: the image rows, their vertical sums and
 # the 3x3 box sums.
 BAND_ARRAYS = 2
-MIN_BAND_ROWS = 8  # 4-row bands were 1.6-2x slower than 32 (per-band overhead)
+MIN_BAND_ROWS = 8  # thinner bands lose more to per-band overhead than they gain in cache
 
 
 def band_rows(width: int, element_size: int = 4) -> int:
@@ -68,8 +68,8 @@ def band_mask(classes: torch.Tensor, num_classes: int, r0: int, r1: int, skipped
 
 
 def refine_in_place(
-    pred: torch.Tensor, classes: torch.Tensor, num_classes: int, band: int | None = None, workers: Workers | None = None,
-    skipped: bool = False,
+    pred: torch.Tensor, classes: torch.Tensor, num_classes: int, band: int | None = None,
+    workers: Workers | None = None, skipped: bool = False,
 ) -> None:
     """``refine`` in place, a band of rows at a time: separable 3x3 sums of a band that stays in cache,
     written where the mask says. No image-sized temporaries (the 9-gather form cost over a second at 4K).

@@ -110,7 +110,7 @@ def prepare(
     if model.num_classes > 1 and gate is not None and not gate.all_active:
         probs = _gated_probabilities(model, feat, grid, gate, max_queries, threads)
     elif model.num_classes > 1:
-        # Stored class-major (softmax over a short leading dim is ~20x faster), exposed as (B,H*W,M).
+        # Stored class-major (softmax over a short, contiguous leading dim), exposed as (B,H*W,M).
         class_major = lr.new_empty(lr.shape[0], model.num_classes, hh * ww)
         step = max(1, max_queries // ww)
         with Workers(routed_threads(threads, lr.device)) as workers:
@@ -160,7 +160,8 @@ def _gated_probabilities(
 
 
 @exact
-def route(model, prepared: Prepared, k: float = 0.0, adaptive: bool = False, threads: int | None = None) -> torch.Tensor:
+def route(model, prepared: Prepared, k: float = 0.0, adaptive: bool = False,
+          threads: int | None = None) -> torch.Tensor:
     """(B,H*W) classes, 0 = heaviest; with the gate, M on the pixels it skipped."""
     if prepared.gate is not None:
         return _route_gated(model, prepared, k, adaptive, threads)
@@ -169,7 +170,7 @@ def route(model, prepared: Prepared, k: float = 0.0, adaptive: bool = False, thr
         hh, ww = prepared.grid.hr_size
         return torch.zeros(b, hh * ww, dtype=torch.long, device=prepared.lr_norm.device)
     class_major = prepared.probs.transpose(1, 2)
-    if not adaptive and class_major.is_contiguous():  # reducing over a strided class dim is ~10x slower
+    if not adaptive and class_major.is_contiguous():  # reduces over a contiguous class dim
         costs = cost_list(model, prepared.scale).to(class_major.device)
         b, _, q = class_major.shape
         classes = torch.empty(b, q, dtype=torch.long, device=class_major.device)
@@ -335,7 +336,8 @@ def render_forced(model, prepared: Prepared, cls: int, refine: bool = True, thre
 
 
 @exact
-def upscale_forced(model, lr: torch.Tensor, scale: float, cls: int, tile: int = 0, threads: int | None = None) -> RoutedSR:
+def upscale_forced(model, lr: torch.Tensor, scale: float, cls: int, tile: int = 0,
+                   threads: int | None = None) -> RoutedSR:
     """``render_forced`` from scratch; the classifier still runs, so timings compare with routed runs."""
     prepared = prepare(model, lr, scale, feat=backbone_features(model, lr, tile), threads=threads)
     return render_forced(model, prepared, cls, threads=threads)

@@ -214,6 +214,15 @@ def read_weights_only(path: str | Path, what: str = "checkpoint") -> object:
                               f"{detail.strip() or first_line(err)}") from err
 
 
+def read_trusted(path: str | Path) -> object:
+    """``torch.load(weights_only=False)``: full unpickling, which can run any code in the file. Only for a
+    file the user vouches for (``--trust-pickle``) once ``read_weights_only`` has refused it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing here
+        raise CheckpointError(f"{path} cannot be read as a PyTorch checkpoint: {first_line(err)}") from err
+
+
 def describe_checkpoint(path: str | Path) -> tuple[str, str]:
     """(kind, backbone class name) of a project checkpoint, read without building the model."""
     payload = read_weights_only(path)

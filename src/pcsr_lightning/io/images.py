@@ -129,7 +129,8 @@ def read_image_raw(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> to
     except FileNotFoundError:
         raise
     except Image.DecompressionBombError as err:
-        raise ImageReadError(f"{path}: refused as a decompression bomb (limit --max-pixels {max_pixels:,}): {err}") from err
+        raise ImageReadError(f"{path}: refused as a decompression bomb "
+                             f"(limit --max-pixels {max_pixels:,}): {err}") from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         if isinstance(err, ImageReadError):
             raise

@@ -17,8 +17,8 @@ from pcsr_lightning.io.checkpoint import (
     build_model,
     check_finite,
     check_state_dict,
-    first_line,
     load_weights,
+    read_trusted,
     read_weights_only,
 )
 from pcsr_lightning.io.files import check_outputs
@@ -133,10 +133,7 @@ def import_official(src: str | Path, out: str | Path, trust: bool = False, forma
             raise CheckpointError(f"{err}; if you trust this file completely, pass --trust-pickle") from err
         warnings.warn(f"{src}: loading with full unpickling (--trust-pickle): this can run any code in the file",
                       stacklevel=2)
-        try:
-            raw = torch.load(src, map_location="cpu", weights_only=False)
-        except Exception as err2:  # noqa: BLE001
-            raise CheckpointError(f"{src} cannot be read as a PyTorch checkpoint: {first_line(err2)}") from err2
+        raw = read_trusted(src)
     config, state, meta = convert_release(raw, str(src))
     check_finite(check_state_dict(state, src), src)
     model = build_model(config)

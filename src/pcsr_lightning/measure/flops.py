@@ -79,7 +79,7 @@ FREE_FVCORE_OPS = (
 
 
 def _first_input_numel(inputs, outputs) -> int:
-    from fvcore.nn.jit_handles import get_shape
+    from fvcore.nn.jit_handles import get_shape  # fvcore is slow to import; only FLOP counting needs it
 
     shape = get_shape(inputs[0])
     count = 1
@@ -99,7 +99,7 @@ def _free(inputs, outputs) -> int:
 
 def fvcore_analysis(module: nn.Module, *inputs: torch.Tensor):
     """fvcore's FlopCountAnalysis with this project's handles; raises on an op with no rule."""
-    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn import FlopCountAnalysis  # fvcore is slow to import; only FLOP counting needs it
 
     analysis = FlopCountAnalysis(module, inputs if len(inputs) != 1 else inputs[0])
     analysis.set_op_handle(**FVCORE_HANDLES)

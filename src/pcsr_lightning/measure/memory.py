@@ -54,6 +54,6 @@ def process_peak_mb(device: torch.device) -> float:
     """The most this process has held so far, in MiB: CUDA max allocated on a GPU, peak RSS (ru_maxrss) on CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
+    import resource  # Unix only: importing it at the top would break the package on Windows
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

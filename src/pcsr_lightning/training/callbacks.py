@@ -268,7 +268,7 @@ def log_k_sweep(trainer, rows: list[dict]) -> None:
 
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            import wandb
+            import wandb  # wandb is slow to import and only needed when logging to it
 
             data = [[r[c] for c in K_SWEEP_COLUMNS] for r in rows]
             table = wandb.Table(columns=K_SWEEP_COLUMNS, data=data)

@@ -62,7 +62,7 @@ class StageWandbLogger(WandbLogger):
     def experiment(self):
         """The run, created on first use without Lightning's shared ``trainer/global_step`` axis."""
         if self._experiment is None:
-            import wandb
+            import wandb  # wandb is slow to import and only needed when logging to it
 
             self._experiment = wandb.init(**self._wandb_init)
         return self._experiment

@@ -37,6 +37,7 @@ from pcsr_lightning.io.checkpoint import (
 )
 from pcsr_lightning.io.manifest import FILENAME, Manifest, StageRecord, open_run
 from pcsr_lightning.models import PCSR
+from pcsr_lightning.models.parts import submodule
 from pcsr_lightning.training.callbacks import SaveOnException, quiet_intended_messages
 from pcsr_lightning.training.preflight import check_numbers, check_trainer, one_line
 from pcsr_lightning.training.stages import NonFiniteTraining, Stage, part_of
@@ -85,7 +86,7 @@ def stage_plan(cfg: DictConfig, net: torch.nn.Module) -> list[StagePlan]:
         raise ValueError(f"model.num_classes is {cfg.model.num_classes} but model.net builds "
                          f"{net.num_classes} upsamplers")
     plans = [planned_stage(name, entry, j, net) for name, entry, j in expanded_stages(cfg.model.stages)]
-    trained = {id(q) for p in plans for t in p.trains for q in net.get_submodule(t).parameters()}
+    trained = {id(q) for p in plans for t in p.trains for q in submodule(net, t, f"stage {p.name}").parameters()}
     never = sorted({n.rsplit(".", 1)[0] for n, q in net.named_parameters() if id(q) not in trained})
     if never:
         raise ValueError(f"no stage of model.stages trains {never}: the pipeline and the network disagree")
@@ -318,11 +319,8 @@ def plan_warm_start(warm: WarmSource | None, net: torch.nn.Module, plans: list[S
 
 def check_part(source: torch.nn.Module, net: torch.nn.Module, path: str, where: Path) -> None:
     """The part at ``path`` exists in both networks with the same kind and widths."""
-    try:
-        theirs = source.get_submodule(path)
-    except AttributeError:
-        raise ValueError(f"init.checkpoint: {where} has no {path!r}") from None
-    ours = net.get_submodule(path)
+    theirs = submodule(source, path, f"init.checkpoint {where}")
+    ours = submodule(net, path, "this model")
     if type(theirs) is not type(ours):
         raise ValueError(f"init.checkpoint: {path} is a {type(theirs).__name__} in {where}, "
                          f"this model's is a {type(ours).__name__}")
@@ -344,7 +342,8 @@ def apply_warm_start(warm: WarmStart, net: torch.nn.Module, plans: list[StagePla
     ``resume=true`` hands weights over as for a trained stage."""
     for name, parts in warm.parts.items():
         for t in parts:
-            load_weights(net.get_submodule(t), warm.model.get_submodule(t).state_dict(), f"{warm.source} ({t})")
+            theirs = submodule(warm.model, t, f"init.checkpoint {warm.source}")
+            load_weights(submodule(net, t, "this model"), theirs.state_dict(), f"{warm.source} ({t})")
     for plan in plans:
         if plan.name not in warm.parts:
             continue

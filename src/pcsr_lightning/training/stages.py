@@ -98,7 +98,7 @@ class Stage(L.LightningModule):
         return [self.net]
 
     def trainable_modules(self) -> list[nn.Module]:
-        return [self.net.get_submodule(t) for t in self.trains]
+        return [submodule(self.net, t, f"stage {self.stage_name}") for t in self.trains]
 
     def trainable_names(self) -> list[str]:
         """Where the trainable parts sit in the network, e.g. ``["upsamplers.1", "classifier"]``."""

@@ -67,7 +67,8 @@ SKIP_THRESHOLD, POSITIVE_INT, HALO = checked(skip_threshold), checked(positive_i
 def add_image_flags(parser: argparse.ArgumentParser) -> None:
     """--max-pixels: larger images (and decompression bombs) are reported by name and skipped."""
     parser.add_argument("--max-pixels", type=PIXEL_LIMIT, default=DEFAULT_MAX_PIXELS,
-                        help=f"skip images with more pixels than this, read from the header (default {DEFAULT_MAX_PIXELS:,})")
+                        help="skip images with more pixels than this, read from the header "
+                             f"(default {DEFAULT_MAX_PIXELS:,})")
 
 
 def add_memory_format_flag(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +84,8 @@ def add_routing_flags(parser: argparse.ArgumentParser, several_k: bool = False) 
     if several_k:
         parser.add_argument("--k", type=K_VALUE, nargs="+", default=[0.0], help="cost knob(s); several = a k sweep")
     else:
-        parser.add_argument("--k", type=K_VALUE, default=0.0, help="cost knob: larger k sends more pixels to light upsamplers")
+        parser.add_argument("--k", type=K_VALUE, default=0.0,
+                            help="cost knob: larger k sends more pixels to light upsamplers")
     parser.add_argument("--adaptive", action="store_true", help="adaptive decision making (k-means), k unused")
     parser.add_argument("--no-refine", action="store_true", help="skip the pixel-wise refinement")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")

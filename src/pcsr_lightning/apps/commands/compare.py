@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         for r, g in zip(curve, gaps):  # both sorted by (GFLOPs, PSNR)
             rows.append([label, r["setting"], "" if r["k"] is None else f"{r['k']:g}",
                          "" if r["heavy_share"] is None else f"{r['heavy_share']:.3f}",
-                         "" if r.get("skipped_share") is None else f"{r['skipped_share']:.3f}", f"{r['gflops_paper']:.3f}",
+                         "" if r.get("skipped_share") is None else f"{r['skipped_share']:.3f}",
+                         f"{r['gflops_paper']:.3f}",
                          f"{r['psnr']:.3f}", "" if g["reference_psnr"] is None else f"{g['reference_psnr']:.3f}",
                          "" if g["gap_db"] is None or label == ref_label else f"{g['gap_db']:+.3f}"])
         if label != ref_label:

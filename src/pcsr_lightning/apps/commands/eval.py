@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--crop", choices=["paper", "none"], default="none", help="paper: LR top-left cropped to 28n+4")
     add_routing_flags(p, several_k=True)
     p.add_argument("--ends", action="store_true", help="also all-light and all-heavy routing (implied by --plot)")
-    p.add_argument("--bicubic", action="store_true", help="also the bicubic baseline (PSNR of the LR upscaled by bicubic)")
+    p.add_argument("--bicubic", action="store_true",
+                   help="also the bicubic baseline (PSNR of the LR upscaled by bicubic)")
     p.add_argument("--out", default=None, help="per-image CSV")
     p.add_argument("--summary", default=None, help="summary CSV (means per setting)")
     p.add_argument("--plot", default=None, help="PNG: PSNR vs GFLOPs (k curve, original, all-light/heavy)")
