@@ -192,7 +192,8 @@ def parse_copyright(text: str) -> Copyright:
             info.stanzas.append((patterns, holder, licence))
     if not info.licences:   # a line that names a licence, else one that mentions licences ("Licenses:")
         lines = [ln.strip() for ln in text.splitlines()]
-        line = next((ln for ln in lines if re.search(r"GPL|public domain|licen[cs]ed under|creative commons", ln, re.I)),
+        naming = r"GPL|public domain|licen[cs]ed under|creative commons"
+        line = next((ln for ln in lines if re.search(naming, ln, re.I)),
                     next((ln for ln in lines if re.search(r"licen[cs]e", ln, re.I)), ""))
         if line:
             info.licences.append(line[:200])
