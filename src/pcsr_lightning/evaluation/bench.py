@@ -19,7 +19,7 @@ import torch
 
 from pcsr_lightning.data.bicubic import downscale
 from pcsr_lightning.data.sources import sample_photo
-from pcsr_lightning.inference.gate import DEFAULT_TILE
+from pcsr_lightning.inference.gate import DEFAULT_TILE, check_scorer
 from pcsr_lightning.inference.layout import as_input, choose_memory_format, format_name
 from pcsr_lightning.inference.reference import class_map_agreement, upscale_reference
 from pcsr_lightning.inference.routed import backbone_features, prepare, upscale, upscale_forced
@@ -221,6 +221,7 @@ class BenchSettings:
     skip_flat: Sequence[float] = ()  # flat-tile gate thresholds: a variant per (k, threshold, halo)
     skip_tile: int = DEFAULT_TILE
     skip_halo: Sequence[int | None] = (None,)  # None: the receptive radius
+    skip_gate: str = "laplacian"  # the gate's scorer (``gate.SCORERS``)
     hr_image: str | None = None  # a photo, centre-cropped to hr_size, instead of the mosaic
     ends: bool = True  # the all-heavy / all-light variants
 
@@ -240,10 +241,11 @@ class BenchSettings:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {sorted(DTYPES)}")
         if any(not (math.isfinite(t) and t >= 0) for t in self.skip_flat):
             raise ValueError(f"--skip-flat thresholds must be finite numbers >= 0, got {list(self.skip_flat)}")
+        check_scorer(self.skip_gate)
 
 
 def bench_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dtype, memory_format: str,
-                scale: int) -> torch.nn.Module:
+                scale: int, skip_gate: str | None = None) -> torch.nn.Module:
     """A checkpoint of the expected kind, loaded as users get it (``pcsr_lightning.load``: its layout rule,
     the cost list computed in float32 before the cast to ``dtype``)."""
     model = load(path, device, dtype, memory_format)
@@ -251,6 +253,8 @@ def bench_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.d
         raise ValueError(f"{path} is a {model.kind} checkpoint, expected {'pcsr' if want_pcsr else 'original'}")
     if want_pcsr:
         model.cost_list(scale)
+        if skip_gate is not None:
+            check_scorer(skip_gate, model.network)  # before any timing: a model without a learned gate
     elif model.scale != scale:
         raise ValueError(f"the original network upscales x{model.scale}, the benchmark runs x{scale}")
     return model.network
@@ -277,7 +281,8 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
     (h, w), s, tile, ks = settings.hr_size, settings.scale, settings.tile, list(settings.ks)
     dtype = DTYPES[settings.precision]
     memory_format = choose_memory_format(device, settings.memory_format)  # what pcsr upscale picks
-    pcsr = bench_model(settings.pcsr_ckpt, True, device, dtype, settings.memory_format, s)
+    pcsr = bench_model(settings.pcsr_ckpt, True, device, dtype, settings.memory_format, s,
+                       settings.skip_gate if settings.skip_flat else None)
     original = bench_model(settings.original_ckpt, False, device, dtype, settings.memory_format, s)
     hr = photo_crop(settings.hr_image, (h, w)) if settings.hr_image else photo_mosaic((h, w))
     lr = as_input(downscale(hr, s).clamp(0, 1)[None].to(device, dtype), memory_format)
@@ -297,7 +302,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> di
                     name += f" halo={'rf' if halo is None else halo}"
                 variants[name] = lambda k=k, t=t, halo=halo: upscale(
                     pcsr, lr, s, k=k, tile=tile, threads=workers, skip_flat=t, skip_tile=settings.skip_tile,
-                    skip_halo=halo)
+                    skip_halo=halo, skip_gate=settings.skip_gate)
     for name, cls in (("pcsr all-heavy", 0), ("pcsr all-light", pcsr.num_classes - 1)) if settings.ends else ():
         variants[name] = lambda cls=cls: upscale_forced(pcsr, lr, s, cls, tile, threads=workers)
     if settings.reference and dtype == torch.float32:
