@@ -26,7 +26,7 @@ RETRAIN_FILLED = ["data.train.path=/photos/train", "data.val.path=/photos/heldou
 
 
 def required_of(recipe: str) -> list[str]:
-    if recipe.startswith("retrain_"):
+    if recipe.startswith(("retrain_", "gate_")):
         return REQUIRED["retrain"]
     return REQUIRED["paper"] if recipe.endswith("_paper") else []
 
@@ -58,7 +58,7 @@ def resolved(cfg, *keys) -> dict:
 def test_the_recipes_are_the_ones_documented():
     assert RECIPES == sorted([*(f"{b}_{k}" for b in ("fsrcnn", "carn", "srresnet") for k in ("original", "pcsr")),
                               *(f"{b}_pcsr_paper" for b in ("fsrcnn", "carn", "srresnet")),
-                              "retrain_fsrcnn", "retrain_carn"])
+                              "retrain_fsrcnn", "retrain_carn", "gate_fsrcnn", "gate_carn"])
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -68,11 +68,14 @@ def test_every_recipe_composes_and_plans_its_stages(recipe):
     cfg = composed(recipe)
     assert missing_values(cfg) == []
     resolved(cfg, "data", "model", "optimizer", "scheduler", "trainer", "profile", "init", "seed", "name")
-    backbone, kind = recipe.removeprefix("retrain_").split("_")[0], "original" if "original" in recipe else "pcsr"
+    backbone = recipe.removeprefix("retrain_").removeprefix("gate_").split("_")[0]
+    kind = "original" if "original" in recipe else "pcsr"
     assert (cfg.backbone.name, cfg.model.kind, cfg.name) == (backbone, kind, f"{backbone}_{kind}")
     names = [name for name, *_ in plan(cfg)]
     if kind == "original":
         assert names == ["original"]
+    elif recipe.startswith("gate_"):
+        assert names == ["stage0", "stage1", "gate"]
     elif recipe.startswith("retrain_"):
         assert names == ["stage0", "stage1", "stage1_routed"]
         assert [n for n, *_ in plan(composed(recipe, ["model.num_classes=3"]))] == [
@@ -256,3 +259,15 @@ def test_routed_sweep_sh_trains_the_routed_stage_of_the_recipe(tmp_path):
         assert list(cfg.init.stages) == ["stage0", "stage1"] and cfg.init.checkpoint.endswith("stage1/model.ckpt")
         skips.add(cfg.model.stages.stage_j_routed.module.skip_hardest)
     assert skips == {0, 0.1}
+
+
+@pytest.mark.parametrize("backbone", ["fsrcnn", "carn"])
+def test_the_gate_recipe_takes_every_paper_stage_and_trains_only_the_gate(backbone):
+    cfg = compose_config([f"experiment=gate_{backbone}", *RETRAIN_FILLED], "/dummy/run")
+    assert list(cfg.init.stages) == ["stage0", "stage1"] and cfg.init.checkpoint == "/released.ckpt"
+    assert plan(cfg) == [("stage0", "BackboneStage", cfg.profile.steps.stage0),
+                         ("stage1", "UpsamplerStage", cfg.profile.steps.stage), ("gate", "GateStage", 500)]
+    net = build_model(OmegaConf.to_container(cfg.model.net, resolve=True))
+    assert type(net.gate).__name__ == "LearnedGate" and sum(p.numel() for p in net.gate.parameters()) < 1000
+    assert [p.trains for p in stage_plan(cfg, net)][-1] == ["gate"]
+    assert cfg.data.lr_patch == 64 and cfg.backbone.name == backbone

@@ -20,7 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from pcsr_lightning.data.bicubic import downscale
 from pcsr_lightning.data.sources import sample_photo
-from pcsr_lightning.inference.gate import DEFAULT_TILE
+from pcsr_lightning.inference.gate import DEFAULT_TILE, check_scorer
 from pcsr_lightning.inference.layout import as_input, choose_memory_format, format_name
 from pcsr_lightning.inference.reference import class_map_agreement, upscale_reference
 from pcsr_lightning.inference.routed import backbone_features, prepare, upscale, upscale_forced
@@ -220,6 +220,7 @@ class BenchSettings:
     skip_flat: Sequence[float] = ()  # flat-tile gate thresholds: a variant per (k, threshold, halo)
     skip_tile: int = DEFAULT_TILE
     skip_halo: Sequence[int | None] = (None,)  # None: the receptive radius
+    skip_gate: str = "laplacian"  # the gate's scorer (``gate.SCORERS``)
     hr_image: str | None = None  # a photo, centre-cropped to hr_size, instead of the mosaic
     ends: bool = True  # the all-heavy / all-light variants
 
@@ -239,10 +240,11 @@ class BenchSettings:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {sorted(DTYPES)}")
         if any(not (math.isfinite(t) and t >= 0) for t in self.skip_flat):
             raise ValueError(f"--skip-flat thresholds must be finite numbers >= 0, got {list(self.skip_flat)}")
+        check_scorer(self.skip_gate)
 
 
 def bench_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dtype, memory_format: str,
-                scale: int) -> torch.nn.Module:
+                scale: int, skip_gate: str | None = None) -> torch.nn.Module:
     """A checkpoint of the expected kind, loaded as users get it (``pcsr_lightning.load``: its layout rule,
     the cost list computed in float32 before the cast to ``dtype``)."""
     model = load(path, device, dtype, memory_format)
@@ -250,6 +252,8 @@ def bench_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.d
         raise ValueError(f"{path} is a {model.kind} checkpoint, expected {'pcsr' if want_pcsr else 'original'}")
     if want_pcsr:
         model.cost_list(scale)
+        if skip_gate is not None:
+            check_scorer(skip_gate, model.network)  # before any timing: a model without a learned gate
     elif model.scale != scale:
         raise ValueError(f"the original network upscales x{model.scale}, the benchmark runs x{scale}")
     return model.network
@@ -297,7 +301,8 @@ class BenchRun:
 
 def load_models(settings: BenchSettings, device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Module, ...]:
     """(PCSR, original) networks of the two checkpoints."""
-    pcsr = bench_model(settings.pcsr_ckpt, True, device, dtype, settings.memory_format, settings.scale)
+    pcsr = bench_model(settings.pcsr_ckpt, True, device, dtype, settings.memory_format, settings.scale,
+                       settings.skip_gate if settings.skip_flat else None)
     original = bench_model(settings.original_ckpt, False, device, dtype, settings.memory_format, settings.scale)
     return pcsr, original
 
@@ -347,7 +352,7 @@ def plan_variants(run: BenchRun) -> dict[str, Callable[[], object]]:
                     name += f" halo={'rf' if halo is None else halo}"
                 variants[name] = lambda k=k, t=t, halo=halo: upscale(
                     pcsr, lr, s, k=k, tile=tile, threads=workers, skip_flat=t, skip_tile=settings.skip_tile,
-                    skip_halo=halo)
+                    skip_halo=halo, skip_gate=settings.skip_gate)
     for name, cls in (("pcsr all-heavy", 0), ("pcsr all-light", pcsr.num_classes - 1)) if settings.ends else ():
         variants[name] = lambda cls=cls: upscale_forced(pcsr, lr, s, cls, tile, threads=workers)
     if settings.reference and run.dtype == torch.float32:

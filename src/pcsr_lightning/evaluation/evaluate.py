@@ -19,7 +19,7 @@ import torch
 
 from pcsr_lightning.evaluation.plot import Series, save_plot
 from pcsr_lightning.evaluation.protocol import bicubic_sr, load_pair
-from pcsr_lightning.inference.gate import DEFAULT_TILE, plan_skip
+from pcsr_lightning.inference.gate import DEFAULT_TILE, check_scorer, plan_skip
 from pcsr_lightning.inference.layout import choose_memory_format
 from pcsr_lightning.inference.routed import forced_classes, prepare, render, route
 from pcsr_lightning.inference.router import check_k, class_counts, heavy_share
@@ -76,6 +76,7 @@ class EvalSettings:
     skip_flat: Sequence[float] = ()  # flat-tile gate thresholds, each beside the plain k sweep; () = off
     skip_tile: int = DEFAULT_TILE  # the gate's LR tile size
     skip_halo: int | None = None  # backbone halo of the gate's windows; None = the receptive radius (exact)
+    skip_gate: str = "laplacian"  # the gate's scorer: max |Laplacian|, or the model's ``learned`` gate
 
     def __post_init__(self):
         """Refuse nonsense before any work: nan/inf k or scale, a pixel limit below 1, unknown metrics."""
@@ -86,6 +87,7 @@ class EvalSettings:
             raise ValueError(f"skip_tile must be >= 1 LR pixel, got {self.skip_tile}")
         if self.skip_halo is not None and int(self.skip_halo) < 0:
             raise ValueError(f"skip_halo must be >= 0 LR pixels, got {self.skip_halo}")
+        check_scorer(self.skip_gate)
         self.scale = check_scale_value(self.scale)
         if int(self.max_pixels) < 1:
             raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
@@ -158,7 +160,8 @@ def evaluate_image(
                               **scores(settings, out.sr[0], hr), **_gflops(meter, lr_size, scale, counts)))
     del prepared
     for threshold in settings.skip_flat:
-        gate = plan_skip(model, lr[None], scale, threshold, settings.skip_tile, settings.skip_halo)
+        gate = plan_skip(model, lr[None], scale, threshold, settings.skip_tile, settings.skip_halo,
+                         scorer=settings.skip_gate)
         gated = prepare(model, lr[None], scale, gate=gate)
         routes = [("adaptive", None)] if settings.adaptive else [("k", float(k)) for k in settings.ks]
         for setting, k in routes:
@@ -186,6 +189,8 @@ def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tupl
 
     model = load(settings.ckpt, settings.device, memory_format=settings.memory_format)
     model.check_scale(settings.scale)
+    if settings.skip_flat and model.is_pcsr:
+        check_scorer(settings.skip_gate, model.network)  # before any image: a model without a learned gate
     loaded, device = model.loaded, model.device
     original = None
     if settings.original_ckpt:

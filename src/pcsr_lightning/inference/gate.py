@@ -14,6 +14,10 @@ only on pixels inside its window, as in ``tiling.encode_tiled``: the features eq
 to the rounding of differently sized convolutions. A smaller halo trades that exactness for speed.
 
 A pixel of a skipped tile gets class M (``skipped_class`` = the number of upsamplers) in class maps.
+
+The score can instead be the model's learned gate (``scorer="learned"``, ``models.gate.LearnedGate``,
+trained by ``training.stages.GateStage``): its prediction of ``tile_residuals``, what PCSR adds over the
+bicubic fill on each tile, in the same [0, 1] image units, compared with the threshold the same way.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ BICUBIC_A = -0.75  # torch's (and OpenCV's) cubic kernel
 # the bicubic fill of a skipped HR pixel a separable 4 + 4 taps per channel.
 GATE_MACS_PER_LR_PIXEL = 5 * 3
 FILL_MACS_PER_HR_PIXEL = (4 + 4) * 3
+SCORERS = ("laplacian", "learned")  # what scores the tiles: the training-free |Laplacian| or the model's gate
 
 
 def laplacian_magnitude(lr: torch.Tensor) -> torch.Tensor:
@@ -64,6 +69,46 @@ def flatness_scores(lr: torch.Tensor, tile: int, border: int = GATE_BORDER) -> t
     ny, nx = math.ceil(h / tile), math.ceil(w / tile)
     mag = F.pad(mag, (0, nx * tile - w, 0, ny * tile - h), value=-math.inf)
     return mag.view(b, ny, tile, nx, tile).amax((2, 4))
+
+
+def check_scorer(scorer: str, model=None) -> str:
+    """``scorer`` is one of ``SCORERS``; ``learned`` needs a model holding a trained gate."""
+    if scorer not in SCORERS:
+        raise ValueError(f"the gate's scorer must be one of {list(SCORERS)}, got {scorer!r}")
+    if scorer == "learned" and model is not None and getattr(model, "gate", None) is None:
+        raise ValueError("the learned gate was asked for, but this model has none (PCSR.gate is None): train one "
+                         "with the gate stage (model=pcsr_gated, e.g. experiment=gate_carn) or use the laplacian "
+                         "scorer")
+    return scorer
+
+
+def tile_scores(model, lr: torch.Tensor, tile: int, scorer: str = "laplacian") -> torch.Tensor:
+    """(B, ty, tx) scores of (B,3,h,w) ``lr`` (image range): ``flatness_scores``, or the learned gate's."""
+    if check_scorer(scorer, model) == "laplacian":
+        return flatness_scores(lr, tile)
+    if tile < 1:
+        raise ValueError(f"the gate's tile must be >= 1 LR pixel, got {tile}")
+    return model.gate.scores(model.normalize(lr), tile)
+
+
+def gate_macs_per_lr_pixel(model, scorer: str) -> int:
+    return model.gate.macs_per_lr_pixel() if scorer == "learned" else GATE_MACS_PER_LR_PIXEL
+
+
+def tile_residuals(sr: torch.Tensor, cheap: torch.Tensor, lr_size: tuple[int, int], tile: int) -> torch.Tensor:
+    """(B, ty, tx): the root mean square of ``sr - cheap`` ((B,3,H,W), image range) over the HR pixels
+    whose nearest LR pixel lies in each LR tile (as the gate fills them), all channels: what PCSR adds over
+    the cheap reconstruction there, the learned gate's target."""
+    b, _, hh, ww = sr.shape
+    h, w = lr_size
+    grid = QueryGrid.build((h, w), (hh, ww), sr.device)
+    ny, nx = math.ceil(h / tile), math.ceil(w / tile)
+    ty, tx = grid.row_index // tile, grid.col_index // tile
+    index = (ty[:, None] * nx + tx[None, :]).flatten()
+    sq = (sr.float() - cheap.float()).square().mean(1).flatten(1)  # (B, H*W)
+    sums = sq.new_zeros(b, ny * nx).index_add_(1, index, sq)
+    counts = torch.bincount(index, minlength=ny * nx).to(sq)
+    return (sums / counts.clamp(min=1)).sqrt().view(b, ny, nx)
 
 
 def tile_spans(index: torch.Tensor, tile: int, tiles: int) -> list[tuple[int, int]]:
@@ -180,6 +225,8 @@ class SkipPlan:
     lr_size: tuple[int, int]
     hr_size: tuple[int, int]
     skipped: torch.Tensor = field(repr=False)  # (B, H*W) bool, the HR pixels of skipped tiles
+    scorer: str = "laplacian"  # what scored the tiles (``SCORERS``)
+    gate_macs_per_lr_pixel: int = GATE_MACS_PER_LR_PIXEL  # the scorer's own work
 
     @property
     def all_active(self) -> bool:
@@ -200,7 +247,7 @@ class SkipPlan:
         (2 x MACs) in the ``paper`` convention, MACs in ``fvcore``'s."""
         b, (h, w) = self.active.shape[0], self.lr_size
         per_mac = {"paper": 2, "fvcore": 1}[convention]
-        return {"gate": per_mac * b * h * w * GATE_MACS_PER_LR_PIXEL,
+        return {"gate": per_mac * b * h * w * self.gate_macs_per_lr_pixel,
                 "bicubic fill": per_mac * self.skipped_pixels() * FILL_MACS_PER_HR_PIXEL}
 
     def hr_spans(self, grid: QueryGrid) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -251,11 +298,13 @@ def _runs(flags: list[list[bool]], rows: list[tuple[int, int]], cols: list[tuple
 
 
 def plan_skip(model, lr: torch.Tensor, scale: float, threshold: float, tile: int = DEFAULT_TILE,
-              halo: int | None = None, merge: bool = True) -> SkipPlan:
+              halo: int | None = None, merge: bool = True, scorer: str = "laplacian") -> SkipPlan:
     """The gate on (B,3,h,w) ``lr``: tiles scoring below ``threshold`` are skipped (0: none is).
 
-    ``halo`` defaults to the backbone's receptive radius (exact features); ``merge`` see ``plan_windows``.
+    ``halo`` defaults to the backbone's receptive radius (exact features); ``merge`` see ``plan_windows``;
+    ``scorer``: ``laplacian`` (``flatness_scores``) or ``learned`` (the model's gate, ``tile_scores``).
     """
+    check_scorer(scorer, model)
     threshold = float(threshold)
     if not math.isfinite(threshold) or threshold < 0:
         raise ValueError(f"the skip threshold must be a finite number >= 0, got {threshold}")
@@ -265,13 +314,13 @@ def plan_skip(model, lr: torch.Tensor, scale: float, threshold: float, tile: int
         raise ValueError(f"the halo must be >= 0 LR pixels, got {halo}")
     h, w = lr.shape[-2:]
     hh, ww = output_size((h, w), scale)
-    scores = flatness_scores(lr, tile)
+    scores = tile_scores(model, lr, tile, scorer)
     active = scores >= threshold
     grid = QueryGrid.build((h, w), (hh, ww), lr.device)
     skipped = ~active[:, (grid.row_index // tile)][:, :, (grid.col_index // tile)]
     windows = [] if bool(active.all()) else plan_windows(active, (h, w), tile, halo, merge)
     return SkipPlan(threshold, tile, halo, model.num_classes, scores, active, windows, (h, w), (hh, ww),
-                    skipped.reshape(lr.shape[0], hh * ww))
+                    skipped.reshape(lr.shape[0], hh * ww), scorer, gate_macs_per_lr_pixel(model, scorer))
 
 
 def encode_active(model, lr_norm: torch.Tensor, plan: SkipPlan, tile: int = 0) -> torch.Tensor:

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pcsr_lightning.inference.gate import DEFAULT_TILE, SkipPlan, encode_active, fill_skipped, plan_skip
+from pcsr_lightning.inference.gate import (
+    DEFAULT_TILE,
+    SkipPlan,
+    check_scorer,
+    encode_active,
+    fill_skipped,
+    plan_skip,
+)
 from pcsr_lightning.inference.kernels import (
     CLASSIFIER_BAND_QUERIES,
     BlockedTail,
@@ -280,11 +287,13 @@ def backbone_features(model, lr: torch.Tensor, tile: int = 0, gate: SkipPlan | N
 
 @exact
 def gate_for(model, lr: torch.Tensor, scale: float, skip_flat: float | None, skip_tile: int = DEFAULT_TILE,
-             skip_halo: int | None = None) -> SkipPlan | None:
-    """The flat-tile gate's plan for ``lr``; None when ``skip_flat`` is None (off)."""
+             skip_halo: int | None = None, skip_gate: str = "laplacian") -> SkipPlan | None:
+    """The flat-tile gate's plan for ``lr``; None when ``skip_flat`` is None (off). ``skip_gate``: what
+    scores the tiles, ``laplacian`` or the model's ``learned`` gate (an error for a model without one)."""
+    check_scorer(skip_gate, model)
     if skip_flat is None:
         return None
-    return plan_skip(model, lr, scale, skip_flat, skip_tile, skip_halo)
+    return plan_skip(model, lr, scale, skip_flat, skip_tile, skip_halo, scorer=skip_gate)
 
 
 @exact
@@ -302,6 +311,7 @@ def upscale(
     skip_flat: float | None = None,
     skip_tile: int = DEFAULT_TILE,
     skip_halo: int | None = None,
+    skip_gate: str = "laplacian",
 ) -> RoutedSR:
     """Fast routed inference. ``feat`` may be given to reuse backbone features; ``tile`` > 0 runs the
     backbone on LR tiles of that size (bounded memory for huge images, same result). ``threads``: the
@@ -310,9 +320,10 @@ def upscale(
 
     ``skip_flat``: the flat-tile gate's threshold (None: off; 0: every tile runs, the result is PCSR's);
     LR tiles of ``skip_tile`` pixels scoring below it are skipped, the backbone runs on the others with a
-    halo of ``skip_halo`` pixels (default: its receptive radius, exact). ``feat`` must then be the gate's
-    features (``backbone_features`` with the same plan) or None."""
-    gate = gate_for(model, lr, scale, skip_flat, skip_tile, skip_halo)
+    halo of ``skip_halo`` pixels (default: its receptive radius, exact). ``skip_gate``: the tiles' scorer,
+    ``laplacian`` (max |Laplacian|) or ``learned`` (the model's trained gate, ``models.gate.LearnedGate``).
+    ``feat`` must then be the gate's features (``backbone_features`` with the same plan) or None."""
+    gate = gate_for(model, lr, scale, skip_flat, skip_tile, skip_halo, skip_gate)
     if feat is None:
         feat = backbone_features(model, lr, tile, gate)
     prepared = prepare(model, lr, scale, max_queries or CLASSIFIER_BAND_QUERIES, feat, threads, gate)

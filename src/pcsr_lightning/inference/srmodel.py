@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from pcsr_lightning.inference.gate import DEFAULT_TILE as DEFAULT_SKIP_TILE
+from pcsr_lightning.inference.gate import check_scorer
 from pcsr_lightning.inference.layout import as_input, choose_memory_format, in_memory_format
 from pcsr_lightning.inference.routed import RoutedSR
 from pcsr_lightning.inference.routed import upscale as routed_upscale
@@ -44,6 +45,7 @@ class RoutingOptions:
     skip_flat: float | None = None  # flat-tile gate threshold (``routed.upscale``), None = off, 0 = every tile runs
     skip_tile: int = DEFAULT_SKIP_TILE  # the gate's LR tile size
     skip_halo: int | None = None  # the gate's backbone halo, None = the receptive radius (exact)
+    skip_gate: str = "laplacian"  # the gate's scorer: max |Laplacian|, or the model's ``learned`` gate
 
     def __post_init__(self):
         check_k(self.k)
@@ -55,6 +57,7 @@ class RoutingOptions:
             raise ValueError(f"skip_tile must be >= 1 LR pixel, got {self.skip_tile}")
         if self.skip_halo is not None and int(self.skip_halo) < 0:
             raise ValueError(f"skip_halo must be None (the receptive radius) or >= 0 LR pixels, got {self.skip_halo}")
+        check_scorer(self.skip_gate)
 
 
 @dataclass
@@ -140,6 +143,11 @@ class SRModel:
         return self.network.num_classes if self.is_pcsr else 1
 
     @property
+    def has_learned_gate(self) -> bool:
+        """Whether the network holds a trained flat-tile gate (``skip_gate="learned"``)."""
+        return self.is_pcsr and getattr(self.network, "gate", None) is not None
+
+    @property
     def supports_half(self) -> bool:
         return self._project_class() or bool(getattr(self.network, "supports_half", False))
 
@@ -159,8 +167,9 @@ class SRModel:
 
     def __repr__(self) -> str:
         scale = "any scale" if self.scale is None else f"x{self.scale}"
-        return (f"SRModel({type(self.network).__name__}, kind={self.kind}, {scale}, classes={self.num_classes}, "
-                f"device={self.device}, dtype={str(self.dtype).removeprefix('torch.')})")
+        return (f"SRModel({type(self.network).__name__}, kind={self.kind}, {scale}, classes={self.num_classes}"
+                f"{', learned gate' if self.has_learned_gate else ''}, device={self.device}, "
+                f"dtype={str(self.dtype).removeprefix('torch.')})")
 
     # Running it.
     def check_scale(self, scale: float | None) -> float:
@@ -191,7 +200,8 @@ class SRModel:
         if self.is_pcsr:
             return routed_upscale(self.network, lr, scale, k=routing.k, adaptive=routing.adaptive,
                                   refine=routing.refine, tile=routing.tile, skip_flat=routing.skip_flat,
-                                  skip_tile=routing.skip_tile, skip_halo=routing.skip_halo)
+                                  skip_tile=routing.skip_tile, skip_halo=routing.skip_halo,
+                                  skip_gate=routing.skip_gate)
         return self.network(lr)
 
     def gflops(self, lr_size: tuple[int, int], scale: float, classes: torch.Tensor | None,
@@ -211,11 +221,12 @@ class SRModel:
                 for c in CONVENTIONS}
 
     def upscale(self, image, scale: float | None = None, k: float = 0.0, adaptive: bool = False,
-                refine: bool = True, tile: int = 0, skip_flat: float | None = None) -> Upscaled:
+                refine: bool = True, tile: int = 0, skip_flat: float | None = None,
+                skip_gate: str = "laplacian") -> Upscaled:
         """Super-resolve ``image`` (see ``__call__``) and say where each pixel went and what it cost."""
         batch, restore = to_batch(image)
         scale = self.check_scale(scale)
-        out = self._run(batch, scale, RoutingOptions(k, adaptive, refine, tile, skip_flat))
+        out = self._run(batch, scale, RoutingOptions(k, adaptive, refine, tile, skip_flat, skip_gate=skip_gate))
         sr, classes = (out, None) if isinstance(out, torch.Tensor) else (out.sr, out.classes)
         gate = None if isinstance(out, torch.Tensor) else out.gate
         lr_size = tuple(batch.shape[-2:])
@@ -236,13 +247,15 @@ class SRModel:
         return Upscaled(restore(sr), None if classes is None else classes.cpu(), share, flops, skipped)
 
     def __call__(self, image, scale: float | None = None, k: float = 0.0, adaptive: bool = False,
-                 refine: bool = True, tile: int = 0, skip_flat: float | None = None):
+                 refine: bool = True, tile: int = 0, skip_flat: float | None = None, skip_gate: str = "laplacian"):
         """The SR image, of the input's type: a PIL image, an HxWx3 numpy array (uint8, or float in [0,1]) or
         a tensor ((3,H,W) or (B,3,H,W), float in [0,1] or uint8). Values are clamped to the image range; an
         integer input comes back with its dtype, rounded as the commands' PNGs are. ``skip_flat``: the
-        flat-tile gate's threshold (PCSR only; None: off), see ``routed.upscale``."""
+        flat-tile gate's threshold (PCSR only; None: off), ``skip_gate`` its scorer (``laplacian``, or
+        ``learned`` for a model holding a trained gate), see ``routed.upscale``."""
         batch, restore = to_batch(image)
-        sr, _ = self.super_resolve(batch, scale, RoutingOptions(k, adaptive, refine, tile, skip_flat))
+        sr, _ = self.super_resolve(batch, scale, RoutingOptions(k, adaptive, refine, tile, skip_flat,
+                                                                skip_gate=skip_gate))
         return restore(sr)
 
 

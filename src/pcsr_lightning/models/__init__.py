@@ -5,9 +5,10 @@ Kept free of training and data code so they can be built from a checkpoint alone
 
 from pcsr_lightning.models.carn import CARN
 from pcsr_lightning.models.fsrcnn import FSRCNN
+from pcsr_lightning.models.gate import LearnedGate
 from pcsr_lightning.models.mlp import MLP
 from pcsr_lightning.models.original import OriginalSR
 from pcsr_lightning.models.pcsr import KINDS, PCSR, model_kind
 from pcsr_lightning.models.srresnet import SRResNet
 
-__all__ = ["CARN", "FSRCNN", "KINDS", "MLP", "OriginalSR", "PCSR", "SRResNet", "model_kind"]
+__all__ = ["CARN", "FSRCNN", "KINDS", "LearnedGate", "MLP", "OriginalSR", "PCSR", "SRResNet", "model_kind"]

@@ -2,6 +2,8 @@
 
 ``forward`` is the soft mixture used for training; routed inference (``inference.routed.upscale``) is a
 separate function on purpose: the same module trains and serves without looking at ``self.training``.
+``gate`` is an optional learned flat-tile gate (``models.gate.LearnedGate``): it takes no part in
+``forward``; routed inference uses it when asked to (``skip_gate="learned"``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class PCSR(nn.Module):
         upsampler_hidden: Sequence[Sequence[int]],
         classifier_hidden: Sequence[int] = (),
         rgb_mean: Sequence[float] = (0.0, 0.0, 0.0),
+        gate: nn.Module | None = None,
     ):
         super().__init__()
         if len(upsampler_hidden) < 1:
@@ -35,6 +38,7 @@ class PCSR(nn.Module):
         in_dim = backbone.out_dim + 4
         self.upsamplers = nn.ModuleList(MLP(in_dim, 3, hidden) for hidden in upsampler_hidden)
         self.classifier = MLP(in_dim, len(upsampler_hidden), classifier_hidden) if len(upsampler_hidden) > 1 else None
+        self.gate = gate  # None: no learned gate (checkpoints written before it existed have none)
         self.register_buffer(
             "rgb_mean", torch.tensor(list(rgb_mean), dtype=torch.float32).view(1, 3, 1, 1), persistent=False
         )

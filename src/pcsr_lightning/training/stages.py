@@ -6,6 +6,8 @@
   weighted L1 + load-balance loss.
 - ``RoutedUpsamplerStage`` (not in the paper): U_j alone after its stage, each pixel's L1 weighted by
   the frozen classifier's p_j, as routed inference will use it.
+- ``GateStage`` (not in the paper): the learned flat-tile gate alone, everything else frozen; its target,
+  what PCSR adds over bicubic on each LR tile, is computed on the fly from the frozen network.
 
 What a stage trains (``trains``, dotted paths in the network) and its loss weights come from the
 pipeline in conf/model/; every other part is frozen (``requires_grad`` off and kept in eval mode).
@@ -21,10 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
-from pcsr_lightning.inference.routed import prepare, render, render_forced, route
+from pcsr_lightning.inference.gate import DEFAULT_TILE, tile_residuals
+from pcsr_lightning.inference.routed import prepare, render, render_forced, route, upscale
 from pcsr_lightning.measure.metrics import score, shave_for
 from pcsr_lightning.models import PCSR, OriginalSR
 from pcsr_lightning.models.parts import submodule
@@ -351,3 +355,89 @@ class RoutedUpsamplerStage(PCSRStage):
         self.log_stage({"train_loss": loss, f"train_p{self.index}": probs[..., self.index].mean()}, coord.shape[0],
                        prog_bar=True)
         return loss
+
+
+class GateStage(Stage):
+    """The learned flat-tile gate (``PCSR.gate``, ``models.gate.LearnedGate``) alone, the rest frozen.
+
+    Its target on each LR crop: the frozen PCSR's routed output at cost knob ``k`` minus the bicubic
+    upscale of the crop, root mean square over each ``tile`` x ``tile`` LR tile's HR pixels
+    (``gate.tile_residuals``): what the flat-tile gate loses by filling that tile with bicubic. The gate
+    predicts its log (``eps`` keeps exact zeros finite) and trains on the L1 distance in log space, so
+    flat and busy tiles weigh alike. Crops should hold several tiles and their context (``data.lr_patch``
+    of 64 LR pixels: 16 tiles of 16).
+
+    The frozen network's routed pass costs far more than the gate's step: with ``buffer`` > 0 the last
+    ``buffer`` crops and their targets are kept, targets are computed for every ``fresh_every``-th batch
+    only (the others are dropped), and each step trains on all the kept crops. Validation: the same
+    distance and the correlation of predicted and true log residuals on the validation images
+    (``best.ckpt`` keeps the highest correlation).
+    """
+
+    best_metric = "val_gate_corr"
+
+    def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str = "gate",
+                 scale: int = 4, trains: Sequence[str] = ("gate",), tile: int = DEFAULT_TILE, k: float = 0.0,
+                 eps: float = 1.0e-4, buffer: int = 0, fresh_every: int = 1):
+        if not isinstance(net, PCSR):
+            raise TypeError(f"GateStage trains a PCSR network's gate, got {type(net).__name__}")
+        if getattr(net, "gate", None) is None:
+            raise ValueError("GateStage trains PCSR.gate, but this network has none: build it with a gate "
+                             "(model=pcsr_gated sets model.net.gate)")
+        if [str(t) for t in trains] != ["gate"]:
+            raise ValueError(f"GateStage trains the gate alone (trains: [gate]), got {list(trains)}")
+        if int(tile) < 1 or not float(eps) > 0 or int(buffer) < 0 or int(fresh_every) < 1:
+            raise ValueError(f"GateStage needs tile >= 1, eps > 0, buffer >= 0 and fresh_every >= 1, got tile={tile}, "
+                             f"eps={eps}, buffer={buffer}, fresh_every={fresh_every}")
+        if int(fresh_every) > 1 and int(buffer) == 0:
+            raise ValueError("GateStage: fresh_every > 1 trains on kept crops between fresh ones; give buffer > 0")
+        super().__init__(net, optimizer, scheduler, name, scale, trains)
+        self.tile, self.k, self.eps = int(tile), float(k), float(eps)
+        self.buffer, self.fresh_every = int(buffer), int(fresh_every)
+        self.kept: list[tuple[torch.Tensor, torch.Tensor]] = []  # (LR crop, its target), newest last
+        self.batches_seen = 0
+
+    def parts(self) -> list[nn.Module]:
+        parts = [self.net.backbone, *self.net.upsamplers, self.net.gate]
+        return parts + ([self.net.classifier] if self.net.classifier is not None else [])
+
+    def validation_keys(self) -> list[str]:
+        return ["val_gate_l1", "val_gate_corr"]
+
+    def loss_settings(self) -> dict[str, float]:
+        return {"tile": self.tile, "k": self.k, "eps": self.eps, "buffer": self.buffer, "fresh_every": self.fresh_every}
+
+    def targets(self, lr: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """(B, ty, tx) log residuals of the frozen PCSR over bicubic per tile, and the routed result."""
+        with torch.no_grad():
+            out = upscale(self.net, lr, self.scale, k=self.k)
+            cheap = F.interpolate(lr.float(), size=out.sr.shape[-2:], mode="bicubic", align_corners=False)
+            residual = tile_residuals(out.sr, cheap, tuple(lr.shape[-2:]), self.tile)
+        return torch.log(residual + self.eps), out
+
+    def predict(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.net.gate(self.net.normalize(lr), self.tile).float()
+
+    def training_step(self, batch, batch_idx):
+        lr = batch["lr"]
+        if not self.buffer:
+            target, _ = self.targets(lr)
+        else:
+            if self.batches_seen % self.fresh_every == 0 or not self.kept:
+                fresh, _ = self.targets(lr)
+                self.kept += list(zip(lr.detach(), fresh))
+                del self.kept[: max(0, len(self.kept) - self.buffer)]
+            lr = torch.stack([x for x, _ in self.kept])
+            target = torch.stack([t for _, t in self.kept])
+        self.batches_seen += 1
+        loss = (self.predict(lr) - target).abs().mean()
+        self.log_stage({"train_loss": loss}, lr.shape[0], prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        target, out = self.targets(batch["lr"])
+        pred = self.predict(batch["lr"]).detach()
+        p, t = pred.flatten() - pred.mean(), target.flatten() - target.mean()
+        corr = float((p * t).sum() / (p.norm() * t.norm()).clamp(min=1e-12))
+        self.log_validation({"val_gate_l1": float((pred - target).abs().mean()), "val_gate_corr": corr})
+        return {"sr": out.sr, "classes": out.classes}

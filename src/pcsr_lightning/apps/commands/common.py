@@ -8,6 +8,7 @@ import math
 import torch
 
 from pcsr_lightning.inference.gate import DEFAULT_TILE as DEFAULT_SKIP_TILE
+from pcsr_lightning.inference.gate import SCORERS
 from pcsr_lightning.inference.layout import CHOICES as MEMORY_FORMAT_CHOICES
 from pcsr_lightning.inference.router import check_k
 from pcsr_lightning.inference.srmodel import RoutingOptions, check_scale_value
@@ -112,6 +113,9 @@ def add_skip_flags(parser: argparse.ArgumentParser, several: bool = False, sever
                         nargs="+" if several_halos else None,
                         help="backbone halo (LR pixels) around the gate's active tiles; 'rf' (default): the "
                              "receptive radius, exact features")
+    parser.add_argument("--gate", dest="skip_gate", choices=list(SCORERS), default="laplacian",
+                        help="what scores the tiles for --skip-flat: laplacian (default, max |Laplacian|) or "
+                             "learned (the model's trained gate: its predicted PCSR residual over bicubic)")
 
 
 def add_metrics_flag(parser: argparse.ArgumentParser) -> None:
@@ -124,7 +128,8 @@ def routing_from(args: argparse.Namespace) -> RoutingOptions:
     if args.tile < 0:
         raise ValueError(f"--tile must be >= 0, got {args.tile}")
     return RoutingOptions(k=args.k, adaptive=args.adaptive, refine=not args.no_refine, tile=args.tile,
-                          skip_flat=args.skip_flat, skip_tile=args.skip_tile, skip_halo=args.skip_halo)
+                          skip_flat=args.skip_flat, skip_tile=args.skip_tile, skip_halo=args.skip_halo,
+                          skip_gate=args.skip_gate)
 
 
 def is_out_of_memory(err: BaseException) -> bool:
