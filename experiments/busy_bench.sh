@@ -58,7 +58,8 @@ out, tag, threads, cases = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].sp
 lscpu = dict(line.split(":", 1) for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
              if ":" in line)
 flags = lscpu.get("Flags", "").split()
-cpu = (f"{lscpu.get('Model name', '?').strip()}, family {lscpu.get('CPU family', '?').strip()}, "
+cpu = (f"{lscpu.get('Model name', '?').strip()}, family {lscpu.get('CPU family', '?').strip()} "
+       f"model {lscpu.get('Model', '?').strip()}, "
        f"avx2 {'yes' if 'avx2' in flags else 'no'}, avx512f {'yes' if 'avx512f' in flags else 'no'}")
 names = {"quiet": "quiet", "busy1": "1 busy neighbour", "busy2": "2 busy neighbours", "nice1": "1 nice-19 neighbour"}
 runs = {(c, r): json.load(open(f"{out}/{tag}-{c}-routed{r}.json")) for c in cases for r in (threads, "0")}

@@ -21,7 +21,14 @@ from pcsr_lightning.io.checkpoint import load_checkpoint
 
 def test_routed_threads_default_env_and_devices(monkeypatch):
     monkeypatch.delenv(workers_mod.ENV, raising=False)
-    assert routed_threads() == workers_mod.default_threads()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert routed_threads() == 2  # one worker per intra-op thread
+        torch.set_num_threads(1)
+        assert routed_threads() == 0  # a single thread: the plain path, no worker
+    finally:
+        torch.set_num_threads(before)
     assert routed_threads(3) == 3 and routed_threads(0) == 0
     assert routed_threads(3, "cuda") == 0  # off the CPU: no workers
     monkeypatch.setenv(workers_mod.ENV, "0")
@@ -51,6 +58,24 @@ def test_workers_run_every_item_once_on_one_intra_op_thread(n):
     assert sorted(seen) == list(range(50))
     assert threads == {(1 if n else before, False)}  # grad mode follows the caller onto the workers
     assert torch.get_num_threads() == before
+
+
+def test_workers_follow_the_callers_inference_mode():
+    """Lightning validates under torch.inference_mode: tensors made there may be written only in that mode,
+    which a new thread does not inherit."""
+    model = routing_pcsr(2)
+    lr = torch.rand(1, 3, 13, 17)
+    with torch.inference_mode():
+        plain = upscale(model, lr, 4, k=0.3, threads=0)
+        assert torch.is_inference(plain.sr)
+        for n in (2, 3):
+            on_workers = upscale(model, lr, 4, k=0.3, threads=n)
+            assert torch.equal(on_workers.classes, plain.classes) and torch.equal(on_workers.sr, plain.sr)
+
+    modes = set()
+    with torch.inference_mode(), Workers(2) as workers:
+        workers.run(lambda item, local: modes.add(torch.is_inference_mode_enabled()), range(20))
+    assert modes == {True}
 
 
 def test_workers_restore_threads_and_raise_after_an_error():

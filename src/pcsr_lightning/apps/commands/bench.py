@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)")
     p.add_argument("--routed-threads", type=int, default=None,
                    help="worker threads for the routed part, one intra-op thread each (default: $PCSR_ROUTED_THREADS, "
-                        "else the library's default; 0: each operator over the intra-op threads)")
+                        "else one per intra-op thread; 0: each operator over the intra-op threads)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--reference-repeats", type=int, default=1, help="the reference loop is slow: fewer repeats")
     p.add_argument("--no-reference", action="store_true", help="skip the reference path")
