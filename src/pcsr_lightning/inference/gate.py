@@ -87,9 +87,7 @@ def tile_scores(model, lr: torch.Tensor, tile: int, scorer: str = "laplacian") -
     """(B, ty, tx) scores of (B,3,h,w) ``lr`` (image range): ``flatness_scores``, or the learned gate's."""
     if check_scorer(scorer, model) == "laplacian":
         return flatness_scores(lr, tile)
-    if tile < 1:
-        raise ValueError(f"the gate's tile must be >= 1 LR pixel, got {tile}")
-    return model.gate.scores(model.normalize(lr), tile)
+    return model.gate.scores(model.normalize(lr), tile)  # the gate checks the tile as flatness_scores does
 
 
 def gate_macs_per_lr_pixel(model, scorer: str) -> int:
@@ -305,7 +303,6 @@ def plan_skip(model, lr: torch.Tensor, scale: float, threshold: float, tile: int
     ``halo`` defaults to the backbone's receptive radius (exact features); ``merge`` see ``plan_windows``;
     ``scorer``: ``laplacian`` (``flatness_scores``) or ``learned`` (the model's gate, ``tile_scores``).
     """
-    check_scorer(scorer, model)
     threshold = float(threshold)
     if not math.isfinite(threshold) or threshold < 0:
         raise ValueError(f"the skip threshold must be a finite number >= 0, got {threshold}")
