@@ -118,3 +118,18 @@ def test_eval_settings_refuse_unknown_metrics():
     with pytest.raises(ValueError, match="unknown metric"):
         EvalSettings(ckpt="c.ckpt", hr_dir="hr", metrics=["psnr", "lpips"])
     assert EvalSettings(ckpt="c.ckpt", hr_dir="hr", metrics=["ssim"]).metrics == ["ssim"]
+
+
+def test_correlation_by_hand():
+    from pcsr_lightning.measure.metrics import correlation
+
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert correlation(a, 3 * a - 7) == pytest.approx(1.0)
+    assert correlation(a, -a) == pytest.approx(-1.0)
+    # x - mean = (-1.5, -0.5, 0.5, 1.5), y - mean = (0.5, -0.5, -0.5, 0.5): sum of products 0
+    assert correlation(a, torch.tensor([1.0, 0.0, 0.0, 1.0])) == pytest.approx(0.0)
+    # y - mean = (-0.5, 0.5, -0.5, 0.5): sum of products 1, |x - mean| = sqrt(5), |y - mean| = 1
+    assert correlation(a, torch.tensor([0.0, 1.0, 0.0, 1.0])) == pytest.approx(1 / math.sqrt(5))
+    assert correlation(torch.ones(4), a) == 0.0
+    with pytest.raises(ValueError, match="as many values"):
+        correlation(a, a[:3])

@@ -126,3 +126,13 @@ def score(names, pred: torch.Tensor, target: torch.Tensor, crop_border: int) -> 
 def shave_for(scale: float) -> int:
     """The border the protocol shaves: ``scale`` pixels (rounded up for non-integer scales)."""
     return math.ceil(scale)
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson correlation of two tensors' values (flattened): how well a predicted score ranks what it
+    predicts, whatever its offset and scale. 0 when either is constant."""
+    if a.numel() != b.numel():
+        raise ValueError(f"correlation needs as many values on both sides, got {a.numel()} and {b.numel()}")
+    x, y = a.detach().double().flatten(), b.detach().double().flatten()
+    x, y = x - x.mean(), y - y.mean()
+    return float((x * y).sum() / (x.norm() * y.norm()).clamp(min=1e-12))

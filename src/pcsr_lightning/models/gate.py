@@ -4,7 +4,7 @@ The training-free gate (``inference.gate.flatness_scores``) scores a tile by its
 network scores it by what skipping it would lose: it is trained (``training.stages.GateStage``) to predict
 the log of the root mean square of PCSR's output minus the bicubic upscale over the tile's HR pixels, in
 [0, 1] image units (``inference.gate.tile_residuals``). ``scores`` returns that prediction in the same
-units, so the gate's rule stays the same: a tile whose score is below the threshold is skipped.
+units (plus the training's eps), so the gate's rule stays the same: a tile whose score is below the threshold is skipped.
 
 Two 3x3 convolutions on the normalised LR (replicate padding: their reach, 2 LR pixels around the tile,
 is the reach of the bicubic filling it), then the mean and the maximum of each tile's features, and a
@@ -66,5 +66,7 @@ class LearnedGate(nn.Module):
         return self.head(pooled)[..., 0]
 
     def scores(self, lr_norm: torch.Tensor, tile: int) -> torch.Tensor:
-        """The predicted residual per tile, in [0, 1] image units (what a threshold is compared with)."""
+        """The predicted residual per tile, in [0, 1] image units (what a threshold is compared with). The
+        gate learns log(residual + eps) (``GateStage``'s eps, 1e-4 by default), so this is the residual plus
+        that eps: a tile predicted perfectly flat scores eps, and thresholds at or below it skip nothing."""
         return self(lr_norm, tile).float().exp()

@@ -29,7 +29,7 @@ from torchmetrics import MeanMetric
 
 from pcsr_lightning.inference.gate import DEFAULT_TILE, tile_residuals
 from pcsr_lightning.inference.routed import prepare, render, render_forced, route, upscale
-from pcsr_lightning.measure.metrics import score, shave_for
+from pcsr_lightning.measure.metrics import correlation, score, shave_for
 from pcsr_lightning.models import PCSR, OriginalSR
 from pcsr_lightning.models.parts import submodule
 from pcsr_lightning.models.sampler import make_cell, make_coord
@@ -437,7 +437,6 @@ class GateStage(Stage):
     def validation_step(self, batch, batch_idx):
         target, out = self.targets(batch["lr"])
         pred = self.predict(batch["lr"]).detach()
-        p, t = pred.flatten() - pred.mean(), target.flatten() - target.mean()
-        corr = float((p * t).sum() / (p.norm() * t.norm()).clamp(min=1e-12))
-        self.log_validation({"val_gate_l1": float((pred - target).abs().mean()), "val_gate_corr": corr})
+        self.log_validation({"val_gate_l1": float((pred - target).abs().mean()),
+                             "val_gate_corr": correlation(pred, target)})
         return {"sr": out.sr, "classes": out.classes}
