@@ -4,7 +4,8 @@ The training-free gate (``inference.gate.flatness_scores``) scores a tile by its
 network scores it by what skipping it would lose: it is trained (``training.stages.GateStage``) to predict
 the log of the root mean square of PCSR's output minus the bicubic upscale over the tile's HR pixels, in
 [0, 1] image units (``inference.gate.tile_residuals``). ``scores`` returns that prediction in the same
-units (plus the training's eps), so the gate's rule stays the same: a tile whose score is below the threshold is skipped.
+units (plus the training's eps), so the gate's rule stays the same: a tile whose score is below the
+threshold is skipped.
 
 Two 3x3 convolutions on the normalised LR (replicate padding: their reach, 2 LR pixels around the tile,
 is the reach of the bicubic filling it), then the mean and the maximum of each tile's features, and a
