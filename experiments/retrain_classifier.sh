@@ -21,8 +21,9 @@
 # Hydra overrides after the folders go last (e.g. seed=2).
 # Then two swapped models say which part a gap comes from: the released model with only the re-trained
 # classifier (retrained_C_only) and with only the re-trained U_1 (retrained_U1_only).
-# Writes results/retrain_classifier/<backbone>/{val,report}/{released,retrained,retrained_C_only,
-# retrained_U1_only}.csv, compare_val.md, compare.md (the report split), curves.png (the report split).
+# Writes results/retrain_classifier/<backbone>/trained.txt (each call's training time and CPU),
+# {val,report}/{released,retrained,retrained_C_only,retrained_U1_only}.csv, compare_val.md, compare.md
+# (the report split), curves.png (the report split).
 source "$(dirname "$0")/common.sh"
 usage="usage: experiments/retrain_classifier.sh TRAIN_DIR VAL_DIR REPORT_DIR [overrides]"
 TRAIN=$(realpath "${1:?$usage}")
@@ -57,9 +58,11 @@ for backbone in ${BACKBONES:-fsrcnn}; do
   resume=false
   [ -f "$run/manifest.json" ] && resume=true
   start=$(date +%s)
+  mkdir -p "$run"
   pcsr-train experiment=retrain_$backbone data.train.path="$TRAIN" data.val.path="$VAL" \
     init.checkpoint="$released" "${settings[@]}" resume=$resume hydra.run.dir="$run" "$@"
-  echo "$backbone: experiment=retrain_$backbone ${settings[*]} $*, trained in $(( $(date +%s) - start )) s (wall clock, this run)"
+  echo "$backbone: experiment=retrain_$backbone ${settings[*]} $*, trained in $(( $(date +%s) - start )) s" \
+    "(wall clock, this run), on $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores" | tee -a "$run/trained.txt"
   for swapped in "retrained_C_only classifier" "retrained_U1_only upsamplers.1"; do
     read -r name part <<< "$swapped"
     pcsr swap "$released" "$run/final.ckpt" --parts "$part" --out "$run/$name.ckpt"

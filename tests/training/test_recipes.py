@@ -58,7 +58,8 @@ def resolved(cfg, *keys) -> dict:
 def test_the_recipes_are_the_ones_documented():
     assert RECIPES == sorted([*(f"{b}_{k}" for b in ("fsrcnn", "carn", "srresnet") for k in ("original", "pcsr")),
                               *(f"{b}_pcsr_paper" for b in ("fsrcnn", "carn", "srresnet")),
-                              "retrain_fsrcnn", "retrain_carn", "gate_fsrcnn", "gate_carn"])
+                              "retrain_fsrcnn", "retrain_carn", "retrain_fsrcnn_paper", "retrain_carn_paper",
+                              "gate_fsrcnn", "gate_carn"])
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -103,6 +104,23 @@ def test_the_retraining_recipe_pins_the_headline_run(backbone):
     assert stages["stage1"].lr_scale == {"classifier": 0.3333}  # C at 1e-3 beside U_1's 3e-3
     assert (stages["stage1"].l1_weight, stages["stage1"].average_weight) == (1000.0, 3.0)
     assert stages["stage1_routed"].skip_hardest == 0.05 and stages["stage1_routed"].lr_scale == {}
+
+
+@pytest.mark.parametrize("backbone, lr", [("fsrcnn", 1e-3), ("carn", 2e-4)])
+def test_the_gpu_retraining_recipe_is_the_cpu_one_with_the_papers_stage_1_schedule(backbone, lr):
+    cfg = compose_config([f"experiment=retrain_{backbone}_paper", *RETRAIN_FILLED], "/dummy/run")
+    cpu = compose_config([f"experiment=retrain_{backbone}", *RETRAIN_FILLED], "/dummy/run")
+    assert plan(cfg) == [("stage0", "BackboneStage", 2_000_000), ("stage1", "UpsamplerStage", 500_000),
+                         ("stage1_routed", "RoutedUpsamplerStage", 150_000)]
+    assert (cfg.data.batch_size, cfg.data.queries, cfg.data.lr_patch * cfg.data.scale) == (16, None, 128)
+    assert cfg.optimizer.lr == lr == cfg.backbone.lr and cfg.trainer.accelerator == "gpu"
+    net = build_model(OmegaConf.to_container(cfg.model.net, resolve=True))
+    stages = {p.name: p.module(net, lambda params: None, name=p.name) for p in stage_plan(cfg, net)}
+    assert stages["stage1"].lr_scale == {"classifier": 1.0}
+    # what the result depends on beyond the schedule stays the CPU recipe's
+    assert resolved(cfg, "init", "seed", "data", "backbone")["init"] == resolved(cpu, "init")["init"]
+    assert (cfg.seed, cfg.backbone.name, cfg.model.num_classes) == (cpu.seed, cpu.backbone.name, 2)
+    assert stages["stage1_routed"].skip_hardest == 0.05
 
 
 @pytest.mark.parametrize("backbone", ["fsrcnn", "carn"])
@@ -271,3 +289,42 @@ def test_the_gate_recipe_takes_every_paper_stage_and_trains_only_the_gate(backbo
     assert type(net.gate).__name__ == "LearnedGate" and sum(p.numel() for p in net.gate.parameters()) < 1000
     assert [p.trains for p in stage_plan(cfg, net)][-1] == ["gate"]
     assert cfg.data.lr_patch == 64 and cfg.backbone.name == backbone
+
+
+def test_retrain_budget_sh_runs_the_recipe_on_fewer_photos_and_fewer_steps(tmp_path):
+    repo, env = script_env(tmp_path)
+    shutil.copy(ROOT / "experiments" / "retrain_budget_report.py", repo / "experiments")
+    for folder in ("train", "val", "report"):
+        (tmp_path / folder).mkdir()
+    names = [f"photo{i}.png" for i in range(9)]
+    for name in names:
+        (tmp_path / "train" / name).write_bytes(b"not decoded here")
+    proc = subprocess.run(["bash", str(repo / "experiments" / "retrain_budget.sh"), str(tmp_path / "train"),
+                           str(tmp_path / "val"), str(tmp_path / "report"), "seed=3"],
+                          env={**env, "VARIANTS": "photos25 photos50 steps25", "ROUTED_STEPS": "4000"},
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cfgs = [composed_call(args) for args in train_calls(tmp_path)]
+    assert len(cfgs) == 3 and all(cfg.seed == 3 for cfg in cfgs)
+    # every 4th / every 2nd photo in name order, as links; the 25 % subset inside the 50 % one
+    subsets = [sorted(p.name for p in Path(cfg.data.train.path).iterdir()) for cfg in cfgs[:2]]
+    assert subsets == [names[::4], names[::2]] and set(subsets[0]) <= set(subsets[1])
+    assert all(p.is_symlink() for p in Path(cfgs[0].data.train.path).iterdir())
+    assert cfgs[2].data.train.path == str(tmp_path / "train")
+    steps = [[(name, n) for name, _, n in plan(cfg)][1:] for cfg in cfgs]
+    assert steps == [[("stage1", 17000), ("stage1_routed", 4000)]] * 2 + [[("stage1", 4250), ("stage1_routed", 1000)]]
+    assert all(cfg.data.val.path == str(tmp_path / "val") for cfg in cfgs)
+    assert (repo / "results" / "retrain_budget" / "budget.md").read_text().startswith("| run | backbone |")
+
+
+def test_retrain_budget_sh_refuses_an_unknown_variant(tmp_path):
+    repo, env = script_env(tmp_path)
+    for folder in ("train", "val", "report"):
+        (tmp_path / folder).mkdir()
+    for i in range(4):
+        (tmp_path / "train" / f"photo{i}.png").write_bytes(b"x")
+    proc = subprocess.run(["bash", str(repo / "experiments" / "retrain_budget.sh"), str(tmp_path / "train"),
+                           str(tmp_path / "val"), str(tmp_path / "report")], env={**env, "VARIANTS": "photos10"},
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown variant 'photos10'" in proc.stderr
+    assert train_calls(tmp_path) == []
