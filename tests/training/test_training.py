@@ -495,7 +495,7 @@ def test_routed_pipeline_follows_each_stage_with_its_upsampler_alone(trained_m2,
     assert [manifest.stage(n).metrics["steps"] for n in seen.seen] == [2, 3]
     routed = manifest.stage("stage1_routed").config
     assert routed["module"].endswith("RoutedUpsamplerStage")
-    assert routed["loss"] == {"l1_weight": 1000.0, "skip_hardest": 0.05}
+    assert routed["loss"] == {"l1_weight": 1000.0, "skip_hardest": 0.05, "p_power": 1.0}
     assert manifest.stage("stage1").config["loss"] == {"l1_weight": 1000.0, "average_weight": 3.0}
     after_stage1 = load_checkpoint(run / "stages" / "stage1" / "model.ckpt").model.state_dict()
     final = final_weights(run)
@@ -552,8 +552,14 @@ def test_routed_upsampler_stage_trains_u1_alone_weighted_by_its_probability():
     p1 = torch.tensor([[0.9, 0.2, 0.6, 0.5], [0.1, 0.7, 0.8, 0.55]])
     weights = stage.pixel_weights(torch.stack([1 - p1, p1], -1))
     assert torch.equal(weights, torch.where(p1 > 0.2, p1, 0.0))
+    stage.p_power = 0.0  # every kept pixel alike
+    assert torch.equal(stage.pixel_weights(torch.stack([1 - p1, p1], -1)), (p1 > 0.2).float())
+    stage.p_power = 2.0
+    assert torch.allclose(stage.pixel_weights(torch.stack([1 - p1, p1], -1)), torch.where(p1 > 0.2, p1 * p1, 0.0))
     with pytest.raises(ValueError, match="fraction of pixels left out"):
         RoutedUpsamplerStage(tiny_pcsr(), adam(), trains=["upsamplers.1"], skip_hardest=1.0)
+    with pytest.raises(ValueError, match="p_power"):
+        RoutedUpsamplerStage(tiny_pcsr(), adam(), trains=["upsamplers.1"], p_power=-1.0)
     with pytest.raises(ValueError, match="classifier must stay frozen"):
         RoutedUpsamplerStage(tiny_pcsr(), adam(), trains=["upsamplers.1", "classifier"])
     with pytest.raises(ValueError, match="needs a trained classifier"):

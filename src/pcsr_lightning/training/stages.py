@@ -320,11 +320,13 @@ class RoutedUpsamplerStage(PCSRStage):
     j has trained the classifier; U_0..U_{j-1} do not run, so its steps are cheaper than the mixture's.
     ``skip_hardest`` leaves out that fraction of each batch's pixels, those with the lowest p_j: as k
     falls they are the first to go to a heavier upsampler, and U_j's few weights serve the others better.
+    ``p_power`` bends the weights to p_j ** p_power: 1 follows the classifier; 0 weighs every pixel alike,
+    which is what U_j meets when routing sends it everything (the all-light end).
     """
 
     def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str | None = None,
                  scale: int = 4, index: int = 1, trains: Sequence[str] = (), l1_weight: float = 1.0,
-                 skip_hardest: float = 0.0, lr_scale: Mapping[str, float] | None = None):
+                 skip_hardest: float = 0.0, p_power: float = 1.0, lr_scale: Mapping[str, float] | None = None):
         if index < 1:
             raise ValueError("RoutedUpsamplerStage trains U_j for j >= 1: it needs a trained classifier")
         if any(t == "classifier" or t.startswith("classifier.") for t in trains):
@@ -332,21 +334,24 @@ class RoutedUpsamplerStage(PCSRStage):
                              f"classifier must stay frozen; trains={list(trains)}")
         if not 0.0 <= skip_hardest < 1.0:
             raise ValueError(f"skip_hardest is the fraction of pixels left out, in [0, 1); got {skip_hardest}")
+        if not 0.0 <= p_power <= 4.0:
+            raise ValueError(f"p_power is the exponent of the pixel weights p_j ** p_power, in [0, 4]; got {p_power}")
         super().__init__(net, optimizer, scheduler, name or f"stage{index}_routed", scale, index=index,
                          trains=trains, lr_scale=lr_scale)
-        self.l1_weight, self.skip_hardest = float(l1_weight), float(skip_hardest)
+        self.l1_weight, self.skip_hardest, self.p_power = float(l1_weight), float(skip_hardest), float(p_power)
 
     def loss_settings(self) -> dict[str, float]:
-        return {"l1_weight": self.l1_weight, "skip_hardest": self.skip_hardest}
+        return {"l1_weight": self.l1_weight, "skip_hardest": self.skip_hardest, "p_power": self.p_power}
 
     def pixel_weights(self, probs: torch.Tensor) -> torch.Tensor:
-        """p_j, and 0 for the ``skip_hardest`` fraction of pixels with the lowest p_j."""
+        """p_j ** p_power, and 0 for the ``skip_hardest`` fraction of pixels with the lowest p_j."""
         p = probs[..., self.index].detach()
+        weights = p if self.p_power == 1.0 else p.pow(self.p_power)
         skipped = int(self.skip_hardest * p.numel())
         if skipped == 0:
-            return p
+            return weights
         threshold = p.flatten().kthvalue(skipped).values
-        return torch.where(p > threshold, p, torch.zeros_like(p))
+        return torch.where(p > threshold, weights, torch.zeros_like(p))
 
     def training_step(self, batch, batch_idx):
         coord, cell, target = queries_of(batch)
