@@ -35,6 +35,12 @@ for family in $FAMILIES; do
   # 1. which score, which cheap reconstruction, which tile size (no threshold is chosen on test photos)
   step $OUT/scores_$family.md python experiments/skip_flat_scores.py --ckpt $pcsr_ckpt --val $OUT/p2k/val --test $OUT/p2k/test \
     --tiles 8 16 32 64 --out $OUT/scores_$family.md
+  # 1b. CARN: the released FSRCNN-PCSR over the whole image as the cheap reconstruction instead of bicubic
+  if [ $family = carn ]; then
+    step $OUT/scores_carn_fill.md python experiments/skip_flat_scores.py --ckpt $pcsr_ckpt \
+      --fill-ckpt $CKPTS/fsrcnn-pcsr-phase1.ckpt --val $OUT/p2k/val --test $OUT/p2k/test --tiles 16 \
+      --out $OUT/scores_carn_fill.md
+  fi
   # 2. the threshold: the largest within 0.05 dB of PCSR at k=0, mean over the validation photos
   step $OUT/val_$family.csv pcsr eval --ckpt $pcsr_ckpt --hr-dir $OUT/p2k/val --k 0 --skip-flat ${THRESHOLDS[$family]} \
     --summary $OUT/val_$family.csv --out $OUT/val_${family}_images.csv

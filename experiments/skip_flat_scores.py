@@ -6,8 +6,11 @@ a set of tiles replaces PCSR's error there by the candidate's, so the PSNR of an
 exactly from these sums (the refinement's 3x3 means at the skip borders aside). For each score and tile
 size: the largest threshold whose mean PSNR loss on the validation images stays within the budget, and
 the skipped share and loss it gives on the test images. ``oracle`` ranks tiles by their actual loss
-per pixel: what no score can beat, the room a learned gate would have. Usage:
+per pixel: what no score can beat, the room a learned gate would have. ``--fill-ckpt`` adds a smaller
+PCSR as a cheap reconstruction (its all-light and k = 0 outputs over the whole image; its own cost is not
+in these sums). Usage:
     python experiments/skip_flat_scores.py --ckpt X.ckpt --val DIR --test DIR [--tiles 16 32 64]
+        [--fill-ckpt SMALL.ckpt]
 """
 
 import argparse
@@ -21,7 +24,7 @@ from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.evaluation.protocol import load_pair
 from pcsr_lightning.inference.gate import GATE_BORDER, flatness_scores, laplacian_magnitude
 from pcsr_lightning.inference.layout import as_input
-from pcsr_lightning.inference.routed import upscale
+from pcsr_lightning.inference.routed import upscale, upscale_forced
 from pcsr_lightning.inference.srmodel import load
 from pcsr_lightning.io.images import list_images
 from pcsr_lightning.measure.metrics import quantize, shave_for
@@ -70,14 +73,18 @@ def tile_errors(levels, hr, tile, shave):
     return se.view(ny, block, nx, block).sum((1, 3))
 
 
-def image_data(model, path):
+def image_data(model, path, fill=None):
     hr, lr = load_pair(path, SCALE, None, None)
+    x = as_input(lr[None], torch.channels_last)
     with torch.no_grad():
-        sr = upscale(model, as_input(lr[None], torch.channels_last), SCALE).sr[0]
+        sr = upscale(model, x, SCALE).sr[0]
+        lightest = None if fill is None else fill.num_classes - 1  # U_0 is the heaviest
+        small = {} if fill is None else {"small all-light": upscale_forced(fill, x, SCALE, lightest).sr[0],
+                                         "small k=0": upscale(fill, x, SCALE).sr[0]}
     size = tuple(hr.shape[-2:])
     cheap = {"bilinear": F.interpolate(lr[None], size=size, mode="bilinear", align_corners=False)[0],
              "bicubic": F.interpolate(lr[None], size=size, mode="bicubic", align_corners=False)[0],
-             "matlab bicubic": imresize(lr[None], size)[0]}
+             "matlab bicubic": imresize(lr[None], size)[0], **small}
     levels = {name: quantize(x) for name, x in {"pcsr": sr, **cheap}.items()}
     pixels = 3 * (size[0] - 2 * shave_for(SCALE)) * (size[1] - 2 * shave_for(SCALE))
     return {"lr": lr, "hr": quantize(hr), "levels": levels, "pixels": pixels}
@@ -114,13 +121,16 @@ def main() -> None:
     parser.add_argument("--test", required=True)
     parser.add_argument("--tiles", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--budget", type=float, default=0.05, help="mean PSNR loss allowed on the validation set, dB")
+    parser.add_argument("--fill-ckpt", help="a smaller PCSR tried as the cheap reconstruction too")
     parser.add_argument("--out", help="Markdown table to write")
     args = parser.parse_args()
     model = load(args.ckpt, "cpu", memory_format="channels_last").network.eval()
+    fill = None if args.fill_ckpt is None else load(args.fill_ckpt, "cpu", memory_format="channels_last").network.eval()
+    cheaps = ["bilinear", "bicubic", "matlab bicubic"] + ([] if fill is None else ["small all-light", "small k=0"])
     splits = {"val": [], "test": []}
     for split, folder in (("val", args.val), ("test", args.test)):
         for path in list_images(folder):
-            d = image_data(model, path)
+            d = image_data(model, path, fill)
             d["tiles"] = {}
             for tile in args.tiles:
                 scores = candidate_scores(d["lr"], tile)
@@ -130,7 +140,7 @@ def main() -> None:
                 cols = torch.tensor([min(tile, w - x) for x in range(0, w, tile)], dtype=torch.float64)
                 area = rows[:, None] * cols[None]  # LR pixels per tile
                 d["tiles"][tile] = {}
-                for cheap in ("bilinear", "bicubic", "matlab bicubic"):
+                for cheap in cheaps:
                     theirs = tile_errors(d["levels"][cheap], d["hr"], tile, shave_for(SCALE))
                     oracle = (theirs - ours) / (area * SCALE * SCALE)
                     d["tiles"][tile][cheap] = (ours, theirs, {**scores, "oracle": oracle}, area)
@@ -141,7 +151,7 @@ def main() -> None:
              "| test loss dB (worst) | test skipped |",
              "|" + " --- |" * 8]
     for tile in args.tiles:
-        for cheap in ("bilinear", "bicubic", "matlab bicubic"):
+        for cheap in cheaps:
             for key in ("laplacian", "highpass", "mean |laplacian|", "std", "range", "oracle"):
                 t = largest_threshold(splits["val"], tile, key, cheap, args.budget)
                 v, te = (evaluate_rule(splits[s], tile, key, cheap, t) for s in ("val", "test"))
