@@ -331,3 +331,26 @@ def test_retrain_budget_sh_refuses_an_unknown_variant(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "unknown variant 'photos10'" in proc.stderr
     assert train_calls(tmp_path) == []
+
+
+def test_routed_report_sh_sweeps_the_chosen_routed_stage_on_the_report_split_only(tmp_path):
+    repo, env = script_env(tmp_path)
+    run = tmp_path / "run"
+    (run / "routed" / "skip0_p0.5").mkdir(parents=True)
+    (run / "report").mkdir()
+    (run / "report" / "released.csv").write_text("")
+    (run / "manifest.json").write_text(json.dumps({"experiment": "fsrcnn_pcsr", "backbone": "fsrcnn"}))
+    (tmp_path / "report").mkdir()
+    script = [str(repo / "experiments" / "routed_report.sh"), str(run), "skip0_p0.5", str(tmp_path / "report")]
+    proc = subprocess.run(["bash", *script], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "run routed_sweep.sh first" in proc.stderr  # no final.ckpt yet
+    (run / "routed" / "skip0_p0.5" / "final.ckpt").write_text("")
+    proc = subprocess.run(["bash", *script], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    made = calls(tmp_path)
+    assert [a[0] for _, a in made] == ["swap", "eval", "eval", "compare"] and train_calls(tmp_path) == []
+    swap = made[0][1]
+    assert swap[1].endswith("fsrcnn-pcsr-phase1.ckpt") and swap[2] == str(run / "routed" / "skip0_p0.5" / "final.ckpt")
+    assert swap[swap.index("--parts") + 1] == "upsamplers.1"
+    assert {a[a.index("--hr-dir") + 1] for _, a in made[1:3]} == {str(tmp_path / "report")}
+    assert made[3][1][1] == f"released={run}/report/released.csv"
