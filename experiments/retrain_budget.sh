@@ -61,7 +61,6 @@ for variant in ${VARIANTS:-photos25 photos50 steps25 steps50}; do
   echo "$variant: $(find "$train" -maxdepth 1 \( -type f -o -type l \) | wc -l) training photos ${steps[*]}"
   env "${steps[@]}" RUNS="$RUNS/$variant" bash experiments/retrain_classifier.sh "$train" "$VAL" "$REPORT" "$@"
 done
-full=()
-[ -n "${FULL:-}" ] && full=(--full "$FULL")
-python experiments/retrain_budget_report.py "$RUNS" "${full[@]}" --photos "${#photos[@]}" \
-  --steps "$stage_steps" "$routed_steps" | tee "$RUNS/budget.md"
+extra=()
+[ -n "${FULL:-}" ] && extra=(--run "full=$FULL")
+python experiments/retrain_budget_report.py "$RUNS" "${extra[@]}" | tee "$RUNS/budget.md"

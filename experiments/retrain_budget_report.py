@@ -1,31 +1,42 @@
 """The gaps of experiments/retrain_budget.sh's runs to the released curve, as one Markdown table.
 
-Usage: python experiments/retrain_budget_report.py RUNS [--full RUN] [--photos N] [--steps STAGE ROUTED]
+Usage: python experiments/retrain_budget_report.py RUNS [--run LABEL=RUN ...] [--routed NAME]
 
-For every run folder RUNS/<variant>/<backbone>/ (and the whole recipe's run, --full) and each split (val,
-report): the worst gap at equal GFLOPs measured both ways (pcsr compare's rule), the all-light gap, and the
-same worst gap for the released model with only the re-trained classifier and with only the re-trained U_1.
+For every run folder RUNS/<variant>/<backbone>/ (and each --run, e.g. the whole recipe's) and each split
+(val, report), with its training photos and steps read from the run itself: the worst gap at equal GFLOPs
+measured both ways (pcsr compare's rule), the all-light gap, and the same worst gap for the released model
+with only the re-trained classifier and with only the re-trained U_1. ``--routed NAME``: where a run holds
+RUN/routed/NAME/ (its U_1-alone stage trained again from its stage 1 by routed_sweep.sh and reported by
+routed_report.sh), the re-trained model is that one.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 
+import yaml
+
 from pcsr_lightning.evaluation.compare import curve_points, read_summary, worst_gaps_both_ways
+from pcsr_lightning.io.images import list_images
 
 MODELS = ("retrained", "retrained_C_only", "retrained_U1_only")
 VARIANT = re.compile(r"^(photos|steps)(\d+)$")
 
 
-def gaps(split: Path) -> dict[str, float | None]:
-    """Worst gaps of the three models in one split folder, and the re-trained model's all-light gap."""
-    released = read_summary(split / "released.csv")
+def gaps(released_csv: Path, curves: dict[str, Path | None]) -> dict[str, float | None]:
+    """Worst gaps of each model's summary CSV (None: not measured) to the released one, and the re-trained
+    model's all-light gap (``all_light``)."""
+    released = read_summary(released_csv)
     reference = curve_points(released)
-    out = {}
-    for name in MODELS:
-        summary = read_summary(split / f"{name}.csv")
+    out: dict[str, float | None] = {"all_light": None}
+    for name, path in curves.items():
+        if path is None or not path.is_file():
+            out[name] = None
+            continue
+        summary = read_summary(path)
         out[name] = worst_gaps_both_ways(reference, curve_points(summary))["either"]
         if name == "retrained":
             light = [r["psnr"] for r in summary if r["setting"] == "all-light"]
@@ -34,8 +45,22 @@ def gaps(split: Path) -> dict[str, float | None]:
     return out
 
 
-def runs(root: Path, full: Path | None) -> list[tuple[str, Path]]:
-    """(variant, backbone run folder) pairs: the budget runs in a fixed order, then the whole recipe."""
+def split_curves(run: Path, split: str, routed: str | None) -> tuple[dict[str, Path | None], str]:
+    """The summary CSVs of one run's split, and where its re-trained U_1 comes from: the run's own routed
+    stage, or (``routed``) the one routed_sweep.sh trained again from its stage 1 as RUN/routed/<routed>/
+    (its validation sweep ``retrained.csv``, routed_report.sh's ``report/``; no U_1-only sweep on val)."""
+    own = {name: run / split / f"{name}.csv" for name in MODELS}
+    again = run / "routed" / routed if routed else None
+    if again is None or not (again / "retrained.csv").is_file():
+        return own, "its own"
+    if split == "val":
+        return {**own, "retrained": again / "retrained.csv", "retrained_U1_only": None}, routed
+    return {**own, "retrained": again / "report" / "retrained.csv",
+            "retrained_U1_only": again / "report" / "retrained_U1_only.csv"}, routed
+
+
+def runs(root: Path, extra: list[str]) -> list[tuple[str, Path]]:
+    """(label, backbone run folder) pairs: the budget runs in a fixed order, then ``extra`` (LABEL=RUN)."""
     found = []
     for variant in sorted(p for p in root.iterdir() if VARIANT.match(p.name)):
         kind, percent = VARIANT.match(variant.name).groups()
@@ -44,9 +69,22 @@ def runs(root: Path, full: Path | None) -> list[tuple[str, Path]]:
                 found.append(((kind, int(percent)), variant.name, run))
     found.sort(key=lambda item: item[0])
     rows = [(name, run) for _, name, run in found]
-    if full is not None:
-        rows.append(("full", full))
+    for item in extra:
+        label, _, path = item.partition("=")
+        if not path:
+            raise SystemExit(f"--run takes LABEL=RUN, got {item!r}")
+        rows.append((label, Path(path)))
     return rows
+
+
+def photos_and_steps(run: Path) -> tuple[str, str]:
+    """How many photos the run trained on (its data.train.path, as the training read it) and its steps
+    (stage 1 + U_1 alone), from the run's own config and manifest."""
+    config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text(encoding="utf-8"))
+    photos = len(list_images(config["data"]["train"]["path"], on_skip=None))
+    stages = json.loads((run / "manifest.json").read_text(encoding="utf-8"))["stages"]
+    steps = {s["name"]: s["config"].get("steps") for s in stages}
+    return str(photos), " + ".join(f"{steps.get(n) or 0:,}" for n in ("stage1", "stage1_routed"))
 
 
 def trained_seconds(run: Path) -> str:
@@ -65,29 +103,21 @@ def fmt(value: float | None) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path)
-    parser.add_argument("--full", type=Path, help="the whole recipe's retrain_classifier.sh run (<RUNS>/<backbone>)")
-    parser.add_argument("--photos", type=int, help="training photos of the whole folder (the photos column)")
-    parser.add_argument("--steps", type=int, nargs=2, metavar=("STAGE", "ROUTED"), help="the recipe's steps")
+    parser.add_argument("--run", action="append", default=[], metavar="LABEL=RUN",
+                        help="another retrain_classifier.sh run folder (<RUNS>/<backbone>), e.g. the whole recipe's")
+    parser.add_argument("--routed", help="take U_1 from RUN/routed/<ROUTED>/ where a run has it (routed_sweep.sh)")
     args = parser.parse_args(argv)
-    print("| run | backbone | training photos | steps (stage 1 + U_1 alone) | trained (s) | split "
+    print("| run | backbone | training photos | steps (stage 1 + U_1 alone) | trained (s) | U_1 alone from | split "
           "| re-trained: worst gap | all-light gap | re-trained C only | re-trained U_1 only |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name, run in runs(args.runs, args.full):
-        match = VARIANT.match(name)
-        kind, percent = match.groups() if match else ("full", "100")
-        photos = steps = "all"
-        if args.photos and kind == "photos":
-            photos = str(len(range(0, args.photos, 100 // int(percent))))
-        elif args.photos:
-            photos = str(args.photos)
-        if args.steps:
-            share = int(percent) if kind == "steps" else 100
-            steps = " + ".join(f"{s * share // 100:,}" for s in args.steps)
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, run in runs(args.runs, args.run):
+        photos, steps = photos_and_steps(run)
         for split in ("val", "report"):
             if not (run / split / "released.csv").is_file():
                 continue
-            g = gaps(run / split)
-            print(f"| {name} | {run.name} | {photos} | {steps} | {trained_seconds(run)} | {split} "
+            curves, source = split_curves(run, split, args.routed)
+            g = gaps(run / split / "released.csv", curves)
+            print(f"| {name} | {run.name} | {photos} | {steps} | {trained_seconds(run)} | {source} | {split} "
                   f"| {fmt(g['retrained'])} | {fmt(g['all_light'])} | {fmt(g['retrained_C_only'])} "
                   f"| {fmt(g['retrained_U1_only'])} |")
 

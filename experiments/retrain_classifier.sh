@@ -62,7 +62,8 @@ for backbone in ${BACKBONES:-fsrcnn}; do
   pcsr-train experiment=retrain_$backbone data.train.path="$TRAIN" data.val.path="$VAL" \
     init.checkpoint="$released" "${settings[@]}" resume=$resume hydra.run.dir="$run" "$@"
   echo "$backbone: experiment=retrain_$backbone ${settings[*]} $*, trained in $(( $(date +%s) - start )) s" \
-    "(wall clock, this run), on $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores" | tee -a "$run/trained.txt"
+    "(wall clock, this run), on $(lscpu | sed -n 's/^Model name: *//p') ($(nproc --all) CPUs," \
+    "${OMP_NUM_THREADS:-one per CPU} intra-op threads)" | tee -a "$run/trained.txt"
   for swapped in "retrained_C_only classifier" "retrained_U1_only upsamplers.1"; do
     read -r name part <<< "$swapped"
     pcsr swap "$released" "$run/final.ckpt" --parts "$part" --out "$run/$name.ckpt"
