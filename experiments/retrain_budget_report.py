@@ -3,7 +3,8 @@
 Usage: python experiments/retrain_budget_report.py RUNS [--run LABEL=RUN ...] [--routed NAME]
 
 For every run folder RUNS/<variant>/<backbone>/ (and each --run, e.g. the whole recipe's) and each split
-(val, report), with its training photos and steps read from the run itself: the worst gap at equal GFLOPs
+(val, report), with its training photos, their shrink factors (data.hr_scales) and steps read from the run
+itself: the worst gap at equal GFLOPs
 measured both ways (pcsr compare's rule), the all-light gap, and the same worst gap for the released model
 with only the re-trained classifier and with only the re-trained U_1. ``--routed NAME``: where a run holds
 RUN/routed/NAME/ (its U_1-alone stage trained again from its stage 1 by routed_sweep.sh and reported by
@@ -77,14 +78,17 @@ def runs(root: Path, extra: list[str]) -> list[tuple[str, Path]]:
     return rows
 
 
-def photos_and_steps(run: Path) -> tuple[str, str]:
-    """How many photos the run trained on (its data.train.path, as the training read it) and its steps
-    (stage 1 + U_1 alone), from the run's own config and manifest."""
+def photos_and_steps(run: Path) -> tuple[str, str, str]:
+    """How many photos the run trained on (its data.train.path, as the training read it), the factors they
+    were shrunk by ('1': as stored) and its steps (stage 1 + U_1 alone), from the run's own config and
+    manifest."""
     config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text(encoding="utf-8"))
     photos = len(list_images(config["data"]["train"]["path"], on_skip=None))
+    factors = config["data"].get("hr_scales") or [1]
     stages = json.loads((run / "manifest.json").read_text(encoding="utf-8"))["stages"]
     steps = {s["name"]: s["config"].get("steps") for s in stages}
-    return str(photos), " + ".join(f"{steps.get(n) or 0:,}" for n in ("stage1", "stage1_routed"))
+    return (str(photos), ", ".join(f"{f:g}" for f in factors),
+            " + ".join(f"{steps.get(n) or 0:,}" for n in ("stage1", "stage1_routed")))
 
 
 def trained_seconds(run: Path) -> str:
@@ -107,18 +111,18 @@ def main(argv=None) -> None:
                         help="another retrain_classifier.sh run folder (<RUNS>/<backbone>), e.g. the whole recipe's")
     parser.add_argument("--routed", help="take U_1 from RUN/routed/<ROUTED>/ where a run has it (routed_sweep.sh)")
     args = parser.parse_args(argv)
-    print("| run | backbone | training photos | steps (stage 1 + U_1 alone) | trained (s) | U_1 alone from | split "
-          "| re-trained: worst gap | all-light gap | re-trained C only | re-trained U_1 only |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| run | backbone | training photos | shrunk by | steps (stage 1 + U_1 alone) | trained (s) | U_1 alone from "
+          "| split | re-trained: worst gap | all-light gap | re-trained C only | re-trained U_1 only |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, run in runs(args.runs, args.run):
-        photos, steps = photos_and_steps(run)
+        photos, factors, steps = photos_and_steps(run)
         for split in ("val", "report"):
             if not (run / split / "released.csv").is_file():
                 continue
             curves, source = split_curves(run, split, args.routed)
             g = gaps(run / split / "released.csv", curves)
-            print(f"| {name} | {run.name} | {photos} | {steps} | {trained_seconds(run)} | {source} | {split} "
-                  f"| {fmt(g['retrained'])} | {fmt(g['all_light'])} | {fmt(g['retrained_C_only'])} "
+            print(f"| {name} | {run.name} | {photos} | {factors} | {steps} | {trained_seconds(run)} | {source} "
+                  f"| {split} | {fmt(g['retrained'])} | {fmt(g['all_light'])} | {fmt(g['retrained_C_only'])} "
                   f"| {fmt(g['retrained_U1_only'])} |")
 
 

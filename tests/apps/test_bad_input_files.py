@@ -305,6 +305,7 @@ def train_args(train: Path, val: Path, run: Path, *extra) -> list[str]:
      "batch_size=3 does not split over 2 processes"),
     (["data.lr_patch=40"], "no usable image of at least 160x160 in"),
     (["data.queries=0"], "queries must be in [1, 16384]"),
+    (["data.hr_scales=[1,1.5]"], "hr_scales must be a non-empty list of factors in (0, 1] or null, got [1, 1.5]"),
     (["data.train.path=MISSING"], "image folder not found"),
 ])
 def test_refused_training_configs_leave_nothing_behind(train_images, tmp_path, capsys, monkeypatch, overrides,

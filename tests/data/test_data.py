@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from pcsr_lightning.data.bicubic import imresize
-from pcsr_lightning.data.datamodule import SRDataModule, TrainCrops, augment
+from pcsr_lightning.data.datamodule import SRDataModule, TrainCrops, augment, shrink_window, shrunk_crop
 from pcsr_lightning.data.div2k import DIV2K, crop_positions, div2k_valid
 from pcsr_lightning.data.samples import sample_split
 from pcsr_lightning.data.sources import ImageFolder, SamplePhotos
@@ -282,3 +282,53 @@ def test_image_size_from_the_header_is_upright_like_the_decoded_image(tmp_path):
     exif[0x0112] = 6  # a quarter turn
     img.save(tmp_path / "turned.jpg", exif=exif)
     assert image_size(tmp_path / "turned.jpg") == tuple(read_image(tmp_path / "turned.jpg").shape[-2:]) == (60, 40)
+
+
+def test_without_hr_scales_the_crop_is_the_stored_pixels():
+    """No shrink factors: the same random draws as always (top, left, symmetry), the crop itself."""
+    source = SamplePhotos(["astronaut"])
+    torch.manual_seed(3)
+    item = TrainCrops(source, queries=None)[0]
+    torch.manual_seed(3)
+    img = source.load(0)
+    top, left = int(torch.randint(0, img.shape[1] - 127, ())), int(torch.randint(0, img.shape[2] - 127, ()))
+    code = int(torch.randint(0, 8, ()))
+    assert torch.equal(item["hr"], augment(img[:, top : top + 128, left : left + 128], code))
+
+
+def test_hr_scales_shrink_the_window_like_the_whole_photo():
+    """A 0.5 shrink of a 272-pixel window (128 + 2 x 4 margin, doubled) equals the same place of a larger
+    region shrunk alike: the margin keeps the filter's clamped border out of the crop."""
+    torch.manual_seed(0)
+    region = torch.rand(3, 304, 304)
+    whole = imresize(region, (152, 152))
+    expected = (whole[:, 12:140, 12:140].clamp(0, 1) * 255).round() / 255  # window at 16 px = 8 shrunk
+    assert shrink_window(128, 0.5) == 272 and shrink_window(128, 1.0) == 128
+    got = shrunk_crop(region[:, 16:288, 16:288], 128)
+    assert got.shape == (3, 128, 128)
+    assert (got - expected).abs().max() <= 1 / 255 + 1e-6  # a level where float rounding falls either side
+    assert (got != expected).float().mean() < 0.01
+    cut_too_close = imresize(region[:, 24:280, 24:280], (128, 128))
+    assert (cut_too_close - whole[:, 12:140, 12:140])[:, 0].abs().max() > 0.01  # what the margin avoids
+
+
+def test_train_crops_with_hr_scales(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    write_png(folder / "big.png", 300, 300, 1)
+    big = ImageFolder(folder)
+    torch.manual_seed(5)
+    item = TrainCrops(big, queries=None, augment=False, hr_scales=[0.5])[0]
+    torch.manual_seed(5)
+    assert int(torch.randint(0, 1, ())) == 0  # the factor's draw (one fits)
+    top, left = int(torch.randint(0, 300 - 272 + 1, ())), int(torch.randint(0, 300 - 272 + 1, ()))
+    window = big.load(0)[:, top : top + 272, left : left + 272]
+    assert torch.equal(item["hr"], shrunk_crop(window, 128))
+    assert torch.equal(item["hr"], (item["hr"] * 255).round() / 255)
+    assert torch.allclose(item["lr"], imresize(item["hr"], (32, 32)))
+    # a photo too small for the 0.5 window is only ever cropped as stored
+    small = TrainCrops(big, hr_scales=[0.5, 1.0])
+    assert small.draw_factor(200, 300) == 1.0 and small.draw_factor(272, 272) in (0.5, 1.0)
+    for bad in ([], [0.0], [1.5], [-0.5]):
+        with pytest.raises(ValueError, match="hr_scales"):
+            SRDataModule(big, big, hr_scales=bad)

@@ -28,10 +28,10 @@ def dropped(drop):
     return [("all-light", "", 1.0, 30.0 - drop), *RELEASED[1:]]
 
 
-def fake_run(run, light_drop, u1_drop, photos=2, steps=(100, 30)):
+def fake_run(run, light_drop, u1_drop, photos=2, steps=(100, 30), hr_scales=None):
     """A run folder whose re-trained model is ``light_drop`` dB below the release at the all-light end
     (and equal at k = 0 and all-heavy); the U_1-only model ``u1_drop`` there; the C-only model equal.
-    It trained on ``photos`` images for ``steps`` (stage 1, U_1 alone)."""
+    It trained on ``photos`` images (shrunk by ``hr_scales``) for ``steps`` (stage 1, U_1 alone)."""
     for split in ("val", "report"):
         write_summary(run / split / "released.csv", RELEASED)
         write_summary(run / split / "retrained_C_only.csv", RELEASED)
@@ -42,7 +42,8 @@ def fake_run(run, light_drop, u1_drop, photos=2, steps=(100, 30)):
     for i in range(photos):
         (train / f"p{i}.png").write_bytes(b"x")
     (run / ".hydra").mkdir()
-    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"data": {"train": {"path": str(train)}}}))
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"data": {"train": {"path": str(train)},
+                                                                                  "hr_scales": hr_scales}}))
     stages = [{"name": "stage0", "config": {}}, {"name": "stage1", "config": {"steps": steps[0]}},
               {"name": "stage1_routed", "config": {"steps": steps[1]}}]
     (run / "manifest.json").write_text(json.dumps({"stages": stages}))
@@ -66,16 +67,17 @@ def test_the_table_has_a_row_per_run_and_split_in_budget_order(tmp_path, capsys)
     fake_run(runs / "photos25" / "fsrcnn", 0.5, 0.5, photos=2)
     fake_run(runs / "photos50" / "fsrcnn", 0.4, 0.4, photos=4)
     (runs / "photos50" / "fsrcnn" / "trained.txt").write_text("fsrcnn: ..., trained in 1234 s (wall clock)\n")
-    fake_run(tmp_path / "full" / "fsrcnn", 0.2, 0.2, photos=8, steps=(17000, 5000))
+    fake_run(tmp_path / "full" / "fsrcnn", 0.2, 0.2, photos=8, steps=(17000, 5000), hr_scales=[1, 0.75, 0.5])
     (runs / "photos").mkdir()  # the subsets' folder is no run
     report.main([str(runs), "--run", f"full={tmp_path / 'full' / 'fsrcnn'}"])
     rows = table(capsys)
-    assert [(r[0], r[6]) for r in rows] == [
+    assert [(r[0], r[7]) for r in rows] == [
         (name, split) for name in ("photos25", "photos50", "steps50", "full") for split in ("val", "report")]
     assert [r[2] for r in rows[::2]] == ["2", "4", "8", "8"]
-    assert [r[3] for r in rows[::2]] == ["100 + 30", "100 + 30", "50 + 15", "17,000 + 5,000"]
-    assert [r[4] for r in rows[::2]] == ["", "1234", "", ""]
-    assert [r[7] for r in rows[::2]] == ["-0.500", "-0.400", "-0.300", "-0.200"]
+    assert [r[3] for r in rows[::2]] == ["1", "1", "1", "1, 0.75, 0.5"]
+    assert [r[4] for r in rows[::2]] == ["100 + 30", "100 + 30", "50 + 15", "17,000 + 5,000"]
+    assert [r[5] for r in rows[::2]] == ["", "1234", "", ""]
+    assert [r[8] for r in rows[::2]] == ["-0.500", "-0.400", "-0.300", "-0.200"]
 
 
 def test_a_routed_stage_trained_again_replaces_the_runs_own_where_it_exists(tmp_path, capsys):
@@ -88,7 +90,7 @@ def test_a_routed_stage_trained_again_replaces_the_runs_own_where_it_exists(tmp_
     write_summary(again / "report" / "retrained_U1_only.csv", dropped(0.12))
     report.main([str(runs), "--routed", "skip0_p0.5"])
     rows = table(capsys)
-    assert [(r[0], r[5], r[6], r[7], r[10]) for r in rows] == [
+    assert [(r[0], r[6], r[7], r[8], r[11]) for r in rows] == [
         ("photos25", "skip0_p0.5", "val", "-0.100", ""), ("photos25", "skip0_p0.5", "report", "-0.150", "-0.120"),
         ("steps25", "its own", "val", "-0.300", "-0.300"), ("steps25", "its own", "report", "-0.300", "-0.300")]
-    assert [r[9] for r in rows] == ["+0.000"] * 4  # the classifier is the run's own either way
+    assert [r[10] for r in rows] == ["+0.000"] * 4  # the classifier is the run's own either way

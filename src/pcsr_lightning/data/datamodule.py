@@ -1,19 +1,23 @@
 """Training crops and validation pairs, and the LightningDataModule that serves them.
 
-Training item: a random HR crop of ``lr_patch * scale`` pixels (128 at x4), one of the 8 flips /
+Training item: a random HR crop of ``lr_patch * scale`` pixels (128 at x4), optionally taken from the
+photo shrunk by a random factor of ``hr_scales`` (the paper rescales its DIV2K photos by 1, 0.9, ..., 0.6
+before cutting sub-images; this does the same for any folder, crop by crop), one of the 8 flips /
 transposes, its LR by MATLAB-style bicubic in float (not rounded), and the indices of the HR pixels
 used as queries (all of them, or a random subset of ``queries``).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Sequence
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pcsr_lightning.data.bicubic import make_pair
+from pcsr_lightning.data.bicubic import imresize, make_pair
 from pcsr_lightning.data.sources import HRSource
 from pcsr_lightning.io.images import ImageReadError, as_float
 from pcsr_lightning.models.tails import count
@@ -28,6 +32,34 @@ def augment(img: torch.Tensor, code: int) -> torch.Tensor:
     if code & 4:
         img = img.transpose(-1, -2)
     return img
+
+
+SHRINK_MARGIN = 4  # HR pixels cut from each side after a shrink: beyond the reach of the filter's border padding
+
+
+def check_hr_scales(hr_scales: Sequence[float] | None) -> tuple[float, ...] | None:
+    """The shrink factors of the training photos: each in (0, 1] (1: the photo as stored)."""
+    if hr_scales is None:
+        return None
+    scales = tuple(float(s) for s in hr_scales)
+    if not scales or not all(0.0 < s <= 1.0 for s in scales):
+        raise ValueError(f"hr_scales must be a non-empty list of factors in (0, 1] or null, got {list(hr_scales)}")
+    return scales
+
+
+def shrunk_crop(window: torch.Tensor, size: int) -> torch.Tensor:
+    """A square source ``window`` (float CHW in [0, 1]) shrunk to a ``size`` crop: MATLAB-style bicubic (the
+    DIV2K rescale's) to the crop plus its margins, the margins cut, rounded to 8-bit levels like a stored
+    photo."""
+    side = size + 2 * SHRINK_MARGIN
+    out = imresize(window, (side, side))
+    out = out[:, SHRINK_MARGIN : SHRINK_MARGIN + size, SHRINK_MARGIN : SHRINK_MARGIN + size]
+    return (out.clamp(0.0, 1.0) * 255.0).round() / 255.0
+
+
+def shrink_window(size: int, factor: float) -> int:
+    """Source pixels on a side that shrink to a ``size`` crop plus its margins (the photo itself at 1)."""
+    return size if factor == 1.0 else math.ceil((size + 2 * SHRINK_MARGIN) / factor)
 
 
 class _SkipUnreadable:
@@ -56,8 +88,9 @@ class TrainCrops(Dataset):
     """``crops_per_image`` random crops per source image and epoch (1 for prepared sub-images)."""
 
     def __init__(self, source: HRSource, scale: int = 4, lr_patch: int = 32, queries: int | None = None,
-                 crops_per_image: int = 1, augment: bool = True):
+                 crops_per_image: int = 1, augment: bool = True, hr_scales: Sequence[float] | None = None):
         self.images = _SkipUnreadable(source)
+        self.hr_scales = check_hr_scales(hr_scales)
         self.scale, self.lr_patch = int(scale), int(lr_patch)
         self.hr_patch = self.lr_patch * self.scale
         self.queries = None if queries is None else int(queries)
@@ -75,15 +108,28 @@ class TrainCrops(Dataset):
         h, w = img.shape[-2:]
         if h < size or w < size:
             raise ValueError(f"image {tuple(img.shape[-2:])} is smaller than a {size}x{size} crop")
-        top = int(torch.randint(0, h - size + 1, ()))
-        left = int(torch.randint(0, w - size + 1, ()))
-        hr = img[:, top : top + size, left : left + size]
+        factor = self.draw_factor(h, w)
+        window = shrink_window(size, factor)
+        top = int(torch.randint(0, h - window + 1, ()))
+        left = int(torch.randint(0, w - window + 1, ()))
+        hr = as_float(img[:, top : top + window, left : left + window].contiguous())
+        if factor != 1.0:
+            hr = shrunk_crop(hr, size)
         if self.augment:
             hr = augment(hr, int(torch.randint(0, 8, ())))
-        hr, lr = make_pair(as_float(hr.contiguous()), self.scale)
+        hr, lr = make_pair(hr.contiguous(), self.scale)
         n = size * size
         idx = torch.arange(n) if self.queries is None else torch.randperm(n)[: self.queries]
         return {"lr": lr, "hr": hr, "idx": idx}
+
+    def draw_factor(self, h: int, w: int) -> float:
+        """One of ``hr_scales`` at random among those whose source window fits the photo (1 without them)."""
+        if self.hr_scales is None:
+            return 1.0
+        fits = [f for f in self.hr_scales if shrink_window(self.hr_patch, f) <= min(h, w)]
+        if not fits:
+            return 1.0
+        return fits[int(torch.randint(0, len(fits), ()))]
 
 
 class ValImages(Dataset):
@@ -133,8 +179,10 @@ class SRDataModule(L.LightningDataModule):
 
     def __init__(self, train: HRSource, val: HRSource, scale: int = 4, lr_patch: int = 32, batch_size: int = 16,
                  queries: int | None = None, crops_per_image: int = 1, num_workers: int = 0,
-                 val_crop: int | None = None, val_images: int | None = None, pin_memory: bool | None = None):
+                 val_crop: int | None = None, val_images: int | None = None, pin_memory: bool | None = None,
+                 hr_scales: Sequence[float] | None = None):
         super().__init__()
+        self.hr_scales = check_hr_scales(hr_scales)
         scale, lr_patch = count(scale, "scale", 2), count(lr_patch, "lr_patch")
         batch_size = count(batch_size, "batch_size")
         crops_per_image, num_workers = count(crops_per_image, "crops_per_image"), count(num_workers, "num_workers", 0)
@@ -175,7 +223,8 @@ class SRDataModule(L.LightningDataModule):
                              "the batch size")
 
     def train_dataloader(self) -> DataLoader:
-        data = TrainCrops(self.train_source, self.scale, self.lr_patch, self.queries, self.crops_per_image)
+        data = TrainCrops(self.train_source, self.scale, self.lr_patch, self.queries, self.crops_per_image,
+                          hr_scales=self.hr_scales)
         world_size = self.trainer.world_size if self.trainer is not None else 1
         batch = per_device_batch(self.batch_size, world_size)
         if len(data) < batch:
