@@ -298,7 +298,7 @@ def test_without_hr_scales_the_crop_is_the_stored_pixels():
 
 def test_hr_scales_shrink_the_window_like_the_whole_photo():
     """A 0.5 shrink of a 272-pixel window (128 + 2 x 4 margin, doubled) equals the same place of a larger
-    region shrunk alike: the margin keeps the filter's clamped border out of the crop."""
+    region shrunk alike: the margin keeps the filter's padded border (MATLAB mirrors the edge) out of the crop."""
     torch.manual_seed(0)
     region = torch.rand(3, 304, 304)
     whole = imresize(region, (152, 152))
