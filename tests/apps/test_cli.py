@@ -50,6 +50,24 @@ def test_upscale_single_file_non_integer_scale(tiny_ckpt, photo_dir, tmp_path):
     assert read_image(out / "cat.png").shape == (3, 160, 240)
 
 
+def test_upscale_png_level_changes_the_file_not_the_pixels(tiny_ckpt, photo_dir, tmp_path, capsys):
+    image = photo_dir / "cat.png"
+    sizes = {}
+    for level in ("0", "9"):
+        out = tmp_path / f"sr{level}"
+        args = ["upscale", "--ckpt", str(tiny_ckpt), "--input", str(image), "--output", str(out), "--class-map"]
+        assert main(args + ["--png-level", level]) == 0
+        sizes[level] = (out / "cat.png").stat().st_size
+    assert sizes["0"] > sizes["9"]
+    for name in ("cat.png", "cat_classes.png"):
+        assert torch.equal(read_image(tmp_path / "sr0" / name), read_image(tmp_path / "sr9" / name))
+    out = tmp_path / "bad"
+    args = ["upscale", "--ckpt", str(tiny_ckpt), "--input", str(image), "--output", str(out), "--png-level", "12"]
+    assert main(args) == 2
+    assert "PNG compression level must be an integer from 0 to 9, got 12" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_eval_writes_per_image_and_summary_csv(tiny_ckpt, photo_dir, tmp_path, capsys):
     csv_path, summary = tmp_path / "results.csv", tmp_path / "summary.csv"
     args = ["eval", "--ckpt", str(tiny_ckpt), "--hr-dir", str(photo_dir), "--out", str(csv_path), "--adaptive"]

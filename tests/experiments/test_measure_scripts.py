@@ -38,3 +38,15 @@ def test_div2k_like_folder_has_the_published_layout(tmp_path):
         fh.truncate(10 * 2**20)  # allocated blocks, not the apparent size
     (sparse / "g").write_bytes(b"x" * 8192)
     assert 8192 <= div2k_scale.disk_bytes(sparse) < 2**20
+
+
+def test_png_level_measures_every_level_and_checks_the_pixels():
+    png_level = load_script("png_level")
+    rng = np.random.default_rng(0)
+    arr = (np.linspace(0, 200, 64)[None, :, None] + rng.integers(0, 40, (32, 64, 3))).astype(np.uint8)
+    ms, sizes = png_level.measure(arr, [0, 1, 9], rounds=2)
+    assert set(ms) == set(sizes) == {0, 1, 9} and all(v > 0 for v in ms.values())
+    assert sizes[0] > sizes[1] >= sizes[9]
+    lines = png_level.table([("a", ms, sizes), ("b", ms, sizes)], [0, 1, 9])
+    assert lines[0] == "| level | write ms | x level 0 time | MB | x level 0 size |"
+    assert lines[2].startswith("| 0 | ") and lines[2].endswith(" | 1.000 |")

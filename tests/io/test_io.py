@@ -50,3 +50,22 @@ def test_write_then_read_round_trip(tmp_path):
     write_png(img, tmp_path / "x.png")
     torch.testing.assert_close(read_image(tmp_path / "x.png"), (img * 255).round() / 255, atol=1e-6, rtol=0)
     assert list_images(tmp_path) == [tmp_path / "x.png"]
+
+
+def test_png_levels_trade_size_for_time_and_keep_the_pixels(tmp_path):
+    from pcsr_lightning.io.images import PNG_COMPRESS_LEVEL
+
+    img = torch.rand(3, 48, 64) * 0.2 + torch.linspace(0, 0.8, 64)  # noisy ramp: compressible, not trivially
+    sizes = {}
+    for level in (0, PNG_COMPRESS_LEVEL, 9):
+        path = write_png(img, tmp_path / f"l{level}.png", compress_level=level)
+        sizes[level] = path.stat().st_size
+        torch.testing.assert_close(read_image(path), (img.clamp(0, 1) * 255).round() / 255, atol=1e-6, rtol=0)
+    assert sizes[0] > sizes[PNG_COMPRESS_LEVEL] >= sizes[9]  # level 0 stores the pixels uncompressed
+
+
+@pytest.mark.parametrize("level", [-1, 10, 2.5, True, "6"])
+def test_png_level_out_of_range_is_refused_before_writing(tmp_path, level):
+    with pytest.raises(ValueError, match="PNG compression level must be an integer from 0 to 9"):
+        write_png(torch.zeros(3, 4, 4), tmp_path / "x.png", compress_level=level)
+    assert not any(tmp_path.iterdir())

@@ -26,6 +26,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 # its own above twice its MAX_IMAGE_PIXELS (179 Mpx), so that is the most a limit can allow.
 DEFAULT_MAX_PIXELS = 40_000_000
 HARD_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+# zlib level of the PNGs the commands write: Pillow's own default (6) spends several times longer compressing
+# for files a sixth smaller (docs/performance.md, "Writing the PNGs").
+PNG_COMPRESS_LEVEL = 1
 
 
 class ImageReadError(ValueError):
@@ -149,16 +152,27 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return img.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
-def write_png(img: torch.Tensor | np.ndarray, path: str | Path, overwrite: bool = True) -> Path:
+def check_png_level(level: int) -> int:
+    """zlib's levels: 0 (stored, fastest, largest) to 9 (smallest, slowest)."""
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9:
+        raise ValueError(f"PNG compression level must be an integer from 0 to 9, got {level!r}")
+    return level
+
+
+def write_png(img: torch.Tensor | np.ndarray, path: str | Path, overwrite: bool = True,
+              compress_level: int = PNG_COMPRESS_LEVEL) -> Path:
     """Write (3,H,W) float [0,1] or (H,W,3) uint8 as PNG, atomically; an image with NaN or inf is
     refused (rounding would turn them into arbitrary colours). ``overwrite=False``: an existing file
-    is never replaced (see ``atomic_write``)."""
+    is never replaced (see ``atomic_write``). ``compress_level`` trades the write's time against the
+    file's size; the pixels are the same at every level."""
+    check_png_level(compress_level)
     bad = non_finite(img)
     if bad:
         total = img.numel() if isinstance(img, torch.Tensor) else img.size
         raise OutputError(f"refusing to write {path}: {bad:,} of {total:,} values are not finite (NaN or inf)")
     arr = to_uint8(img) if isinstance(img, torch.Tensor) else img
-    return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"), overwrite=overwrite)
+    return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG", compress_level=compress_level),
+                        overwrite=overwrite)
 
 
 # Heaviest first: red, orange, yellow, ... lightest green/blue.

@@ -14,7 +14,9 @@ from pcsr_lightning.inference.srmodel import RoutingOptions, SRModel, load
 from pcsr_lightning.io.files import FileExistsElsewhere, OutputError, check_outputs, output_stems
 from pcsr_lightning.io.images import (
     IMAGE_EXTENSIONS,
+    PNG_COMPRESS_LEVEL,
     ImageReadError,
+    check_png_level,
     class_overlay,
     list_images,
     non_finite,
@@ -53,6 +55,9 @@ def add_parser(sub) -> None:
     keep.add_argument("--skip-existing", action="store_true",
                       help="keep existing results and upscale only the inputs without one (to continue a stopped run)")
     p.add_argument("--report-memory", action="store_true", help="print the peak memory (RSS on CPU) after each image")
+    p.add_argument("--png-level", type=int, default=PNG_COMPRESS_LEVEL, metavar="0-9",
+                   help=f"zlib compression of the PNGs: 0 fastest and largest, 9 smallest and slowest, same pixels "
+                        f"(default {PNG_COMPRESS_LEVEL})")
     p.set_defaults(run=run)
 
 
@@ -73,6 +78,7 @@ def check_existing(plan: dict[Path, list[Path]], overwrite: bool, skip_existing:
 
 def run(args: argparse.Namespace) -> int:
     routing = routing_from(args)
+    check_png_level(args.png_level)
     out_dir = Path(args.output)
     inputs = inputs_of(Path(args.input))
     plan = plan_outputs(inputs, out_dir, args.class_map)
@@ -146,14 +152,15 @@ def upscale_one(args: argparse.Namespace, model: SRModel, routing: RoutingOption
               "nothing written for it", file=sys.stderr)
         return False
     if outs[0] in todo:
-        write_png(sr[0], outs[0], overwrite=args.overwrite)
+        write_png(sr[0], outs[0], overwrite=args.overwrite, compress_level=args.png_level)
     note = ""
     if classes is not None:
         note = f"  heavy share {heavy_share(classes, model.num_classes):.3f}"
         if routing.skip_flat is not None:
             note += f"  skipped share {skipped_share(classes, model.num_classes):.3f}"
         if args.class_map and outs[1] in todo:
-            write_png(class_overlay(sr[0], classes[0], model.num_classes), outs[1], overwrite=args.overwrite)
+            write_png(class_overlay(sr[0], classes[0], model.num_classes), outs[1], overwrite=args.overwrite,
+                      compress_level=args.png_level)
     if args.report_memory:
         note += f"  peak memory {process_peak_mb(model.device):,.0f} MiB"
     print(f"{path.name} -> {outs[0]} ({sr.shape[-1]}x{sr.shape[-2]}){note}")
