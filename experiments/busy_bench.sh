@@ -5,7 +5,9 @@
 # path). Prints one table of paired ratios with the CPU named; JSON per run in results/busy/.
 # THREADS (2) intra-op threads for both models; SIZE (1024x1536) HR size; REPEATS (5) interleaved rounds;
 # CASES ("quiet busy1 busy2 nice1") which neighbours; EMULATE_AVX2=1 caps torch, oneDNN and MKL at AVX2
-# (an emulation on a CPU with AVX-512: caches and clocks stay that CPU's).
+# (an emulation on a CPU with AVX-512: caches and clocks stay that CPU's); RETAIN_FREED=1 sets GLIBC_TUNABLES so
+# glibc keeps freed memory in the process instead of returning it and faulting fresh pages in on the next
+# allocation (docs/performance.md, "The memory allocator").
 source "$(dirname "$0")/common.sh"
 OUT=results/busy
 THREADS=${THREADS:-2}
@@ -18,6 +20,10 @@ if [ "${EMULATE_AVX2:-0}" = 1 ]; then
   TAG=avx2-emulated
 else
   TAG=native
+fi
+if [ "${RETAIN_FREED:-0}" = 1 ]; then
+  export GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647
+  TAG=$TAG-retained
 fi
 
 NEIGHBOURS=()
@@ -64,7 +70,8 @@ cpu = (f"{lscpu.get('Model name', '?').strip()}, family {lscpu.get('CPU family',
 names = {"quiet": "quiet", "busy1": "1 busy neighbour", "busy2": "2 busy neighbours", "nice1": "1 nice-19 neighbour"}
 runs = {(c, r): json.load(open(f"{out}/{tag}-{c}-routed{r}.json")) for c in cases for r in (threads, "0")}
 first = runs[(cases[0], threads)]
-print(f"CPU: {cpu}; torch {first['machine']['torch']}, capability {first['machine']['cpu_capability']} ({tag}); "
+print(f"CPU: {cpu}; torch {first['machine']['torch']}, capability {first['machine']['cpu_capability']} ({tag}"
+      f"{', GLIBC_TUNABLES=' + first['machine']['glibc_tunables'] if first['machine'].get('glibc_tunables') else ''}); "
       f"{threads} threads; HR {first['hr_size'][0]}x{first['hr_size'][1]}, x{first['scale']}, k=0, fp32")
 print(f"| case | routed on {threads} workers: CARN ms | PCSR ms | x CARN | routed on the intra-op threads: CARN ms "
       "| PCSR ms | x CARN |")

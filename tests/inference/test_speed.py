@@ -157,7 +157,7 @@ def test_time_rounds_interleaves_and_pairs():
     assert rows[1][2] == "0.500"
 
 
-def test_bench_command_writes_json(tmp_path):
+def test_bench_command_writes_json(tmp_path, capsys, monkeypatch):
     pcsr_cfg = {
         "_target_": "pcsr_lightning.models.PCSR",
         "backbone": {"_target_": "pcsr_lightning.models.CARN", "nf": 8, "group": 4, "scale": None},
@@ -195,6 +195,17 @@ def test_bench_command_writes_json(tmp_path):
     assert main(args[:-4] + ["--hr-size", "30x47"]) == 2  # not divisible by the scale: clear error
     assert main(args + ["--reference-repeats", "0"]) == 2
     assert main(["bench", "--pcsr-ckpt", str(o), "--original-ckpt", str(o), "--hr-size", "32x48"]) == 2
+    # The allocator's settings change every time measured: the report names them, the table says what they
+    # do to the memory column.
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    quick = args + ["--no-reference", "--no-ends", "--json", str(out)]
+    assert main(quick) == 0
+    assert "GLIBC_TUNABLES" not in capsys.readouterr().out
+    assert json.loads(out.read_text())["machine"]["glibc_tunables"] == ""
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0")
+    assert main(quick) == 0
+    assert "note: GLIBC_TUNABLES=glibc.malloc.mmap_max=0: where it keeps freed memory" in capsys.readouterr().out
+    assert json.loads(out.read_text())["machine"]["glibc_tunables"] == "glibc.malloc.mmap_max=0"
 
 
 def test_upscale_cli_tiled_reports_memory(tmp_path, capsys):

@@ -144,7 +144,8 @@ def op_profile(fn: Callable[[], object], device: torch.device, top: int = 12) ->
 def machine_info(device: torch.device) -> dict:
     """What the numbers were measured on."""
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "nproc": os.cpu_count(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}  # the allocator's settings change the times
     try:
         with open("/proc/cpuinfo") as f:
             info["cpu"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")

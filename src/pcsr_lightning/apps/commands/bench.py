@@ -78,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
     rows = [Row(**r) for r in report["rows"]]
     backbone, fast_name = report["ms_backbone"], f"pcsr k={args.k[0]:g}"
     print(format_table(TABLE_HEADER, ratio_rows(rows)))
+    if report["machine"].get("glibc_tunables") and report["device"].startswith("cpu"):
+        print(f"note: GLIBC_TUNABLES={report['machine']['glibc_tunables']}: where it keeps freed memory in the "
+              "process, the peak MiB column counts only memory a call newly took from the OS")
     if "fast_vs_reference" in report:
         check = report["fast_vs_reference"]
         print(f"fast vs reference: {check['speedup']:.2f}x faster end to end, {check['speedup_routed']:.2f}x on the "
