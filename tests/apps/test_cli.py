@@ -167,3 +167,16 @@ def test_demo_trains_then_measures_the_held_out_photos_with_the_eval_loop(tmp_pa
     # The picture: one row per held-out photo, four 192-pixel panels (bicubic | PCSR | HR | class map).
     picture = Image.open(out / "demo.png")
     assert picture.mode == "RGB" and picture.width >= 4 * 192 and picture.height >= 2 * 192
+
+
+def test_the_console_script_starts_without_the_training_stack():
+    """Every ``pcsr`` command builds the whole parser; only ``pcsr demo`` trains, so Lightning (seconds to
+    import) must not load with it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pcsr_lightning.apps.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('lightning', 'pcsr_lightning.training', 'pcsr_lightning.apps.train_app') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
