@@ -27,7 +27,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 DEFAULT_MAX_PIXELS = 40_000_000
 HARD_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 # zlib level of the PNGs the commands write: Pillow's own default (6) spends several times longer compressing
-# for files a sixth smaller (docs/performance.md, "Writing the PNGs").
+# for files about 15 % smaller (docs/performance.md, "Writing the PNGs").
 PNG_COMPRESS_LEVEL = 1
 
 
