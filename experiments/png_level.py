@@ -1,10 +1,9 @@
 """How long writing the SR PNG takes, and how large it is, per zlib compression level.
 
-``pcsr upscale`` writes one PNG per image; at Pillow's own default (level 6) that write can take as long
-as PCSR's whole forward pass on a 2K image. This measures, per photo, the write time (median of
+``pcsr upscale`` writes one PNG per image; at Pillow's own default (level 6) that write is a large share
+of the time PCSR takes to compute a 2K result. This measures, per photo, the write time (median of
 ``--rounds`` interleaved rounds, every level once per round) and the file size at each level, on centre
-crops of a photo folder at the HR size, so the default level (``io.images.PNG_COMPRESS_LEVEL``) can be
-chosen on one set of photos and checked on another. Usage:
+crops of a photo folder at the HR size: the trade-off behind ``io.images.PNG_COMPRESS_LEVEL``. Usage:
     python experiments/png_level.py PHOTOS [--hr-size 1080x1920] [--levels 0 1 2 3 6 9] [--rounds 3]
 The pixels decoded back are checked equal at every level (PNG is lossless whatever the level).
 """
