@@ -11,6 +11,7 @@ The pixels decoded back are checked equal at every level (PNG is lossless whatev
 import argparse
 import io
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from PIL import Image
 
 from pcsr_lightning.evaluation.bench import machine_info, parse_size
 from pcsr_lightning.io.images import list_images, read_image, to_uint8
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from skip_flat_photos import centre_crop  # noqa: E402
 
 
 def encode(arr: np.ndarray, level: int) -> bytes:
@@ -69,11 +73,9 @@ def main() -> None:
     rows = []
     for path in list_images(Path(args.photos)):
         img = read_image(path)
-        h, w = img.shape[-2:]
-        if h < hh or w < ww:
+        if img.shape[-2] < hh or img.shape[-1] < ww:
             continue
-        y0, x0 = (h - hh) // 2, (w - ww) // 2
-        arr = to_uint8(img[:, y0 : y0 + hh, x0 : x0 + ww])
+        arr = to_uint8(centre_crop(img, (hh, ww)))
         rows.append((path.stem, *measure(arr, args.levels, args.rounds)))
     if not rows:
         raise SystemExit(f"no photo in {args.photos} is at least {hh}x{ww}")

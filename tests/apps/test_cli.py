@@ -1,6 +1,8 @@
 """The pcsr console script: import, upscale and eval, including bad input."""
 
 import csv
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -172,9 +174,6 @@ def test_demo_trains_then_measures_the_held_out_photos_with_the_eval_loop(tmp_pa
 def test_the_console_script_starts_without_the_training_stack():
     """Every ``pcsr`` command builds the whole parser; only ``pcsr demo`` trains, so Lightning (seconds to
     import) must not load with it."""
-    import subprocess
-    import sys
-
     code = ("import sys; from pcsr_lightning.apps.cli import build_parser; build_parser(); "
             "print(sorted(m for m in ('lightning', 'pcsr_lightning.training', 'pcsr_lightning.apps.train_app') "
             "if m in sys.modules))")
