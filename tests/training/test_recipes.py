@@ -270,20 +270,22 @@ def test_routed_sweep_sh_trains_the_routed_stage_of_the_recipe(tmp_path):
         (tmp_path / folder).mkdir()
     proc = subprocess.run(["bash", str(repo / "experiments" / "routed_sweep.sh"), str(tmp_path / "train"),
                            str(tmp_path / "val"), str(run)],
-                          env={**env, "SKIPS": "0 0.1", "POWERS": "1 0", "ROUTED_STEPS": "7"},
+                          env={**env, "SKIPS": "0 0.1", "POWERS": "1 0", "TEACHERS": "0 300", "ROUTED_STEPS": "7"},
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     calls = train_calls(tmp_path)
-    assert len(calls) == 4 and all(args[0] == "experiment=retrain_carn" for args in calls)
+    assert len(calls) == 8 and all(args[0] == "experiment=retrain_carn" for args in calls)
     settings = []
     for args in calls:
         cfg = composed_call(args)
         assert [(name, n) for name, _, n in plan(cfg)][-1] == ("stage1_routed", 7)
         assert list(cfg.init.stages) == ["stage0", "stage1"] and cfg.init.checkpoint.endswith("stage1/model.ckpt")
         module = cfg.model.stages.stage_j_routed.module
-        settings.append((module.skip_hardest, module.p_power, Path(next(
+        settings.append((module.skip_hardest, module.p_power, module.teacher_weight, Path(next(
             a for a in args if a.startswith("hydra.run.dir=")).split("=", 1)[1]).name))
-    assert settings == [(0, 1, "skip0"), (0.1, 1, "skip0.1"), (0, 0, "skip0_p0"), (0.1, 0, "skip0.1_p0")]
+    assert settings == [(0, 1, 0, "skip0"), (0.1, 1, 0, "skip0.1"), (0, 0, 0, "skip0_p0"), (0.1, 0, 0, "skip0.1_p0"),
+                        (0, 1, 300, "skip0_t300"), (0.1, 1, 300, "skip0.1_t300"), (0, 0, 300, "skip0_p0_t300"),
+                        (0.1, 0, 300, "skip0.1_p0_t300")]
 
 
 @pytest.mark.parametrize("backbone", ["fsrcnn", "carn"])

@@ -495,7 +495,7 @@ def test_routed_pipeline_follows_each_stage_with_its_upsampler_alone(trained_m2,
     assert [manifest.stage(n).metrics["steps"] for n in seen.seen] == [2, 3]
     routed = manifest.stage("stage1_routed").config
     assert routed["module"].endswith("RoutedUpsamplerStage")
-    assert routed["loss"] == {"l1_weight": 1000.0, "skip_hardest": 0.05, "p_power": 1.0}
+    assert routed["loss"] == {"l1_weight": 1000.0, "skip_hardest": 0.05, "p_power": 1.0, "teacher_weight": 0.0}
     assert manifest.stage("stage1").config["loss"] == {"l1_weight": 1000.0, "average_weight": 3.0}
     after_stage1 = load_checkpoint(run / "stages" / "stage1" / "model.ckpt").model.state_dict()
     final = final_weights(run)
@@ -558,12 +558,36 @@ def test_routed_upsampler_stage_trains_u1_alone_weighted_by_its_probability():
     assert torch.allclose(stage.pixel_weights(torch.stack([1 - p1, p1], -1)), torch.where(p1 > 0.2, p1 * p1, 0.0))
     with pytest.raises(ValueError, match="fraction of pixels left out"):
         RoutedUpsamplerStage(tiny_pcsr(), adam(), trains=["upsamplers.1"], skip_hardest=1.0)
+    with pytest.raises(ValueError, match="teacher_weight"):
+        RoutedUpsamplerStage(tiny_pcsr(), adam(), trains=["upsamplers.1"], teacher_weight=-1.0)
+    with pytest.raises(ValueError, match="U_0 must not train"):
+        RoutedUpsamplerStage(tiny_pcsr(), adam(), trains=["upsamplers.1", "upsamplers.0"], teacher_weight=1.0)
     with pytest.raises(ValueError, match="p_power"):
         RoutedUpsamplerStage(tiny_pcsr(), adam(), trains=["upsamplers.1"], p_power=-1.0)
     with pytest.raises(ValueError, match="classifier must stay frozen"):
         RoutedUpsamplerStage(tiny_pcsr(), adam(), trains=["upsamplers.1", "classifier"])
     with pytest.raises(ValueError, match="needs a trained classifier"):
         RoutedUpsamplerStage(tiny_pcsr(), adam(), index=0, trains=["upsamplers.0"])
+
+
+def test_the_routed_stage_distils_the_frozen_heavy_upsampler_when_given_a_teacher_weight():
+    net = tiny_pcsr()
+    stage = configured_stage(net, "stage1_routed", ["model=pcsr_routed",
+                                                    "model.stages.stage_j_routed.module.teacher_weight=500"])
+    assert stage.teacher_weight == 500 and stage.trainable_names() == ["upsamplers.1"]
+    batch = fake_batch()
+    loss = stage.training_step(batch, 0)
+    coord, cell, target = queries_of(batch)
+    lr_norm = net.normalize(batch["lr"])
+    inputs = query_inputs(net.encode(lr_norm), coord, cell)
+    base = net.bilinear_base(lr_norm, coord) + 0.4
+    alone, teacher = net.upsamplers[1](inputs) + base, net.upsamplers[0](inputs) + base
+    w = stage.pixel_weights(torch.softmax(net.classifier(inputs), -1))[..., None]
+    by_hand = (1000 * (w * (alone - target).abs()).sum() + 500 * (w * (alone - teacher).abs()).sum()) / (3 * w.sum())
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    loss.backward()  # the teacher gets no gradient: only U_1 learns
+    assert all(p.grad is None for m in (net.classifier, net.backbone, net.upsamplers[0]) for p in m.parameters())
+    assert all(p.grad is not None for p in net.upsamplers[1].parameters())
 
 
 def test_lr_scale_gives_a_part_its_own_learning_rate():

@@ -322,11 +322,15 @@ class RoutedUpsamplerStage(PCSRStage):
     falls they are the first to go to a heavier upsampler, and U_j's few weights serve the others better.
     ``p_power`` bends the weights to p_j ** p_power: 1 follows the classifier; 0 weighs every pixel alike,
     which is what U_j meets when routing sends it everything (the all-light end).
+    ``teacher_weight`` > 0 adds the same weighted L1 to the frozen heavy upsampler U_0's output on the same
+    queries (distillation): a target a light upsampler can approach, without the noise of the photos that
+    no upsampler can predict; the loss is then (l1_weight * L1(GT) + teacher_weight * L1(U_0)).
     """
 
     def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str | None = None,
                  scale: int = 4, index: int = 1, trains: Sequence[str] = (), l1_weight: float = 1.0,
-                 skip_hardest: float = 0.0, p_power: float = 1.0, lr_scale: Mapping[str, float] | None = None):
+                 skip_hardest: float = 0.0, p_power: float = 1.0, lr_scale: Mapping[str, float] | None = None,
+                 teacher_weight: float = 0.0):
         if index < 1:
             raise ValueError("RoutedUpsamplerStage trains U_j for j >= 1: it needs a trained classifier")
         if any(t == "classifier" or t.startswith("classifier.") for t in trains):
@@ -336,12 +340,19 @@ class RoutedUpsamplerStage(PCSRStage):
             raise ValueError(f"skip_hardest is the fraction of pixels left out, in [0, 1); got {skip_hardest}")
         if not 0.0 <= p_power <= 4.0:
             raise ValueError(f"p_power is the exponent of the pixel weights p_j ** p_power, in [0, 4]; got {p_power}")
+        if not float(teacher_weight) >= 0.0:
+            raise ValueError(f"teacher_weight weighs the L1 to U_0's output, >= 0; got {teacher_weight}")
+        if float(teacher_weight) > 0 and any(t == "upsamplers.0" or t.startswith("upsamplers.0.") for t in trains):
+            raise ValueError(f"teacher_weight > 0 distils the frozen U_0 into U_{index}: U_0 must not train; "
+                             f"trains={list(trains)}")
         super().__init__(net, optimizer, scheduler, name or f"stage{index}_routed", scale, index=index,
                          trains=trains, lr_scale=lr_scale)
         self.l1_weight, self.skip_hardest, self.p_power = float(l1_weight), float(skip_hardest), float(p_power)
+        self.teacher_weight = float(teacher_weight)
 
     def loss_settings(self) -> dict[str, float]:
-        return {"l1_weight": self.l1_weight, "skip_hardest": self.skip_hardest, "p_power": self.p_power}
+        return {"l1_weight": self.l1_weight, "skip_hardest": self.skip_hardest, "p_power": self.p_power,
+                "teacher_weight": self.teacher_weight}
 
     def pixel_weights(self, probs: torch.Tensor) -> torch.Tensor:
         """p_j ** p_power, and 0 for the ``skip_hardest`` fraction of pixels with the lowest p_j."""
@@ -356,7 +367,12 @@ class RoutedUpsamplerStage(PCSRStage):
     def training_step(self, batch, batch_idx):
         coord, cell, target = queries_of(batch)
         pred, probs = self.net.alone(batch["lr"], coord, cell, self.index, num_active=self.num_active)
-        loss = self.l1_weight * weighted_l1_loss(pred, target, self.pixel_weights(probs))
+        weights = self.pixel_weights(probs)
+        loss = self.l1_weight * weighted_l1_loss(pred, target, weights)
+        if self.teacher_weight > 0:
+            with torch.no_grad():
+                teacher, _ = self.net.alone(batch["lr"], coord, cell, 0, num_active=self.num_active)
+            loss = loss + self.teacher_weight * weighted_l1_loss(pred, teacher, weights)
         self.log_stage({"train_loss": loss, f"train_p{self.index}": probs[..., self.index].mean()}, coord.shape[0],
                        prog_bar=True)
         return loss
