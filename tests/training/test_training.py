@@ -495,8 +495,9 @@ def test_routed_pipeline_follows_each_stage_with_its_upsampler_alone(trained_m2,
     assert [manifest.stage(n).metrics["steps"] for n in seen.seen] == [2, 3]
     routed = manifest.stage("stage1_routed").config
     assert routed["module"].endswith("RoutedUpsamplerStage")
-    assert routed["loss"] == {"l1_weight": 1000.0, "skip_hardest": 0.05, "p_power": 1.0, "teacher_weight": 0.0}
-    assert manifest.stage("stage1").config["loss"] == {"l1_weight": 1000.0, "average_weight": 3.0}
+    assert routed["loss"] == {"l1_weight": 1000.0, "skip_hardest": 0.05, "p_power": 1.0, "teacher_weight": 0.0,
+                              "revive_every": 0}
+    assert manifest.stage("stage1").config["loss"] == {"l1_weight": 1000.0, "average_weight": 3.0, "revive_every": 0}
     after_stage1 = load_checkpoint(run / "stages" / "stage1" / "model.ckpt").model.state_dict()
     final = final_weights(run)
     for key, value in final.items():
@@ -588,6 +589,31 @@ def test_the_routed_stage_distils_the_frozen_heavy_upsampler_when_given_a_teache
     loss.backward()  # the teacher gets no gradient: only U_1 learns
     assert all(p.grad is None for m in (net.classifier, net.backbone, net.upsamplers[0]) for p in m.parameters())
     assert all(p.grad is not None for p in net.upsamplers[1].parameters())
+
+
+class ActivitySeen(L.Callback):
+    """What the stage's dead-unit watch has counted as active after each training batch."""
+
+    def __init__(self):
+        self.seen: list[tuple[str, list[int]]] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if module.dead_units is not None:
+            self.seen.append((module.stage_name, [int(a.sum()) for a in module.dead_units.active]))
+
+
+def test_a_training_run_watches_the_trained_upsamplers_units_and_records_the_setting(trained_m2, tmp_path):
+    seen = ActivitySeen()
+    manifest = run_job(compose_config([*TINY, "model=pcsr_routed", "profile.steps.stage=2", "model.routed_steps=2",
+                                       "model.stages.stage_j.module.revive_every=100",
+                                       "model.stages.stage_j_routed.module.revive_every=100",
+                                       f"init.checkpoint={trained_m2}", "init.stages=[stage0]"], tmp_path / "run"),
+                       callbacks=[seen])
+    assert [name for name, _ in seen.seen] == ["stage1", "stage1", "stage1_routed", "stage1_routed"]
+    # the training queries reach the hooks: units were seen active (not every unit judged dead)
+    assert all(sum(active) > 0 for _, active in seen.seen)
+    assert manifest.stage("stage1").config["loss"]["revive_every"] == 100
+    assert manifest.stage("stage1_routed").config["loss"]["revive_every"] == 100
 
 
 def test_lr_scale_gives_a_part_its_own_learning_rate():

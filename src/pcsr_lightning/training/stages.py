@@ -31,9 +31,11 @@ from pcsr_lightning.inference.gate import DEFAULT_TILE, tile_residuals
 from pcsr_lightning.inference.routed import prepare, render, render_forced, route, upscale
 from pcsr_lightning.measure.metrics import correlation, score, shave_for
 from pcsr_lightning.models import PCSR, OriginalSR
+from pcsr_lightning.models.mlp import MLP
 from pcsr_lightning.models.parts import submodule
 from pcsr_lightning.models.sampler import make_cell, make_coord
 from pcsr_lightning.training.losses import classifier_stage_loss, l1_loss, weighted_l1_loss
+from pcsr_lightning.training.revival import DeadUnits
 
 VAL_METRICS = ("psnr", "psnr_y", "ssim")
 
@@ -223,17 +225,40 @@ def queries_of(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 class PCSRStage(Stage):
-    """Stages of a PCSR network: ``num_active`` upsamplers take part in the soft mixture."""
+    """Stages of a PCSR network: ``num_active`` upsamplers take part in the soft mixture.
+
+    ``revive_every`` > 0: every that many steps, the hidden units of the trained MLPs that were never
+    active since the last check are drawn again (``revival.DeadUnits``); 0 leaves them dead.
+    """
 
     def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str = "stage",
                  scale: int = 4, index: int = 0, trains: Sequence[str] = (),
-                 lr_scale: Mapping[str, float] | None = None):
+                 lr_scale: Mapping[str, float] | None = None, revive_every: int = 0):
         if not isinstance(net, PCSR):
             raise TypeError(f"{type(self).__name__} trains a PCSR network, got {type(net).__name__}")
         if not 0 <= index < net.num_classes:
             raise ValueError(f"stage {index} does not exist for a PCSR with M={net.num_classes} upsamplers")
+        if int(revive_every) < 0:
+            raise ValueError(f"revive_every is a number of steps (0: never), got {revive_every}")
         self.index = index
         super().__init__(net, optimizer, scheduler, name, scale, trains, lr_scale)
+        self.revive_every = int(revive_every)
+        self.dead_units: DeadUnits | None = None
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.revive_every:
+            mlps = [m for part in self.trainable_modules() for m in part.modules() if isinstance(m, MLP)]
+            self.dead_units = DeadUnits(mlps, self.revive_every)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.dead_units is not None and self.dead_units.step(self.trainer.optimizers[0]):
+            self.log_stage({"revived": float(self.dead_units.revived)}, 1)
+
+    def on_train_end(self) -> None:
+        if self.dead_units is not None:
+            self.dead_units.remove()
+            self.dead_units = None
 
     @property
     def num_active(self) -> int:
@@ -292,15 +317,15 @@ class UpsamplerStage(PCSRStage):
 
     def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str | None = None,
                  scale: int = 4, index: int = 1, trains: Sequence[str] = (), l1_weight: float = 1.0,
-                 average_weight: float = 0.0, lr_scale: Mapping[str, float] | None = None):
+                 average_weight: float = 0.0, lr_scale: Mapping[str, float] | None = None, revive_every: int = 0):
         if index < 1:
             raise ValueError("UpsamplerStage trains U_j for j >= 1 (stage 0 is BackboneStage)")
         super().__init__(net, optimizer, scheduler, name or f"stage{index}", scale, index=index, trains=trains,
-                         lr_scale=lr_scale)
+                         lr_scale=lr_scale, revive_every=revive_every)
         self.l1_weight, self.average_weight = float(l1_weight), float(average_weight)
 
     def loss_settings(self) -> dict[str, float]:
-        return {"l1_weight": self.l1_weight, "average_weight": self.average_weight}
+        return {"l1_weight": self.l1_weight, "average_weight": self.average_weight, "revive_every": self.revive_every}
 
     def training_step(self, batch, batch_idx):
         coord, cell, target = queries_of(batch)
@@ -330,7 +355,7 @@ class RoutedUpsamplerStage(PCSRStage):
     def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str | None = None,
                  scale: int = 4, index: int = 1, trains: Sequence[str] = (), l1_weight: float = 1.0,
                  skip_hardest: float = 0.0, p_power: float = 1.0, lr_scale: Mapping[str, float] | None = None,
-                 teacher_weight: float = 0.0):
+                 teacher_weight: float = 0.0, revive_every: int = 0):
         if index < 1:
             raise ValueError("RoutedUpsamplerStage trains U_j for j >= 1: it needs a trained classifier")
         if any(t == "classifier" or t.startswith("classifier.") for t in trains):
@@ -346,13 +371,13 @@ class RoutedUpsamplerStage(PCSRStage):
             raise ValueError(f"teacher_weight > 0 distils the frozen U_0 into U_{index}: U_0 must not train; "
                              f"trains={list(trains)}")
         super().__init__(net, optimizer, scheduler, name or f"stage{index}_routed", scale, index=index,
-                         trains=trains, lr_scale=lr_scale)
+                         trains=trains, lr_scale=lr_scale, revive_every=revive_every)
         self.l1_weight, self.skip_hardest, self.p_power = float(l1_weight), float(skip_hardest), float(p_power)
         self.teacher_weight = float(teacher_weight)
 
     def loss_settings(self) -> dict[str, float]:
         return {"l1_weight": self.l1_weight, "skip_hardest": self.skip_hardest, "p_power": self.p_power,
-                "teacher_weight": self.teacher_weight}
+                "teacher_weight": self.teacher_weight, "revive_every": self.revive_every}
 
     def pixel_weights(self, probs: torch.Tensor) -> torch.Tensor:
         """p_j ** p_power, and 0 for the ``skip_hardest`` fraction of pixels with the lowest p_j."""
