@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
+import torch
 from PIL import Image
 
-from experiment_scripts import load_script
+from experiment_scripts import EXPERIMENTS, load_script
+from factories import save_tiny, tiny_model
 
 div2k_scale = load_script("div2k_scale")
 train_speed = load_script("train_speed")
@@ -50,3 +55,26 @@ def test_png_level_measures_every_level_and_checks_the_pixels():
     lines = png_level.table([("a", ms, sizes), ("b", ms, sizes)], [0, 1, 9])
     assert lines[0] == "| level | write ms | x level 0 time | MB | x level 0 size |"
     assert lines[2].startswith("| 0 | ") and lines[2].endswith(" | 1.000 |")
+
+
+def test_upsampler_fit_reports_the_light_upsamplers_errors_and_its_dead_units(tmp_path):
+    fit = load_script("upsampler_fit")
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (136, 160, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    photos = sorted(tmp_path.glob("*.png"))
+    net = tiny_model()
+    l1, mse = fit.fit(net, photos)
+    assert 0 < l1 < 255 and l1 * l1 <= mse + 1e-6  # mean |e| squared never exceeds mean e^2
+    hidden = [m.out_features for m in net.upsamplers[1].linears[:-1]]
+    assert [len(s) for s in fit.active_shares(net, photos, side=8)] == hidden
+    with torch.no_grad():  # unit 0 of the first hidden layer never positive: dead
+        first = net.upsamplers[1].linears[0]
+        first.weight[0] = 0.0
+        first.bias[0] = -1.0
+    assert fit.active_shares(net, photos, side=8)[0][0] == 0.0
+    save_tiny(tmp_path / "m.ckpt")
+    command = [sys.executable, str(EXPERIMENTS / "upsampler_fit.py"), str(tmp_path), str(tmp_path / "m.ckpt"),
+               "--threads", "1"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    assert "2 photos" in out and "| checkpoint | mean L1 | mean MSE | dead units per hidden layer |" in out
