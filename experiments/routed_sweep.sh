@@ -32,22 +32,22 @@ settings=()
 [ -n "${LR:-}" ] && settings+=(optimizer.lr="$LR")
 curves=(released="$RUN/val/released.csv")
 for teacher in ${TEACHERS:-0}; do
-for power in ${POWERS:-1}; do
-  for skip in ${SKIPS:-0 0.02 0.05 0.1}; do
-    name="skip$skip"
-    [ "$power" = 1 ] || name="skip${skip}_p$power"
-    [ "$teacher" = 0 ] || name="${name}_t$teacher"
-    out="$RUN/routed/$name"
-    if [ ! -f "$out/final.ckpt" ]; then
-      rm -rf "$out"
-      pcsr-train experiment=retrain_$backbone data.train.path="$TRAIN" data.val.path="$VAL" \
-        init.checkpoint="$stage1" 'init.stages=[stage0,stage1]' \
-        model.stages.stage_j_routed.module.skip_hardest="$skip" model.stages.stage_j_routed.module.p_power="$power" \
-        model.stages.stage_j_routed.module.teacher_weight="$teacher" "${settings[@]}" hydra.run.dir="$out" "$@"
-    fi
-    pcsr eval --ckpt "$out/final.ckpt" --hr-dir "$VAL" --k $RETRAIN_KS --ends --summary "$out/retrained.csv"
-    curves+=("$name=$out/retrained.csv")
+  for power in ${POWERS:-1}; do
+    for skip in ${SKIPS:-0 0.02 0.05 0.1}; do
+      name="skip$skip"
+      [ "$power" = 1 ] || name="skip${skip}_p$power"
+      [ "$teacher" = 0 ] || name="${name}_t$teacher"
+      out="$RUN/routed/$name"
+      if [ ! -f "$out/final.ckpt" ]; then
+        rm -rf "$out"
+        pcsr-train experiment=retrain_$backbone data.train.path="$TRAIN" data.val.path="$VAL" \
+          init.checkpoint="$stage1" 'init.stages=[stage0,stage1]' \
+          model.stages.stage_j_routed.module.skip_hardest="$skip" model.stages.stage_j_routed.module.p_power="$power" \
+          model.stages.stage_j_routed.module.teacher_weight="$teacher" "${settings[@]}" hydra.run.dir="$out" "$@"
+      fi
+      pcsr eval --ckpt "$out/final.ckpt" --hr-dir "$VAL" --k $RETRAIN_KS --ends --summary "$out/retrained.csv"
+      curves+=("$name=$out/retrained.csv")
+    done
   done
-done
 done
 pcsr compare "${curves[@]}" --table "$RUN/routed/compare.md" | grep "vs released"

@@ -27,21 +27,25 @@ from pcsr_lightning.models.sampler import make_cell, make_coord
 SCALE = 4
 
 
-def fit(net, photos: list[Path]) -> tuple[float, float]:
+def pairs_of(photos: list[Path]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(HR, LR) of each photo, read and downscaled once for every checkpoint."""
+    return [load_pair(path, SCALE, None, "paper") for path in photos]
+
+
+def fit(net, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
     """Mean over photos of U_1's all-light L1 and MSE, in 0-255 levels."""
     shave = shave_for(SCALE)
     l1 = mse = 0.0
-    for path in photos:
-        hr, lr = load_pair(path, SCALE, None, "paper")
+    for hr, lr in pairs:
         with torch.no_grad():
             sr = upscale_forced(net, lr[None], SCALE, 1).sr[0].clamp(0, 1)
         diff = (sr - hr)[..., shave:-shave, shave:-shave] * 255
         l1 += float(diff.abs().mean())
         mse += float(diff.pow(2).mean())
-    return l1 / len(photos), mse / len(photos)
+    return l1 / len(pairs), mse / len(pairs)
 
 
-def active_shares(net, photos: list[Path], side: int = 96) -> list[list[float]]:
+def active_shares(net, pairs: list[tuple[torch.Tensor, torch.Tensor]], side: int = 96) -> list[list[float]]:
     """Per hidden layer of U_1, the share of queries on which each unit is positive."""
     relus = [m for m in net.upsamplers[1].layers if isinstance(m, torch.nn.ReLU)]
     seen: list[list[torch.Tensor]] = [[] for _ in relus]
@@ -53,8 +57,7 @@ def active_shares(net, photos: list[Path], side: int = 96) -> list[list[float]]:
     hr_side = side * SCALE
     coord = make_coord((hr_side, hr_side)).reshape(1, -1, 2)
     cell = make_cell((hr_side, hr_side), coord.shape[1])[None]
-    for path in photos:
-        _, lr = load_pair(path, SCALE, None, "paper")
+    for _, lr in pairs:
         with torch.no_grad():
             net.alone(lr[None, :, :side, :side], coord, cell, 1)
     for h in hooks:
@@ -71,14 +74,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     photos = list_images(args.photos)
+    pairs = pairs_of(photos)
     print(f"{len(photos)} photos in {args.photos}; U_1 alone on every pixel, x{SCALE}, 0-255 levels\n")
     print("| checkpoint | mean L1 | mean MSE | dead units per hidden layer |")
     print("| --- | --- | --- | --- |")
     details = []
     for ckpt in args.ckpts:
         net = load_checkpoint(ckpt).model.eval()
-        l1, mse = fit(net, photos)
-        shares = active_shares(net, photos[:: args.every])
+        l1, mse = fit(net, pairs)
+        shares = active_shares(net, pairs[:: args.every])
         dead = " / ".join(f"{sum(s == 0.0 for s in layer)} of {len(layer)}" for layer in shares)
         print(f"| {ckpt} | {l1:.4f} | {mse:.3f} | {dead} |", flush=True)
         details.append((ckpt, shares))

@@ -62,17 +62,17 @@ def test_upsampler_fit_reports_the_light_upsamplers_errors_and_its_dead_units(tm
     rng = np.random.default_rng(0)
     for name in ("a", "b"):
         Image.fromarray(rng.integers(0, 256, (136, 160, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
-    photos = sorted(tmp_path.glob("*.png"))
+    pairs = fit.pairs_of(sorted(tmp_path.glob("*.png")))
     net = tiny_model()
-    l1, mse = fit.fit(net, photos)
+    l1, mse = fit.fit(net, pairs)
     assert 0 < l1 < 255 and l1 * l1 <= mse + 1e-6  # mean |e| squared never exceeds mean e^2
     hidden = [m.out_features for m in net.upsamplers[1].linears[:-1]]
-    assert [len(s) for s in fit.active_shares(net, photos, side=8)] == hidden
+    assert [len(s) for s in fit.active_shares(net, pairs, side=8)] == hidden
     with torch.no_grad():  # unit 0 of the first hidden layer never positive: dead
         first = net.upsamplers[1].linears[0]
         first.weight[0] = 0.0
         first.bias[0] = -1.0
-    assert fit.active_shares(net, photos, side=8)[0][0] == 0.0
+    assert fit.active_shares(net, pairs, side=8)[0][0] == 0.0
     save_tiny(tmp_path / "m.ckpt")
     command = [sys.executable, str(EXPERIMENTS / "upsampler_fit.py"), str(tmp_path), str(tmp_path / "m.ckpt"),
                "--threads", "1"]

@@ -35,7 +35,9 @@ class DeadUnits:
             for i, m in enumerate(mods):
                 if isinstance(m, nn.ReLU):
                     self.layers.append((mods[i - 1], mods[i + 1], m))
-        self.active = [torch.zeros(lin.out_features, dtype=torch.bool) for lin, _, _ in self.layers]
+        # on the layers' device: build the watch once the model has been moved there (a stage's on_train_start)
+        self.active = [torch.zeros(lin.out_features, dtype=torch.bool, device=lin.weight.device)
+                       for lin, _, _ in self.layers]
         self.steps = 0
         self.revived = 0  # units drawn again so far
         self.handles = [relu.register_forward_hook(self._seen(k)) for k, (_, _, relu) in enumerate(self.layers)]
@@ -44,7 +46,7 @@ class DeadUnits:
         def hook(module, inputs, output):
             if torch.is_grad_enabled():  # training queries only: validation and targets run without grad
                 positive = (output.detach() > 0).reshape(-1, output.shape[-1]).any(0)
-                self.active[k] = self.active[k].to(positive.device) | positive
+                self.active[k] |= positive
         return hook
 
     def remove(self) -> None:
@@ -61,7 +63,7 @@ class DeadUnits:
         count = 0
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         for k, (lin_in, lin_out, _) in enumerate(self.layers):
-            active = self.active[k].to(lin_in.weight.device)
+            active = self.active[k]
             if distributed:  # a unit is dead only if it was dead on every rank's queries
                 active = active.int()
                 dist.all_reduce(active, op=dist.ReduceOp.MAX)

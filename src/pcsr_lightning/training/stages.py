@@ -391,12 +391,15 @@ class RoutedUpsamplerStage(PCSRStage):
 
     def training_step(self, batch, batch_idx):
         coord, cell, target = queries_of(batch)
-        pred, probs = self.net.alone(batch["lr"], coord, cell, self.index, num_active=self.num_active)
+        # PCSR.alone, with the backbone's query inputs kept for the teacher: encoded once per step
+        inputs, base = self.net.query(batch["lr"], coord, cell)
+        probs = self.net.class_probabilities(inputs, self.num_active)
+        pred = self.net.upsamplers[self.index](inputs) + base
         weights = self.pixel_weights(probs)
         loss = self.l1_weight * weighted_l1_loss(pred, target, weights)
         if self.teacher_weight > 0:
             with torch.no_grad():
-                teacher, _ = self.net.alone(batch["lr"], coord, cell, 0, num_active=self.num_active)
+                teacher = self.net.upsamplers[0](inputs) + base
             loss = loss + self.teacher_weight * weighted_l1_loss(pred, teacher, weights)
         self.log_stage({"train_loss": loss, f"train_p{self.index}": probs[..., self.index].mean()}, coord.shape[0],
                        prog_bar=True)
