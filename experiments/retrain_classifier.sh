@@ -7,8 +7,9 @@
 # the only photos a setting may be chosen on (its sweeps: $RUNS/<backbone>/val/, compare_val.md); REPORT_DIR
 # is swept once, for the reported numbers ($RUNS/<backbone>/report/, compare.md), and never chooses anything.
 # The training run is the recipe conf/experiment/retrain_<backbone>.yaml (`pcsr-train
-# experiment=retrain_fsrcnn ... --cfg job` shows it): 17,000 steps of the paper's stage 1 (U_1 and C in the
-# soft mixture), then 5,000 steps of U_1 alone with C frozen (stage1_routed, not in the paper), quick
+# experiment=retrain_fsrcnn ... --cfg job` shows it): for FSRCNN 4,250 steps of the paper's stage 1 (U_1
+# and C in the soft mixture), then 20,000 steps of U_1 alone with C frozen (stage1_routed, not in the
+# paper), dead hidden units drawn again every 250 steps (CARN: 17,000 + 5,000 steps, no revival); quick
 # profile with batch 16 and 4,096 query pixels per crop, Adam at lr 3e-3 with the classifier at 0.3333 x
 # that, cosine to 1e-7 over each stage. These variables, when set, override single values of the recipe:
 #   STEPS             steps of the paper's stage 1 (profile.steps.stage)
