@@ -12,23 +12,17 @@ import struct
 import subprocess
 import sys
 import zlib
-from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+from bad_input_kit import TINY_CONFIG, run_cli, save_tiny_ckpt, snapshot, tiny_model
 from conftest import sample_photo
-from factories import pcsr_config, pcsr_net
-from pcsr_lightning.apps.cli import main
 from pcsr_lightning.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pcsr_lightning.io.images import read_image
 from pcsr_lightning.models import PCSR
-
-TINY_CONFIG = pcsr_config("carn", [[16], [8]], [8], rgb_mean=[0.0, 0.0, 0.0], nf=8)
-# the network TINY_CONFIG describes, built from modules (no config is instantiated: these tests refuse configs)
-tiny_model = partial(pcsr_net, upsampler_hidden=[[16], [8]], rgb_mean=(0.0, 0.0, 0.0))
 
 
 class Marker:
@@ -39,11 +33,6 @@ class Marker:
 
     def __reduce__(self):
         return os.system, (f"touch {self.path}",)
-
-
-def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -58,7 +47,7 @@ def png_header(width: int, height: int) -> bytes:
 
 @pytest.fixture
 def ckpt(tmp_path) -> Path:
-    return save_checkpoint(tmp_path / "tiny.ckpt", tiny_model(), TINY_CONFIG)
+    return save_tiny_ckpt(tmp_path)
 
 
 @pytest.fixture
@@ -68,15 +57,6 @@ def photos(tmp_path) -> Path:
     img = (sample_photo("chelsea")[:, :24, :32] * 255).round().byte().permute(1, 2, 0).numpy()
     Image.fromarray(img).save(folder / "cat.png")
     return folder
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str]:
-    """Exit code and stderr of ``pcsr ARGS``; argparse's usage errors count with their exit code."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
 
 
 # --- checkpoints never run code ----------------------------------------------------------------------

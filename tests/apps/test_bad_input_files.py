@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_bad_input import TINY_CONFIG, run_cli, snapshot, tiny_model
 
+from bad_input_kit import TINY_CONFIG, run_cli, save_tiny_ckpt, snapshot, tiny_model
 from pcsr_lightning.inference.srmodel import SRModel
 from pcsr_lightning.io.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from pcsr_lightning.io.files import FileExistsElsewhere, OutputError, atomic_write, write_text
@@ -36,7 +36,7 @@ def save_image(path: Path, h: int, w: int, seed: int = 0) -> Path:
 
 @pytest.fixture
 def ckpt(tmp_path) -> Path:
-    return save_checkpoint(tmp_path / "tiny.ckpt", tiny_model(), TINY_CONFIG)
+    return save_tiny_ckpt(tmp_path)
 
 
 @pytest.fixture
