@@ -9,7 +9,7 @@
 # The training run is the recipe conf/experiment/retrain_<backbone>.yaml (`pcsr-train
 # experiment=retrain_fsrcnn ... --cfg job` shows it): for FSRCNN 4,250 steps of the paper's stage 1 (U_1
 # and C in the soft mixture), then 20,000 steps of U_1 alone with C frozen (stage1_routed, not in the
-# paper), dead hidden units drawn again every 250 steps (CARN: 17,000 + 5,000 steps, no revival); quick
+# paper), dead hidden units drawn again every 250 steps (CARN: 4,500 + 10,000 steps); quick
 # profile with batch 16 and 4,096 query pixels per crop, Adam at lr 3e-3 with the classifier at 0.3333 x
 # that, cosine to 1e-7 over each stage. These variables, when set, override single values of the recipe:
 #   STEPS             steps of the paper's stage 1 (profile.steps.stage)
