@@ -135,6 +135,7 @@ def test_the_gpu_retraining_recipe_is_the_cpu_one_with_the_papers_stage_1_schedu
 def test_the_retraining_recipe_is_what_the_script_passed_before(backbone):
     """The settings experiments/retrain_classifier.sh carried as shell defaults, given as overrides of the
     experiment they named, compose to the same config as the recipe."""
+    stage_steps, routed_steps, revive = RECIPE_SCHEDULES[backbone]
     before = compose_config([
         f"experiment={backbone}_pcsr", "data=image_folder", *RETRAIN_FILLED, "init.stages=[stage0]", "profile=quick",
         "model=pcsr_routed", "profile.steps.stage=17000", "model.routed_steps=5000",
@@ -143,9 +144,9 @@ def test_the_retraining_recipe_is_what_the_script_passed_before(backbone):
         # chosen later, on a validation split (routed_sweep.sh), for the routed stage
         "model.stages.stage_j_routed.module.skip_hardest=0", "model.stages.stage_j_routed.module.p_power=0.5",
         # and later still: a long stage of U_1 alone, dead units revived (the steps: each backbone's own)
-        *({"fsrcnn": ["profile.steps.stage=4250", "model.routed_steps=20000"],
-           "carn": ["profile.steps.stage=4500", "model.routed_steps=10000"]}[backbone]),
-        "model.stages.stage_j.module.revive_every=250", "model.stages.stage_j_routed.module.revive_every=250"],
+        f"profile.steps.stage={stage_steps}", f"model.routed_steps={routed_steps}",
+        f"model.stages.stage_j.module.revive_every={revive}",
+        f"model.stages.stage_j_routed.module.revive_every={revive}"],
         "/dummy/run")
     recipe = compose_config([f"experiment=retrain_{backbone}", *RETRAIN_FILLED], "/dummy/run")
     keys = ["data", "backbone", "model", "optimizer", "scheduler", "trainer", "profile", "init", "seed", "name",
