@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -78,3 +79,32 @@ def test_upsampler_fit_reports_the_light_upsamplers_errors_and_its_dead_units(tm
                "--threads", "1"]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     assert "2 photos" in out and "| checkpoint | mean L1 | mean MSE | dead units per hidden layer |" in out
+
+
+def test_routing_oracle_compares_the_classifiers_choice_with_the_best_one(tmp_path):
+    oracle = load_script("routing_oracle")
+    assert oracle.psnr_at(torch.tensor([4.0, 2.0]), torch.tensor([3.0, 1.0]), 0.5) == \
+        oracle.psnr_of((6.0 - 3.0) / 2)  # one of two pixels sent: its gain of 3 comes off e_1's sum
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (136, 160, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    pairs = [oracle.load_pair(path, 4, None, "paper") for path in sorted(tmp_path.glob("*.png"))]
+    net = tiny_model()
+    shares = [0.0, 0.1, 0.5, 1.0]
+    by_classifier, by_oracle, one_threshold = oracle.curves(net, pairs, shares)
+    errors = [oracle.pixel_errors(net, hr, lr) for hr, lr in pairs]
+    ends = [sum(oracle.psnr_of(float(e.mean())) for e in es) / 2 for es in ([e1 for _, _, e1 in errors],
+                                                                          [e0 for _, e0, _ in errors])]
+    for row in (by_classifier, by_oracle, one_threshold):  # nothing sent: U_1 alone; everything: U_0 alone
+        assert row[0] == pytest.approx(ends[0]) and row[-1] == pytest.approx(ends[1])
+    assert all(o >= c - 1e-9 for o, c in zip(by_oracle, by_classifier))  # no choice beats the oracle's
+    everything = torch.cat([p0 for p0, _, _ in errors])  # one threshold, by masks instead of sorted sums
+    threshold = torch.topk(everything, round(0.1 * everything.numel())).values[-1]
+    by_masks = sum(oracle.psnr_of(float(torch.where(p0 >= threshold, e0, e1).mean())) for p0, e0, e1 in errors) / 2
+    assert one_threshold[1] == pytest.approx(by_masks)
+    save_tiny(tmp_path / "m.ckpt")
+    command = [sys.executable, str(EXPERIMENTS / "routing_oracle.py"), str(tmp_path), f"tiny={tmp_path / 'm.ckpt'}",
+               "--shares", "0", "0.1", "--threads", "1"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    assert "2 photos" in out and "| tiny: oracle, each photo alike |" in out
+    assert "| tiny: classifier, one threshold |" in out
