@@ -24,9 +24,9 @@ from pcsr_lightning.inference.router import cost_list
 from pcsr_lightning.io.checkpoint import build_model, load_checkpoint, read_weights_only
 from pcsr_lightning.io.manifest import Manifest
 from pcsr_lightning.models.sampler import query_inputs
-from pcsr_lightning.training.losses import average_loss, classifier_stage_loss, weighted_l1_loss
+from pcsr_lightning.training.losses import average_loss, classifier_stage_loss, routing_loss, weighted_l1_loss
 from pcsr_lightning.training.pipeline import stage_config, stage_plan
-from pcsr_lightning.training.stages import BackboneStage, RoutedUpsamplerStage, UpsamplerStage, queries_of
+from pcsr_lightning.training.stages import BackboneStage, RoutedUpsamplerStage, RouterStage, UpsamplerStage, queries_of
 
 SMOKE = ["profile=smoke", "logger=none", "callbacks=none"]
 BIN = Path(sys.executable).parent
@@ -65,6 +65,24 @@ def test_weighted_l1_by_hand():
     weight = torch.tensor([[0.5, 0.5]], requires_grad=True)
     weighted_l1_loss(pred.requires_grad_(), target, weight).backward()
     assert weight.grad is None  # the weights are the frozen classifier's: no gradient reaches them
+
+
+
+def test_routing_loss_by_hand():
+    # 4 pixels, heavy_share 0.25: the 3rd smallest gain (1.0) is the threshold, the pixel above it is heavy
+    gain = torch.tensor([[0.0, 4.0, 1.0, -2.0]])
+    score = torch.tensor([[0.0, 2.0, -1.0, 0.5]], requires_grad=True)
+    weight = torch.tensor([1.0, 3.0, 0.0, 3.0])  # |gain - 1|
+    label = torch.tensor([0.0, 1.0, 0.0, 0.0])
+    bce = -(label * torch.log(torch.sigmoid(score[0])) + (1 - label) * torch.log(1 - torch.sigmoid(score[0])))
+    by_hand = (weight * bce).sum() / weight.sum()
+    assert routing_loss(score, gain, 0.25).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    gain.requires_grad_()
+    routing_loss(score, gain, 0.25).backward()
+    assert gain.grad is None and score.grad is not None  # the gains are the frozen upsamplers': no gradient
+    # a score that agrees with the labels costs less than one that disagrees
+    assert routing_loss(torch.tensor([-5.0, 5.0, -5.0, -5.0]), gain.detach(), 0.25) < \
+        routing_loss(torch.tensor([5.0, -5.0, 5.0, 5.0]), gain.detach(), 0.25)
 
 
 # ------------------------------------------------------------------ stages
@@ -505,6 +523,19 @@ def test_routed_pipeline_follows_each_stage_with_its_upsampler_alone(trained_m2,
         assert unchanged == (not key.startswith("upsamplers.1.")), key
 
 
+def test_the_router_pipeline_ends_with_the_classifier_alone(trained_m2, tmp_path):
+    run = tmp_path / "run"
+    manifest = run_job(compose_config([*TINY, "model=pcsr_router", "model.routed_steps=1", "model.router_steps=2",
+                                       f"init.checkpoint={trained_m2}", "init.stages=[stage0]"], run))
+    assert [s.name for s in manifest.stages] == ["stage0", "stage1", "stage1_routed", "stage1_router"]
+    router = manifest.stage("stage1_router").config
+    assert router["module"].endswith("RouterStage") and router["steps"] == 2
+    assert router["loss"] == {"heavy_share": 0.06, "relative": 1.0}
+    after_routed = load_checkpoint(run / "stages" / "stage1_routed" / "model.ckpt").model.state_dict()
+    for key, value in final_weights(run).items():
+        assert torch.equal(value, after_routed[key]) == (not key.startswith("classifier.")), key
+
+
 def test_the_retraining_recipe_runs_from_a_checkpoints_stage0(trained_m2, tmp_path):
     """experiment=retrain_fsrcnn end to end, its schedule shrunk to a few steps on the sample photos."""
     seen = FirstStep()
@@ -589,6 +620,34 @@ def test_the_routed_stage_distils_the_frozen_heavy_upsampler_when_given_a_teache
     loss.backward()  # the teacher gets no gradient: only U_1 learns
     assert all(p.grad is None for m in (net.classifier, net.backbone, net.upsamplers[0]) for p in m.parameters())
     assert all(p.grad is not None for p in net.upsamplers[1].parameters())
+
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_the_router_stage_trains_the_classifier_alone_on_each_pixels_gain(relative):
+    net = tiny_pcsr()
+    stage = RouterStage(net, adam(), heavy_share=0.25, relative=relative)
+    assert stage.trainable_names() == ["classifier"] and stage.stage_name == "stage1_router"
+    batch = fake_batch()
+    loss = stage.training_step(batch, 0)
+    coord, cell, target = queries_of(batch)
+    lr_norm = net.normalize(batch["lr"])
+    inputs = query_inputs(net.encode(lr_norm), coord, cell)
+    base = net.bilinear_base(lr_norm, coord) + 0.4
+    e0, e1 = ((net.upsamplers[c](inputs) + base).clamp(0, 1).sub(target).pow(2).mean(-1) for c in (0, 1))
+    gain = (e1 - e0) / (e1.mean(-1, keepdim=True) if relative else 1.0)
+    logits = net.classifier(inputs)
+    by_hand = routing_loss(logits[..., 0] - logits[..., 1], gain, 0.25)
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is None for m in (net.backbone, *net.upsamplers) for p in m.parameters())
+    assert all(p.grad is not None for p in net.classifier.parameters())
+    with pytest.raises(ValueError, match="classifier alone"):
+        RouterStage(tiny_pcsr(), adam(), trains=["classifier", "upsamplers.1"])
+    with pytest.raises(ValueError, match="heavy_share"):
+        RouterStage(tiny_pcsr(), adam(), heavy_share=1.0)
+    with pytest.raises(ValueError, match="two upsamplers"):
+        RouterStage(tiny_pcsr(upsampler_hidden=[[8], [6], [4]]), adam(), index=1)
 
 
 class ActivitySeen(L.Callback):

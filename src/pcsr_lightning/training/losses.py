@@ -35,3 +35,19 @@ def classifier_stage_loss(pred: torch.Tensor, target: torch.Tensor, probs: torch
     """``l1_weight * L1 + average_weight * L_avg`` (the paper: 1000 and 3), with both parts for logging."""
     l1, avg = l1_loss(pred, target), average_loss(probs)
     return {"loss": l1_weight * l1 + average_weight * avg, "l1": l1, "average": avg}
+
+
+def routing_loss(score: torch.Tensor, gain: torch.Tensor, heavy_share: float) -> torch.Tensor:
+    """Cost-sensitive logistic loss of the heavy-or-light decision routing makes with the classifier.
+
+    ``score`` is log(p_0 / p_1) per pixel, ``gain`` what sending the pixel to U_0 instead of U_1 saves
+    (no gradient). The pixels whose gain is in the batch's top ``heavy_share`` are labelled heavy, and
+    each pixel weighs |gain - threshold|: what the wrong decision at that threshold would cost.
+    """
+    g = gain.detach().flatten()
+    kept = max(1, min(g.numel(), round((1.0 - heavy_share) * g.numel())))
+    threshold = g.kthvalue(kept).values
+    weight = (g - threshold).abs()
+    label = (g > threshold).to(score.dtype)
+    loss = F.binary_cross_entropy_with_logits(score.flatten(), label, reduction="none")
+    return (weight * loss).sum() / weight.sum().clamp_min(1e-12)

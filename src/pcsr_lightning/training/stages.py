@@ -6,6 +6,8 @@
   weighted L1 + load-balance loss.
 - ``RoutedUpsamplerStage`` (not in the paper): U_j alone after its stage, each pixel's L1 weighted by
   the frozen classifier's p_j, as routed inference will use it.
+- ``RouterStage`` (not in the paper): the classifier alone, the upsamplers frozen, trained on the
+  heavy-or-light decision routing makes with it (a cost-sensitive logistic loss on each pixel's gain).
 - ``GateStage`` (not in the paper): the learned flat-tile gate alone, everything else frozen; its target,
   what PCSR adds over bicubic on each LR tile, is computed on the fly from the frozen network.
 
@@ -34,7 +36,7 @@ from pcsr_lightning.models import PCSR, OriginalSR
 from pcsr_lightning.models.mlp import MLP
 from pcsr_lightning.models.parts import submodule
 from pcsr_lightning.models.sampler import make_cell, make_coord
-from pcsr_lightning.training.losses import classifier_stage_loss, l1_loss, weighted_l1_loss
+from pcsr_lightning.training.losses import classifier_stage_loss, l1_loss, routing_loss, weighted_l1_loss
 from pcsr_lightning.training.revival import DeadUnits
 
 VAL_METRICS = ("psnr", "psnr_y", "ssim")
@@ -402,6 +404,52 @@ class RoutedUpsamplerStage(PCSRStage):
                 teacher = self.net.upsamplers[0](inputs) + base
             loss = loss + self.teacher_weight * weighted_l1_loss(pred, teacher, weights)
         self.log_stage({"train_loss": loss, f"train_p{self.index}": probs[..., self.index].mean()}, coord.shape[0],
+                       prog_bar=True)
+        return loss
+
+
+class RouterStage(PCSRStage):
+    """The classifier of a two-upsampler PCSR alone, trained for the decision routing makes with it.
+
+    The paper's stage trains the classifier inside the soft mixture, where a blend of U_0 and U_1 can
+    beat either; routing then sends each pixel to one of them. After U_1 has changed (its routed stage),
+    this stage fits the classifier to what each pixel gains on U_0: e_1 - e_0, the squared errors of the
+    frozen upsamplers' outputs (clamped to the image range, mean over RGB), with ``routing_loss`` labelling
+    the batch's top ``heavy_share`` of gains heavy. ``relative``: each gain is divided by its crop's mean
+    e_1, so a pixel counts by the PSNR it buys its image rather than by its squared error (mean PSNR over
+    images rewards a gain in a clean image more than the same gain in a busy one).
+    """
+
+    def __init__(self, net: PCSR, optimizer: Callable, scheduler: Callable | None = None, name: str | None = None,
+                 scale: int = 4, index: int = 1, trains: Sequence[str] = ("classifier",), heavy_share: float = 0.06,
+                 relative: bool = True, lr_scale: Mapping[str, float] | None = None):
+        if list(trains) != ["classifier"]:
+            raise ValueError(f"RouterStage trains the classifier alone, the upsamplers frozen; trains={list(trains)}")
+        if not 0.0 < heavy_share < 1.0:
+            raise ValueError(f"heavy_share is the share of each batch's pixels labelled heavy, in (0, 1); "
+                             f"got {heavy_share}")
+        super().__init__(net, optimizer, scheduler, name or f"stage{index}_router", scale, index=index,
+                         trains=trains, lr_scale=lr_scale)
+        if net.num_classes != 2 or index != 1:
+            raise ValueError("RouterStage trains the heavy-or-light decision of a PCSR with two upsamplers "
+                             f"(index 1); got M={net.num_classes}, index={index}")
+        self.heavy_share, self.relative = float(heavy_share), bool(relative)
+
+    def loss_settings(self) -> dict[str, float]:
+        return {"heavy_share": self.heavy_share, "relative": float(self.relative)}
+
+    def training_step(self, batch, batch_idx):
+        coord, cell, target = queries_of(batch)
+        inputs, base = self.net.query(batch["lr"], coord, cell)
+        with torch.no_grad():
+            e0, e1 = ((self.net.upsamplers[c](inputs) + base).clamp(0, 1).sub(target).pow(2).mean(-1) for c in (0, 1))
+            gain = e1 - e0
+            if self.relative:
+                gain = gain / e1.mean(-1, keepdim=True).clamp_min(1e-12)
+        logits = self.net.classifier(inputs)
+        score = logits[..., 0] - logits[..., 1]
+        loss = routing_loss(score, gain, self.heavy_share)
+        self.log_stage({"train_loss": loss, "train_p_heavy": torch.sigmoid(score).mean()}, coord.shape[0],
                        prog_bar=True)
         return loss
 
