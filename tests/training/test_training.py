@@ -100,6 +100,13 @@ def adam():
     return lambda params: torch.optim.Adam(params, lr=1e-2, betas=(0.9, 0.99))
 
 
+def queries_by_hand(net, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch's query inputs, their bilinear base (tiny_pcsr's rgb_mean of 0.4 added back) and target
+    colours, computed from the network's parts, apart from the stage under test."""
+    coord, cell, target = queries_of(batch)
+    lr_norm = net.normalize(batch["lr"])
+    return query_inputs(net.encode(lr_norm), coord, cell), net.bilinear_base(lr_norm, coord) + 0.4, target
+
 def configured_stage(net, name: str, overrides=()):
     """The stage as the default pipeline in conf/model/ builds it."""
     plans = {p.name: p for p in stage_plan(compose_config(list(overrides)), net)}
@@ -568,10 +575,8 @@ def test_routed_upsampler_stage_trains_u1_alone_weighted_by_its_probability():
     batch = fake_batch()
     loss = stage.training_step(batch, 0)
     assert calls == []  # the heavy upsampler does not run: U_1 stands alone, as routing uses it
-    coord, cell, target = queries_of(batch)
-    lr_norm = net.normalize(batch["lr"])
-    inputs = query_inputs(net.encode(lr_norm), coord, cell)
-    alone = net.upsamplers[1](inputs) + net.bilinear_base(lr_norm, coord) + 0.4
+    inputs, base, target = queries_by_hand(net, batch)
+    alone = net.upsamplers[1](inputs) + base
     p1 = torch.softmax(net.classifier(inputs), -1)[..., 1:2]
     assert stage.skip_hardest == 0.05  # the config's: 3 of the batch's 64 pixels, those with the lowest p_1
     w = torch.where(p1 > p1.flatten().sort().values[2], p1, 0.0)
@@ -609,10 +614,7 @@ def test_the_routed_stage_distils_the_frozen_heavy_upsampler_when_given_a_teache
     assert stage.teacher_weight == 500 and stage.trainable_names() == ["upsamplers.1"]
     batch = fake_batch()
     loss = stage.training_step(batch, 0)
-    coord, cell, target = queries_of(batch)
-    lr_norm = net.normalize(batch["lr"])
-    inputs = query_inputs(net.encode(lr_norm), coord, cell)
-    base = net.bilinear_base(lr_norm, coord) + 0.4
+    inputs, base, target = queries_by_hand(net, batch)
     alone, teacher = net.upsamplers[1](inputs) + base, net.upsamplers[0](inputs) + base
     w = stage.pixel_weights(torch.softmax(net.classifier(inputs), -1))[..., None]
     by_hand = (1000 * (w * (alone - target).abs()).sum() + 500 * (w * (alone - teacher).abs()).sum()) / (3 * w.sum())
@@ -622,7 +624,6 @@ def test_the_routed_stage_distils_the_frozen_heavy_upsampler_when_given_a_teache
     assert all(p.grad is not None for p in net.upsamplers[1].parameters())
 
 
-
 @pytest.mark.parametrize("relative", [False, True])
 def test_the_router_stage_trains_the_classifier_alone_on_each_pixels_gain(relative):
     net = tiny_pcsr()
@@ -630,10 +631,7 @@ def test_the_router_stage_trains_the_classifier_alone_on_each_pixels_gain(relati
     assert stage.trainable_names() == ["classifier"] and stage.stage_name == "stage1_router"
     batch = fake_batch()
     loss = stage.training_step(batch, 0)
-    coord, cell, target = queries_of(batch)
-    lr_norm = net.normalize(batch["lr"])
-    inputs = query_inputs(net.encode(lr_norm), coord, cell)
-    base = net.bilinear_base(lr_norm, coord) + 0.4
+    inputs, base, target = queries_by_hand(net, batch)
     e0, e1 = ((net.upsamplers[c](inputs) + base).clamp(0, 1).sub(target).pow(2).mean(-1) for c in (0, 1))
     gain = (e1 - e0) / (e1.mean(-1, keepdim=True) if relative else 1.0)
     logits = net.classifier(inputs)
