@@ -1,9 +1,9 @@
-"""Whether a PCSR model's curve is limited by its classifier's ranking or by its upsamplers' errors.
+"""Where a two-upsampler PCSR's curve is lost: its upsamplers, its classifier's ranking, or one k's share-out.
 
 For each photo (LR by MATLAB-style bicubic x4) every HR pixel is rendered by U_0 alone and by U_1 alone
 (no refinement), and each pixel's squared error against the HR photo is taken on 0-255 levels with the
 PSNR border shaved. Sending a share s of the pixels to U_0 then gives the mean squared error
-mean(e_1) - (sum of e_1 - e_0 over the pixels sent) / N, for two ways of choosing them:
+mean(e_1) - (sum of e_1 - e_0 over the pixels sent) / N, for three ways of choosing them:
 
 - the classifier's, each photo alike: the s highest p_0 of each photo (for two upsamplers, argmax
   p / cost^k is a threshold on p_0, so these are the pixels routing sends at some k);
