@@ -64,18 +64,21 @@ def psnr_at(e1: torch.Tensor, gain_sorted: torch.Tensor, share: float) -> float:
     return psnr_of((float(e1.sum()) - float(gain_sorted[:n].sum())) / e1.numel())
 
 
-def global_shares(ranked: list[tuple[torch.Tensor, torch.Tensor, float]], share: float) -> float:
-    """Mean PSNR when one threshold on p_0 over every photo's pixels sends ``share`` of them all to U_0,
-    as routing at one k does: each photo then gets its own share. ``ranked``: per photo, p_0 sorted
-    descending, the cumulative e_1 - e_0 in that order, and e_1's sum."""
-    everything = torch.cat([p for p, _, _ in ranked])
-    n = round(share * everything.numel())
-    threshold = torch.topk(everything, n).values[-1] if n else math.inf
-    total = 0.0
-    for p, cum_gain, e1_sum in ranked:
-        sent = int((p >= threshold).sum())
-        total += psnr_of((e1_sum - (float(cum_gain[sent - 1]) if sent else 0.0)) / p.numel())
-    return total / len(ranked)
+def global_shares(ranked: list[tuple[torch.Tensor, torch.Tensor, float]], shares) -> list[float]:
+    """Mean PSNR at each share when one threshold on p_0 over every photo's pixels sends that share of them
+    all to U_0, as routing at one k does: each photo then gets its own share. ``ranked``: per photo, p_0
+    sorted descending, the cumulative e_1 - e_0 in that order, and e_1's sum."""
+    everything = torch.cat([p for p, _, _ in ranked]).sort(descending=True).values  # once for every share
+    means = []
+    for share in shares:
+        n = round(share * everything.numel())
+        threshold = everything[n - 1] if n else math.inf
+        total = 0.0
+        for p, cum_gain, e1_sum in ranked:
+            sent = int((p >= threshold).sum())
+            total += psnr_of((e1_sum - (float(cum_gain[sent - 1]) if sent else 0.0)) / p.numel())
+        means.append(total / len(ranked))
+    return means
 
 
 def curves(net, pairs, shares) -> tuple[list[float], list[float], list[float]]:
@@ -93,7 +96,7 @@ def curves(net, pairs, shares) -> tuple[list[float], list[float], list[float]]:
         for i, share in enumerate(shares):
             by_classifier[i] += psnr_at(e1, chosen, share) / len(pairs)
             by_oracle[i] += psnr_at(e1, best, share) / len(pairs)
-    return by_classifier, by_oracle, [global_shares(ranked, share) for share in shares]
+    return by_classifier, by_oracle, global_shares(ranked, shares)
 
 
 def main() -> None:
