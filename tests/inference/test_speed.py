@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from conftest import sample_photo
 from pcsr_lightning.apps.cli import main
@@ -129,6 +130,18 @@ def test_tiled_backbone_equals_whole_image(backbone):
     assert radius > 0
     assert torch.equal(sr_whole.classes, sr_tiled.classes)
     assert (sr_whole.sr - sr_tiled.sr).abs().max() <= 1 / 255
+
+
+def test_receptive_radius_is_the_architectures_even_where_the_weights_silence_paths():
+    dead = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 5, padding=2))
+    with torch.no_grad():
+        dead[0].bias.fill_(-100.0)  # every ReLU closed for inputs in [0, 1]: no gradient reaches the input
+        dead[2].weight[:, :, [0, -1]] = 0.0  # the second conv's outer rows unused by these weights
+    assert receptive_radius(dead) == 1 + 2  # the architecture's: 3x3 then 5x5
+    counted = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+    counted[1].running_mean.fill_(1e3)  # a batch norm that would shut the ReLUs
+    assert receptive_radius(counted) == 2 and counted[1].running_mean[0] == 1e3  # the module itself untouched
+    assert float(dead[0].bias[0]) == -100.0
 
 
 def test_parse_size_and_mosaic():

@@ -16,13 +16,23 @@ from torch import nn
 def receptive_radius(backbone: nn.Module, probe: int = 97) -> int:
     """Radius (LR pixels) of the input region one output feature depends on, found by autograd.
 
-    Probes in float64 on a random input (so no ReLU path is dead everywhere) and measures the support
-    of the gradient of the centre feature. Cached on the module (it depends on the architecture only).
+    Measures the support of the gradient of the centre feature, in float64, on a copy in eval mode whose
+    parameters are made positive and whose batch norms are identities, fed a positive input: every
+    (leaky) ReLU then passes everything, so no path through the architecture is dead and the radius is the
+    architecture's, never less than any weights' (random or trained weights can silence the paths to the
+    edge, or all of them). Cached on the module (it depends on the architecture only).
     """
     cached = getattr(backbone, "_receptive_radius", None)
     if cached is not None:
         return cached
-    probe_net = copy.deepcopy(backbone).double()
+    probe_net = copy.deepcopy(backbone).double().eval()
+    with torch.no_grad():
+        for param in probe_net.parameters():
+            param.abs_().add_(1e-3)
+        for module in probe_net.modules():
+            if getattr(module, "running_var", None) is not None:  # batch norms: the identity in eval mode
+                module.running_mean.zero_()
+                module.running_var.fill_(1.0)
     device = next(backbone.parameters()).device
     x = torch.rand(1, 3, probe, probe, dtype=torch.float64, device=device, requires_grad=True)
     with torch.enable_grad():
