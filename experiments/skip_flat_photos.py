@@ -3,8 +3,11 @@ set (where the gate's threshold is chosen) and a test set (where it is reported)
 
 Photos smaller than the size are left out; a photo larger than twice the size in both axes is first
 shrunk by MATLAB-style bicubic (antialiased) so that the crop keeps most of the scene. Usage:
-    python experiments/skip_flat_photos.py PHOTOS OUT --hr-size 1080x1920 [--only NAME ...]
-writes OUT/val/*.png and OUT/test/*.png. ``--textures`` also writes OUT/textured/*.png: scikit-image's
+    python experiments/skip_flat_photos.py PHOTOS [PHOTOS ...] OUT --hr-size 1080x1920 [--only NAME ...]
+(each PHOTOS a folder or one image file) writes OUT/val/*.png and OUT/test/*.png; ``--split none`` writes
+every photo to OUT/all/*.png instead (for choices made leaving one photo out). ``--portrait`` also takes a
+photo that fits the size only turned a quarter turn, turned (large photos are few; a turned photo is still
+a photo). ``--textures`` also writes OUT/textured/*.png: scikit-image's
 texture photos (brick, grass, gravel) mirror-tiled to the size, a deliberately textured set on which the
 gate should find little to skip (no threshold is chosen on it). ``--samples`` writes OUT/skimage/*.png:
 scikit-image's other photos at their own size (about 512x512; none trained the released checkpoints).
@@ -57,14 +60,31 @@ def write_textures(out, size):
         print(f"textured: {target}")
 
 
+def photo_paths(sources: list[str]) -> list[Path]:
+    """Image files from folders (their images, sorted) and single files, in the order given."""
+    return [p for source in sources for p in (list_images(source) if Path(source).is_dir() else [Path(source)])]
+
+
+def fitting(img, size, portrait: bool):
+    """``img``, or ``img`` turned a quarter turn when only that fits ``size`` and ``portrait``; None if neither."""
+    if img.shape[-2] >= size[0] and img.shape[-1] >= size[1]:
+        return img
+    if portrait and img.shape[-1] >= size[0] and img.shape[-2] >= size[1]:
+        return img.rot90(1, (-2, -1))
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("photos")
+    parser.add_argument("photos", nargs="+", help="folders of photos or photo files")
     parser.add_argument("out")
     parser.add_argument("--hr-size", default="1080x1920")
     parser.add_argument("--only", nargs="*", help="photo stems to keep (all eligible ones by default)")
     parser.add_argument("--textures", action="store_true", help="also write the textured set")
     parser.add_argument("--samples", action="store_true", help="also write scikit-image's other photos")
+    parser.add_argument("--split", choices=("fixed", "none"), default="fixed",
+                        help="fixed: every third photo validation, the others test; none: all to OUT/all")
+    parser.add_argument("--portrait", action="store_true", help="also photos that fit turned a quarter turn")
     args = parser.parse_args()
     size = parse_size(args.hr_size)
     if args.textures:
@@ -74,14 +94,14 @@ def main() -> None:
         names = [n for n in sample_split("train") + sample_split("val") if n not in (*TEXTURES, "motorcycle_right")]
         print(f"skimage: {materialize_samples(Path(args.out) / 'skimage', names)} ({len(names)} photos)")
     eligible = []
-    for path in list_images(args.photos):
-        img = read_image(path)
-        if img.shape[-2] >= size[0] and img.shape[-1] >= size[1]:
+    for path in photo_paths(args.photos):
+        img = fitting(read_image(path), size, args.portrait)
+        if img is not None:
             eligible.append((path, img))
     for i, (path, img) in enumerate(eligible):
         if args.only and path.stem not in args.only:
             continue
-        split = "val" if i % VALIDATION_EVERY == 1 else "test"
+        split = "all" if args.split == "none" else "val" if i % VALIDATION_EVERY == 1 else "test"
         target = Path(args.out) / split / f"{path.stem}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
