@@ -141,7 +141,22 @@ def test_receptive_radius_is_the_architectures_even_where_the_weights_silence_pa
     counted = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
     counted[1].running_mean.fill_(1e3)  # a batch norm that would shut the ReLUs
     assert receptive_radius(counted) == 2 and counted[1].running_mean[0] == 1e3  # the module itself untouched
-    assert float(dead[0].bias[0]) == -100.0
+    assert float(dead[0].bias.detach()[0]) == -100.0
+
+
+def test_receptive_radius_and_the_gate_work_under_a_callers_inference_mode():
+    def convs():
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+
+    with torch.inference_mode():
+        assert receptive_radius(convs()) == 2  # the probe's gradient is allowed inside a caller's inference mode
+        made_inside = convs()  # its tensors are inference tensors
+    assert receptive_radius(made_inside) == 2
+    model, lr = PCSR(CARN(nf=8), [[16], [4]], []).eval(), torch.rand(1, 3, 40, 52)
+    plain = upscale(model, lr, 4)
+    with torch.inference_mode():  # a fresh backbone: no radius cached yet
+        gated, tiled = upscale(model, lr, 4, skip_flat=0.0), upscale(model, lr, 4, tile=16)
+    assert torch.equal(gated.sr, plain.sr) and torch.equal(tiled.classes, plain.classes)
 
 
 def test_parse_size_and_mosaic():

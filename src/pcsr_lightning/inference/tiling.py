@@ -25,24 +25,31 @@ def receptive_radius(backbone: nn.Module, probe: int = 97) -> int:
     cached = getattr(backbone, "_receptive_radius", None)
     if cached is not None:
         return cached
-    probe_net = copy.deepcopy(backbone).double().eval()
-    with torch.no_grad():
-        for param in probe_net.parameters():
-            param.abs_().add_(1e-3)
-        for module in probe_net.modules():
-            if getattr(module, "running_var", None) is not None:  # batch norms: the identity in eval mode
-                module.running_mean.zero_()
-                module.running_var.fill_(1.0)
-    device = next(backbone.parameters()).device
-    x = torch.rand(1, 3, probe, probe, dtype=torch.float64, device=device, requires_grad=True)
-    with torch.enable_grad():
-        probe_net(x)[0, :, probe // 2, probe // 2].sum().backward()
-    support = (x.grad[0].abs().sum(0) > 0).nonzero()
-    radius = int((support - probe // 2).abs().max())
+    # a caller's inference mode would forbid the gradient, so it is left for the probe
+    with torch.inference_mode(False), torch.enable_grad():
+        radius = _probe_radius(backbone, probe)
     if radius >= probe // 2:
         raise ValueError(f"receptive field of {type(backbone).__name__} exceeds the {probe}px probe")
     backbone._receptive_radius = radius
     return radius
+
+
+def _probe_radius(backbone: nn.Module, probe: int) -> int:
+    """``receptive_radius``'s measurement; every tensor of the copy is made anew (out of place), so it also
+    works on a module whose tensors were made in inference mode."""
+    probe_net = copy.deepcopy(backbone).eval()
+    for param in probe_net.parameters():
+        param.data = param.data.double().abs() + 1e-3
+    for module in probe_net.modules():
+        if getattr(module, "running_var", None) is not None:  # batch norms: the identity in eval mode
+            module.running_mean = torch.zeros_like(module.running_mean, dtype=torch.float64)
+            module.running_var = torch.ones_like(module.running_var, dtype=torch.float64)
+    probe_net.double()
+    device = next(backbone.parameters()).device
+    x = torch.rand(1, 3, probe, probe, dtype=torch.float64, device=device, requires_grad=True)
+    probe_net(x)[0, :, probe // 2, probe // 2].sum().backward()
+    support = (x.grad[0].abs().sum(0) > 0).nonzero()
+    return int((support - probe // 2).abs().max())
 
 
 def encode_tiled(model, lr_norm: torch.Tensor, tile: int, overlap: int | None = None) -> torch.Tensor:
