@@ -35,7 +35,7 @@ import torch.nn.functional as F
 import pcsr_lightning
 from pcsr_lightning.inference.gate import flatness_scores
 from pcsr_lightning.inference.srmodel import RoutingOptions
-from pcsr_lightning.measure.metrics import psnr_y
+from pcsr_lightning.measure.metrics import psnr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from skip_flat_selfcal import hr_crop, lr_of  # noqa: E402  (the same crops and LR)
@@ -86,18 +86,19 @@ def linear_fill(lr: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return bicubic(lr) + res.reshape(1, 3, h * SCALE, w * SCALE)
 
 
-def losses(model, lr: torch.Tensor, hr: torch.Tensor, fills: dict[str, torch.Tensor]) -> list[dict]:
+def losses(model, lr: torch.Tensor, hr: torch.Tensor, fills: dict[str, torch.Tensor],
+           thresholds=THRESHOLDS) -> list[dict]:
     """Per threshold: skipped share and dB below PCSR (k = 0) with each fill on the gate's skipped pixels."""
     with torch.inference_mode():
         sr, _ = model.super_resolve(lr, float(SCALE), RoutingOptions(k=0.0))
-        base = psnr_y(sr.clamp(0, 1), hr, SCALE)
+        base = psnr(sr.clamp(0, 1), hr, SCALE)
         rows = []
-        for t in THRESHOLDS:
+        for t in thresholds:
             gated, classes = model.super_resolve(lr, float(SCALE), RoutingOptions(k=0.0, skip_flat=t))
             skipped = (classes == model.num_classes)[:, None]
             row = {"threshold": t, "skipped": float(skipped.float().mean())}
             for name, fill in fills.items():
-                row[name] = base - psnr_y(torch.where(skipped, fill, gated).clamp(0, 1), hr, SCALE)
+                row[name] = base - psnr(torch.where(skipped, fill, gated).clamp(0, 1), hr, SCALE)
             rows.append(row)
     return rows
 
@@ -110,6 +111,8 @@ def main(argv=None) -> None:
     ap.add_argument("--hr-size", default="1088x1920", help="HxW crop of the fitting photos, multiples of 16")
     ap.add_argument("--eval", nargs="*", type=Path, default=[], help="photos to report instead (never fitted on)")
     ap.add_argument("--eval-hr-size", default=None, help="HxW crop of the --eval photos (default --hr-size)")
+    ap.add_argument("--thresholds", nargs="+", type=float, default=list(THRESHOLDS),
+                    help="gate thresholds (CARN's range by default; FSRCNN-PCSR's run higher, e.g. 0.2-0.6)")
     ap.add_argument("--budget", type=float, default=0.05, help="dB below PCSR at k = 0")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
@@ -154,7 +157,7 @@ def main(argv=None) -> None:
             a, b = a - fitted[name][1][0], b - fitted[name][1][1]
         fills = {"bicubic": bicubic(lr), "trained": linear_fill(lr, solve(a, b)),
                  "self": linear_fill(lr, solve(*normal_equations(lr_of(lr), lr)))}
-        rows = losses(model, lr, hr, fills)
+        rows = losses(model, lr, hr, fills, args.thresholds)
         photos.append({"name": name, "rows": rows})
         print(f"{name}: " + ", ".join(f"{r['threshold']}: " + "/".join(f"{r[f]:+.3f}" for f in FILLS) for r in rows),
               flush=True)
@@ -163,7 +166,7 @@ def main(argv=None) -> None:
     print(f"\n| threshold | mean skipped | {heads} |")
     print("| --- | --- |" + " --- | --- | --- |" * len(FILLS))
     summary = []
-    for i, t in enumerate(THRESHOLDS):
+    for i, t in enumerate(args.thresholds):
         rows = [p["rows"][i] for p in photos]
         entry = {"threshold": t, "skipped": float(np.mean([r["skipped"] for r in rows]))}
         cells = []

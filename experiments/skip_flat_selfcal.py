@@ -8,7 +8,7 @@ and pick the largest threshold whose loss there stays within ``--budget`` dB (op
 factor); the full-size image is then upscaled at that threshold. It costs about 1/16 of a PCSR run.
 
 For each photo (an HR centre crop, LR by MATLAB-style bicubic) the script prints the threshold each rule
-picks and what the full-size image loses at it (the real gate, exact halo, k = 0, PSNR on Y with the
+picks and what the full-size image loses at it (the real gate, exact halo, k = 0, RGB PSNR with the
 scale's border, the LR as `pcsr eval` makes it), next to the oracle (the largest grid threshold within
 the budget on the full-size image itself, which needs the HR image), and a summary per rule: worst and
 mean loss, mean skipped share.
@@ -29,11 +29,11 @@ from PIL import Image
 import pcsr_lightning
 from pcsr_lightning.data.bicubic import downscale
 from pcsr_lightning.inference.srmodel import RoutingOptions
-from pcsr_lightning.measure.metrics import psnr_y
+from pcsr_lightning.measure.metrics import psnr
 
 SCALE = 4
-GRID = (0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
-FIXED = (0.045, 0.06, 0.08, 0.1)
+GRID = (0.02, 0.03, 0.04, 0.045, 0.05, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+FIXED = (0.045, 0.06, 0.08, 0.1)  # each in GRID
 FACTORS = (1.0, 0.75, 0.5)
 
 
@@ -59,7 +59,7 @@ def loss_curve(model, lr: torch.Tensor, hr: torch.Tensor) -> list[tuple[float, f
     """(threshold, dB below PCSR, skipped share) over ``GRID`` at k = 0, the gate's exact halo."""
     def run(threshold):
         sr, classes = model.super_resolve(lr, float(SCALE), RoutingOptions(k=0.0, skip_flat=threshold))
-        return psnr_y(sr.clamp(0, 1), hr, SCALE), classes
+        return psnr(sr.clamp(0, 1), hr, SCALE), classes
 
     base, _ = run(None)
     rows = []

@@ -13,7 +13,7 @@ import pcsr_lightning
 from experiment_scripts import load_script
 from factories import save_tiny
 from pcsr_lightning.inference.srmodel import RoutingOptions
-from pcsr_lightning.measure.metrics import psnr_y
+from pcsr_lightning.measure.metrics import psnr
 
 fill = load_script("skip_flat_fill")
 
@@ -46,10 +46,10 @@ def test_the_bicubic_column_is_the_gates_own_loss(tmp_path):
     model = pcsr_lightning.load(save_tiny(tmp_path / "tiny.ckpt"), device="cpu")
     rows = fill.losses(model, lr, hr, {"bicubic": fill.bicubic(lr)})
     with torch.inference_mode():
-        base = psnr_y(model.super_resolve(lr, 4.0, RoutingOptions(k=0.0))[0].clamp(0, 1), hr, 4)
+        base = psnr(model.super_resolve(lr, 4.0, RoutingOptions(k=0.0))[0].clamp(0, 1), hr, 4)
         for row in rows:
             gated, _ = model.super_resolve(lr, 4.0, RoutingOptions(k=0.0, skip_flat=row["threshold"]))
-            assert row["bicubic"] == pytest.approx(base - psnr_y(gated.clamp(0, 1), hr, 4), abs=1e-6)
+            assert row["bicubic"] == pytest.approx(base - psnr(gated.clamp(0, 1), hr, 4), abs=1e-6)
     assert rows[-1]["skipped"] > 0  # the flat half is skipped at the largest threshold
 
 

@@ -57,3 +57,7 @@ def test_one_run_reports_every_rule_and_the_oracle_bounds_the_loss(tmp_path, cap
 def test_sizes_must_survive_two_downscales():
     with pytest.raises(SystemExit):
         selfcal.main(["--ckpt", "x.ckpt", "--hr-size", "100x192", "p.png"])
+
+
+def test_every_fixed_threshold_is_on_the_grid():
+    assert set(selfcal.FIXED) <= set(selfcal.GRID)  # else a fixed rule would be read at a lower grid value
