@@ -34,11 +34,9 @@ import torch.nn.functional as F
 
 import pcsr_lightning
 from pcsr_lightning.inference.gate import flatness_scores
-from pcsr_lightning.inference.srmodel import RoutingOptions
-from pcsr_lightning.measure.metrics import psnr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from skip_flat_selfcal import hr_crop, lr_of  # noqa: E402  (the same crops and LR)
+from skip_flat_selfcal import check_hr_size, gate_losses, hr_crop, lr_of  # noqa: E402  (the same crops, LR, runs)
 
 SCALE = 4
 RADIUS = 2  # a 5x5 LR neighbourhood
@@ -86,23 +84,6 @@ def linear_fill(lr: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return bicubic(lr) + res.reshape(1, 3, h * SCALE, w * SCALE)
 
 
-def losses(model, lr: torch.Tensor, hr: torch.Tensor, fills: dict[str, torch.Tensor],
-           thresholds=THRESHOLDS) -> list[dict]:
-    """Per threshold: skipped share and dB below PCSR (k = 0) with each fill on the gate's skipped pixels."""
-    with torch.inference_mode():
-        sr, _ = model.super_resolve(lr, float(SCALE), RoutingOptions(k=0.0))
-        base = psnr(sr.clamp(0, 1), hr, SCALE)
-        rows = []
-        for t in thresholds:
-            gated, classes = model.super_resolve(lr, float(SCALE), RoutingOptions(k=0.0, skip_flat=t))
-            skipped = (classes == model.num_classes)[:, None]
-            row = {"threshold": t, "skipped": float(skipped.float().mean())}
-            for name, fill in fills.items():
-                row[name] = base - psnr(torch.where(skipped, fill, gated).clamp(0, 1), hr, SCALE)
-            rows.append(row)
-    return rows
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("photos", nargs="+", type=Path,
@@ -117,12 +98,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    sizes = {}
-    for name, text in (("fit", args.hr_size), ("eval", args.eval_hr_size or args.hr_size)):
-        h, w = (int(v) for v in text.lower().split("x"))
-        if h % (SCALE * SCALE) or w % (SCALE * SCALE):
-            ap.error(f"HR size {text}: both sides must be multiples of {SCALE * SCALE}")
-        sizes[name] = (h, w)
+    sizes = {"fit": check_hr_size(ap, args.hr_size), "eval": check_hr_size(ap, args.eval_hr_size or args.hr_size)}
     overlap = {p.resolve() for p in args.photos} & {p.resolve() for p in args.eval}
     if overlap:
         ap.error(f"--eval photos may not be fitted on: {sorted(p.name for p in overlap)}")
@@ -157,7 +133,7 @@ def main(argv=None) -> None:
             a, b = a - fitted[name][1][0], b - fitted[name][1][1]
         fills = {"bicubic": bicubic(lr), "trained": linear_fill(lr, solve(a, b)),
                  "self": linear_fill(lr, solve(*normal_equations(lr_of(lr), lr)))}
-        rows = losses(model, lr, hr, fills, args.thresholds)
+        rows = gate_losses(model, lr, hr, args.thresholds, fills)
         photos.append({"name": name, "rows": rows})
         print(f"{name}: " + ", ".join(f"{r['threshold']}: " + "/".join(f"{r[f]:+.3f}" for f in FILLS) for r in rows),
               flush=True)

@@ -20,16 +20,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 import pcsr_lightning
 from pcsr_lightning.data.bicubic import downscale
+from pcsr_lightning.evaluation.bench import parse_size
 from pcsr_lightning.inference.srmodel import RoutingOptions
+from pcsr_lightning.io.images import read_image
 from pcsr_lightning.measure.metrics import psnr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from skip_flat_photos import centre_crop, fitting  # noqa: E402  (the crops of the other gate experiments)
 
 SCALE = 4
 GRID = (0.02, 0.03, 0.04, 0.045, 0.05, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
@@ -40,14 +45,8 @@ FACTORS = (1.0, 0.75, 0.5)
 def hr_crop(path: Path, h: int, w: int) -> torch.Tensor | None:
     """(1,3,h,w) centre crop in [0, 1], the photo turned a quarter turn if it only fits so; None if it
     does not fit either way."""
-    img = Image.open(path).convert("RGB")
-    if (img.height < h or img.width < w) and img.width >= h and img.height >= w:
-        img = img.transpose(Image.Transpose.ROTATE_90)
-    if img.height < h or img.width < w:
-        return None
-    x0, y0 = (img.width - w) // 2, (img.height - h) // 2
-    arr = np.array(img.crop((x0, y0, x0 + w, y0 + h)))
-    return torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255
+    img = fitting(read_image(path), (h, w), portrait=True)
+    return None if img is None else centre_crop(img, (h, w))[None]
 
 
 def lr_of(hr: torch.Tensor) -> torch.Tensor:
@@ -55,18 +54,39 @@ def lr_of(hr: torch.Tensor) -> torch.Tensor:
     return downscale(hr, SCALE)
 
 
-def loss_curve(model, lr: torch.Tensor, hr: torch.Tensor) -> list[tuple[float, float, float]]:
-    """(threshold, dB below PCSR, skipped share) over ``GRID`` at k = 0, the gate's exact halo."""
-    def run(threshold):
-        sr, classes = model.super_resolve(lr, float(SCALE), RoutingOptions(k=0.0, skip_flat=threshold))
-        return psnr(sr.clamp(0, 1), hr, SCALE), classes
-
-    base, _ = run(None)
-    rows = []
-    for t in GRID:
-        p, classes = run(t)
-        rows.append((t, base - p, float((classes == model.num_classes).float().mean())))
+def gate_losses(model, lr: torch.Tensor, hr: torch.Tensor, thresholds, fills=None) -> list[dict]:
+    """Per threshold (k = 0, the gate's exact halo): the skipped share and dB below PCSR of the gate's
+    output (``gate``) and, for each of ``fills`` ({name: (1,3,H,W) image}), of that output with the fill
+    put in the skipped pixels."""
+    with torch.inference_mode():
+        sr, _ = model.super_resolve(lr, float(SCALE), RoutingOptions(k=0.0))
+        base = psnr(sr.clamp(0, 1), hr, SCALE)
+        rows = []
+        for t in thresholds:
+            gated, classes = model.super_resolve(lr, float(SCALE), RoutingOptions(k=0.0, skip_flat=t))
+            skipped = (classes == model.num_classes)[:, None]
+            row = {"threshold": t, "skipped": float(skipped.float().mean()),
+                   "gate": base - psnr(gated.clamp(0, 1), hr, SCALE)}
+            for name, fill in (fills or {}).items():
+                row[name] = base - psnr(torch.where(skipped, fill, gated).clamp(0, 1), hr, SCALE)
+            rows.append(row)
     return rows
+
+
+def loss_curve(model, lr: torch.Tensor, hr: torch.Tensor) -> list[tuple[float, float, float]]:
+    """(threshold, dB below PCSR, skipped share) of the gate over ``GRID``."""
+    return [(r["threshold"], r["gate"], r["skipped"]) for r in gate_losses(model, lr, hr, GRID)]
+
+
+def check_hr_size(ap: argparse.ArgumentParser, text: str) -> tuple[int, int]:
+    """``parse_size``, both sides multiples of SCALE^2 (the LR is downscaled once more); else ``ap.error``."""
+    try:
+        h, w = parse_size(text)
+    except ValueError as err:
+        ap.error(str(err))
+    if h % (SCALE * SCALE) or w % (SCALE * SCALE):
+        ap.error(f"HR size {text}: both sides must be multiples of {SCALE * SCALE}")
+    return h, w
 
 
 def largest_within(curve, budget: float) -> float:
@@ -89,9 +109,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    h, w = (int(v) for v in args.hr_size.lower().split("x"))
-    if h % (SCALE * SCALE) or w % (SCALE * SCALE):
-        ap.error(f"--hr-size {args.hr_size}: both sides must be multiples of {SCALE * SCALE}")
+    h, w = check_hr_size(ap, args.hr_size)
     torch.set_num_threads(args.threads)
     model = pcsr_lightning.load(args.ckpt, device="cpu")
 
@@ -102,8 +120,7 @@ def main(argv=None) -> None:
             print(f"skipping {path.name}: smaller than {h}x{w}")
             continue
         lr = lr_of(hr)
-        with torch.inference_mode():
-            full, small = loss_curve(model, lr, hr), loss_curve(model, lr_of(lr), lr)
+        full, small = loss_curve(model, lr, hr), loss_curve(model, lr_of(lr), lr)
         row = {"name": path.stem, "full": full, "small": small, "oracle": largest_within(full, args.budget),
                "self": largest_within(small, args.budget)}
         photos.append(row)

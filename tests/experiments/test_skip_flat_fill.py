@@ -44,12 +44,13 @@ def test_the_bicubic_column_is_the_gates_own_loss(tmp_path):
     hr[..., 128:] = torch.from_numpy(rng.random((3, 64, 128))).float()
     lr = fill.lr_of(hr)
     model = pcsr_lightning.load(save_tiny(tmp_path / "tiny.ckpt"), device="cpu")
-    rows = fill.losses(model, lr, hr, {"bicubic": fill.bicubic(lr)})
+    rows = fill.gate_losses(model, lr, hr, fill.THRESHOLDS, {"bicubic": fill.bicubic(lr)})
     with torch.inference_mode():
         base = psnr(model.super_resolve(lr, 4.0, RoutingOptions(k=0.0))[0].clamp(0, 1), hr, 4)
         for row in rows:
             gated, _ = model.super_resolve(lr, 4.0, RoutingOptions(k=0.0, skip_flat=row["threshold"]))
             assert row["bicubic"] == pytest.approx(base - psnr(gated.clamp(0, 1), hr, 4), abs=1e-6)
+            assert row["gate"] == pytest.approx(row["bicubic"], abs=1e-6)
     assert rows[-1]["skipped"] > 0  # the flat half is skipped at the largest threshold
 
 
