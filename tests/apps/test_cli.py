@@ -173,9 +173,9 @@ def test_demo_trains_then_measures_the_held_out_photos_with_the_eval_loop(tmp_pa
 
 def test_the_console_script_starts_without_the_training_stack():
     """Every ``pcsr`` command builds the whole parser; only ``pcsr demo`` trains, so Lightning (seconds to
-    import) must not load with it."""
+    import) and the stages must not load with it (``pcsr fit-fill`` fits in closed form, without them)."""
     code = ("import sys; from pcsr_lightning.apps.cli import build_parser; build_parser(); "
-            "print(sorted(m for m in ('lightning', 'pcsr_lightning.training', 'pcsr_lightning.apps.train_app') "
-            "if m in sys.modules))")
+            "print(sorted(m for m in ('lightning', 'pcsr_lightning.training.stages', "
+            "'pcsr_lightning.training.pipeline', 'pcsr_lightning.apps.train_app') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -23,6 +23,7 @@ COMMANDS = [
     "pcsr_lightning.apps.commands.bench",
     "pcsr_lightning.apps.commands.swap",
     "pcsr_lightning.apps.commands.convert",
+    "pcsr_lightning.apps.commands.fit_fill",
 ]
 
 

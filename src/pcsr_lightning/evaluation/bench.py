@@ -20,7 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from pcsr_lightning.data.bicubic import downscale
 from pcsr_lightning.data.sources import sample_photo
-from pcsr_lightning.inference.gate import DEFAULT_TILE, check_scorer
+from pcsr_lightning.inference.gate import DEFAULT_TILE, check_fill, check_scorer
 from pcsr_lightning.inference.layout import as_input, choose_memory_format, format_name
 from pcsr_lightning.inference.reference import class_map_agreement, upscale_reference
 from pcsr_lightning.inference.routed import backbone_features, prepare, upscale, upscale_forced
@@ -222,6 +222,7 @@ class BenchSettings:
     skip_tile: int = DEFAULT_TILE
     skip_halo: Sequence[int | None] = (None,)  # None: the receptive radius
     skip_gate: str = "laplacian"  # the gate's scorer (``gate.SCORERS``)
+    skip_fill: str = "bicubic"  # the skipped tiles' fill (``gate.FILLS``)
     hr_image: str | None = None  # a photo, centre-cropped to hr_size, instead of the mosaic
     ends: bool = True  # the all-heavy / all-light variants
 
@@ -242,10 +243,11 @@ class BenchSettings:
         if any(not (math.isfinite(t) and t >= 0) for t in self.skip_flat):
             raise ValueError(f"--skip-flat thresholds must be finite numbers >= 0, got {list(self.skip_flat)}")
         check_scorer(self.skip_gate)
+        check_fill(self.skip_fill)
 
 
 def bench_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dtype, memory_format: str,
-                scale: int, skip_gate: str | None = None) -> torch.nn.Module:
+                scale: int, skip_gate: str | None = None, skip_fill: str | None = None) -> torch.nn.Module:
     """A checkpoint of the expected kind, loaded as users get it (``pcsr_lightning.load``: its layout rule,
     the cost list computed in float32 before the cast to ``dtype``)."""
     model = load(path, device, dtype, memory_format)
@@ -255,6 +257,8 @@ def bench_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.d
         model.cost_list(scale)
         if skip_gate is not None:
             check_scorer(skip_gate, model.network)  # before any timing: a model without a learned gate
+        if skip_fill is not None:
+            check_fill(skip_fill, model.network, scale)  # or without a fitted fill
     elif model.scale != scale:
         raise ValueError(f"the original network upscales x{model.scale}, the benchmark runs x{scale}")
     return model.network
@@ -303,7 +307,8 @@ class BenchRun:
 def load_models(settings: BenchSettings, device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Module, ...]:
     """(PCSR, original) networks of the two checkpoints."""
     pcsr = bench_model(settings.pcsr_ckpt, True, device, dtype, settings.memory_format, settings.scale,
-                       settings.skip_gate if settings.skip_flat else None)
+                       settings.skip_gate if settings.skip_flat else None,
+                       settings.skip_fill if settings.skip_flat else None)
     original = bench_model(settings.original_ckpt, False, device, dtype, settings.memory_format, settings.scale)
     return pcsr, original
 
@@ -353,7 +358,7 @@ def plan_variants(run: BenchRun) -> dict[str, Callable[[], object]]:
                     name += f" halo={'rf' if halo is None else halo}"
                 variants[name] = lambda k=k, t=t, halo=halo: upscale(
                     pcsr, lr, s, k=k, tile=tile, threads=workers, skip_flat=t, skip_tile=settings.skip_tile,
-                    skip_halo=halo, skip_gate=settings.skip_gate)
+                    skip_halo=halo, skip_gate=settings.skip_gate, skip_fill=settings.skip_fill)
     for name, cls in (("pcsr all-heavy", 0), ("pcsr all-light", pcsr.num_classes - 1)) if settings.ends else ():
         variants[name] = lambda cls=cls: upscale_forced(pcsr, lr, s, cls, tile, threads=workers)
     if settings.reference and run.dtype == torch.float32:

@@ -19,7 +19,7 @@ import torch
 
 from pcsr_lightning.evaluation.plot import Series, save_plot
 from pcsr_lightning.evaluation.protocol import bicubic_sr, load_pair
-from pcsr_lightning.inference.gate import DEFAULT_TILE, check_scorer, plan_skip
+from pcsr_lightning.inference.gate import DEFAULT_TILE, check_fill, check_scorer, plan_skip
 from pcsr_lightning.inference.layout import choose_memory_format
 from pcsr_lightning.inference.routed import forced_classes, prepare, render, route
 from pcsr_lightning.inference.router import check_k, class_counts, heavy_share
@@ -77,6 +77,7 @@ class EvalSettings:
     skip_tile: int = DEFAULT_TILE  # the gate's LR tile size
     skip_halo: int | None = None  # backbone halo of the gate's windows; None = the receptive radius (exact)
     skip_gate: str = "laplacian"  # the gate's scorer: max |Laplacian|, or the model's ``learned`` gate
+    skip_fill: str = "bicubic"  # the skipped tiles' fill: bicubic, or the model's fitted ``linear`` fill
 
     def __post_init__(self):
         """Refuse nonsense before any work: nan/inf k or scale, a pixel limit below 1, unknown metrics."""
@@ -88,6 +89,7 @@ class EvalSettings:
         if self.skip_halo is not None and int(self.skip_halo) < 0:
             raise ValueError(f"skip_halo must be >= 0 LR pixels, got {self.skip_halo}")
         check_scorer(self.skip_gate)
+        check_fill(self.skip_fill)
         self.scale = check_scale_value(self.scale)
         if int(self.max_pixels) < 1:
             raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
@@ -161,7 +163,7 @@ def evaluate_image(
     del prepared
     for threshold in settings.skip_flat:
         gate = plan_skip(model, lr[None], scale, threshold, settings.skip_tile, settings.skip_halo,
-                         scorer=settings.skip_gate)
+                         scorer=settings.skip_gate, fill=settings.skip_fill)
         gated = prepare(model, lr[None], scale, gate=gate)
         routes = [("adaptive", None)] if settings.adaptive else [("k", float(k)) for k in settings.ks]
         for setting, k in routes:
@@ -191,6 +193,7 @@ def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tupl
     model.check_scale(settings.scale)
     if settings.skip_flat and model.is_pcsr:
         check_scorer(settings.skip_gate, model.network)  # before any image: a model without a learned gate
+        check_fill(settings.skip_fill, model.network, settings.scale)  # or without a fitted fill
     loaded, device = model.loaded, model.device
     original = None
     if settings.original_ckpt:

@@ -16,6 +16,11 @@ to the rounding of differently sized convolutions. A smaller halo trades that ex
 
 A pixel of a skipped tile gets class M (``skipped_class`` = the number of upsamplers) in class maps.
 
+The fill of skipped tiles can instead be the model's fitted linear fill (``fill="linear"``,
+``models.fill.LinearFill``, fitted by ``pcsr fit-fill``): per HR phase a 5x5 filter on the LR, bicubic
+plus a least-squares correction, which loses far less than bicubic on the tiles it fills, so a higher
+threshold stays within the same PSNR budget.
+
 The score can instead be the model's learned gate (``scorer="learned"``, ``models.gate.LearnedGate``,
 trained by ``training.stages.GateStage``): its prediction of ``tile_residuals``, what PCSR adds over the
 bicubic fill on each tile, in the same [0, 1] image units, compared with the threshold the same way.
@@ -47,6 +52,7 @@ BICUBIC_A = -0.75  # torch's (and OpenCV's) cubic kernel
 GATE_MACS_PER_LR_PIXEL = 5 * 3
 FILL_MACS_PER_HR_PIXEL = (4 + 4) * 3
 SCORERS = ("laplacian", "learned")  # what scores the tiles: the training-free |Laplacian| or the model's gate
+FILLS = ("bicubic", "linear")  # what fills skipped tiles: bicubic, or the model's fitted LinearFill
 
 
 def laplacian_magnitude(lr: torch.Tensor) -> torch.Tensor:
@@ -81,6 +87,25 @@ def check_scorer(scorer: str, model=None) -> str:
                          "with the gate stage (model=pcsr_gated, e.g. experiment=gate_carn) or use the laplacian "
                          "scorer")
     return scorer
+
+
+def check_fill(fill: str, model=None, scale: float | None = None) -> str:
+    """``fill`` is one of ``FILLS``; ``linear`` needs a model holding a fitted fill for ``scale``."""
+    if fill not in FILLS:
+        raise ValueError(f"the gate's fill must be one of {list(FILLS)}, got {fill!r}")
+    if fill == "linear" and model is not None:
+        own = getattr(model, "fill", None)
+        if own is None:
+            raise ValueError("the linear fill was asked for, but this model has none (PCSR.fill is None): fit one "
+                             "with `pcsr fit-fill MODEL PHOTOS --out FILE` or use the bicubic fill")
+        if scale is not None and float(scale) != own.scale:
+            raise ValueError(f"this model's linear fill was fitted for x{own.scale}, not x{scale:g}: fit one for "
+                             f"x{scale:g} or use the bicubic fill")
+    return fill
+
+
+def fill_macs_per_hr_pixel(model, fill: str) -> int:
+    return model.fill.macs_per_hr_pixel() if fill == "linear" else FILL_MACS_PER_HR_PIXEL
 
 
 def tile_scores(model, lr: torch.Tensor, tile: int, scorer: str = "laplacian") -> torch.Tensor:
@@ -226,6 +251,8 @@ class SkipPlan:
     skipped: torch.Tensor = field(repr=False)  # (B, H*W) bool, the HR pixels of skipped tiles
     scorer: str = "laplacian"  # what scored the tiles (``SCORERS``)
     gate_macs_per_lr_pixel: int = GATE_MACS_PER_LR_PIXEL  # the scorer's own work
+    fill: str = "bicubic"  # what fills the skipped tiles (``FILLS``)
+    fill_macs_per_hr_pixel: int = FILL_MACS_PER_HR_PIXEL  # the fill's work per skipped HR pixel
 
     @property
     def all_active(self) -> bool:
@@ -242,12 +269,12 @@ class SkipPlan:
         return int(self.skipped.sum())
 
     def analytic_counts(self, convention: str) -> dict[str, int]:
-        """The gate's own work and the bicubic fill's, counted by formula (see the constants): FLOPs
+        """The gate's own work and the fill's, counted by formula (see the constants, ``LinearFill``): FLOPs
         (2 x MACs) in the ``paper`` convention, MACs in ``fvcore``'s."""
         b, (h, w) = self.active.shape[0], self.lr_size
         per_mac = {"paper": 2, "fvcore": 1}[convention]
         return {"gate": per_mac * b * h * w * self.gate_macs_per_lr_pixel,
-                "bicubic fill": per_mac * self.skipped_pixels() * FILL_MACS_PER_HR_PIXEL}
+                f"{self.fill} fill": per_mac * self.skipped_pixels() * self.fill_macs_per_hr_pixel}
 
     def hr_spans(self, grid: QueryGrid) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """Per tile row, per tile column: the HR rows and columns it covers."""
@@ -297,12 +324,15 @@ def _runs(flags: list[list[bool]], rows: list[tuple[int, int]], cols: list[tuple
 
 
 def plan_skip(model, lr: torch.Tensor, scale: float, threshold: float, tile: int = DEFAULT_TILE,
-              halo: int | None = None, merge: bool = True, scorer: str = "laplacian") -> SkipPlan:
+              halo: int | None = None, merge: bool = True, scorer: str = "laplacian", fill: str = "bicubic"
+              ) -> SkipPlan:
     """The gate on (B,3,h,w) ``lr``: tiles scoring below ``threshold`` are skipped (0: none is).
 
     ``halo`` defaults to the backbone's receptive radius (exact features); ``merge`` see ``plan_windows``;
-    ``scorer``: ``laplacian`` (``flatness_scores``) or ``learned`` (the model's gate, ``tile_scores``).
+    ``scorer``: ``laplacian`` (``flatness_scores``) or ``learned`` (the model's gate, ``tile_scores``);
+    ``fill``: ``bicubic`` or ``linear`` (the model's fitted fill, ``fill_skipped``).
     """
+    check_fill(fill, model, scale)
     threshold = float(threshold)
     if not math.isfinite(threshold) or threshold < 0:
         raise ValueError(f"the skip threshold must be a finite number >= 0, got {threshold}")
@@ -318,7 +348,8 @@ def plan_skip(model, lr: torch.Tensor, scale: float, threshold: float, tile: int
     skipped = ~active[:, (grid.row_index // tile)][:, :, (grid.col_index // tile)]
     windows = [] if bool(active.all()) else plan_windows(active, (h, w), tile, halo, merge)
     return SkipPlan(threshold, tile, halo, model.num_classes, scores, active, windows, (h, w), (hh, ww),
-                    skipped.reshape(lr.shape[0], hh * ww), scorer, gate_macs_per_lr_pixel(model, scorer))
+                    skipped.reshape(lr.shape[0], hh * ww), scorer, gate_macs_per_lr_pixel(model, scorer), fill,
+                    fill_macs_per_hr_pixel(model, fill))
 
 
 def encode_active(model, lr_norm: torch.Tensor, plan: SkipPlan, tile: int = 0) -> torch.Tensor:
@@ -402,12 +433,28 @@ def bicubic_rect(lr: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor], cols
     return out
 
 
-def fill_skipped(pred: torch.Tensor, lr_norm: torch.Tensor, plan: SkipPlan, grid: QueryGrid) -> None:
-    """Write the bicubic upscale of ``lr_norm`` into the skipped tiles of ``pred`` (B,3,H,W), in place,
-    one run of skipped tiles of a tile row at a time."""
+def fill_skipped(pred: torch.Tensor, lr_norm: torch.Tensor, plan: SkipPlan, grid: QueryGrid, model=None) -> None:
+    """Write the plan's fill of ``lr_norm`` into the skipped tiles of ``pred`` (B,3,H,W), in place, one
+    run of skipped tiles of a tile row at a time: the bicubic upscale, or ``model``'s linear fill."""
+    if plan.fill == "linear":
+        fill_linear(pred, lr_norm, plan, grid, model)
+        return
     (h, w), (hh, ww) = plan.lr_size, plan.hr_size
     taps_y, taps_x = bicubic_taps(h, hh, pred.device), bicubic_taps(w, ww, pred.device)
     images = [x.contiguous() for x in lr_norm]  # a channels_last image would be re-laid out per product
     for i, r0, r1, c0, c1 in plan.skipped_rects(grid):
         pred[i, :, r0:r1, c0:c1] = bicubic_rect(images[i], (taps_y[0][r0:r1], taps_y[1][r0:r1]),
                                                 (taps_x[0][c0:c1], taps_x[1][c0:c1]))
+
+
+def fill_linear(pred: torch.Tensor, lr_norm: torch.Tensor, plan: SkipPlan, grid: QueryGrid, model) -> None:
+    """``fill_skipped`` with ``model.fill`` (a ``LinearFill`` at the plan's integer scale): each run of
+    skipped tiles covers whole LR pixels, so its HR pixels are the fill of those LR pixels, read from the
+    image's replicate-padded LR in image range (the fill's own units) and normalised back."""
+    fill, mean = model.fill, model.rgb_mean.to(lr_norm.dtype)
+    s = fill.scale
+    images = [fill.padded(x[None] + mean) for x in lr_norm]
+    for i, r0, r1, c0, c1 in plan.skipped_rects(grid):
+        (y0, y1), (x0, x1) = (r0 // s, -(-r1 // s)), (c0 // s, -(-c1 // s))
+        out = fill.valid(images[i][:, :, y0 : y1 + 2 * fill.radius, x0 : x1 + 2 * fill.radius]) - mean
+        pred[i, :, r0:r1, c0:c1] = out[0, :, r0 - y0 * s : r1 - y0 * s, c0 - x0 * s : c1 - x0 * s]

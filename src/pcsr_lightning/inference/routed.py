@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from pcsr_lightning.inference.gate import (
     DEFAULT_TILE,
     SkipPlan,
+    check_fill,
     check_scorer,
     encode_active,
     fill_skipped,
@@ -247,7 +248,7 @@ def render(
     pred = F.interpolate(prepared.lr_norm.contiguous(), size=(hh, ww), mode="bilinear", align_corners=False)
     gate = prepared.gate
     if gate is not None and not gate.all_active:
-        fill_skipped(pred, prepared.lr_norm, gate, grid)  # before refinement: its 3x3 means read these pixels
+        fill_skipped(pred, prepared.lr_norm, gate, grid, model)  # before refinement: its 3x3 means read these pixels
     flat = pred.view(b, 3, hh * ww)
     class_map = classes.view(b, hh, ww)
     with Workers(routed_threads(threads, pred.device)) as workers:
@@ -287,13 +288,16 @@ def backbone_features(model, lr: torch.Tensor, tile: int = 0, gate: SkipPlan | N
 
 @exact
 def gate_for(model, lr: torch.Tensor, scale: float, skip_flat: float | None, skip_tile: int = DEFAULT_TILE,
-             skip_halo: int | None = None, skip_gate: str = "laplacian") -> SkipPlan | None:
+             skip_halo: int | None = None, skip_gate: str = "laplacian", skip_fill: str = "bicubic"
+             ) -> SkipPlan | None:
     """The flat-tile gate's plan for ``lr``; None when ``skip_flat`` is None (off). ``skip_gate``: what
-    scores the tiles, ``laplacian`` or the model's ``learned`` gate (an error for a model without one)."""
+    scores the tiles, ``laplacian`` or the model's ``learned`` gate (an error for a model without one);
+    ``skip_fill``: what fills them, ``bicubic`` or the model's ``linear`` fill (likewise)."""
     check_scorer(skip_gate, model)
+    check_fill(skip_fill, model, scale)
     if skip_flat is None:
         return None
-    return plan_skip(model, lr, scale, skip_flat, skip_tile, skip_halo, scorer=skip_gate)
+    return plan_skip(model, lr, scale, skip_flat, skip_tile, skip_halo, scorer=skip_gate, fill=skip_fill)
 
 
 @exact
@@ -312,6 +316,7 @@ def upscale(
     skip_tile: int = DEFAULT_TILE,
     skip_halo: int | None = None,
     skip_gate: str = "laplacian",
+    skip_fill: str = "bicubic",
 ) -> RoutedSR:
     """Fast routed inference. ``feat`` may be given to reuse backbone features; ``tile`` > 0 runs the
     backbone on LR tiles of that size (bounded memory for huge images, same result). ``threads``: the
@@ -321,9 +326,11 @@ def upscale(
     ``skip_flat``: the flat-tile gate's threshold (None: off; 0: every tile runs, the result is PCSR's);
     LR tiles of ``skip_tile`` pixels scoring below it are skipped, the backbone runs on the others with a
     halo of ``skip_halo`` pixels (default: its receptive radius, exact). ``skip_gate``: the tiles' scorer,
-    ``laplacian`` (max |Laplacian|) or ``learned`` (the model's trained gate, ``models.gate.LearnedGate``).
-    ``feat`` must then be the gate's features (``backbone_features`` with the same plan) or None."""
-    gate = gate_for(model, lr, scale, skip_flat, skip_tile, skip_halo, skip_gate)
+    ``laplacian`` (max |Laplacian|) or ``learned`` (the model's trained gate, ``models.gate.LearnedGate``);
+    ``skip_fill``: what fills the skipped tiles, ``bicubic`` or ``linear`` (the model's fitted
+    ``models.fill.LinearFill``). ``feat`` must then be the gate's features (``backbone_features`` with the
+    same plan) or None."""
+    gate = gate_for(model, lr, scale, skip_flat, skip_tile, skip_halo, skip_gate, skip_fill)
     if feat is None:
         feat = backbone_features(model, lr, tile, gate)
     prepared = prepare(model, lr, scale, max_queries or CLASSIFIER_BAND_QUERIES, feat, threads, gate)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from pcsr_lightning.inference.gate import DEFAULT_TILE as DEFAULT_SKIP_TILE
-from pcsr_lightning.inference.gate import check_scorer
+from pcsr_lightning.inference.gate import check_fill, check_scorer
 from pcsr_lightning.inference.layout import as_input, choose_memory_format, in_memory_format
 from pcsr_lightning.inference.routed import RoutedSR
 from pcsr_lightning.inference.routed import upscale as routed_upscale
@@ -46,6 +46,7 @@ class RoutingOptions:
     skip_tile: int = DEFAULT_SKIP_TILE  # the gate's LR tile size
     skip_halo: int | None = None  # the gate's backbone halo, None = the receptive radius (exact)
     skip_gate: str = "laplacian"  # the gate's scorer: max |Laplacian|, or the model's ``learned`` gate
+    skip_fill: str = "bicubic"  # the skipped tiles' fill: bicubic, or the model's fitted ``linear`` fill
 
     def __post_init__(self):
         check_k(self.k)
@@ -58,6 +59,7 @@ class RoutingOptions:
         if self.skip_halo is not None and int(self.skip_halo) < 0:
             raise ValueError(f"skip_halo must be None (the receptive radius) or >= 0 LR pixels, got {self.skip_halo}")
         check_scorer(self.skip_gate)
+        check_fill(self.skip_fill)
 
 
 @dataclass
@@ -148,6 +150,12 @@ class SRModel:
         return self.is_pcsr and getattr(self.network, "gate", None) is not None
 
     @property
+    def fill_scale(self) -> int | None:
+        """The scale of the network's fitted fill of skipped tiles (``skip_fill="linear"``), None without one."""
+        fill = getattr(self.network, "fill", None) if self.is_pcsr else None
+        return None if fill is None else fill.scale
+
+    @property
     def supports_half(self) -> bool:
         return self._project_class() or bool(getattr(self.network, "supports_half", False))
 
@@ -168,7 +176,8 @@ class SRModel:
     def __repr__(self) -> str:
         scale = "any scale" if self.scale is None else f"x{self.scale}"
         return (f"SRModel({type(self.network).__name__}, kind={self.kind}, {scale}, classes={self.num_classes}"
-                f"{', learned gate' if self.has_learned_gate else ''}, device={self.device}, "
+                f"{', learned gate' if self.has_learned_gate else ''}"
+                f"{'' if self.fill_scale is None else f', linear fill x{self.fill_scale}'}, device={self.device}, "
                 f"dtype={str(self.dtype).removeprefix('torch.')})")
 
     # Running it.
@@ -201,7 +210,7 @@ class SRModel:
             return routed_upscale(self.network, lr, scale, k=routing.k, adaptive=routing.adaptive,
                                   refine=routing.refine, tile=routing.tile, skip_flat=routing.skip_flat,
                                   skip_tile=routing.skip_tile, skip_halo=routing.skip_halo,
-                                  skip_gate=routing.skip_gate)
+                                  skip_gate=routing.skip_gate, skip_fill=routing.skip_fill)
         return self.network(lr)
 
     def gflops(self, lr_size: tuple[int, int], scale: float, classes: torch.Tensor | None,
@@ -222,11 +231,12 @@ class SRModel:
 
     def upscale(self, image, scale: float | None = None, k: float = 0.0, adaptive: bool = False,
                 refine: bool = True, tile: int = 0, skip_flat: float | None = None,
-                skip_gate: str = "laplacian") -> Upscaled:
+                skip_gate: str = "laplacian", skip_fill: str = "bicubic") -> Upscaled:
         """Super-resolve ``image`` (see ``__call__``) and say where each pixel went and what it cost."""
         batch, restore = to_batch(image)
         scale = self.check_scale(scale)
-        out = self._run(batch, scale, RoutingOptions(k, adaptive, refine, tile, skip_flat, skip_gate=skip_gate))
+        out = self._run(batch, scale, RoutingOptions(k, adaptive, refine, tile, skip_flat, skip_gate=skip_gate,
+                                                     skip_fill=skip_fill))
         sr, classes = (out, None) if isinstance(out, torch.Tensor) else (out.sr, out.classes)
         gate = None if isinstance(out, torch.Tensor) else out.gate
         lr_size = tuple(batch.shape[-2:])
@@ -247,15 +257,17 @@ class SRModel:
         return Upscaled(restore(sr), None if classes is None else classes.cpu(), share, flops, skipped)
 
     def __call__(self, image, scale: float | None = None, k: float = 0.0, adaptive: bool = False,
-                 refine: bool = True, tile: int = 0, skip_flat: float | None = None, skip_gate: str = "laplacian"):
+                 refine: bool = True, tile: int = 0, skip_flat: float | None = None, skip_gate: str = "laplacian",
+                 skip_fill: str = "bicubic"):
         """The SR image, of the input's type: a PIL image, an HxWx3 numpy array (uint8, or float in [0,1]) or
         a tensor ((3,H,W) or (B,3,H,W), float in [0,1] or uint8). Values are clamped to the image range; an
         integer input comes back with its dtype, rounded as the commands' PNGs are. ``skip_flat``: the
         flat-tile gate's threshold (PCSR only; None: off), ``skip_gate`` its scorer (``laplacian``, or
-        ``learned`` for a model holding a trained gate), see ``routed.upscale``."""
+        ``learned`` for a model holding a trained gate) and ``skip_fill`` what fills the skipped tiles
+        (``bicubic``, or ``linear`` for a model holding a fitted fill), see ``routed.upscale``."""
         batch, restore = to_batch(image)
         sr, _ = self.super_resolve(batch, scale, RoutingOptions(k, adaptive, refine, tile, skip_flat,
-                                                                skip_gate=skip_gate))
+                                                                skip_gate=skip_gate, skip_fill=skip_fill))
         return restore(sr)
 
 

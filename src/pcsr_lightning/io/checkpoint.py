@@ -48,7 +48,7 @@ def model_classes() -> dict[str, type]:
     """The classes a checkpoint may build, by the ``_target_`` names configs and old checkpoints use."""
 
     classes = {f"pcsr_lightning.models.{name}": getattr(models, name)
-               for name in ("PCSR", "OriginalSR", "FSRCNN", "CARN", "SRResNet", "LearnedGate")}
+               for name in ("PCSR", "OriginalSR", "FSRCNN", "CARN", "SRResNet", "LearnedGate", "LinearFill")}
     for cls in list(classes.values()):
         classes[f"{cls.__module__}.{cls.__qualname__}"] = cls  # its defining module's path too
     return classes

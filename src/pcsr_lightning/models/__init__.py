@@ -4,6 +4,7 @@ Kept free of training and data code so they can be built from a checkpoint alone
 """
 
 from pcsr_lightning.models.carn import CARN
+from pcsr_lightning.models.fill import LinearFill
 from pcsr_lightning.models.fsrcnn import FSRCNN
 from pcsr_lightning.models.gate import LearnedGate
 from pcsr_lightning.models.mlp import MLP
@@ -11,4 +12,5 @@ from pcsr_lightning.models.original import OriginalSR
 from pcsr_lightning.models.pcsr import KINDS, PCSR, model_kind
 from pcsr_lightning.models.srresnet import SRResNet
 
-__all__ = ["CARN", "FSRCNN", "KINDS", "LearnedGate", "MLP", "OriginalSR", "PCSR", "SRResNet", "model_kind"]
+__all__ = ["CARN", "FSRCNN", "KINDS", "LearnedGate", "LinearFill", "MLP", "OriginalSR", "PCSR", "SRResNet",
+           "model_kind"]

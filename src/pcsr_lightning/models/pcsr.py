@@ -3,7 +3,9 @@
 ``forward`` is the soft mixture used for training; routed inference (``inference.routed.upscale``) is a
 separate function on purpose: the same module trains and serves without looking at ``self.training``.
 ``gate`` is an optional learned flat-tile gate (``models.gate.LearnedGate``): it takes no part in
-``forward``; routed inference uses it when asked to (``skip_gate="learned"``).
+``forward``; routed inference uses it when asked to (``skip_gate="learned"``). ``fill`` is an optional
+fitted fill of the gate's skipped tiles (``models.fill.LinearFill``), likewise used when asked to
+(``skip_fill="linear"``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class PCSR(nn.Module):
         classifier_hidden: Sequence[int] = (),
         rgb_mean: Sequence[float] = (0.0, 0.0, 0.0),
         gate: nn.Module | None = None,
+        fill: nn.Module | None = None,
     ):
         super().__init__()
         if len(upsampler_hidden) < 1:
@@ -39,6 +42,7 @@ class PCSR(nn.Module):
         self.upsamplers = nn.ModuleList(MLP(in_dim, 3, hidden) for hidden in upsampler_hidden)
         self.classifier = MLP(in_dim, len(upsampler_hidden), classifier_hidden) if len(upsampler_hidden) > 1 else None
         self.gate = gate  # None: no learned gate (checkpoints written before it existed have none)
+        self.fill = fill  # None: no fitted fill (``pcsr fit-fill`` adds one)
         self.register_buffer(
             "rgb_mean", torch.tensor(list(rgb_mean), dtype=torch.float32).view(1, 3, 1, 1), persistent=False
         )

@@ -8,7 +8,7 @@ import math
 import torch
 
 from pcsr_lightning.inference.gate import DEFAULT_TILE as DEFAULT_SKIP_TILE
-from pcsr_lightning.inference.gate import SCORERS
+from pcsr_lightning.inference.gate import FILLS, SCORERS
 from pcsr_lightning.inference.layout import CHOICES as MEMORY_FORMAT_CHOICES
 from pcsr_lightning.inference.router import check_k
 from pcsr_lightning.inference.srmodel import RoutingOptions, check_scale_value
@@ -116,6 +116,9 @@ def add_skip_flags(parser: argparse.ArgumentParser, several: bool = False, sever
     parser.add_argument("--gate", dest="skip_gate", choices=list(SCORERS), default="laplacian",
                         help="what scores the tiles for --skip-flat: laplacian (default, max |Laplacian|) or "
                              "learned (the model's trained gate: its predicted PCSR residual over bicubic)")
+    parser.add_argument("--skip-fill", dest="skip_fill", choices=list(FILLS), default="bicubic",
+                        help="what fills the tiles --skip-flat skips: bicubic (default) or linear (the model's "
+                             "fitted 5x5 fill, written by `pcsr fit-fill`; loses less, so a higher threshold fits)")
 
 
 def add_metrics_flag(parser: argparse.ArgumentParser) -> None:
@@ -129,7 +132,7 @@ def routing_from(args: argparse.Namespace) -> RoutingOptions:
         raise ValueError(f"--tile must be >= 0, got {args.tile}")
     return RoutingOptions(k=args.k, adaptive=args.adaptive, refine=not args.no_refine, tile=args.tile,
                           skip_flat=args.skip_flat, skip_tile=args.skip_tile, skip_halo=args.skip_halo,
-                          skip_gate=args.skip_gate)
+                          skip_gate=args.skip_gate, skip_fill=args.skip_fill)
 
 
 def is_out_of_memory(err: BaseException) -> bool:

@@ -52,7 +52,7 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
         crop=None if args.crop == "none" else args.crop, ends=args.ends or bool(args.plot), device=args.device,
         bicubic=args.bicubic, max_pixels=args.max_pixels, metrics=list(args.metrics),
         memory_format=args.memory_format, skip_flat=list(args.skip_flat), skip_tile=args.skip_tile,
-        skip_halo=args.skip_halo, skip_gate=args.skip_gate,
+        skip_halo=args.skip_halo, skip_gate=args.skip_gate, skip_fill=args.skip_fill,
     )
 
 
