@@ -106,6 +106,35 @@ def test_hydra_multirun_over_k(fsrcnn_pair, tmp_path, monkeypatch):
     assert (sweep / "0" / "curve.png").stat().st_size > 1000
 
 
+def test_hydra_eval_sweeps_the_gate_and_its_fill(tmp_path, monkeypatch):
+    import sys
+
+    from factories import tiny_config
+    from pcsr_lightning.apps.eval_app import main as app
+    from pcsr_lightning.io.checkpoint import build_model
+    from pcsr_lightning.io.weights import save_model
+
+    config = {**tiny_config(), "fill": {"_target_": "pcsr_lightning.models.LinearFill", "scale": 4}}
+    torch.manual_seed(0)
+    net = build_model(config).eval()
+    net.fill.set_filters(net.fill.weight, net.fill.bias + 0.05)  # not bicubic: the two jobs must differ
+    ckpt = save_model(tmp_path / "filled.ckpt", net, config)
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    Image.fromarray((torch.rand(64, 64, 3) * 255).byte().numpy()).save(hr / "a.png")
+    sweep = tmp_path / "multi"
+    argv = ["pcsr-eval", "-m", f"eval.ckpt={ckpt}", f"eval.hr_dir={hr}", "eval.skip_flat=100",
+            "eval.skip_fill=bicubic,linear", f"hydra.sweep.dir={sweep}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    app()
+    psnrs = []
+    for job in ("0", "1"):
+        rows = [r for r in csv.DictReader((sweep / job / "summary.csv").open()) if r["skip_flat"]]
+        assert rows and {r["skipped_share"] for r in rows} == {"1.000000"}, job
+        psnrs.append(rows[0]["psnr"])
+    assert psnrs[0] != psnrs[1]
+
+
 def test_release_counts_on_carn(official_ckpts):
     """gflops_paper as the release counts it: the original exactly; PCSR = backbone + classifier Linear
     layers on all H*W + each sampler's Linear layers on its own pixels (2*q*in*out, no bias, ReLU free)."""

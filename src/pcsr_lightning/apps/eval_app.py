@@ -19,11 +19,13 @@ from pcsr_lightning.tracking import job_overrides, run_name, sweep_name, wandb_r
 
 
 def settings_of(cfg: DictConfig):
-    """EvalSettings from the ``eval`` node; ``k`` may be a number or a list."""
+    """EvalSettings from the ``eval`` node; ``k`` and ``skip_flat`` may each be a number or a list."""
 
     node = OmegaConf.to_container(cfg.eval, resolve=True)
     k = node.pop("k")
     node["ks"] = [float(x) for x in (k if isinstance(k, list) else [k])]
+    skip = node.get("skip_flat", [])
+    node["skip_flat"] = [float(x) for x in (skip if isinstance(skip, list) else [skip])]
     return instantiate(node, _convert_="all")
 
 
