@@ -8,12 +8,21 @@
 # (an emulation on a CPU with AVX-512: caches and clocks stay that CPU's); RETAIN_FREED=1 sets GLIBC_TUNABLES so
 # glibc keeps freed memory in the process instead of returning it and faulting fresh pages in on the next
 # allocation (docs/performance.md, "The memory allocator").
+# GATE adds a flat-tile gate variant (its pcsr bench flags, e.g. "--skip-flat 0.4 --skip-halo 8 --skip-fill
+# linear") and its columns; PCSR_CKPT (the released CARN-PCSR) the PCSR model (e.g. one from pcsr fit-fill);
+# HR_IMAGE a photo to time on instead of the mosaic; ROUTED ("$THREADS 0") the routed-part modes to run.
 source "$(dirname "$0")/common.sh"
 OUT=results/busy
 THREADS=${THREADS:-2}
 SIZE=${SIZE:-1024x1536}
 REPEATS=${REPEATS:-5}
 CASES=${CASES:-"quiet busy1 busy2 nice1"}
+PCSR_CKPT=${PCSR_CKPT:-$CKPTS/carn-pcsr-phase1.ckpt}
+ROUTED=${ROUTED:-"$THREADS 0"}
+EXTRA=()
+[ -z "${HR_IMAGE:-}" ] || EXTRA+=(--hr-image "$HR_IMAGE")
+# shellcheck disable=SC2206  # GATE is a list of flags
+[ -z "${GATE:-}" ] || EXTRA+=($GATE --no-ends)
 mkdir -p "$OUT"
 if [ "${EMULATE_AVX2:-0}" = 1 ]; then
   export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
@@ -25,6 +34,8 @@ if [ "${RETAIN_FREED:-0}" = 1 ]; then
   export GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647
   TAG=$TAG-retained
 fi
+[ -z "${HR_IMAGE:-}" ] || TAG=$TAG-$(basename "${HR_IMAGE%.*}")
+[ -z "${GATE:-}" ] || TAG=$TAG-gate
 
 NEIGHBOURS=()
 stop_neighbours() {
@@ -50,17 +61,17 @@ for case in $CASES; do
     nice1) start_neighbours 1 19 ;;
     *) echo "unknown case $case (quiet busy1 busy2 nice1)" >&2; exit 2 ;;
   esac
-  for routed in "$THREADS" 0; do
-    pcsr bench --pcsr-ckpt $CKPTS/carn-pcsr-phase1.ckpt --original-ckpt $CKPTS/carn-x4.ckpt --hr-size "$SIZE" \
+  for routed in $ROUTED; do
+    pcsr bench --pcsr-ckpt "$PCSR_CKPT" --original-ckpt $CKPTS/carn-x4.ckpt --hr-size "$SIZE" \
       --k 0 --threads "$THREADS" --routed-threads "$routed" --repeats "$REPEATS" --no-reference \
-      --json "$OUT/$TAG-$case-routed$routed.json" > "$OUT/$TAG-$case-routed$routed.log"
+      "${EXTRA[@]}" --json "$OUT/$TAG-$case-routed$routed.json" > "$OUT/$TAG-$case-routed$routed.log"
   done
   stop_neighbours
 done
 
-python3 - "$OUT" "$TAG" "$THREADS" "$CASES" <<'EOF'
-import json, subprocess, sys
-out, tag, threads, cases = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split()
+python3 - "$OUT" "$TAG" "$CASES" $ROUTED <<'EOF'
+import json, os, statistics, subprocess, sys
+out, tag, cases, modes = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4:]
 lscpu = dict(line.split(":", 1) for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
              if ":" in line)
 flags = lscpu.get("Flags", "").split()
@@ -68,15 +79,34 @@ cpu = (f"{lscpu.get('Model name', '?').strip()}, family {lscpu.get('CPU family',
        f"model {lscpu.get('Model', '?').strip()}, "
        f"avx2 {'yes' if 'avx2' in flags else 'no'}, avx512f {'yes' if 'avx512f' in flags else 'no'}")
 names = {"quiet": "quiet", "busy1": "1 busy neighbour", "busy2": "2 busy neighbours", "nice1": "1 nice-19 neighbour"}
-runs = {(c, r): json.load(open(f"{out}/{tag}-{c}-routed{r}.json")) for c in cases for r in (threads, "0")}
-first = runs[(cases[0], threads)]
+runs = {(c, r): json.load(open(f"{out}/{tag}-{c}-routed{r}.json")) for c in cases for r in modes}
+first = runs[(cases[0], modes[0])]
+gate = [r["name"] for r in first["rows"] if " skip=" in r["name"]]
+
+
+def paired(a, b):  # the median of same-round ratios, as pcsr bench reports them
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def cells(run):
+    rows = {r["name"]: r for r in run["rows"]}
+    out = [f"{run['ms_original']:.0f}", f"{run['ms_pcsr']:.0f}", f"{run['ratio_pcsr']:.3f}"]
+    for name in gate:
+        g = rows[name]
+        out += [f"{g['ms']:.0f}", f"{paired(g['times_ms'], rows['original']['times_ms']):.3f}",
+                f"{paired(g['times_ms'], rows['pcsr k=0']['times_ms']):.3f}"]
+    return out
+
+
 print(f"CPU: {cpu}; torch {first['machine']['torch']}, capability {first['machine']['cpu_capability']} ({tag}"
       f"{', GLIBC_TUNABLES=' + first['machine']['glibc_tunables'] if first['machine'].get('glibc_tunables') else ''}); "
-      f"{threads} threads; HR {first['hr_size'][0]}x{first['hr_size'][1]}, x{first['scale']}, k=0, fp32")
-print(f"| case | routed on {threads} workers: CARN ms | PCSR ms | x CARN | routed on the intra-op threads: CARN ms "
-      "| PCSR ms | x CARN |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
+      f"{first['machine'].get('threads', '?')} threads; HR {first['hr_size'][0]}x{first['hr_size'][1]}, "
+      f"x{first['scale']}, k=0, fp32{'; ' + os.environ['HR_IMAGE'] if os.environ.get('HR_IMAGE') else ''}"
+      f"{'; gate ' + os.environ['GATE'] if os.environ.get('GATE') else ''}")
+mode_names = {m: "routed on the intra-op threads" if m == "0" else f"routed on {m} workers" for m in modes}
+head = ["CARN ms", "PCSR ms", "x CARN"] + [h for n in gate for h in (f"{n} ms", "x CARN", "x PCSR")]
+print("| case | " + " | ".join(f"{mode_names[m]}: {h}" if i == 0 else h for m in modes for i, h in enumerate(head)) + " |")
+print("|" + " --- |" * (1 + len(head) * len(modes)))
 for c in cases:
-    cells = [f"{r['ms_original']:.0f} | {r['ms_pcsr']:.0f} | {r['ratio_pcsr']:.3f}" for r in (runs[(c, threads)], runs[(c, "0")])]
-    print(f"| {names[c]} | {cells[0]} | {cells[1]} |")
+    print(f"| {names[c]} | " + " | ".join(x for m in modes for x in cells(runs[(c, m)])) + " |")
 EOF

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from pcsr_lightning.inference.tiling import encode_tiled, receptive_radius
+from pcsr_lightning.inference.workers import Workers, routed_threads
 from pcsr_lightning.models.sampler import QueryGrid, output_size
 
 DEFAULT_TILE = 16  # LR pixels; finer tiles skipped more at equal PSNR (16 vs 32 vs 64 on the development photos)
@@ -352,41 +353,59 @@ def plan_skip(model, lr: torch.Tensor, scale: float, threshold: float, tile: int
                     fill_macs_per_hr_pixel(model, fill))
 
 
-def encode_active(model, lr_norm: torch.Tensor, plan: SkipPlan, tile: int = 0) -> torch.Tensor:
+def encode_active(model, lr_norm: torch.Tensor, plan: SkipPlan, tile: int = 0, threads: int | None = None
+                  ) -> torch.Tensor:
     """(B,C,h,w) features, computed on the plan's windows only (zeros elsewhere); ``tile`` > 0 encodes
-    each window on LR tiles (memory). All tiles active: the whole image in one call, exactly as without
-    the gate."""
+    each window on LR tiles (memory); ``threads``: the workers small windows run on (``encode_windows``).
+    All tiles active: the whole image in one call, exactly as without the gate."""
     if plan.all_active:
         return encode_tiled(model, lr_norm, tile) if tile > 0 else model.encode(lr_norm)
-    return encode_windows(model, lr_norm, plan.windows, tile)
+    return encode_windows(model, lr_norm, plan.windows, tile, threads)
 
 
-def encode_windows(model, lr_norm: torch.Tensor, windows: list[Window], tile: int = 0) -> torch.Tensor:
-    """(B,C,h,w) features of each window's ``keep`` part (zeros elsewhere): crops of one shape batched
-    (at most ``ENCODE_BATCH_PIXELS`` a call), each encoded once."""
-    encode = (lambda x: encode_tiled(model, x, tile)) if tile > 0 else model.encode
-    layout = torch.channels_last if lr_norm.is_contiguous(memory_format=torch.channels_last) and not \
-        lr_norm.is_contiguous() else torch.contiguous_format
-    feat = None
+def window_batches(windows: list[Window]) -> list[list[Window]]:
+    """Windows of one crop shape batched (at most ``ENCODE_BATCH_PIXELS`` a call), the largest first."""
     groups: dict[tuple[int, int], list[Window]] = {}
     for win in windows:
         y0, y1, x0, x1 = win.crop
         groups.setdefault((y1 - y0, x1 - x0), []).append(win)
+    batches = []
     for (sh, sw), wins in groups.items():
         per_batch = max(1, ENCODE_BATCH_PIXELS // (sh * sw))
-        for n0 in range(0, len(wins), per_batch):
-            chunk = wins[n0 : n0 + per_batch]
-            crops = [lr_norm[w.image : w.image + 1, :, w.crop[0] : w.crop[1], w.crop[2] : w.crop[3]] for w in chunk]
-            batch = crops[0] if len(crops) == 1 else torch.cat(crops).contiguous(memory_format=layout)
-            out = encode(batch)
-            if feat is None:
-                feat = out.new_zeros(lr_norm.shape[0], out.shape[1], *lr_norm.shape[-2:]).contiguous(
-                    memory_format=layout)
-            for n, w in enumerate(chunk):
-                (y0, y1, x0, x1), (cy, _, cx, _) = w.keep, w.crop
-                feat[w.image, :, y0:y1, x0:x1] = out[n, :, y0 - cy : y1 - cy, x0 - cx : x1 - cx]
-    if feat is None:  # every tile skipped: the features are never read, their shape still matters
-        feat = lr_norm.new_zeros(lr_norm.shape[0], model.backbone.out_dim, *lr_norm.shape[-2:])
+        batches += [wins[n0 : n0 + per_batch] for n0 in range(0, len(wins), per_batch)]
+    return sorted(batches, key=lambda chunk: -sum(w.pixels for w in chunk))
+
+
+def encode_windows(model, lr_norm: torch.Tensor, windows: list[Window], tile: int = 0, threads: int | None = None
+                   ) -> torch.Tensor:
+    """(B,C,h,w) features of each window's ``keep`` part (zeros elsewhere), each window encoded once.
+
+    Batches holding more than a worker's share of the pixels run first, each convolution split over the
+    intra-op threads; the smaller ones then run on ``workers.Workers`` (``threads``: see
+    ``workers.routed_threads``), one intra-op thread each: small convolutions split over every thread
+    end in a barrier apiece, which a busy neighbour process turns into long stalls."""
+    encode = (lambda x: encode_tiled(model, x, tile)) if tile > 0 else model.encode
+    layout = torch.channels_last if lr_norm.is_contiguous(memory_format=torch.channels_last) and not \
+        lr_norm.is_contiguous() else torch.contiguous_format
+    feat = lr_norm.new_zeros(lr_norm.shape[0], model.backbone.out_dim, *lr_norm.shape[-2:]).contiguous(
+        memory_format=layout)
+
+    def run(chunk: list[Window], local: dict | None = None) -> None:
+        crops = [lr_norm[w.image : w.image + 1, :, w.crop[0] : w.crop[1], w.crop[2] : w.crop[3]] for w in chunk]
+        batch = crops[0] if len(crops) == 1 else torch.cat(crops).contiguous(memory_format=layout)
+        out = encode(batch)
+        for n, w in enumerate(chunk):  # windows keep disjoint parts: threads never write the same pixels
+            (y0, y1, x0, x1), (cy, _, cx, _) = w.keep, w.crop
+            feat[w.image, :, y0:y1, x0:x1] = out[n, :, y0 - cy : y1 - cy, x0 - cx : x1 - cx]
+
+    batches = window_batches(windows)
+    n = routed_threads(threads, lr_norm.device)
+    share = sum(w.pixels for w in windows) / max(1, n)
+    large = [chunk for chunk in batches if n == 0 or sum(w.pixels for w in chunk) > share]
+    for chunk in large:
+        run(chunk)
+    with Workers(n) as workers:
+        workers.run(run, batches[len(large) :])
     return feat
 
 
@@ -433,28 +452,47 @@ def bicubic_rect(lr: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor], cols
     return out
 
 
-def fill_skipped(pred: torch.Tensor, lr_norm: torch.Tensor, plan: SkipPlan, grid: QueryGrid, model=None) -> None:
+def fill_skipped(pred: torch.Tensor, lr_norm: torch.Tensor, plan: SkipPlan, grid: QueryGrid, model=None,
+                 workers: Workers | None = None) -> None:
     """Write the plan's fill of ``lr_norm`` into the skipped tiles of ``pred`` (B,3,H,W), in place, one
-    run of skipped tiles of a tile row at a time: the bicubic upscale, or ``model``'s linear fill."""
+    run of skipped tiles of a tile row at a time (on ``workers`` when given: the runs are disjoint): the
+    bicubic upscale, or ``model``'s linear fill."""
     if plan.fill == "linear":
-        fill_linear(pred, lr_norm, plan, grid, model)
+        fill_linear(pred, lr_norm, plan, grid, model, workers)
         return
     (h, w), (hh, ww) = plan.lr_size, plan.hr_size
     taps_y, taps_x = bicubic_taps(h, hh, pred.device), bicubic_taps(w, ww, pred.device)
     images = [x.contiguous() for x in lr_norm]  # a channels_last image would be re-laid out per product
-    for i, r0, r1, c0, c1 in plan.skipped_rects(grid):
+
+    def fill(rect, local=None) -> None:
+        i, r0, r1, c0, c1 = rect
         pred[i, :, r0:r1, c0:c1] = bicubic_rect(images[i], (taps_y[0][r0:r1], taps_y[1][r0:r1]),
                                                 (taps_x[0][c0:c1], taps_x[1][c0:c1]))
 
+    run_rects(fill, plan.skipped_rects(grid), workers)
 
-def fill_linear(pred: torch.Tensor, lr_norm: torch.Tensor, plan: SkipPlan, grid: QueryGrid, model) -> None:
+
+def run_rects(fill, rects: list, workers: Workers | None) -> None:
+    if workers is None:
+        for rect in rects:
+            fill(rect)
+    else:
+        workers.run(fill, rects)
+
+
+def fill_linear(pred: torch.Tensor, lr_norm: torch.Tensor, plan: SkipPlan, grid: QueryGrid, model,
+                workers: Workers | None = None) -> None:
     """``fill_skipped`` with ``model.fill`` (a ``LinearFill`` at the plan's integer scale): each run of
     skipped tiles covers whole LR pixels, so its HR pixels are the fill of those LR pixels, read from the
     image's replicate-padded LR in image range (the fill's own units) and normalised back."""
     fill, mean = model.fill, model.rgb_mean.to(lr_norm.dtype)
     s = fill.scale
-    images = [fill.padded(x[None] + mean) for x in lr_norm]
-    for i, r0, r1, c0, c1 in plan.skipped_rects(grid):
+    images = [fill.padded(x[None].contiguous() + mean) for x in lr_norm]
+
+    def fill_rect(rect, local=None) -> None:
+        i, r0, r1, c0, c1 = rect
         (y0, y1), (x0, x1) = (r0 // s, -(-r1 // s)), (c0 // s, -(-c1 // s))
         out = fill.valid(images[i][:, :, y0 : y1 + 2 * fill.radius, x0 : x1 + 2 * fill.radius]) - mean
         pred[i, :, r0:r1, c0:c1] = out[0, :, r0 - y0 * s : r1 - y0 * s, c0 - x0 * s : c1 - x0 * s]
+
+    run_rects(fill_rect, plan.skipped_rects(grid), workers)

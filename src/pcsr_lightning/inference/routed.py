@@ -110,7 +110,7 @@ def prepare(
     active tiles only."""
     lr_norm = model.normalize(lr)
     if feat is None:
-        feat = model.encode(lr_norm) if gate is None else encode_active(model, lr_norm, gate)
+        feat = model.encode(lr_norm) if gate is None else encode_active(model, lr_norm, gate, threads=threads)
     h, w = lr.shape[-2:]
     hh, ww = output_size((h, w), scale)
     grid = QueryGrid.build((h, w), (hh, ww), lr.device)
@@ -247,11 +247,11 @@ def render(
     # NCHW: a channels_last LR would make the base, the sums and the refinement strided.
     pred = F.interpolate(prepared.lr_norm.contiguous(), size=(hh, ww), mode="bilinear", align_corners=False)
     gate = prepared.gate
-    if gate is not None and not gate.all_active:
-        fill_skipped(pred, prepared.lr_norm, gate, grid, model)  # before refinement: its 3x3 means read these pixels
     flat = pred.view(b, 3, hh * ww)
     class_map = classes.view(b, hh, ww)
     with Workers(routed_threads(threads, pred.device)) as workers:
+        if gate is not None and not gate.all_active:  # before refinement: its 3x3 means read these pixels
+            fill_skipped(pred, prepared.lr_norm, gate, grid, model, workers)
         for i in range(b):
             for j, upsampler in enumerate(model.upsamplers):
                 pixels = (classes[i] == j).nonzero().squeeze(1)
@@ -277,12 +277,13 @@ def render(
 
 
 @exact
-def backbone_features(model, lr: torch.Tensor, tile: int = 0, gate: SkipPlan | None = None) -> torch.Tensor:
+def backbone_features(model, lr: torch.Tensor, tile: int = 0, gate: SkipPlan | None = None,
+                      threads: int | None = None) -> torch.Tensor:
     """The backbone's LR features; ``tile`` > 0 on LR tiles of that size (bounded memory, same result);
-    with a ``gate`` on its windows only."""
+    with a ``gate`` on its windows only (small ones on ``threads`` workers, ``workers.routed_threads``)."""
     lr_norm = model.normalize(lr)
     if gate is not None:
-        return encode_active(model, lr_norm, gate, tile)
+        return encode_active(model, lr_norm, gate, tile, threads)
     return encode_tiled(model, lr_norm, tile) if tile > 0 else model.encode(lr_norm)
 
 
@@ -332,7 +333,7 @@ def upscale(
     same plan) or None."""
     gate = gate_for(model, lr, scale, skip_flat, skip_tile, skip_halo, skip_gate, skip_fill)
     if feat is None:
-        feat = backbone_features(model, lr, tile, gate)
+        feat = backbone_features(model, lr, tile, gate, threads)
     prepared = prepare(model, lr, scale, max_queries or CLASSIFIER_BAND_QUERIES, feat, threads, gate)
     return render(model, prepared, route(model, prepared, k, adaptive, threads), refine, max_queries, threads)
 
