@@ -380,8 +380,8 @@ def encode_windows(model, lr_norm: torch.Tensor, windows: list[Window], tile: in
                    ) -> torch.Tensor:
     """(B,C,h,w) features of each window's ``keep`` part (zeros elsewhere), each window encoded once.
 
-    Batches holding more than a worker's share of the pixels run first, each convolution split over the
-    intra-op threads; the smaller ones then run on ``workers.Workers`` (``threads``: see
+    Batches holding more than a worker's share of the pixels not yet encoded run first, largest first,
+    each convolution split over the intra-op threads; the rest then run on ``workers.Workers`` (``threads``: see
     ``workers.routed_threads``), one intra-op thread each: small convolutions split over every thread
     end in a barrier apiece, which a busy neighbour process turns into long stalls."""
     encode = (lambda x: encode_tiled(model, x, tile)) if tile > 0 else model.encode
@@ -400,12 +400,12 @@ def encode_windows(model, lr_norm: torch.Tensor, windows: list[Window], tile: in
 
     batches = window_batches(windows)
     n = routed_threads(threads, lr_norm.device)
-    share = sum(w.pixels for w in windows) / max(1, n)
-    large = [chunk for chunk in batches if n == 0 or sum(w.pixels for w in chunk) > share]
-    for chunk in large:
-        run(chunk)
+    left = sum(w.pixels for w in windows)
+    while batches and (n == 0 or sum(w.pixels for w in batches[0]) * n > left):  # more than a worker's share
+        left -= sum(w.pixels for w in batches[0])
+        run(batches.pop(0))
     with Workers(n) as workers:
-        workers.run(run, batches[len(large) :])
+        workers.run(run, batches)
     return feat
 
 
