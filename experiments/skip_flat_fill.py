@@ -9,10 +9,12 @@ fitted by least squares to HR minus bicubic on flat LR pixels, is measured here 
   itself (leave one out: the normal equations are summed per photo, so dropping one costs nothing);
 - ``self``: fitted on the photo's own LR against its own x4 downscale (needs no other photo and no HR).
 
-For each photo (HR centre crop, LR as ``pcsr eval`` makes it) and threshold, the gate runs for real (exact
-halo, k = 0): its output with the skipped pixels refilled by each filter is what a gate with that fill
-would give, since the gate's skipped pixels are exactly the bicubic fill and the others do not depend on
-it. Prints dB below PCSR per photo and the summary per fill: worst and mean loss, photos over the budget.
+The filter and its fit are the package's (``models.fill.LinearFill``, ``training.fill.FillStatistics``:
+what ``pcsr fit-fill`` writes into a model). For each photo (HR centre crop, LR as ``pcsr eval`` makes
+it) and threshold, the gate runs for real (exact halo, k = 0): its output with the skipped pixels
+refilled by each filter is what a gate with that fill would give, since the gate's skipped pixels are
+exactly the bicubic fill and the others do not depend on it. Prints dB below PCSR per photo and the
+summary per fill: worst and mean loss, photos over the budget.
 
     python experiments/skip_flat_fill.py --ckpt CKPT --hr-size 1088x1920 PHOTO ... [--eval-hr-size 2160x3824
         --eval PHOTO ...] [--json OUT]
@@ -33,15 +35,12 @@ import torch
 import torch.nn.functional as F
 
 import pcsr_lightning
-from pcsr_lightning.inference.gate import flatness_scores
+from pcsr_lightning.training.fill import FillStatistics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from skip_flat_selfcal import check_hr_size, gate_losses, hr_crop, lr_of  # noqa: E402  (the same crops, LR, runs)
 
 SCALE = 4
-RADIUS = 2  # a 5x5 LR neighbourhood
-FIT_BELOW = 0.2  # LR pixels fitted: max |Laplacian| over their 5x5 neighbourhood below this (flat ones)
-RIDGE = 1e-6
 THRESHOLDS = (0.045, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3)
 FILLS = ("bicubic", "trained", "self")
 
@@ -51,37 +50,17 @@ def bicubic(lr: torch.Tensor) -> torch.Tensor:
     return F.interpolate(lr, scale_factor=SCALE, mode="bicubic", align_corners=False)
 
 
-def neighbourhoods(lr: torch.Tensor) -> torch.Tensor:
-    """(1,3,h,w) -> (3*h*w, 26): each pixel's 5x5 neighbourhood (replicate padding) and a constant 1."""
-    k = 2 * RADIUS + 1
-    patches = F.unfold(F.pad(lr, (RADIUS,) * 4, mode="replicate").transpose(0, 1), k)  # (3, k*k, h*w)
-    x = patches.permute(0, 2, 1).reshape(-1, k * k).double()
-    return torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
+def statistics(lr: torch.Tensor, hr: torch.Tensor) -> FillStatistics:
+    """The fill's normal equations over the flat LR pixels of one pair."""
+    stats = FillStatistics(SCALE)
+    stats.add(lr, hr)
+    return stats
 
 
-def phases(hr: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(1,3,4h,4w) -> (3*h*w, 16): the HR pixels of each LR pixel, by phase."""
-    return hr.reshape(3, h, SCALE, w, SCALE).permute(0, 1, 3, 2, 4).reshape(-1, SCALE * SCALE).double()
-
-
-def normal_equations(lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(X'X, X'Y) over the flat LR pixels of one pair, Y = HR - bicubic(LR)."""
-    _, _, h, w = lr.shape
-    flat = (flatness_scores(lr, 1)[0] < FIT_BELOW).flatten().repeat(3)
-    x = neighbourhoods(lr)[flat]
-    y = phases(hr - bicubic(lr), h, w)[flat]
-    return x.T @ x, x.T @ y
-
-
-def solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.solve(a + RIDGE * torch.eye(a.shape[0], dtype=a.dtype), b)
-
-
-def linear_fill(lr: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """bicubic(LR) + the filter's residual, (1,3,4h,4w)."""
-    _, _, h, w = lr.shape
-    res = (neighbourhoods(lr) @ weights).float().view(3, h, w, SCALE, SCALE).permute(0, 1, 3, 2, 4)
-    return bicubic(lr) + res.reshape(1, 3, h * SCALE, w * SCALE)
+def fitted_fill(stats: FillStatistics, lr: torch.Tensor) -> torch.Tensor:
+    """The fill fitted on ``stats``, applied to ``lr``; bicubic where there was no flat pixel to fit on."""
+    with torch.no_grad():
+        return stats.solve()(lr) if stats.pixels else bicubic(lr)
 
 
 def main(argv=None) -> None:
@@ -115,11 +94,9 @@ def main(argv=None) -> None:
     for path in args.photos:
         p = pair(path, sizes["fit"])
         if p is not None:
-            fitted[path.stem] = (p, normal_equations(p[1], p[0]))
+            fitted[path.stem] = (p, statistics(p[1], p[0]))
     if not fitted:
         ap.error("no fitting photo holds the HR size")
-    total_a = sum(eq[0] for _, eq in fitted.values())
-    total_b = sum(eq[1] for _, eq in fitted.values())
 
     if args.eval:
         reported = [(path.stem, pair(path, sizes["eval"])) for path in args.eval]
@@ -128,11 +105,10 @@ def main(argv=None) -> None:
         reported = [(name, p) for name, (p, _) in fitted.items()]
     photos = []
     for name, (hr, lr) in reported:
-        a, b = total_a, total_b
-        if name in fitted and not args.eval:  # leave this photo out of its own filter
-            a, b = a - fitted[name][1][0], b - fitted[name][1][1]
-        fills = {"bicubic": bicubic(lr), "trained": linear_fill(lr, solve(a, b)),
-                 "self": linear_fill(lr, solve(*normal_equations(lr_of(lr), lr)))}
+        others = FillStatistics.merged(stats for other, (_, stats) in fitted.items()  # leave this photo out
+                                       if args.eval or other != name)
+        fills = {"bicubic": bicubic(lr), "trained": fitted_fill(others, lr),
+                 "self": fitted_fill(statistics(lr_of(lr), lr), lr)}
         rows = gate_losses(model, lr, hr, args.thresholds, fills)
         photos.append({"name": name, "rows": rows})
         print(f"{name}: " + ", ".join(f"{r['threshold']}: " + "/".join(f"{r[f]:+.3f}" for f in FILLS) for r in rows),

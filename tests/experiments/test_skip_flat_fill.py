@@ -18,24 +18,17 @@ from pcsr_lightning.measure.metrics import psnr
 fill = load_script("skip_flat_fill")
 
 
-def test_a_filter_taking_the_centre_tap_adds_the_nearest_lr_pixel_at_every_phase():
-    lr = torch.rand(1, 3, 6, 7)
-    weights = torch.zeros(26, 16, dtype=torch.float64)
-    weights[12] = 1.0  # the centre of the 5x5 neighbourhood, every phase
-    out = fill.linear_fill(lr, weights)
-    nearest = lr.repeat_interleave(4, 2).repeat_interleave(4, 3)
-    torch.testing.assert_close(out, fill.bicubic(lr) + nearest)
-    assert torch.equal(fill.linear_fill(lr, torch.zeros(26, 16, dtype=torch.float64)), fill.bicubic(lr))
-
-
-def test_phases_and_neighbourhoods_line_up_so_least_squares_recovers_a_filter():
+def test_the_filter_is_the_packages_fit_and_bicubic_where_nothing_is_flat():
     torch.manual_seed(0)
-    lr = torch.rand(1, 3, 12, 10)
-    truth = torch.randn(26, 16, dtype=torch.float64)
-    hr = fill.linear_fill(lr, truth)  # HR - bicubic(LR) is exactly the filter's output
-    x = fill.neighbourhoods(lr)
-    y = fill.phases(hr - fill.bicubic(lr), 12, 10)
-    torch.testing.assert_close(fill.solve(x.T @ x, x.T @ y), truth, atol=1e-4, rtol=1e-4)
+    lr = torch.rand(1, 3, 12, 10) * 0.02 + 0.4  # flat everywhere
+    hr = fill.bicubic(lr) + 0.01
+    stats = fill.statistics(lr, hr)
+    assert stats.pixels == 3 * 12 * 10
+    torch.testing.assert_close(fill.fitted_fill(stats, lr), stats.solve()(lr).detach())
+    torch.testing.assert_close(fill.fitted_fill(stats, lr), hr, atol=1e-4, rtol=0)  # the bias learns the offset
+    checker = ((torch.arange(12)[:, None] + torch.arange(10)[None]) % 2).float().expand(1, 3, 12, 10)
+    busy = fill.statistics(checker, fill.bicubic(checker))
+    assert busy.pixels == 0 and torch.equal(fill.fitted_fill(busy, checker), fill.bicubic(checker))
 
 
 def test_the_bicubic_column_is_the_gates_own_loss(tmp_path):

@@ -53,6 +53,32 @@ def test_an_unfitted_fill_is_torchs_bicubic_borders_included(scale):
         LinearFill(0)
 
 
+def test_a_filter_adding_the_centre_tap_adds_the_nearest_lr_pixel_at_every_phase():
+    """The phases are laid out as the HR pixels of each LR pixel: a filter that adds its centre tap to
+    bicubic at every phase adds the nearest-neighbour upscale."""
+    lr = torch.rand(1, 3, 6, 7)
+    fill = LinearFill(4)
+    weight = fill.weight.reshape(16, 25).clone()
+    weight[:, 12] += 1.0  # the centre of the 5x5 neighbourhood, every phase
+    fill.set_filters(weight, torch.zeros(16))
+    nearest = lr.repeat_interleave(4, 2).repeat_interleave(4, 3)
+    torch.testing.assert_close(fill(lr), LinearFill(4)(lr) + nearest)
+
+
+def test_statistics_merge_as_if_fitted_together():
+    lr = half_flat(32, 48)
+    hr = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False) + 0.01 * torch.rand(1, 3, 128, 192)
+    parts = [FillStatistics(4), FillStatistics(4)]
+    parts[0].add(lr[..., :16, :], hr[..., :64, :])
+    parts[1].add(lr[..., 16:, :], hr[..., 64:, :])
+    merged = FillStatistics.merged(parts)
+    assert merged.pixels == parts[0].pixels + parts[1].pixels and merged.images == 2
+    torch.testing.assert_close(merged.xtx, parts[0].xtx + parts[1].xtx)
+    torch.testing.assert_close(merged.xty, parts[0].xty + parts[1].xty)
+    with pytest.raises(ValueError, match="do not add up"):
+        FillStatistics.merged([FillStatistics(4), FillStatistics(2)])
+
+
 def test_the_fit_recovers_a_known_filter_and_sums_photo_by_photo():
     true = perturbed(seed=2)
     lr = torch.rand(3, 3, 30, 41)

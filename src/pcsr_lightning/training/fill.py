@@ -86,9 +86,30 @@ class FillStatistics:
         fitted = self.yty - 2 * float((solution * self.xty).sum()) + float((solution * (self.xtx @ solution)).sum())
         return (self.yty / values) ** 0.5, max(0.0, fitted / values) ** 0.5
 
+    @classmethod
+    def merged(cls, parts: Iterable[FillStatistics]) -> FillStatistics:
+        """The statistics of several photo sets together (the normal equations add up), e.g. all photos
+        but one."""
+        parts = list(parts)
+        if not parts:
+            raise ValueError("no statistics to merge")
+        total = cls(parts[0].scale, parts[0].radius, parts[0].below)
+        if any((p.scale, p.radius, p.below) != (total.scale, total.radius, total.below) for p in parts):
+            raise ValueError("statistics of different scales, radii or flatness bounds do not add up")
+        for part in parts:
+            total.xtx += part.xtx
+            total.xty += part.xty
+            total.yty += part.yty
+            total.pixels += part.pixels
+            total.images += part.images
+        return total
+
     def solve(self, ridge: float = RIDGE) -> LinearFill:
         """The fitted fill: bicubic's filters plus the least-squares correction."""
-        solution = self.correction(ridge)
+        return self.fill_of(self.correction(ridge))
+
+    def fill_of(self, solution: torch.Tensor) -> LinearFill:
+        """The fill of a ``correction``: bicubic's filters plus it."""
         fill = LinearFill(self.scale, self.radius)
         weight = fill.weight.double().reshape(self.scale * self.scale, -1) + solution[:-1].T
         fill.set_filters(weight.float(), solution[-1].float())

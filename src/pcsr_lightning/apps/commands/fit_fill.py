@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         added = stats.add(lr[None], hr[None])
         print(f"{path.name}: {added // 3:,} of {lr.shape[-2] * lr.shape[-1]:,} LR pixels flat")
     solution = stats.correction()
-    fill = stats.solve()
+    fill = stats.fill_of(solution)
     bicubic, fitted = stats.rms_errors(solution)
     loaded.model.fill = fill
     config = {**loaded.config, "fill": {"_target_": FILL_TARGET, "scale": fill.scale, "radius": fill.radius}}
