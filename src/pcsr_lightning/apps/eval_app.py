@@ -22,11 +22,14 @@ def settings_of(cfg: DictConfig):
     """EvalSettings from the ``eval`` node; ``k`` and ``skip_flat`` may each be a number or a list."""
 
     node = OmegaConf.to_container(cfg.eval, resolve=True)
-    k = node.pop("k")
-    node["ks"] = [float(x) for x in (k if isinstance(k, list) else [k])]
-    skip = node.get("skip_flat", [])
-    node["skip_flat"] = [float(x) for x in (skip if isinstance(skip, list) else [skip])]
+    node["ks"] = floats(node.pop("k"))
+    node["skip_flat"] = floats(node.get("skip_flat", []))
     return instantiate(node, _convert_="all")
+
+
+def floats(value) -> list[float]:
+    """A number or a list of numbers, as a list."""
+    return [float(x) for x in (value if isinstance(value, list) else [value])]
 
 
 def run_eval_job(cfg: DictConfig, out: Path) -> int:

@@ -20,7 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from pcsr_lightning.data.bicubic import downscale
 from pcsr_lightning.data.sources import sample_photo
-from pcsr_lightning.inference.gate import DEFAULT_TILE, check_fill, check_scorer
+from pcsr_lightning.inference.gate import DEFAULT_TILE, check_gate
 from pcsr_lightning.inference.layout import as_input, choose_memory_format, format_name
 from pcsr_lightning.inference.reference import class_map_agreement, upscale_reference
 from pcsr_lightning.inference.routed import backbone_features, prepare, upscale, upscale_forced
@@ -242,12 +242,11 @@ class BenchSettings:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {sorted(DTYPES)}")
         if any(not (math.isfinite(t) and t >= 0) for t in self.skip_flat):
             raise ValueError(f"--skip-flat thresholds must be finite numbers >= 0, got {list(self.skip_flat)}")
-        check_scorer(self.skip_gate)
-        check_fill(self.skip_fill)
+        check_gate(self.skip_gate, self.skip_fill)
 
 
 def bench_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dtype, memory_format: str,
-                scale: int, skip_gate: str | None = None, skip_fill: str | None = None) -> torch.nn.Module:
+                scale: int, gate: tuple[str, str] | None = None) -> torch.nn.Module:
     """A checkpoint of the expected kind, loaded as users get it (``pcsr_lightning.load``: its layout rule,
     the cost list computed in float32 before the cast to ``dtype``)."""
     model = load(path, device, dtype, memory_format)
@@ -255,10 +254,8 @@ def bench_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.d
         raise ValueError(f"{path} is a {model.kind} checkpoint, expected {'pcsr' if want_pcsr else 'original'}")
     if want_pcsr:
         model.cost_list(scale)
-        if skip_gate is not None:
-            check_scorer(skip_gate, model.network)  # before any timing: a model without a learned gate
-        if skip_fill is not None:
-            check_fill(skip_fill, model.network, scale)  # or without a fitted fill
+        if gate is not None:  # (scorer, fill): before any timing, a model without what they need
+            check_gate(*gate, model.network, scale)
     elif model.scale != scale:
         raise ValueError(f"the original network upscales x{model.scale}, the benchmark runs x{scale}")
     return model.network
@@ -307,8 +304,7 @@ class BenchRun:
 def load_models(settings: BenchSettings, device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Module, ...]:
     """(PCSR, original) networks of the two checkpoints."""
     pcsr = bench_model(settings.pcsr_ckpt, True, device, dtype, settings.memory_format, settings.scale,
-                       settings.skip_gate if settings.skip_flat else None,
-                       settings.skip_fill if settings.skip_flat else None)
+                       (settings.skip_gate, settings.skip_fill) if settings.skip_flat else None)
     original = bench_model(settings.original_ckpt, False, device, dtype, settings.memory_format, settings.scale)
     return pcsr, original
 

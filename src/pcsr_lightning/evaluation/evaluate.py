@@ -19,7 +19,7 @@ import torch
 
 from pcsr_lightning.evaluation.plot import Series, save_plot
 from pcsr_lightning.evaluation.protocol import bicubic_sr, load_pair
-from pcsr_lightning.inference.gate import DEFAULT_TILE, check_fill, check_scorer, plan_skip
+from pcsr_lightning.inference.gate import DEFAULT_TILE, check_gate, plan_skip
 from pcsr_lightning.inference.layout import choose_memory_format
 from pcsr_lightning.inference.routed import forced_classes, prepare, render, route
 from pcsr_lightning.inference.router import check_k, class_counts, heavy_share
@@ -88,8 +88,7 @@ class EvalSettings:
             raise ValueError(f"skip_tile must be >= 1 LR pixel, got {self.skip_tile}")
         if self.skip_halo is not None and int(self.skip_halo) < 0:
             raise ValueError(f"skip_halo must be >= 0 LR pixels, got {self.skip_halo}")
-        check_scorer(self.skip_gate)
-        check_fill(self.skip_fill)
+        check_gate(self.skip_gate, self.skip_fill)
         self.scale = check_scale_value(self.scale)
         if int(self.max_pixels) < 1:
             raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
@@ -192,8 +191,7 @@ def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tupl
     model = load(settings.ckpt, settings.device, memory_format=settings.memory_format)
     model.check_scale(settings.scale)
     if settings.skip_flat and model.is_pcsr:
-        check_scorer(settings.skip_gate, model.network)  # before any image: a model without a learned gate
-        check_fill(settings.skip_fill, model.network, settings.scale)  # or without a fitted fill
+        check_gate(settings.skip_gate, settings.skip_fill, model.network, settings.scale)  # before any image
     loaded, device = model.loaded, model.device
     original = None
     if settings.original_ckpt:

@@ -105,6 +105,13 @@ def check_fill(fill: str, model=None, scale: float | None = None) -> str:
     return fill
 
 
+def check_gate(scorer: str, fill: str, model=None, scale: float | None = None) -> None:
+    """The gate's scorer and fill (``check_scorer``, ``check_fill``); with ``model``, that it holds the
+    learned gate or the fitted fill they ask for (before any image is read or timed)."""
+    check_scorer(scorer, model)
+    check_fill(fill, model, scale)
+
+
 def fill_macs_per_hr_pixel(model, fill: str) -> int:
     return model.fill.macs_per_hr_pixel() if fill == "linear" else FILL_MACS_PER_HR_PIXEL
 
@@ -373,7 +380,11 @@ def window_batches(windows: list[Window]) -> list[list[Window]]:
     for (sh, sw), wins in groups.items():
         per_batch = max(1, ENCODE_BATCH_PIXELS // (sh * sw))
         batches += [wins[n0 : n0 + per_batch] for n0 in range(0, len(wins), per_batch)]
-    return sorted(batches, key=lambda chunk: -sum(w.pixels for w in chunk))
+    return sorted(batches, key=lambda chunk: -batch_pixels(chunk))
+
+
+def batch_pixels(chunk: list[Window]) -> int:
+    return sum(w.pixels for w in chunk)
 
 
 def encode_windows(model, lr_norm: torch.Tensor, windows: list[Window], tile: int = 0, threads: int | None = None
@@ -401,8 +412,8 @@ def encode_windows(model, lr_norm: torch.Tensor, windows: list[Window], tile: in
     batches = window_batches(windows)
     n = routed_threads(threads, lr_norm.device)
     left = sum(w.pixels for w in windows)
-    while batches and (n == 0 or sum(w.pixels for w in batches[0]) * n > left):  # more than a worker's share
-        left -= sum(w.pixels for w in batches[0])
+    while batches and (n == 0 or batch_pixels(batches[0]) * n > left):  # more than a worker's share
+        left -= batch_pixels(batches[0])
         run(batches.pop(0))
     with Workers(n) as workers:
         workers.run(run, batches)
@@ -469,15 +480,7 @@ def fill_skipped(pred: torch.Tensor, lr_norm: torch.Tensor, plan: SkipPlan, grid
         pred[i, :, r0:r1, c0:c1] = bicubic_rect(images[i], (taps_y[0][r0:r1], taps_y[1][r0:r1]),
                                                 (taps_x[0][c0:c1], taps_x[1][c0:c1]))
 
-    run_rects(fill, plan.skipped_rects(grid), workers)
-
-
-def run_rects(fill, rects: list, workers: Workers | None) -> None:
-    if workers is None:
-        for rect in rects:
-            fill(rect)
-    else:
-        workers.run(fill, rects)
+    (workers or Workers(0)).run(fill, plan.skipped_rects(grid))
 
 
 def fill_linear(pred: torch.Tensor, lr_norm: torch.Tensor, plan: SkipPlan, grid: QueryGrid, model,
@@ -495,4 +498,4 @@ def fill_linear(pred: torch.Tensor, lr_norm: torch.Tensor, plan: SkipPlan, grid:
         out = fill.valid(images[i][:, :, y0 : y1 + 2 * fill.radius, x0 : x1 + 2 * fill.radius]) - mean
         pred[i, :, r0:r1, c0:c1] = out[0, :, r0 - y0 * s : r1 - y0 * s, c0 - x0 * s : c1 - x0 * s]
 
-    run_rects(fill_rect, plan.skipped_rects(grid), workers)
+    (workers or Workers(0)).run(fill_rect, plan.skipped_rects(grid))

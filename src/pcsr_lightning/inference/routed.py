@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from pcsr_lightning.inference.gate import (
     DEFAULT_TILE,
     SkipPlan,
-    check_fill,
-    check_scorer,
+    check_gate,
     encode_active,
     fill_skipped,
     plan_skip,
@@ -294,8 +293,7 @@ def gate_for(model, lr: torch.Tensor, scale: float, skip_flat: float | None, ski
     """The flat-tile gate's plan for ``lr``; None when ``skip_flat`` is None (off). ``skip_gate``: what
     scores the tiles, ``laplacian`` or the model's ``learned`` gate (an error for a model without one);
     ``skip_fill``: what fills them, ``bicubic`` or the model's ``linear`` fill (likewise)."""
-    check_scorer(skip_gate, model)
-    check_fill(skip_fill, model, scale)
+    check_gate(skip_gate, skip_fill, model, scale)
     if skip_flat is None:
         return None
     return plan_skip(model, lr, scale, skip_flat, skip_tile, skip_halo, scorer=skip_gate, fill=skip_fill)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from pcsr_lightning.inference.gate import DEFAULT_TILE as DEFAULT_SKIP_TILE
-from pcsr_lightning.inference.gate import check_fill, check_scorer
+from pcsr_lightning.inference.gate import check_gate
 from pcsr_lightning.inference.layout import as_input, choose_memory_format, in_memory_format
 from pcsr_lightning.inference.routed import RoutedSR
 from pcsr_lightning.inference.routed import upscale as routed_upscale
@@ -58,8 +58,7 @@ class RoutingOptions:
             raise ValueError(f"skip_tile must be >= 1 LR pixel, got {self.skip_tile}")
         if self.skip_halo is not None and int(self.skip_halo) < 0:
             raise ValueError(f"skip_halo must be None (the receptive radius) or >= 0 LR pixels, got {self.skip_halo}")
-        check_scorer(self.skip_gate)
-        check_fill(self.skip_fill)
+        check_gate(self.skip_gate, self.skip_fill)
 
 
 @dataclass

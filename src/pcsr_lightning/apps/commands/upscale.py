@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from pcsr_lightning.apps.commands.common import add_routing_flags, is_out_of_memory, out_of_memory, routing_from
-from pcsr_lightning.inference.gate import check_fill, check_scorer
+from pcsr_lightning.inference.gate import check_gate
 from pcsr_lightning.inference.router import heavy_share, skipped_share
 from pcsr_lightning.inference.srmodel import RoutingOptions, SRModel, load
 from pcsr_lightning.io.files import FileExistsElsewhere, OutputError, check_outputs, output_stems
@@ -86,10 +86,9 @@ def run(args: argparse.Namespace) -> int:
     check_outputs([p for outs in plan.values() for p in outs], inputs)
     check_existing(plan, args.overwrite, args.skip_existing)
     model = load(args.ckpt, args.device, memory_format=args.memory_format)
-    if model.is_pcsr:
-        check_scorer(routing.skip_gate, model.network)  # before any image: a model without a learned gate
-        check_fill(routing.skip_fill, model.network, model.check_scale(args.scale))  # or without a fitted fill
-    model.check_scale(args.scale)
+    scale = model.check_scale(args.scale)
+    if model.is_pcsr:  # before any image: a model without the learned gate or the fitted fill asked for
+        check_gate(routing.skip_gate, routing.skip_fill, model.network, scale)
     progress = Progress(len(plan), out_dir)
     try:
         for path, outs in plan.items():
