@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+from pathlib import Path
 
 import torch
 
@@ -12,7 +14,7 @@ from pcsr_lightning.inference.gate import FILLS, SCORERS
 from pcsr_lightning.inference.layout import CHOICES as MEMORY_FORMAT_CHOICES
 from pcsr_lightning.inference.router import check_k
 from pcsr_lightning.inference.srmodel import RoutingOptions, check_scale_value
-from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, HARD_MAX_PIXELS
+from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, HARD_MAX_PIXELS, IMAGE_EXTENSIONS, list_images
 from pcsr_lightning.measure.metrics import METRICS
 
 
@@ -125,6 +127,24 @@ def add_metrics_flag(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--metrics", nargs="+", choices=list(METRICS), default=["psnr"],
                         help="psnr (RGB) is always measured; psnr_y: PSNR on the BT.601 luma; ssim: SSIM on the luma")
+
+
+def warn_skipped(path: Path, reason: str) -> None:
+    print(f"warning: skipping {path}: {reason}", file=sys.stderr)
+
+
+def inputs_of(path: Path, purpose: str) -> list[Path]:
+    """The images a command reads: the file, or the folder's images (entries that are no readable file are
+    named, one warning line each); a folder without any is an error naming it (``purpose``: e.g. "to
+    upscale")."""
+    if path.is_dir():
+        images = list_images(path, on_skip=warn_skipped)
+        if not images:
+            raise FileNotFoundError(f"no images {purpose} in {path} (image files: {', '.join(IMAGE_EXTENSIONS)})")
+        return images
+    if path.is_file():
+        return [path]
+    raise FileNotFoundError(f"input not found: {path}")
 
 
 def routing_from(args: argparse.Namespace) -> RoutingOptions:

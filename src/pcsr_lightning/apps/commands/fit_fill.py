@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pcsr_lightning.apps.commands.common import inputs_of
 from pcsr_lightning.apps.commands.convert import add_format_flag, describe
 from pcsr_lightning.data.bicubic import make_pair
 from pcsr_lightning.io.files import check_outputs
-from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, list_images, read_image
+from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, read_image
 from pcsr_lightning.io.weights import load_model, output_files, save_model
 from pcsr_lightning.training.fill import FIT_BELOW, FillStatistics
 
@@ -32,29 +33,13 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def photo_paths(items: list[str]) -> list[Path]:
-    """Files as given, folders by their images (sorted); an error for a path that is neither."""
-    paths: list[Path] = []
-    for item in map(Path, items):
-        if item.is_dir():
-            found = list_images(item)
-            if not found:
-                raise ValueError(f"{item}: no image in this folder")
-            paths += found
-        elif item.is_file():
-            paths.append(item)
-        else:
-            raise FileNotFoundError(f"photo not found: {item}")
-    return paths
-
-
 def run(args: argparse.Namespace) -> int:
     if args.scale < 2:
         raise ValueError(f"--scale must be an integer >= 2, got {args.scale}")
     if not args.below > 0:
         raise ValueError(f"--below must be > 0, got {args.below}")
     src = Path(args.model)
-    paths = photo_paths(args.photos)
+    paths = [path for item in args.photos for path in inputs_of(Path(item), "to fit on")]
     check_outputs(output_files(args.out, args.format), inputs=[src, *paths], overwrite=args.overwrite)
     loaded = load_model(src)
     if not loaded.is_pcsr:

@@ -7,40 +7,27 @@ import os
 import sys
 from pathlib import Path
 
-from pcsr_lightning.apps.commands.common import add_routing_flags, is_out_of_memory, out_of_memory, routing_from
+from pcsr_lightning.apps.commands.common import (
+    add_routing_flags,
+    inputs_of,
+    is_out_of_memory,
+    out_of_memory,
+    routing_from,
+)
 from pcsr_lightning.inference.gate import check_gate
 from pcsr_lightning.inference.router import heavy_share, skipped_share
 from pcsr_lightning.inference.srmodel import RoutingOptions, SRModel, load
 from pcsr_lightning.io.files import FileExistsElsewhere, OutputError, check_outputs, output_stems
 from pcsr_lightning.io.images import (
-    IMAGE_EXTENSIONS,
     PNG_COMPRESS_LEVEL,
     ImageReadError,
     check_png_level,
     class_overlay,
-    list_images,
     non_finite,
     read_image,
     write_png,
 )
 from pcsr_lightning.measure.memory import process_peak_mb
-
-
-def warn_skipped(path: Path, reason: str) -> None:
-    print(f"warning: skipping {path}: {reason}", file=sys.stderr)
-
-
-def inputs_of(path: Path) -> list[Path]:
-    """The images to upscale: the file, or the folder's images (entries that are no readable file are
-    named, one warning line each); a folder without any is an error naming it."""
-    if path.is_dir():
-        images = list_images(path, on_skip=warn_skipped)
-        if not images:
-            raise FileNotFoundError(f"no images to upscale in {path} (image files: {', '.join(IMAGE_EXTENSIONS)})")
-        return images
-    if path.is_file():
-        return [path]
-    raise FileNotFoundError(f"input not found: {path}")
 
 
 def add_parser(sub) -> None:
@@ -80,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     routing = routing_from(args)
     check_png_level(args.png_level)
     out_dir = Path(args.output)
-    inputs = inputs_of(Path(args.input))
+    inputs = inputs_of(Path(args.input), "to upscale")
     plan = plan_outputs(inputs, out_dir, args.class_map)
     # Every refusal (an input overwritten, an existing result, an unwritable folder) before any work.
     check_outputs([p for outs in plan.values() for p in outs], inputs)
