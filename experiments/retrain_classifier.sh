@@ -19,6 +19,9 @@
 #   CLASSIFIER_LR_SCALE  the classifier's learning rate relative to LR in stage 1; 1: the same as U_1's
 #   BACKBONES=fsrcnn  also carn: BACKBONES="fsrcnn carn"
 #   RUNS=results/retrain_classifier  an interrupted run left there is resumed: delete it to change settings
+#   REFIT=1           the model to report, once every setting has been chosen on VAL_DIR: trained on TRAIN_DIR
+#                     and VAL_DIR together (links in <run>/photos/), and only REPORT_DIR swept (VAL_DIR would be
+#                     photos it trained on: no val/ sweeps, no compare_val.md)
 # Hydra overrides after the folders go last (e.g. seed=2).
 # Then two swapped models say which part a gap comes from: the released model with only the re-trained
 # classifier (retrained_C_only) and with only the re-trained U_1 (retrained_U1_only).
@@ -60,16 +63,21 @@ for backbone in ${BACKBONES:-fsrcnn}; do
   [ -f "$run/manifest.json" ] && resume=true
   start=$(date +%s)
   mkdir -p "$run"
-  pcsr-train experiment=retrain_$backbone data.train.path="$TRAIN" data.val.path="$VAL" \
+  train=$TRAIN splits="val report" photos=""
+  if [ "${REFIT:-0}" = 1 ]; then
+    train="$PWD/$run/photos" splits=report photos=" on TRAIN_DIR and VAL_DIR together (REFIT=1)"
+    link_photos "$train" "$TRAIN" "$VAL"
+  fi
+  pcsr-train experiment=retrain_$backbone data.train.path="$train" data.val.path="$VAL" \
     init.checkpoint="$released" "${settings[@]}" resume=$resume hydra.run.dir="$run" "$@"
-  echo "$backbone: experiment=retrain_$backbone ${settings[*]} $*, trained in $(( $(date +%s) - start )) s" \
+  echo "$backbone: experiment=retrain_$backbone ${settings[*]} $*$photos, trained in $(( $(date +%s) - start )) s" \
     "(wall clock, this run), on $(lscpu | sed -n 's/^Model name: *//p') ($(nproc --all) CPUs," \
     "${OMP_NUM_THREADS:-one per CPU} intra-op threads)" | tee -a "$run/trained.txt"
   for swapped in "retrained_C_only classifier" "retrained_U1_only upsamplers.1"; do
     read -r name part <<< "$swapped"
     pcsr swap "$released" "$run/final.ckpt" --parts "$part" --out "$run/$name.ckpt"
   done
-  for split in val report; do
+  for split in $splits; do
     folder=$VAL
     [ $split = report ] && folder=$REPORT
     mkdir -p "$run/$split"
@@ -80,7 +88,7 @@ for backbone in ${BACKBONES:-fsrcnn}; do
       pcsr eval --ckpt "$ckpt" --hr-dir "$folder" --k $RETRAIN_KS --ends --summary "$run/$split/$name.csv"
     done
   done
-  for split in val report; do
+  for split in $splits; do
     table="$run/compare.md" plot=(--plot "$run/curves.png") folder=$REPORT
     [ $split = val ] && table="$run/compare_val.md" plot=() folder=$VAL
     pcsr compare released="$run/$split/released.csv" retrained="$run/$split/retrained.csv" \
