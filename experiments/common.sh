@@ -35,9 +35,9 @@ for folder in sys.argv[2:]:
     except FileNotFoundError as err:
         sys.exit(f"link_photos: {err}")
     for photo in photos:
-        link = dest / Path(photo).name
+        link = dest / photo.name
         if link.is_symlink():
             sys.exit(f"link_photos: two images named {link.name}: {link.resolve()} and {photo}")
-        link.symlink_to(Path(photo).resolve())
+        link.symlink_to(photo.resolve())
 PY
 }

@@ -411,7 +411,7 @@ def encode_windows(model, lr_norm: torch.Tensor, windows: list[Window], tile: in
 
     batches = window_batches(windows)
     n = routed_threads(threads, lr_norm.device)
-    left = sum(w.pixels for w in windows)
+    left = batch_pixels(windows)
     while batches and (n == 0 or batch_pixels(batches[0]) * n > left):  # more than a worker's share
         left -= batch_pixels(batches[0])
         run(batches.pop(0))
