@@ -10,8 +10,9 @@ import statistics
 
 import torch
 
+from pcsr_lightning.bench.inputs import parse_size, photo_mosaic
+from pcsr_lightning.bench.timing import time_rounds
 from pcsr_lightning.data.bicubic import downscale
-from pcsr_lightning.evaluation.bench import parse_size, photo_mosaic, time_rounds
 from pcsr_lightning.inference.cache import l2_bytes_per_core
 from pcsr_lightning.inference.kernels import CLASSIFIER_BAND_QUERIES, FoldedLayer, block_queries
 from pcsr_lightning.inference.refinement import band_rows, refine_in_place

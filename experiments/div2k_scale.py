@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from pcsr_lightning.bench.inputs import photo_mosaic
+from pcsr_lightning.bench.timing import machine_info
 from pcsr_lightning.data.datamodule import TrainCrops
 from pcsr_lightning.data.div2k import DIV2K, crop_positions
-from pcsr_lightning.evaluation.bench import machine_info, photo_mosaic
 from pcsr_lightning.io.files import write_text
 from pcsr_lightning.io.images import write_png
 

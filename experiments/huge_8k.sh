@@ -5,7 +5,7 @@ DEVICE=${DEVICE:-cpu}
 OUT=results/huge
 mkdir -p "$OUT"
 python - <<'PY'
-from pcsr_lightning.evaluation.bench import photo_mosaic
+from pcsr_lightning.bench.inputs import photo_mosaic
 from pcsr_lightning.data.bicubic import downscale
 from pcsr_lightning.io.images import write_png
 write_png(downscale(photo_mosaic((4320, 7680)), 4).clamp(0, 1), "results/huge/lr_1080x1920.png")

@@ -10,8 +10,9 @@ import statistics
 
 import torch
 
+from pcsr_lightning.bench.inputs import parse_size, photo_mosaic
+from pcsr_lightning.bench.timing import time_rounds
 from pcsr_lightning.data.bicubic import downscale
-from pcsr_lightning.evaluation.bench import parse_size, photo_mosaic, time_rounds
 from pcsr_lightning.inference.layout import as_input, in_memory_format
 from pcsr_lightning.inference.routed import upscale
 from pcsr_lightning.io.checkpoint import load_checkpoint

@@ -14,7 +14,7 @@ import statistics
 
 import torch
 
-from pcsr_lightning.evaluation.bench import time_rounds
+from pcsr_lightning.bench.timing import time_rounds
 from pcsr_lightning.inference.cache import cpu_cache_budget, l2_bytes_per_core
 from pcsr_lightning.inference.kernels import ONEDNN_BLOCK_FACTOR, BlockedTail, onednn_linear_available
 from pcsr_lightning.inference.workers import Workers

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pcsr_lightning.evaluation.bench import machine_info, parse_size
+from pcsr_lightning.bench.inputs import parse_size
+from pcsr_lightning.bench.timing import machine_info
 from pcsr_lightning.io.images import list_images, read_image, to_uint8
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
+from pcsr_lightning.bench.inputs import parse_size
 from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.data.samples import materialize_samples, sample_split
 from pcsr_lightning.data.sources import sample_photo
-from pcsr_lightning.evaluation.bench import parse_size
 from pcsr_lightning.io.images import list_images, read_image, write_png
 
 VALIDATION_EVERY = 3  # every third eligible photo (sorted by name, starting at the second) is validation

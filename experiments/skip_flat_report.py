@@ -9,7 +9,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from pcsr_lightning.evaluation.bench import paired_ratio
+from pcsr_lightning.bench.timing import paired_ratio
 
 
 def number(text):

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 import pcsr_lightning
+from pcsr_lightning.bench.inputs import parse_size
 from pcsr_lightning.data.bicubic import downscale
-from pcsr_lightning.evaluation.bench import parse_size
 from pcsr_lightning.inference.srmodel import RoutingOptions
 from pcsr_lightning.io.images import read_image
 from pcsr_lightning.measure.metrics import psnr

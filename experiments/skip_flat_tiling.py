@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from pcsr_lightning.evaluation.bench import paired_ratio, time_rounds
+from pcsr_lightning.bench.timing import paired_ratio, time_rounds
 from pcsr_lightning.evaluation.protocol import load_pair
 from pcsr_lightning.inference.gate import DEFAULT_TILE, encode_windows, plan_skip, plan_windows
 from pcsr_lightning.inference.layout import as_input

@@ -18,7 +18,7 @@ import os
 import sys
 
 from pcsr_lightning.data.bicubic import downscale
-from pcsr_lightning.evaluation.bench import photo_mosaic
+from pcsr_lightning.bench.inputs import photo_mosaic
 from pcsr_lightning.io.images import read_image, write_png
 
 hr = read_image(os.environ["HR"]) if os.environ["HR"] else photo_mosaic((2160, 3840))

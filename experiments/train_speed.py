@@ -22,10 +22,10 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from pcsr_lightning.bench.timing import machine_info
 from pcsr_lightning.config import compose_config
 from pcsr_lightning.data.datamodule import TrainCrops
 from pcsr_lightning.data.sources import SamplePhotos
-from pcsr_lightning.evaluation.bench import machine_info
 from pcsr_lightning.io.checkpoint import build_model
 from pcsr_lightning.io.files import write_text
 from pcsr_lightning.training.pipeline import instantiate, stage_plan

@@ -8,8 +8,10 @@ from torch import nn
 
 from conftest import sample_photo
 from pcsr_lightning.apps.cli import main
+from pcsr_lightning.bench.inputs import parse_size, photo_mosaic
+from pcsr_lightning.bench.run import Row, ratio_rows
+from pcsr_lightning.bench.timing import paired_ratio, time_rounds
 from pcsr_lightning.data.bicubic import imresize
-from pcsr_lightning.evaluation.bench import Row, paired_ratio, parse_size, photo_mosaic, ratio_rows, time_rounds
 from pcsr_lightning.inference import kernels
 from pcsr_lightning.inference.kernels import BlockedTail
 from pcsr_lightning.inference.reference import class_map_agreement, near_ties, upscale_reference

@@ -6,7 +6,8 @@ from torch import nn
 
 from factories import pcsr_net
 from pcsr_lightning.inference.routed import upscale
-from pcsr_lightning.models import CARN, FSRCNN, PCSR, OriginalSR, SRResNet
+from pcsr_lightning.io import checkpoint
+from pcsr_lightning.models import CARN, FSRCNN, PCSR, OriginalSR, SRResNet, model_classes, register
 from pcsr_lightning.models.sampler import make_cell, make_coord
 
 BACKBONES = {
@@ -131,3 +132,23 @@ def test_pcsr_mlps_keep_pytorch_defaults():
             expected = 1 / math.sqrt(3 * lin.in_features)
             assert lin.weight.std().item() == pytest.approx(expected, rel=6 / math.sqrt(lin.weight.numel()) + 0.05)
             assert lin.bias.abs().max() > 0
+
+
+def test_the_registry_is_the_allow_list_io_asks():
+    names = ("PCSR", "OriginalSR", "FSRCNN", "CARN", "SRResNet", "LearnedGate", "LinearFill")
+    classes = model_classes()
+    short = {f"pcsr_lightning.models.{n}" for n in names}
+    assert short <= set(classes) and len(classes) == 2 * len(names)  # each by its short and its module path
+    assert {f"{c.__module__}.{c.__qualname__}" for c in classes.values()} | short == set(classes)
+    assert checkpoint.model_classes is model_classes  # io asks the models' registry, it keeps no list
+    classes.clear()  # a copy: the allow-list itself is unchanged
+    assert len(model_classes()) == 2 * len(names)
+    with pytest.raises(TypeError, match="only torch.nn.Module classes"):
+        register(dict)
+
+    class PCSR(torch.nn.Module):  # another class under a registered short name
+        pass
+
+    with pytest.raises(ValueError, match="registered already"):
+        register(PCSR)
+    assert model_classes()["pcsr_lightning.models.PCSR"].__module__ == "pcsr_lightning.models.pcsr"

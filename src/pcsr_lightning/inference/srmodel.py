@@ -24,11 +24,12 @@ from pcsr_lightning.inference.layout import as_input, choose_memory_format, in_m
 from pcsr_lightning.inference.routed import RoutedSR
 from pcsr_lightning.inference.routed import upscale as routed_upscale
 from pcsr_lightning.inference.router import check_k, cost_list, heavy_share, skipped_share
-from pcsr_lightning.io.checkpoint import LoadedModel, model_classes
+from pcsr_lightning.io.checkpoint import LoadedModel
 from pcsr_lightning.io.images import pil_to_raw
 from pcsr_lightning.io.weights import load_model
 from pcsr_lightning.measure.flops import CONVENTIONS
 from pcsr_lightning.measure.meter import FlopsMeter
+from pcsr_lightning.models import model_classes
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_PCSR_SCALE = 4.0  # the scale PCSR is trained and published at; any scale > 1 works

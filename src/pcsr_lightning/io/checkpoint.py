@@ -2,7 +2,7 @@
 
 A checkpoint is a plain dict (loadable with ``weights_only=True``): the model's Hydra config, its
 state dict, and free-form metadata. The config is built by ``build_model``, which accepts only the model
-classes in ``MODEL_CLASSES`` (and those the user names in ``PCSR_ALLOW_CLASSES``) with plain data as
+classes registered in ``models.registry`` (and those the user names in ``PCSR_ALLOW_CLASSES``) with plain data as
 arguments: a checkpoint is data and never decides which code runs.
 """
 
@@ -18,9 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pcsr_lightning import models
 from pcsr_lightning.io.files import atomic_write
-from pcsr_lightning.models.pcsr import model_kind
+from pcsr_lightning.models import model_classes, model_kind
 
 FORMAT = "pcsr-lightning"
 FORMAT_VERSION = 1
@@ -42,16 +41,6 @@ class LoadedModel:
     @property
     def is_pcsr(self) -> bool:
         return self.kind == "pcsr"
-
-
-def model_classes() -> dict[str, type]:
-    """The classes a checkpoint may build, by the ``_target_`` names configs and old checkpoints use."""
-
-    classes = {f"pcsr_lightning.models.{name}": getattr(models, name)
-               for name in ("PCSR", "OriginalSR", "FSRCNN", "CARN", "SRResNet", "LearnedGate", "LinearFill")}
-    for cls in list(classes.values()):
-        classes[f"{cls.__module__}.{cls.__qualname__}"] = cls  # its defining module's path too
-    return classes
 
 
 def user_classes(names: str | None = None) -> dict[str, type]:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcsr_lightning.models.init import check_scheme
+from pcsr_lightning.models.registry import register
 from pcsr_lightning.models.tails import count, integer_scale
 
 
@@ -73,6 +74,7 @@ class _Upsample(nn.Module):
         return self.up(x)
 
 
+@register
 class CARN(nn.Module):
     """``scale=None`` gives the PCSR backbone (LR features, ``out_dim`` = nf channels).
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pcsr_lightning.models.registry import register
 from pcsr_lightning.models.tails import count
 
 RADIUS = 2  # LR pixels each side: the reach of bicubic's taps at every integer scale
@@ -35,6 +36,7 @@ def bicubic_phase_filters(scale: int, radius: int = RADIUS) -> torch.Tensor:
     return torch.einsum("yi,xj->yxij", taps, taps).reshape(scale * scale, 1, k, k).float()
 
 
+@register
 class LinearFill(nn.Module):
     """(B,3,h,w) LR in image range -> (B,3,s*h,s*w): per HR phase a (2r+1)^2 filter plus a bias.
 

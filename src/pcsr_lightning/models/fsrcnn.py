@@ -9,9 +9,11 @@ import torch
 from torch import nn
 
 from pcsr_lightning.models.init import check_scheme, scaled_kaiming_
+from pcsr_lightning.models.registry import register
 from pcsr_lightning.models.tails import count, integer_scale
 
 
+@register
 class FSRCNN(nn.Module):
     """``scale=None`` gives the PCSR backbone (LR features, ``out_dim`` = d channels).
 

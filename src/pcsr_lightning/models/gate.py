@@ -20,11 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pcsr_lightning.models.registry import register
 from pcsr_lightning.models.tails import count
 
 INITIAL_LOG_SCORE = math.log(0.01)  # the head's first bias: a residual of 1 % of the image range
 
 
+@register
 class LearnedGate(nn.Module):
     """(B,3,h,w) normalised LR -> (B, ceil(h/tile), ceil(w/tile)) log-scores; ``hidden`` channels."""
 

@@ -7,7 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pcsr_lightning.models.registry import register
 
+
+@register
 class OriginalSR(nn.Module):
     """``sr = network(lr - mean) + mean``; ``network`` is a backbone built with its upsampling tail."""
 

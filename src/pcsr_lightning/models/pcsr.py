@@ -17,9 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcsr_lightning.models.mlp import MLP
+from pcsr_lightning.models.registry import register
 from pcsr_lightning.models.sampler import query_inputs
 
 
+@register
 class PCSR(nn.Module):
     """``upsampler_hidden[j]`` are U_j's hidden widths, U_0 the heaviest; M = len(upsampler_hidden)."""
 

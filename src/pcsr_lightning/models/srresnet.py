@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcsr_lightning.models.init import check_scheme, scaled_kaiming_
+from pcsr_lightning.models.registry import register
 from pcsr_lightning.models.tails import count, integer_scale
 
 
@@ -20,6 +21,7 @@ class ResidualBlockNoBN(nn.Module):
         return x + self.conv2(F.relu(self.conv1(x)))
 
 
+@register
 class SRResNet(nn.Module):
     """``scale=None`` gives the PCSR backbone (trunk only, ``out_dim`` = nf channels).
 

@@ -8,16 +8,8 @@ import json
 import torch
 
 from pcsr_lightning.apps.commands.common import K_VALUE, add_memory_format_flag, add_skip_flags, checked, format_table
-from pcsr_lightning.evaluation.bench import (
-    DTYPES,
-    GUARD_DB,
-    TABLE_HEADER,
-    BenchSettings,
-    Row,
-    parse_size,
-    ratio_rows,
-    run_bench,
-)
+from pcsr_lightning.bench.inputs import parse_size
+from pcsr_lightning.bench.run import DTYPES, GUARD_DB, TABLE_HEADER, BenchSettings, Row, ratio_rows, run_bench
 from pcsr_lightning.io.files import check_outputs, write_text
 
 

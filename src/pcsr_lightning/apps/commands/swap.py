@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pcsr_lightning.evaluation.swap import swap_parts
 from pcsr_lightning.io.files import check_outputs
+from pcsr_lightning.io.swap import swap_parts
 from pcsr_lightning.io.weights import load_model, output_files, save_model
 
 
