@@ -14,7 +14,7 @@ from pcsr_lightning.bench.inputs import parse_size, photo_mosaic
 from pcsr_lightning.bench.timing import time_rounds
 from pcsr_lightning.data.bicubic import downscale
 from pcsr_lightning.inference.layout import as_input, in_memory_format
-from pcsr_lightning.inference.routed import upscale
+from pcsr_lightning.inference.session import upscale
 from pcsr_lightning.io.checkpoint import load_checkpoint
 
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}

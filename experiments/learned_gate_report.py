@@ -18,7 +18,8 @@ import torch
 
 from pcsr_lightning.evaluation.compare import read_summary
 from pcsr_lightning.evaluation.protocol import load_pair
-from pcsr_lightning.inference.gate import DEFAULT_TILE, tile_scores
+from pcsr_lightning.inference.gate import tile_scores
+from pcsr_lightning.inference.spec import DEFAULT_TILE
 from pcsr_lightning.inference.srmodel import load
 from pcsr_lightning.io.images import list_images
 

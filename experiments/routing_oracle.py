@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from pcsr_lightning.evaluation.protocol import load_pair
-from pcsr_lightning.inference.routed import prepare, render_forced
+from pcsr_lightning.inference.session import InferenceSession
 from pcsr_lightning.io.checkpoint import load_checkpoint
 from pcsr_lightning.io.images import list_images
 from pcsr_lightning.measure.metrics import quantize, shave_for
@@ -43,14 +43,14 @@ def pixel_errors(net, hr: torch.Tensor, lr: torch.Tensor) -> tuple[torch.Tensor,
     """Per shaved HR pixel: p_0, and the squared errors of U_0 and of U_1 alone (mean over RGB, 0-255)."""
     shave = shave_for(SCALE)
     with torch.no_grad():
-        prepared = prepare(net, lr[None], SCALE)
+        session = InferenceSession(net, lr[None], SCALE)
         target = quantize(hr)
         errors = []
         for cls in (0, 1):
-            sr = render_forced(net, prepared, cls, refine=False).sr[0]
+            sr = session.forced(cls, refine=False).sr[0]
             errors.append((quantize(sr) - target).pow(2).mean(0)[shave:-shave, shave:-shave].flatten())
     h, w = hr.shape[-2:]
-    p0 = prepared.probs[0, :, 0].view(h, w)[shave:-shave, shave:-shave].flatten().double()
+    p0 = session.prepared().probs[0, :, 0].view(h, w)[shave:-shave, shave:-shave].flatten().double()
     return p0, errors[0], errors[1]
 
 

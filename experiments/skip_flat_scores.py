@@ -24,7 +24,7 @@ from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.evaluation.protocol import load_pair
 from pcsr_lightning.inference.gate import GATE_BORDER, flatness_scores, laplacian_magnitude
 from pcsr_lightning.inference.layout import as_input
-from pcsr_lightning.inference.routed import upscale, upscale_forced
+from pcsr_lightning.inference.session import upscale, upscale_forced
 from pcsr_lightning.inference.srmodel import load
 from pcsr_lightning.io.images import list_images
 from pcsr_lightning.measure.metrics import quantize, shave_for

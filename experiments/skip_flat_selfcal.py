@@ -29,7 +29,7 @@ import torch
 import pcsr_lightning
 from pcsr_lightning.bench.inputs import parse_size
 from pcsr_lightning.data.bicubic import downscale
-from pcsr_lightning.inference.srmodel import RoutingOptions
+from pcsr_lightning.inference.spec import RoutingSpec
 from pcsr_lightning.io.images import read_image
 from pcsr_lightning.measure.metrics import psnr
 
@@ -59,11 +59,11 @@ def gate_losses(model, lr: torch.Tensor, hr: torch.Tensor, thresholds, fills=Non
     output (``gate``) and, for each of ``fills`` ({name: (1,3,H,W) image}), of that output with the fill
     put in the skipped pixels."""
     with torch.inference_mode():
-        sr, _ = model.super_resolve(lr, float(SCALE), RoutingOptions(k=0.0))
+        sr, _ = model.super_resolve(lr, float(SCALE), RoutingSpec.build(k=0.0))
         base = psnr(sr.clamp(0, 1), hr, SCALE)
         rows = []
         for t in thresholds:
-            gated, classes = model.super_resolve(lr, float(SCALE), RoutingOptions(k=0.0, skip_flat=t))
+            gated, classes = model.super_resolve(lr, float(SCALE), RoutingSpec.build(k=0.0, skip_flat=t))
             skipped = (classes == model.num_classes)[:, None]
             row = {"threshold": t, "skipped": float(skipped.float().mean()),
                    "gate": base - psnr(gated.clamp(0, 1), hr, SCALE)}

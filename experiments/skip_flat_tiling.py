@@ -16,9 +16,10 @@ import torch
 
 from pcsr_lightning.bench.timing import paired_ratio, time_rounds
 from pcsr_lightning.evaluation.protocol import load_pair
-from pcsr_lightning.inference.gate import DEFAULT_TILE, encode_windows, plan_skip, plan_windows
+from pcsr_lightning.inference.gate import encode_windows, plan_skip, plan_windows
 from pcsr_lightning.inference.layout import as_input
-from pcsr_lightning.inference.routed import upscale
+from pcsr_lightning.inference.session import upscale
+from pcsr_lightning.inference.spec import DEFAULT_TILE
 from pcsr_lightning.inference.srmodel import load
 from pcsr_lightning.inference.tiling import receptive_radius
 from pcsr_lightning.measure.metrics import psnr, shave_for

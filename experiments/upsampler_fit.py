@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from pcsr_lightning.evaluation.protocol import load_pair
-from pcsr_lightning.inference.routed import upscale_forced
+from pcsr_lightning.inference.session import upscale_forced
 from pcsr_lightning.io.checkpoint import load_checkpoint
 from pcsr_lightning.io.images import list_images
 from pcsr_lightning.measure.metrics import shave_for

@@ -3,6 +3,8 @@ folder's bytes and times, so a test can say that a refused command wrote nothing
 
 from __future__ import annotations
 
+import re
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -31,3 +33,17 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
     except SystemExit as exit_:
         code = exit_.code
     return code, capsys.readouterr().err
+
+
+def run_app(app, args: list, capsys, monkeypatch) -> tuple[int, str]:
+    """Exit code and stderr of a Hydra app (``pcsr-train``, ``pcsr-eval``) run in this process. Without the
+    reports of log handlers whose stream an earlier test's capture closed (an artefact of running Hydra
+    apps in one pytest process, not of the apps)."""
+    monkeypatch.setattr(sys, "argv", [app.__module__, *map(str, args)])
+    try:
+        app()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    return code, re.sub(r"--- Logging error ---\n.*?\nArguments: [^\n]*\n", "", err, flags=re.S)

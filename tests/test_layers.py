@@ -35,7 +35,7 @@ def test_the_package_keeps_its_layers():
     ("inference/routed.py", "import pcsr_lightning.evaluation.evaluate"),
     ("io/checkpoint.py", "from pcsr_lightning.measure import flops"),
     ("data/sources.py", "from pcsr_lightning.inference import router"),  # siblings: neither imports the other
-    ("inference/routed.py", "import pcsr_lightning.data.bicubic"),
+    ("inference/session.py", "import pcsr_lightning.data.bicubic"),
     ("bench/run.py", "import pcsr_lightning.evaluation.evaluate"),
 ])
 def test_one_upward_import_breaks_the_contract(tmp_path, module, upward):

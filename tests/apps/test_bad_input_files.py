@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bad_input_kit import TINY_CONFIG, run_cli, save_tiny_ckpt, snapshot, tiny_model
+from bad_input_kit import TINY_CONFIG, run_app, run_cli, save_tiny_ckpt, snapshot, tiny_model
 from pcsr_lightning.inference.srmodel import SRModel
 from pcsr_lightning.io.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from pcsr_lightning.io.files import FileExistsElsewhere, OutputError, atomic_write, write_text
@@ -52,20 +52,6 @@ def poisoned(tmp_path: Path, value: float, name: str = "bad.ckpt") -> Path:
     with torch.no_grad():
         model.upsamplers[1].layers[0].weight[0, :3] = value
     return save_checkpoint(tmp_path / name, model, TINY_CONFIG)
-
-
-def run_app(app, args: list, capsys, monkeypatch) -> tuple[int, str]:
-    """Exit code and stderr of a Hydra app (``pcsr-train``, ``pcsr-eval``) run in this process. Without the
-    reports of log handlers whose stream an earlier test's capture closed (an artefact of running Hydra
-    apps in one pytest process, not of the apps)."""
-    monkeypatch.setattr(sys, "argv", [app.__module__, *map(str, args)])
-    try:
-        app()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    err = capsys.readouterr().err
-    return code, re.sub(r"--- Logging error ---\n.*?\nArguments: [^\n]*\n", "", err, flags=re.S)
 
 
 # --- finite or refused: weights ---------------------------------------------------------------------------

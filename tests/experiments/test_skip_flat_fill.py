@@ -12,7 +12,7 @@ from PIL import Image
 import pcsr_lightning
 from experiment_scripts import load_script
 from factories import save_tiny
-from pcsr_lightning.inference.srmodel import RoutingOptions
+from pcsr_lightning.inference.spec import RoutingSpec
 from pcsr_lightning.measure.metrics import psnr
 
 fill = load_script("skip_flat_fill")
@@ -39,9 +39,9 @@ def test_the_bicubic_column_is_the_gates_own_loss(tmp_path):
     model = pcsr_lightning.load(save_tiny(tmp_path / "tiny.ckpt"), device="cpu")
     rows = fill.gate_losses(model, lr, hr, fill.THRESHOLDS, {"bicubic": fill.bicubic(lr)})
     with torch.inference_mode():
-        base = psnr(model.super_resolve(lr, 4.0, RoutingOptions(k=0.0))[0].clamp(0, 1), hr, 4)
+        base = psnr(model.super_resolve(lr, 4.0, RoutingSpec.build(k=0.0))[0].clamp(0, 1), hr, 4)
         for row in rows:
-            gated, _ = model.super_resolve(lr, 4.0, RoutingOptions(k=0.0, skip_flat=row["threshold"]))
+            gated, _ = model.super_resolve(lr, 4.0, RoutingSpec.build(k=0.0, skip_flat=row["threshold"]))
             assert row["bicubic"] == pytest.approx(base - psnr(gated.clamp(0, 1), hr, 4), abs=1e-6)
             assert row["gate"] == pytest.approx(row["bicubic"], abs=1e-6)
     assert rows[-1]["skipped"] > 0  # the flat half is skipped at the largest threshold

@@ -17,8 +17,9 @@ from pcsr_lightning.inference.gate import (
     tile_residuals,
     tile_scores,
 )
-from pcsr_lightning.inference.routed import upscale
-from pcsr_lightning.inference.srmodel import RoutingOptions, load
+from pcsr_lightning.inference.session import upscale
+from pcsr_lightning.inference.spec import RoutingSpec
+from pcsr_lightning.inference.srmodel import load
 from pcsr_lightning.io.checkpoint import build_model, load_checkpoint, save_checkpoint
 from pcsr_lightning.io.weights import load_model, save_model
 from pcsr_lightning.models import LearnedGate
@@ -153,7 +154,7 @@ def test_the_learned_scorer_through_upscale_and_srmodel(tmp_path):
     assert up.skipped_share == pytest.approx(2 * 16 * 16 / (32 * 48))
     lap = model.upscale(lr, skip_flat=threshold)
     assert up.gflops["paper"] != lap.gflops["paper"]
-    sr, classes = model.super_resolve(lr, 4, RoutingOptions(skip_flat=threshold, skip_gate="learned"))
+    sr, classes = model.super_resolve(lr, 4, RoutingSpec.build(skip_flat=threshold, skip_gate="learned"))
     assert torch.allclose(sr, out.sr, atol=1e-5) and int((classes == 2).sum()) == 2 * 64 * 64
 
 
@@ -163,7 +164,7 @@ def test_learned_asked_of_a_model_without_a_gate_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="has none"):
         upscale(net, lr, 4, skip_flat=0.01, skip_gate="learned")
     with pytest.raises(ValueError, match="scorer must be one of"):
-        RoutingOptions(skip_flat=0.01, skip_gate="sobel")
+        RoutingSpec.build(skip_flat=0.01, skip_gate="sobel")
     path = save_tiny(tmp_path / "plain.ckpt")
     with pytest.raises(ValueError, match="has none"):
         load(path, "cpu").upscale(lr, skip_flat=0.01, skip_gate="learned")

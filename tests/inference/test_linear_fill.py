@@ -10,8 +10,9 @@ from factories import pcsr_net, save_tiny, tiny_config
 from pcsr_lightning.apps.cli import main
 from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate
 from pcsr_lightning.inference.gate import FILL_MACS_PER_HR_PIXEL, plan_skip
-from pcsr_lightning.inference.routed import upscale
-from pcsr_lightning.inference.srmodel import RoutingOptions, load
+from pcsr_lightning.inference.session import upscale
+from pcsr_lightning.inference.spec import RoutingSpec
+from pcsr_lightning.inference.srmodel import load
 from pcsr_lightning.io.checkpoint import build_model
 from pcsr_lightning.io.weights import load_model, save_model
 from pcsr_lightning.models import LinearFill
@@ -149,7 +150,7 @@ def test_linear_asked_of_a_model_without_a_fill_or_at_another_scale_is_a_clear_e
     with pytest.raises(ValueError, match="fitted for x4, not x3"):
         upscale(filled_net(), lr, 3, skip_flat=0.01, skip_fill="linear")
     with pytest.raises(ValueError, match="fill must be one of"):
-        RoutingOptions(skip_flat=0.01, skip_fill="lanczos")
+        RoutingSpec.build(skip_flat=0.01, skip_fill="lanczos")
     path = save_tiny(tmp_path / "plain.ckpt")
     hr = tmp_path / "hr"
     hr.mkdir()
@@ -220,7 +221,7 @@ def test_eval_and_the_api_take_the_linear_fill(tmp_path):
     assert [r.skipped_share for r in rows] == [0.0, 1.0]
     model = load(path, "cpu")
     lr = half_flat()
-    sr, _ = model.super_resolve(lr, 4, RoutingOptions(skip_flat=100.0, skip_fill="linear"))
+    sr, _ = model.super_resolve(lr, 4, RoutingSpec.build(skip_flat=100.0, skip_fill="linear"))
     torch.testing.assert_close(sr, net.fill(lr), atol=2e-6, rtol=0)
     image = model(lr, skip_flat=100.0, skip_fill="linear")
     torch.testing.assert_close(image, net.fill(lr).clamp(0, 1), atol=2e-6, rtol=0)

@@ -6,8 +6,8 @@ import torch
 from factories import routing_pcsr
 from pcsr_lightning.inference.reference import upscale_reference
 from pcsr_lightning.inference.refinement import refine, refinement_mask
-from pcsr_lightning.inference.routed import upscale
 from pcsr_lightning.inference.router import kmeans_1d, route_adaptive, route_by_cost
+from pcsr_lightning.inference.session import upscale
 from pcsr_lightning.models import FSRCNN, PCSR
 from pcsr_lightning.models.sampler import make_cell, make_coord
 

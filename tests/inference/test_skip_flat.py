@@ -23,9 +23,10 @@ from pcsr_lightning.inference.gate import (
     plan_windows,
 )
 from pcsr_lightning.inference.refinement import band_mask, refinement_mask
-from pcsr_lightning.inference.routed import upscale
 from pcsr_lightning.inference.router import class_counts
-from pcsr_lightning.inference.srmodel import RoutingOptions, load
+from pcsr_lightning.inference.session import upscale
+from pcsr_lightning.inference.spec import RoutingSpec
+from pcsr_lightning.inference.srmodel import load
 from pcsr_lightning.inference.tiling import receptive_radius
 from pcsr_lightning.io.checkpoint import build_model, load_checkpoint, save_checkpoint
 from pcsr_lightning.io.images import class_overlay
@@ -229,7 +230,7 @@ def test_adaptive_and_tiled_backbone_with_the_gate():
     assert torch.equal(adaptive.classes == 2, base.classes == 2)
     everything = upscale(model, lr, 4, skip_flat=1e9)  # every tile skipped: bicubic everywhere
     assert everything.skipped_share() == 1.0
-    with pytest.raises(ValueError, match="threshold"):
+    with pytest.raises(ValueError, match="skip_flat must be a finite number >= 0"):
         upscale(model, lr, 4, skip_flat=-1.0)
 
 
@@ -319,4 +320,4 @@ def test_srmodel_takes_skip_flat(tmp_path):
     assert torch.equal(model(image, skip_flat=0.05), gated.image)
     for bad in ({"skip_flat": -1.0}, {"skip_flat": math.inf}, {"skip_tile": 0}, {"skip_halo": -2}):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            RoutingOptions(**bad)
+            RoutingSpec.build(**bad)

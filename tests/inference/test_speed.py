@@ -16,8 +16,9 @@ from pcsr_lightning.inference import kernels
 from pcsr_lightning.inference.kernels import BlockedTail
 from pcsr_lightning.inference.reference import class_map_agreement, near_ties, upscale_reference
 from pcsr_lightning.inference.refinement import refine, refine_in_place
-from pcsr_lightning.inference.routed import prepare, upscale
+from pcsr_lightning.inference.routed import prepare
 from pcsr_lightning.inference.router import cost_list, route_by_cost
+from pcsr_lightning.inference.session import upscale
 from pcsr_lightning.inference.tiling import encode_tiled, receptive_radius
 from pcsr_lightning.io.checkpoint import load_checkpoint, save_checkpoint
 from pcsr_lightning.measure.metrics import psnr
@@ -260,7 +261,9 @@ def test_upscale_cli_tiled_reports_memory(tmp_path, capsys):
 
     diff = (read_image(tmp_path / "whole" / "cat.png") - read_image(tmp_path / "tiled" / "cat.png")).abs().max()
     assert diff <= 1 / 255
-    assert main(base + ["--output", str(tmp_path / "x"), "--tile", "-1"]) == 2
+    with pytest.raises(SystemExit) as refused:  # a usage error, before any work
+        main(base + ["--output", str(tmp_path / "x"), "--tile", "-1"])
+    assert refused.value.code == 2 and not (tmp_path / "x").exists()
     assert main(base + ["--output", str(tmp_path / "nchw"), "--memory-format", "contiguous"]) == 0
     diff = (read_image(tmp_path / "whole" / "cat.png") - read_image(tmp_path / "nchw" / "cat.png")).abs().max()
     assert diff <= 1 / 255  # the layout changes rounding only

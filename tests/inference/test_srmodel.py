@@ -11,8 +11,8 @@ import pcsr_lightning
 from conftest import sample_photo
 from factories import save_tiny, tiny_model
 from pcsr_lightning.apps.cli import main
-from pcsr_lightning.inference.routed import upscale
 from pcsr_lightning.inference.router import cost_list
+from pcsr_lightning.inference.session import upscale
 from pcsr_lightning.measure.meter import FlopsMeter
 
 
@@ -120,7 +120,7 @@ def test_errors_name_the_argument(files, photo):
         model(torch.full((3, 8, 8), float("nan")))
     with pytest.raises(TypeError, match="^image must be a PIL image"):
         model([[0.5]])
-    with pytest.raises(ValueError, match="^tile must be >= 0"):
+    with pytest.raises(ValueError, match="^tile must be an integer >= 0"):
         model(photo, tile=-1)
     original = pcsr_lightning.load(files["original"], device="cpu")
     with pytest.raises(ValueError, match="upscales x4 only, got scale=3"):

@@ -13,8 +13,9 @@ from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.inference import workers as workers_mod
 from pcsr_lightning.inference.reference import class_map_agreement, upscale_reference
 from pcsr_lightning.inference.refinement import refine, refine_in_place
-from pcsr_lightning.inference.routed import prepare, render, route, upscale, upscale_forced
+from pcsr_lightning.inference.routed import prepare, render, route
 from pcsr_lightning.inference.router import cost_list
+from pcsr_lightning.inference.session import upscale, upscale_forced
 from pcsr_lightning.inference.workers import Workers, routed_threads
 from pcsr_lightning.io.checkpoint import load_checkpoint
 

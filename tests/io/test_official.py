@@ -7,8 +7,8 @@ from conftest import sample_photo
 from pcsr_lightning.config import backbone_names, model_config
 from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.inference.reference import upscale_reference
-from pcsr_lightning.inference.routed import upscale
 from pcsr_lightning.inference.router import cost_list
+from pcsr_lightning.inference.session import upscale
 from pcsr_lightning.io.checkpoint import CheckpointError, load_checkpoint
 from pcsr_lightning.io.official import convert_release, import_official
 from pcsr_lightning.measure.flops import paper_flops
@@ -112,7 +112,6 @@ def test_wrong_files_get_clear_errors(tmp_path, official_ckpts):
 
 def test_srresnet_and_phase0_release_layouts_import(tmp_path):
     """The release ships no SRResNet or phase-0 files here: build ones in its layout and import them."""
-    from pcsr_lightning.inference.routed import upscale
     from pcsr_lightning.models import FSRCNN, PCSR, SRResNet
 
     net = SRResNet(nf=64, nb=16, scale=4)

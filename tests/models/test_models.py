@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from factories import pcsr_net
-from pcsr_lightning.inference.routed import upscale
+from pcsr_lightning.inference.session import upscale
 from pcsr_lightning.io import checkpoint
 from pcsr_lightning.models import CARN, FSRCNN, PCSR, OriginalSR, SRResNet, model_classes, register
 from pcsr_lightning.models.sampler import make_cell, make_coord

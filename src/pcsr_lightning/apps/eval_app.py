@@ -19,17 +19,18 @@ from pcsr_lightning.tracking import job_overrides, run_name, sweep_name, wandb_r
 
 
 def settings_of(cfg: DictConfig):
-    """EvalSettings from the ``eval`` node; ``k`` and ``skip_flat`` may each be a number or a list."""
+    """EvalSettings from the ``eval`` node; ``k`` and ``skip_flat`` may each be a number or a list (the
+    routing spec checks each value, naming the option)."""
 
     node = OmegaConf.to_container(cfg.eval, resolve=True)
-    node["ks"] = floats(node.pop("k"))
-    node["skip_flat"] = floats(node.get("skip_flat", []))
+    node["ks"] = as_list(node.pop("k"))
+    node["skip_flat"] = as_list(node.get("skip_flat", []))
     return instantiate(node, _convert_="all")
 
 
-def floats(value) -> list[float]:
-    """A number or a list of numbers, as a list."""
-    return [float(x) for x in (value if isinstance(value, list) else [value])]
+def as_list(value) -> list:
+    """A value or a list of values, as a list."""
+    return list(value) if isinstance(value, list) else [value]
 
 
 def run_eval_job(cfg: DictConfig, out: Path) -> int:

@@ -1,27 +1,28 @@
 """Wall-clock benchmark of routed PCSR against the network it accelerates, side by side in one run.
 
 Small pure pieces (``inputs``, ``timing``, the table here) that tests check one by one, and ``run_bench``,
-which puts them together for ``pcsr bench`` (a thin command: parse, call, print). Timings are medians of synchronized
-repeats after a warm-up.
+which puts them together for ``pcsr bench`` (a thin command: parse, call, print). Timings are medians of
+synchronized repeats after a warm-up. Every PCSR variant is one ``RoutingSpec`` run from scratch through
+an inference session, so the times are end to end.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from pcsr_lightning.bench.inputs import photo_crop, photo_mosaic
 from pcsr_lightning.bench.timing import machine_info, op_profile, paired_ratio, time_rounds
 from pcsr_lightning.data.bicubic import downscale
-from pcsr_lightning.inference.gate import DEFAULT_TILE, check_gate
 from pcsr_lightning.inference.layout import as_input, choose_memory_format, format_name
 from pcsr_lightning.inference.reference import class_map_agreement, upscale_reference
-from pcsr_lightning.inference.routed import backbone_features, prepare, upscale, upscale_forced
+from pcsr_lightning.inference.routed import backbone_features
 from pcsr_lightning.inference.router import cost_list
+from pcsr_lightning.inference.session import InferenceSession, upscale, upscale_forced
+from pcsr_lightning.inference.spec import GateSpec, RoutingSpec, check_tile
 from pcsr_lightning.inference.srmodel import load, resolve_device
 from pcsr_lightning.inference.tiling import receptive_radius
 from pcsr_lightning.inference.workers import routed_threads
@@ -92,12 +93,14 @@ class BenchSettings:
     profile: bool = False
     routed_threads: int | None = None  # the routed part's workers (``workers.routed_threads``); None: its default
     skip_flat: Sequence[float] = ()  # flat-tile gate thresholds: a variant per (k, threshold, halo)
-    skip_tile: int = DEFAULT_TILE
+    skip_tile: int = GateSpec.tile
     skip_halo: Sequence[int | None] = (None,)  # None: the receptive radius
-    skip_gate: str = "laplacian"  # the gate's scorer (``gate.SCORERS``)
-    skip_fill: str = "bicubic"  # the skipped tiles' fill (``gate.FILLS``)
+    skip_gate: str = GateSpec.scorer  # the gate's scorer (``spec.SCORERS``)
+    skip_fill: str = GateSpec.fill  # the skipped tiles' fill (``spec.FILLS``)
     hr_image: str | None = None  # a photo, centre-cropped to hr_size, instead of the mosaic
     ends: bool = True  # the all-heavy / all-light variants
+    routes: list[RoutingSpec] = field(default_factory=list, init=False, repr=False)  # per k, built by check
+    gates: list[GateSpec] = field(default_factory=list, init=False, repr=False)  # per (threshold, halo)
 
     def check(self) -> None:
         if self.repeats < 1 or self.reference_repeats < 1:
@@ -106,20 +109,20 @@ class BenchSettings:
             )
         if isinstance(self.scale, bool) or not isinstance(self.scale, int) or self.scale < 2:
             raise ValueError(f"scale must be an integer >= 2 (the original network's factor), got {self.scale!r}")
-        if self.tile < 0:
-            raise ValueError(f"tile must be >= 0 (0: the whole image), got {self.tile}")
         h, w = self.hr_size
         if h % self.scale or w % self.scale:
             raise ValueError(f"--hr-size {h}x{w} must be divisible by --scale {self.scale}")
         if self.precision not in DTYPES:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {sorted(DTYPES)}")
-        if any(not (math.isfinite(t) and t >= 0) for t in self.skip_flat):
-            raise ValueError(f"--skip-flat thresholds must be finite numbers >= 0, got {list(self.skip_flat)}")
-        check_gate(self.skip_gate, self.skip_fill)
+        self.routes = [RoutingSpec(k, tile=check_tile(self.tile)) for k in self.ks]
+        self.gates = [GateSpec(t, self.skip_tile, halo, self.skip_gate, self.skip_fill)
+                      for t in self.skip_flat for halo in self.skip_halo]
+        for halo in self.skip_halo:  # the gate's options are checked without thresholds too
+            GateSpec(0.0, self.skip_tile, halo, self.skip_gate, self.skip_fill)
 
 
 def bench_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dtype, memory_format: str,
-                scale: int, gate: tuple[str, str] | None = None) -> torch.nn.Module:
+                scale: int, gates: Sequence[GateSpec] = ()) -> torch.nn.Module:
     """A checkpoint of the expected kind, loaded as users get it (``pcsr_lightning.load``: its layout rule,
     the cost list computed in float32 before the cast to ``dtype``)."""
     model = load(path, device, dtype, memory_format)
@@ -127,8 +130,8 @@ def bench_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.d
         raise ValueError(f"{path} is a {model.kind} checkpoint, expected {'pcsr' if want_pcsr else 'original'}")
     if want_pcsr:
         model.cost_list(scale)
-        if gate is not None:  # (scorer, fill): before any timing, a model without what they need
-            check_gate(*gate, model.network, scale)
+        for gate in gates:  # before any timing, a model without what they need
+            gate.check_model(model.network, scale)
     elif model.scale != scale:
         raise ValueError(f"the original network upscales x{model.scale}, the benchmark runs x{scale}")
     return model.network
@@ -177,7 +180,7 @@ class BenchRun:
 def load_models(settings: BenchSettings, device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Module, ...]:
     """(PCSR, original) networks of the two checkpoints."""
     pcsr = bench_model(settings.pcsr_ckpt, True, device, dtype, settings.memory_format, settings.scale,
-                       (settings.skip_gate, settings.skip_fill) if settings.skip_flat else None)
+                       settings.gates)
     original = bench_model(settings.original_ckpt, False, device, dtype, settings.memory_format, settings.scale)
     return pcsr, original
 
@@ -218,16 +221,13 @@ def plan_variants(run: BenchRun) -> dict[str, Callable[[], object]]:
     settings, pcsr, original, lr, workers = run.settings, run.pcsr, run.original, run.lr, run.workers
     s, tile = settings.scale, settings.tile
     variants = {"original": lambda: original(lr)}
-    for k in run.ks:
-        variants[f"pcsr k={k:g}"] = lambda k=k: upscale(pcsr, lr, s, k=k, tile=tile, threads=workers)
-        for t in settings.skip_flat:
-            for halo in settings.skip_halo:
-                name = f"pcsr k={k:g} skip={t:g}"
-                if len(settings.skip_halo) > 1:
-                    name += f" halo={'rf' if halo is None else halo}"
-                variants[name] = lambda k=k, t=t, halo=halo: upscale(
-                    pcsr, lr, s, k=k, tile=tile, threads=workers, skip_flat=t, skip_tile=settings.skip_tile,
-                    skip_halo=halo, skip_gate=settings.skip_gate, skip_fill=settings.skip_fill)
+    for routing in settings.routes:
+        variants[f"pcsr k={routing.k:g}"] = lambda r=routing: upscale(pcsr, lr, s, r, threads=workers)
+        for gate in settings.gates:
+            name = f"pcsr k={routing.k:g} skip={gate.threshold:g}"
+            if len(settings.skip_halo) > 1:
+                name += f" halo={'rf' if gate.halo is None else gate.halo}"
+            variants[name] = lambda r=routing.with_gate(gate): upscale(pcsr, lr, s, r, threads=workers)
     for name, cls in (("pcsr all-heavy", 0), ("pcsr all-light", pcsr.num_classes - 1)) if settings.ends else ():
         variants[name] = lambda cls=cls: upscale_forced(pcsr, lr, s, cls, tile, threads=workers)
     if settings.reference and run.dtype == torch.float32:
@@ -255,7 +255,7 @@ def routed_part(run: BenchRun, feat: torch.Tensor) -> Callable[[], object]:
     """The fast path after the backbone, on given features."""
 
     def fast_routed():
-        return upscale(run.pcsr, run.lr, run.settings.scale, k=run.ks[0], feat=feat, threads=run.workers)
+        return upscale(run.pcsr, run.lr, run.settings.scale, run.settings.routes[0], feat=feat, threads=run.workers)
 
     return fast_routed
 
@@ -303,7 +303,7 @@ def fast_vs_reference(run: BenchRun, outputs: dict[str, object], by_name: dict[s
     fast, ref = outputs[run.fast_name], outputs[run.ref_name]
     s, k0 = run.settings.scale, run.ks[0]
     with torch.no_grad():
-        probs = prepare(run.pcsr, run.lr, s, feat=feat).probs
+        probs = InferenceSession(run.pcsr, run.lr, s, feat=feat).prepared().probs
     return {
         "classes_identical": bool(torch.equal(fast.classes, ref.classes)),
         "class_map": class_map_agreement(fast.classes, ref.classes, probs, cost_list(run.pcsr, s), k0),
@@ -320,7 +320,7 @@ def psnr_guard(run: BenchRun, fast_psnr: float) -> dict:
     settings, s = run.settings, run.settings.scale
     full = bench_model(settings.pcsr_ckpt, True, run.device, torch.float32, settings.memory_format, s)
     with torch.no_grad():
-        ref_sr = upscale(full, run.lr.float(), s, k=run.ks[0], tile=settings.tile, threads=run.workers).sr
+        ref_sr = upscale(full, run.lr.float(), s, settings.routes[0], threads=run.workers).sr
     fp32_psnr = psnr(ref_sr[0].cpu(), run.hr, shave_for(s))
     return {"fp32": fp32_psnr, "low_precision": fast_psnr, "ok": fp32_psnr - fast_psnr <= GUARD_DB}
 

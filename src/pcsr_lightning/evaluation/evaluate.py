@@ -1,7 +1,7 @@
 """Evaluation of checkpoints on test folders: PSNR and GFLOPs per image, k sweeps, summaries and CSVs.
 
-A k sweep runs the backbone and the classifier once per image (``routed.prepare``) and only re-routes
-and renders for each k; with flat-tile gate thresholds (``skip_flat``) once more per threshold, which
+A k sweep runs the backbone and the classifier once per image (an ``InferenceSession``) and only
+re-routes and renders for each k; with flat-tile gate thresholds (``skip_flat``) once more per threshold, which
 gives rows per (k, threshold) beside the plain k sweep. Every PCSR row carries both FLOPs conventions
 and, when the original network is given, their share of the original's FLOPs on the same image.
 """
@@ -19,10 +19,10 @@ import torch
 
 from pcsr_lightning.evaluation.plot import Series, save_plot
 from pcsr_lightning.evaluation.protocol import bicubic_sr, load_pair
-from pcsr_lightning.inference.gate import DEFAULT_TILE, check_gate, plan_skip
 from pcsr_lightning.inference.layout import choose_memory_format
-from pcsr_lightning.inference.routed import forced_classes, prepare, render, route
-from pcsr_lightning.inference.router import check_k, class_counts, heavy_share
+from pcsr_lightning.inference.router import class_counts, heavy_share
+from pcsr_lightning.inference.session import InferenceSession
+from pcsr_lightning.inference.spec import GateSpec, RoutingSpec
 from pcsr_lightning.inference.srmodel import check_scale_value, load
 from pcsr_lightning.io.checkpoint import LoadedModel
 from pcsr_lightning.io.files import write_text
@@ -74,21 +74,24 @@ class EvalSettings:
     metrics: Sequence[str] = ("psnr",)  # any of psnr, psnr_y, ssim; RGB psnr is always measured
     memory_format: str = "auto"  # 'auto', 'channels_last' or 'contiguous', the same for both models
     skip_flat: Sequence[float] = ()  # flat-tile gate thresholds, each beside the plain k sweep; () = off
-    skip_tile: int = DEFAULT_TILE  # the gate's LR tile size
+    skip_tile: int | None = None  # the gate's LR tile size; None: the gate's default (``GateSpec.tile``)
     skip_halo: int | None = None  # backbone halo of the gate's windows; None = the receptive radius (exact)
-    skip_gate: str = "laplacian"  # the gate's scorer: max |Laplacian|, or the model's ``learned`` gate
-    skip_fill: str = "bicubic"  # the skipped tiles' fill: bicubic, or the model's fitted ``linear`` fill
+    skip_gate: str = GateSpec.scorer  # the gate's scorer: max |Laplacian|, or the model's ``learned`` gate
+    skip_fill: str = GateSpec.fill  # the skipped tiles' fill: bicubic, or the model's fitted ``linear`` fill
 
     def __post_init__(self):
-        """Refuse nonsense before any work: nan/inf k or scale, a pixel limit below 1, unknown metrics."""
+        """Refuse nonsense before any work: nan/inf k or scale, a pixel limit below 1, unknown metrics. The
+        routing options are checked by the routing spec they build (``routes``, ``gates``)."""
 
-        self.ks = [check_k(k) for k in self.ks]
-        self.skip_flat = [check_threshold(t) for t in self.skip_flat]
-        if int(self.skip_tile) < 1:
-            raise ValueError(f"skip_tile must be >= 1 LR pixel, got {self.skip_tile}")
-        if self.skip_halo is not None and int(self.skip_halo) < 0:
-            raise ValueError(f"skip_halo must be >= 0 LR pixels, got {self.skip_halo}")
-        check_gate(self.skip_gate, self.skip_fill)
+        self.routes = [RoutingSpec.build(k, self.adaptive, self.refine) for k in self.ks]
+        self.ks = [r.k for r in self.routes]
+        if not self.routes:  # the gate's options are checked even when no k is given
+            RoutingSpec.build(adaptive=self.adaptive, refine=self.refine)
+        self.gates = [RoutingSpec.build(skip_flat=t, skip_tile=self.skip_tile, skip_halo=self.skip_halo,
+                                        skip_gate=self.skip_gate, skip_fill=self.skip_fill).gate
+                      for t in (self.skip_flat or [None])]
+        self.gates = [g for g in self.gates if g is not None]
+        self.skip_flat = [g.threshold for g in self.gates]
         self.scale = check_scale_value(self.scale)
         if int(self.max_pixels) < 1:
             raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
@@ -96,14 +99,6 @@ class EvalSettings:
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; expected some of {list(METRICS)}")
         choose_memory_format(self.device, self.memory_format)  # a bad name fails here
-
-
-def check_threshold(value: float) -> float:
-    """A flat-tile gate threshold: finite and >= 0 (0 runs every tile)."""
-    value = float(value)
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"the skip threshold must be a finite number >= 0, got {value}")
-    return value
 
 
 def scores(settings: EvalSettings, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
@@ -143,36 +138,24 @@ def evaluate_image(
         sr = finite_result(model(lr[None]), name, "original")
         return [Record(name, "original", "original", None, heavy_share=None, **scores(settings, sr[0], hr),
                        **_gflops(meter, lr_size, scale, None))]
-    prepared = prepare(model, lr[None], scale)
+    session = InferenceSession(model, lr[None], scale)
     m = model.num_classes
-    plan: list[tuple[str, float | None, torch.Tensor]] = []
-    if settings.adaptive:
-        plan.append(("adaptive", None, route(model, prepared, 0.0, adaptive=True)))
-    else:
-        plan += [("k", float(k), route(model, prepared, float(k))) for k in settings.ks]
-    if settings.ends:
-        plan += [("all-light", None, forced_classes(prepared, m - 1)), ("all-heavy", None, forced_classes(prepared, 0))]
+    ends = [("all-light", m - 1), ("all-heavy", 0)] if settings.ends else []
     records = []
-    for setting, k, classes in plan:
-        out = render(model, prepared, classes, settings.refine)
-        finite_result(out.sr, name, setting if k is None else f"k={k:g}")
-        counts = class_counts(classes, m)
-        records.append(Record(name, "pcsr", setting, k, heavy_share=heavy_share(classes, m),
-                              **scores(settings, out.sr[0], hr), **_gflops(meter, lr_size, scale, counts)))
-    del prepared
-    for threshold in settings.skip_flat:
-        gate = plan_skip(model, lr[None], scale, threshold, settings.skip_tile, settings.skip_halo,
-                         scorer=settings.skip_gate, fill=settings.skip_fill)
-        gated = prepare(model, lr[None], scale, gate=gate)
-        routes = [("adaptive", None)] if settings.adaptive else [("k", float(k)) for k in settings.ks]
-        for setting, k in routes:
-            classes = route(model, gated, 0.0 if k is None else k, adaptive=k is None)
-            out = render(model, gated, classes, settings.refine)
-            finite_result(out.sr, name, f"{setting if k is None else f'k={k:g}'}, skip {threshold:g}")
-            counts = class_counts(classes, m + 1)
-            records.append(Record(name, "pcsr", setting, k, heavy_share=heavy_share(classes, m),
-                                  **scores(settings, out.sr[0], hr), **_gflops(meter, lr_size, scale, counts, gate),
-                                  skip_flat=threshold, skipped_share=counts[m] / sum(counts)))
+    for gate in [None, *settings.gates]:
+        routes = [r.with_gate(gate) for r in settings.routes] if not settings.adaptive else \
+            [RoutingSpec(adaptive=True, refine=settings.refine, gate=gate)]
+        runs = [(r, "adaptive" if r.adaptive else "k", None if r.adaptive else r.k, None) for r in routes]
+        runs += [(None, setting, None, cls) for setting, cls in ends] if gate is None else []
+        for routing, setting, k, cls in runs:
+            out = session.run(routing) if cls is None else session.forced(cls, settings.refine)
+            where = setting if k is None else f"k={k:g}"
+            finite_result(out.sr, name, where if gate is None else f"{where}, skip {gate.threshold:g}")
+            counts = class_counts(out.classes, m + (gate is not None))
+            extra = {} if gate is None else {"skip_flat": gate.threshold, "skipped_share": counts[m] / sum(counts)}
+            records.append(Record(name, "pcsr", setting, k, heavy_share=heavy_share(out.classes, m),
+                                  **scores(settings, out.sr[0], hr),
+                                  **_gflops(meter, lr_size, scale, counts, out.gate), **extra))
     return records
 
 
@@ -190,8 +173,9 @@ def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tupl
 
     model = load(settings.ckpt, settings.device, memory_format=settings.memory_format)
     model.check_scale(settings.scale)
-    if settings.skip_flat and model.is_pcsr:
-        check_gate(settings.skip_gate, settings.skip_fill, model.network, settings.scale)  # before any image
+    if model.is_pcsr:  # before any image: the learned gate or fitted fill the gates ask for
+        for gate in settings.gates:
+            gate.check_model(model.network, settings.scale)
     loaded, device = model.loaded, model.device
     original = None
     if settings.original_ckpt:

@@ -35,11 +35,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pcsr_lightning.inference.spec import (
+    DEFAULT_TILE,
+    check_fill,
+    check_gate_tile,
+    check_halo,
+    check_scorer,
+    check_threshold,
+)
 from pcsr_lightning.inference.tiling import encode_tiled, receptive_radius
 from pcsr_lightning.inference.workers import Workers, routed_threads
 from pcsr_lightning.models.sampler import QueryGrid, output_size
 
-DEFAULT_TILE = 16  # LR pixels; finer tiles skipped more at equal PSNR (16 vs 32 vs 64 on the development photos)
 GATE_BORDER = 2  # the reach of the bicubic filling a tile: its 4 taps span 2 LR pixels on each side
 # A window's fixed cost in LR pixels when windows are planned: small separate windows merge unless that
 # would encode more than this many extra pixels (per-call overhead of a small backbone).
@@ -52,8 +59,6 @@ BICUBIC_A = -0.75  # torch's (and OpenCV's) cubic kernel
 # the bicubic fill of a skipped HR pixel a separable 4 + 4 taps per channel.
 GATE_MACS_PER_LR_PIXEL = 5 * 3
 FILL_MACS_PER_HR_PIXEL = (4 + 4) * 3
-SCORERS = ("laplacian", "learned")  # what scores the tiles: the training-free |Laplacian| or the model's gate
-FILLS = ("bicubic", "linear")  # what fills skipped tiles: bicubic, or the model's fitted LinearFill
 
 
 def laplacian_magnitude(lr: torch.Tensor) -> torch.Tensor:
@@ -68,8 +73,7 @@ def flatness_scores(lr: torch.Tensor, tile: int, border: int = GATE_BORDER) -> t
     """(B,3,h,w) LR -> (B, ceil(h/tile), ceil(w/tile)): each tile's largest |Laplacian| over the tile
     grown by ``border`` pixels (clipped to the image). A constant shift (the mean normalisation) leaves
     it unchanged."""
-    if tile < 1:
-        raise ValueError(f"the gate's tile must be >= 1 LR pixel, got {tile}")
+    tile = check_gate_tile(tile)
     mag = laplacian_magnitude(lr)[:, None]
     if border > 0:
         mag = F.max_pool2d(mag, 2 * border + 1, stride=1, padding=border)  # pads with -inf
@@ -77,39 +81,6 @@ def flatness_scores(lr: torch.Tensor, tile: int, border: int = GATE_BORDER) -> t
     ny, nx = math.ceil(h / tile), math.ceil(w / tile)
     mag = F.pad(mag, (0, nx * tile - w, 0, ny * tile - h), value=-math.inf)
     return mag.view(b, ny, tile, nx, tile).amax((2, 4))
-
-
-def check_scorer(scorer: str, model=None) -> str:
-    """``scorer`` is one of ``SCORERS``; ``learned`` needs a model holding a trained gate."""
-    if scorer not in SCORERS:
-        raise ValueError(f"the gate's scorer must be one of {list(SCORERS)}, got {scorer!r}")
-    if scorer == "learned" and model is not None and getattr(model, "gate", None) is None:
-        raise ValueError("the learned gate was asked for, but this model has none (PCSR.gate is None): train one "
-                         "with the gate stage (model=pcsr_gated, e.g. experiment=gate_carn) or use the laplacian "
-                         "scorer")
-    return scorer
-
-
-def check_fill(fill: str, model=None, scale: float | None = None) -> str:
-    """``fill`` is one of ``FILLS``; ``linear`` needs a model holding a fitted fill for ``scale``."""
-    if fill not in FILLS:
-        raise ValueError(f"the gate's fill must be one of {list(FILLS)}, got {fill!r}")
-    if fill == "linear" and model is not None:
-        own = getattr(model, "fill", None)
-        if own is None:
-            raise ValueError("the linear fill was asked for, but this model has none (PCSR.fill is None): fit one "
-                             "with `pcsr fit-fill MODEL PHOTOS --out FILE` or use the bicubic fill")
-        if scale is not None and float(scale) != own.scale:
-            raise ValueError(f"this model's linear fill was fitted for x{own.scale}, not x{scale:g}: fit one for "
-                             f"x{scale:g} or use the bicubic fill")
-    return fill
-
-
-def check_gate(scorer: str, fill: str, model=None, scale: float | None = None) -> None:
-    """The gate's scorer and fill (``check_scorer``, ``check_fill``); with ``model``, that it holds the
-    learned gate or the fitted fill they ask for (before any image is read or timed)."""
-    check_scorer(scorer, model)
-    check_fill(fill, model, scale)
 
 
 def fill_macs_per_hr_pixel(model, fill: str) -> int:
@@ -341,13 +312,8 @@ def plan_skip(model, lr: torch.Tensor, scale: float, threshold: float, tile: int
     ``fill``: ``bicubic`` or ``linear`` (the model's fitted fill, ``fill_skipped``).
     """
     check_fill(fill, model, scale)
-    threshold = float(threshold)
-    if not math.isfinite(threshold) or threshold < 0:
-        raise ValueError(f"the skip threshold must be a finite number >= 0, got {threshold}")
-    if halo is None:
-        halo = receptive_radius(model.backbone)
-    if halo < 0:
-        raise ValueError(f"the halo must be >= 0 LR pixels, got {halo}")
+    threshold = check_threshold(threshold)
+    halo = receptive_radius(model.backbone) if check_halo(halo) is None else halo
     h, w = lr.shape[-2:]
     hh, ww = output_size((h, w), scale)
     scores = tile_scores(model, lr, tile, scorer)

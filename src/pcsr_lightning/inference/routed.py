@@ -2,7 +2,8 @@
 
 The first Linear of every MLP is folded onto the LR grid (see ``kernels.FoldedLayer``): the backbone and
 the classifier run once per image (``prepare``), a k sweep re-routes (``route``) and renders (``render``)
-without running them again. ``reference.upscale_reference`` is the same routing written plainly.
+without running them again; ``session.InferenceSession`` puts these steps together.
+``reference.upscale_reference`` is the same routing written plainly.
 
 On CPU the blocks and bands after the backbone run on ``routed_threads`` worker threads of one intra-op
 thread each (``workers.Workers``: few long parallel phases instead of a barrier per short operator, which
@@ -20,14 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pcsr_lightning.inference.gate import (
-    DEFAULT_TILE,
-    SkipPlan,
-    check_gate,
-    encode_active,
-    fill_skipped,
-    plan_skip,
-)
+from pcsr_lightning.inference.gate import SkipPlan, encode_active, fill_skipped
 from pcsr_lightning.inference.kernels import (
     CLASSIFIER_BAND_QUERIES,
     BlockedTail,
@@ -286,56 +280,6 @@ def backbone_features(model, lr: torch.Tensor, tile: int = 0, gate: SkipPlan | N
     return encode_tiled(model, lr_norm, tile) if tile > 0 else model.encode(lr_norm)
 
 
-@exact
-def gate_for(model, lr: torch.Tensor, scale: float, skip_flat: float | None, skip_tile: int = DEFAULT_TILE,
-             skip_halo: int | None = None, skip_gate: str = "laplacian", skip_fill: str = "bicubic"
-             ) -> SkipPlan | None:
-    """The flat-tile gate's plan for ``lr``; None when ``skip_flat`` is None (off). ``skip_gate``: what
-    scores the tiles, ``laplacian`` or the model's ``learned`` gate (an error for a model without one);
-    ``skip_fill``: what fills them, ``bicubic`` or the model's ``linear`` fill (likewise)."""
-    check_gate(skip_gate, skip_fill, model, scale)
-    if skip_flat is None:
-        return None
-    return plan_skip(model, lr, scale, skip_flat, skip_tile, skip_halo, scorer=skip_gate, fill=skip_fill)
-
-
-@exact
-def upscale(
-    model,
-    lr: torch.Tensor,
-    scale: float,
-    k: float = 0.0,
-    adaptive: bool = False,
-    refine: bool = True,
-    max_queries: int | None = None,
-    feat: torch.Tensor | None = None,
-    tile: int = 0,
-    threads: int | None = None,
-    skip_flat: float | None = None,
-    skip_tile: int = DEFAULT_TILE,
-    skip_halo: int | None = None,
-    skip_gate: str = "laplacian",
-    skip_fill: str = "bicubic",
-) -> RoutedSR:
-    """Fast routed inference. ``feat`` may be given to reuse backbone features; ``tile`` > 0 runs the
-    backbone on LR tiles of that size (bounded memory for huge images, same result). ``threads``: the
-    routed part's workers (``workers.routed_threads``: None reads ``$PCSR_ROUTED_THREADS``, else its
-    default; 0 splits each operator over the intra-op threads instead).
-
-    ``skip_flat``: the flat-tile gate's threshold (None: off; 0: every tile runs, the result is PCSR's);
-    LR tiles of ``skip_tile`` pixels scoring below it are skipped, the backbone runs on the others with a
-    halo of ``skip_halo`` pixels (default: its receptive radius, exact). ``skip_gate``: the tiles' scorer,
-    ``laplacian`` (max |Laplacian|) or ``learned`` (the model's trained gate, ``models.gate.LearnedGate``);
-    ``skip_fill``: what fills the skipped tiles, ``bicubic`` or ``linear`` (the model's fitted
-    ``models.fill.LinearFill``). ``feat`` must then be the gate's features (``backbone_features`` with the
-    same plan) or None."""
-    gate = gate_for(model, lr, scale, skip_flat, skip_tile, skip_halo, skip_gate, skip_fill)
-    if feat is None:
-        feat = backbone_features(model, lr, tile, gate, threads)
-    prepared = prepare(model, lr, scale, max_queries or CLASSIFIER_BAND_QUERIES, feat, threads, gate)
-    return render(model, prepared, route(model, prepared, k, adaptive, threads), refine, max_queries, threads)
-
-
 def forced_classes(prepared: Prepared, cls: int) -> torch.Tensor:
     """(B,H*W) classes sending every pixel to upsampler ``cls`` (0 = all-heavy, M - 1 = all-light); the
     gate's skipped pixels keep class M."""
@@ -344,17 +288,3 @@ def forced_classes(prepared: Prepared, cls: int) -> torch.Tensor:
     if prepared.gate is not None:
         classes.masked_fill_(prepared.gate.skipped, prepared.gate.skipped_class)
     return classes
-
-
-@exact
-def render_forced(model, prepared: Prepared, cls: int, refine: bool = True, threads: int | None = None) -> RoutedSR:
-    """Every pixel on upsampler ``cls``: the two ends of the k curve."""
-    return render(model, prepared, forced_classes(prepared, cls), refine, threads=threads)
-
-
-@exact
-def upscale_forced(model, lr: torch.Tensor, scale: float, cls: int, tile: int = 0,
-                   threads: int | None = None) -> RoutedSR:
-    """``render_forced`` from scratch; the classifier still runs, so timings compare with routed runs."""
-    prepared = prepare(model, lr, scale, feat=backbone_features(model, lr, tile), threads=threads)
-    return render_forced(model, prepared, cls, threads=threads)

@@ -69,10 +69,13 @@ def decide_classes(probs: torch.Tensor, costs: torch.Tensor, k: float, adaptive:
 
 def check_k(k: float) -> float:
     """k must be a finite number: nan compares false with everything and inf leaves no ordering."""
-    k = float(k)
-    if not math.isfinite(k):
-        raise ValueError(f"the cost knob k must be a finite number, got {k}")
-    return k
+    try:
+        value = float(k)
+    except (TypeError, ValueError):
+        raise ValueError(f"the cost knob k must be a finite number, got {k}") from None
+    if isinstance(k, bool) or not math.isfinite(value):
+        raise ValueError(f"the cost knob k must be a finite number, got {value:g}")
+    return value
 
 
 def cost_multipliers(costs: torch.Tensor, k: float) -> torch.Tensor:

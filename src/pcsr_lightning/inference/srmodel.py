@@ -18,12 +18,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pcsr_lightning.inference.gate import DEFAULT_TILE as DEFAULT_SKIP_TILE
-from pcsr_lightning.inference.gate import check_gate
 from pcsr_lightning.inference.layout import as_input, choose_memory_format, in_memory_format
 from pcsr_lightning.inference.routed import RoutedSR
-from pcsr_lightning.inference.routed import upscale as routed_upscale
-from pcsr_lightning.inference.router import check_k, cost_list, heavy_share, skipped_share
+from pcsr_lightning.inference.router import cost_list, heavy_share, skipped_share
+from pcsr_lightning.inference.session import InferenceSession
+from pcsr_lightning.inference.spec import RoutingSpec
 from pcsr_lightning.io.checkpoint import LoadedModel
 from pcsr_lightning.io.images import pil_to_raw
 from pcsr_lightning.io.weights import load_model
@@ -36,30 +35,29 @@ DEFAULT_PCSR_SCALE = 4.0  # the scale PCSR is trained and published at; any scal
 
 
 @dataclass(frozen=True)
-class RoutingOptions:
-    """How a PCSR model routes pixels; ignored by original networks."""
+class ScaleRange:
+    """The scales a model upscales by: from ``minimum`` (included or not) to ``maximum``; ``default``:
+    the scale a call runs at when none is given."""
 
-    k: float = 0.0
-    adaptive: bool = False
-    refine: bool = True
-    tile: int = 0  # LR tile size for the backbone, 0 = whole image
-    skip_flat: float | None = None  # flat-tile gate threshold (``routed.upscale``), None = off, 0 = every tile runs
-    skip_tile: int = DEFAULT_SKIP_TILE  # the gate's LR tile size
-    skip_halo: int | None = None  # the gate's backbone halo, None = the receptive radius (exact)
-    skip_gate: str = "laplacian"  # the gate's scorer: max |Laplacian|, or the model's ``learned`` gate
-    skip_fill: str = "bicubic"  # the skipped tiles' fill: bicubic, or the model's fitted ``linear`` fill
+    minimum: float
+    maximum: float
+    minimum_included: bool
+    default: float
 
-    def __post_init__(self):
-        check_k(self.k)
-        if int(self.tile) < 0:
-            raise ValueError(f"tile must be >= 0 (0 = the whole image), got {self.tile}")
-        if self.skip_flat is not None and not (math.isfinite(float(self.skip_flat)) and float(self.skip_flat) >= 0):
-            raise ValueError(f"skip_flat must be None (off) or a finite number >= 0, got {self.skip_flat}")
-        if int(self.skip_tile) < 1:
-            raise ValueError(f"skip_tile must be >= 1 LR pixel, got {self.skip_tile}")
-        if self.skip_halo is not None and int(self.skip_halo) < 0:
-            raise ValueError(f"skip_halo must be None (the receptive radius) or >= 0 LR pixels, got {self.skip_halo}")
-        check_gate(self.skip_gate, self.skip_fill)
+    def __contains__(self, scale: float) -> bool:
+        above = scale >= self.minimum if self.minimum_included else scale > self.minimum
+        return bool(above and scale <= self.maximum)
+
+
+@dataclass(frozen=True)
+class SizeRequirements:
+    """LR sizes a model takes: at least ``minimum`` pixels a side, a multiple of ``multiple_of``."""
+
+    minimum: int = 1
+    multiple_of: int = 1
+
+    def check(self, height: int, width: int) -> bool:
+        return all(v >= self.minimum and v % self.multiple_of == 0 for v in (height, width))
 
 
 @dataclass
@@ -115,6 +113,7 @@ class SRModel:
                  memory_format: str = "auto"):
         self.loaded = loaded
         self.network = loaded.model
+        self._layout_choice = memory_format
         self.device = resolve_device(device)
         self.memory_format = choose_memory_format(self.device, memory_format)
         self.dtype = resolve_dtype(dtype) or torch.float32
@@ -123,6 +122,38 @@ class SRModel:
         self.network.to(self.device, self.dtype)
         in_memory_format(self.network, self.memory_format)
         self._meter: FlopsMeter | None = None
+
+    # Moving and casting, as on a torch module; each returns the model itself.
+    def to(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> SRModel:
+        """To ``device`` (its memory layout chosen again, as ``load`` chooses it) and/or ``dtype``."""
+        if device is not None:
+            self.device = resolve_device(device)
+            self.memory_format = choose_memory_format(self.device, self._layout_choice)
+        if dtype is not None:
+            self.dtype = resolve_dtype(dtype)
+        self.network.to(self.device, self.dtype)
+        in_memory_format(self.network, self.memory_format)
+        return self
+
+    def cpu(self) -> SRModel:
+        return self.to("cpu")
+
+    def cuda(self, index: int | None = None) -> SRModel:
+        return self.to("cuda" if index is None else f"cuda:{index}")
+
+    def float(self) -> SRModel:
+        return self.to(dtype=torch.float32)
+
+    def half(self) -> SRModel:
+        return self.to(dtype=torch.float16)
+
+    def bfloat16(self) -> SRModel:
+        return self.to(dtype=torch.bfloat16)
+
+    def eval(self) -> SRModel:
+        """Inference mode for the network's layers (it is loaded so already; kept for the torch idiom)."""
+        self.network.eval()
+        return self
 
     # What the model is.
     @property
@@ -154,6 +185,46 @@ class SRModel:
         """The scale of the network's fitted fill of skipped tiles (``skip_fill="linear"``), None without one."""
         fill = getattr(self.network, "fill", None) if self.is_pcsr else None
         return None if fill is None else fill.scale
+
+    # What it takes and gives, as spandrel's model descriptors say it.
+    input_channels = 3  # RGB in
+    output_channels = 3  # RGB out
+
+    @property
+    def supported_scales(self) -> ScaleRange:
+        """The scales a call may ask for: an original network's one factor, or any scale > 1 for PCSR."""
+        if self.scale is not None:
+            return ScaleRange(float(self.scale), float(self.scale), True, float(self.scale))
+        return ScaleRange(1.0, math.inf, False, DEFAULT_PCSR_SCALE)
+
+    @property
+    def size_requirements(self) -> SizeRequirements:
+        """Any LR size of at least one pixel: the networks pad their convolutions, PCSR samples any grid."""
+        return SizeRequirements()
+
+    @property
+    def tiling(self) -> str:
+        """``supported``: PCSR's backbone runs on LR tiles (``tile=``) with the same result, its halo the
+        receptive radius; ``none``: an original network runs whole (``tile`` is ignored)."""
+        return "supported" if self.is_pcsr else "none"
+
+    @property
+    def supported_dtypes(self) -> tuple[str, ...]:
+        return tuple(name for name, flag in (("float32", True), ("float16", self.supports_half),
+                                             ("bfloat16", self.supports_bfloat16)) if flag)
+
+    def describe(self) -> dict:
+        """What the model is and takes, as plain data."""
+        scales = self.supported_scales
+        return {"kind": self.kind, "architecture": type(self.network).__name__, "classes": self.num_classes,
+                "input_channels": self.input_channels, "output_channels": self.output_channels,
+                "scales": {"minimum": scales.minimum, "maximum": scales.maximum,
+                           "minimum_included": scales.minimum_included, "default": scales.default},
+                "size_requirements": {"minimum": self.size_requirements.minimum,
+                                      "multiple_of": self.size_requirements.multiple_of},
+                "tiling": self.tiling, "dtypes": list(self.supported_dtypes), "device": str(self.device),
+                "dtype": str(self.dtype).removeprefix("torch."), "learned_gate": self.has_learned_gate,
+                "linear_fill_scale": self.fill_scale}
 
     @property
     def supports_half(self) -> bool:
@@ -196,22 +267,25 @@ class SRModel:
 
     @torch.no_grad()
     def super_resolve(self, lr: torch.Tensor, scale: float | None = None,
-                      routing: RoutingOptions = RoutingOptions()) -> tuple[torch.Tensor, torch.Tensor | None]:
+                      routing: RoutingSpec = RoutingSpec()) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The one routed entry point: (B,3,h,w) in [0,1] -> (SR (B,3,H,W), not clamped; class map (B,H,W)
         or None for an original network)."""
         out = self._run(lr, scale, routing)
         return (out, None) if isinstance(out, torch.Tensor) else (out.sr, out.classes)
 
-    def _run(self, lr: torch.Tensor, scale: float | None, routing: RoutingOptions) -> torch.Tensor | RoutedSR:
+    def session(self, lr: torch.Tensor, scale: float | None = None) -> InferenceSession:
+        """An inference session on (B,3,h,w) ``lr`` in [0,1]: prepared once, routed per k and gate (PCSR only)."""
+        if not self.is_pcsr:
+            raise ValueError("an original network has no routing: call the model instead of opening a session")
+        return InferenceSession(self.network, self.prepare_input(lr), self.check_scale(scale))
+
+    def _run(self, lr: torch.Tensor, scale: float | None, routing: RoutingSpec) -> torch.Tensor | RoutedSR:
         """``super_resolve``'s work: the routed result (with the gate's plan) for PCSR, the SR batch otherwise."""
         scale = self.check_scale(scale)
-        lr = self.prepare_input(lr)
-        if self.is_pcsr:
-            return routed_upscale(self.network, lr, scale, k=routing.k, adaptive=routing.adaptive,
-                                  refine=routing.refine, tile=routing.tile, skip_flat=routing.skip_flat,
-                                  skip_tile=routing.skip_tile, skip_halo=routing.skip_halo,
-                                  skip_gate=routing.skip_gate, skip_fill=routing.skip_fill)
-        return self.network(lr)
+        if not self.is_pcsr:
+            return self.network(self.prepare_input(lr))
+        routing.check_model(self.network, scale)
+        return self.session(lr, scale).run(routing)
 
     def gflops(self, lr_size: tuple[int, int], scale: float, classes: torch.Tensor | None,
                backbone_pixels: int | None = None, extra: dict[str, dict[str, int]] | None = None) -> dict[str, float]:
@@ -229,14 +303,13 @@ class SRModel:
         return {c: self._meter.image(lr_size, scale, counts, c, backbone_pixels, (extra or {}).get(c)) / 1e9
                 for c in CONVENTIONS}
 
-    def upscale(self, image, scale: float | None = None, k: float = 0.0, adaptive: bool = False,
-                refine: bool = True, tile: int = 0, skip_flat: float | None = None,
-                skip_gate: str = "laplacian", skip_fill: str = "bicubic") -> Upscaled:
+    def upscale(self, image, scale: float | None = None, routing: RoutingSpec | None = None,
+                **options) -> Upscaled:
         """Super-resolve ``image`` (see ``__call__``) and say where each pixel went and what it cost."""
+        routing = RoutingSpec.of(routing, **options)
         batch, restore = to_batch(image)
         scale = self.check_scale(scale)
-        out = self._run(batch, scale, RoutingOptions(k, adaptive, refine, tile, skip_flat, skip_gate=skip_gate,
-                                                     skip_fill=skip_fill))
+        out = self._run(batch, scale, routing)
         sr, classes = (out, None) if isinstance(out, torch.Tensor) else (out.sr, out.classes)
         gate = None if isinstance(out, torch.Tensor) else out.gate
         lr_size = tuple(batch.shape[-2:])
@@ -256,18 +329,17 @@ class SRModel:
         share = heavy_share(classes, self.num_classes)
         return Upscaled(restore(sr), None if classes is None else classes.cpu(), share, flops, skipped)
 
-    def __call__(self, image, scale: float | None = None, k: float = 0.0, adaptive: bool = False,
-                 refine: bool = True, tile: int = 0, skip_flat: float | None = None, skip_gate: str = "laplacian",
-                 skip_fill: str = "bicubic"):
+    def __call__(self, image, scale: float | None = None, routing: RoutingSpec | None = None, **options):
         """The SR image, of the input's type: a PIL image, an HxWx3 numpy array (uint8, or float in [0,1]) or
         a tensor ((3,H,W) or (B,3,H,W), float in [0,1] or uint8). Values are clamped to the image range; an
-        integer input comes back with its dtype, rounded as the commands' PNGs are. ``skip_flat``: the
-        flat-tile gate's threshold (PCSR only; None: off), ``skip_gate`` its scorer (``laplacian``, or
-        ``learned`` for a model holding a trained gate) and ``skip_fill`` what fills the skipped tiles
-        (``bicubic``, or ``linear`` for a model holding a fitted fill), see ``routed.upscale``."""
+        integer input comes back with its dtype, rounded as the commands' PNGs are.
+
+        How PCSR routes: ``routing=RoutingSpec(...)``, or the CLI's options by name (``k``, ``adaptive``,
+        ``refine``, ``tile``, ``skip_flat`` (the flat-tile gate's threshold; None: off), ``skip_tile``,
+        ``skip_halo``, ``skip_gate``, ``skip_fill``), see ``inference.spec``; original networks ignore it."""
+        routing = RoutingSpec.of(routing, **options)
         batch, restore = to_batch(image)
-        sr, _ = self.super_resolve(batch, scale, RoutingOptions(k, adaptive, refine, tile, skip_flat,
-                                                                skip_gate=skip_gate, skip_fill=skip_fill))
+        sr, _ = self.super_resolve(batch, scale, routing)
         return restore(sr)
 
 

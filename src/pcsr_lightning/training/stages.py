@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
-from pcsr_lightning.inference.gate import DEFAULT_TILE, tile_residuals
-from pcsr_lightning.inference.routed import prepare, render, render_forced, route, upscale
+from pcsr_lightning.inference.gate import tile_residuals
+from pcsr_lightning.inference.session import InferenceSession, upscale
+from pcsr_lightning.inference.spec import DEFAULT_TILE
 from pcsr_lightning.measure.metrics import correlation, score, shave_for
 from pcsr_lightning.models import PCSR, OriginalSR
 from pcsr_lightning.models.mlp import MLP
@@ -286,12 +287,12 @@ class PCSRStage(Stage):
 
     def validation_step(self, batch, batch_idx):
         lr, hr = batch["lr"], batch["hr"][0]
-        prepared = prepare(self.net, lr, self.scale)  # backbone and classifier once for both outputs
-        heavy = render_forced(self.net, prepared, 0)
+        session = InferenceSession(self.net, lr, self.scale)  # backbone and classifier once for both outputs
+        heavy = session.forced(0)
         values = scored(heavy.sr[0], hr, self.scale, "_heavy")
         out = {"sr": heavy.sr, "classes": None}
         if self.routes:
-            routed = render(self.net, prepared, route(self.net, prepared, 0.0))
+            routed = session.run()
             values.update(scored(routed.sr[0], hr, self.scale, "_k0"), val_heavy_share_k0=routed.heavy_share())
             out = {"sr": routed.sr, "classes": routed.classes}
         self.log_validation(values)

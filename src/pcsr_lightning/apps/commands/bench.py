@@ -7,7 +7,14 @@ import json
 
 import torch
 
-from pcsr_lightning.apps.commands.common import K_VALUE, add_memory_format_flag, add_skip_flags, checked, format_table
+from pcsr_lightning.apps.commands.common import (
+    K_VALUE,
+    TILE,
+    add_memory_format_flag,
+    add_skip_flags,
+    checked,
+    format_table,
+)
 from pcsr_lightning.bench.inputs import parse_size
 from pcsr_lightning.bench.run import DTYPES, GUARD_DB, TABLE_HEADER, BenchSettings, Row, ratio_rows, run_bench
 from pcsr_lightning.io.files import check_outputs, write_text
@@ -30,7 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--reference-repeats", type=int, default=1, help="the reference loop is slow: fewer repeats")
     p.add_argument("--no-reference", action="store_true", help="skip the reference path")
-    p.add_argument("--tile", type=int, default=0, help="LR tile size for the PCSR backbone (0 = whole image)")
+    p.add_argument("--tile", type=TILE, default=0, help="LR tile size for the PCSR backbone (0 = whole image)")
     add_skip_flags(p, several=True, several_halos=True)
     p.add_argument("--hr-image", help="time on the centre of this photo (at least --hr-size) instead of the mosaic")
     p.add_argument("--no-ends", action="store_true", help="skip the all-heavy / all-light variants")

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 import torch
 
-from pcsr_lightning.inference.gate import DEFAULT_TILE as DEFAULT_SKIP_TILE
-from pcsr_lightning.inference.gate import FILLS, SCORERS
 from pcsr_lightning.inference.layout import CHOICES as MEMORY_FORMAT_CHOICES
 from pcsr_lightning.inference.router import check_k
-from pcsr_lightning.inference.srmodel import RoutingOptions, check_scale_value
+from pcsr_lightning.inference.spec import (
+    FILLS,
+    SCORERS,
+    GateSpec,
+    RoutingSpec,
+    check_fill,
+    check_gate_tile,
+    check_halo,
+    check_scorer,
+    check_threshold,
+    check_tile,
+)
+from pcsr_lightning.inference.srmodel import check_scale_value
 from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, HARD_MAX_PIXELS, IMAGE_EXTENSIONS, list_images
 from pcsr_lightning.measure.metrics import METRICS
 
@@ -39,32 +48,15 @@ def pixel_limit(text: str) -> int:
     return value
 
 
-def skip_threshold(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"the skip threshold must be a finite number >= 0, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"expected an integer >= 1, got {text}")
-    return value
-
-
 def halo_value(text: str) -> int | None:
     """LR pixels, or 'rf' for the backbone's receptive radius (exact features)."""
-    if text == "rf":
-        return None
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"the halo must be 'rf' or an integer >= 0, got {text}")
-    return value
+    return None if text == "rf" else check_halo(text)
 
 
 K_VALUE, SCALE_VALUE, PIXEL_LIMIT = checked(check_k), checked(check_scale_value), checked(pixel_limit)
-SKIP_THRESHOLD, POSITIVE_INT, HALO = checked(skip_threshold), checked(positive_int), checked(halo_value)
+SKIP_THRESHOLD, SKIP_TILE, HALO, TILE = checked(check_threshold), checked(check_gate_tile), checked(halo_value), \
+    checked(check_tile)
+SCORER, FILL = checked(check_scorer), checked(check_fill)
 
 
 def add_image_flags(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +86,8 @@ def add_routing_flags(parser: argparse.ArgumentParser, several_k: bool = False) 
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     add_image_flags(parser)
     parser.add_argument(
-        "--tile", type=int, default=0, help="run the PCSR backbone on LR tiles of this size (huge images; 0 = whole)"
+        "--tile", type=TILE, default=RoutingSpec.tile,
+        help="run the PCSR backbone on LR tiles of this size (huge images; 0 = whole)"
     )
     add_skip_flags(parser, several=several_k)
     add_memory_format_flag(parser)
@@ -109,16 +102,18 @@ def add_skip_flags(parser: argparse.ArgumentParser, several: bool = False, sever
     else:
         parser.add_argument("--skip-flat", type=SKIP_THRESHOLD, default=None, metavar="THRESHOLD",
                             help="skip LR tiles whose max |Laplacian| is below this (bicubic there; 0 = none)")
-    parser.add_argument("--skip-tile", type=POSITIVE_INT, default=DEFAULT_SKIP_TILE,
-                        help=f"LR tile size of the flat-tile gate (default {DEFAULT_SKIP_TILE})")
+    parser.add_argument("--skip-tile", type=SKIP_TILE, default=GateSpec.tile,
+                        help=f"LR tile size of the flat-tile gate (default {GateSpec.tile})")
     parser.add_argument("--skip-halo", type=HALO, default=[None] if several_halos else None,
                         nargs="+" if several_halos else None,
                         help="backbone halo (LR pixels) around the gate's active tiles; 'rf' (default): the "
                              "receptive radius, exact features")
-    parser.add_argument("--gate", dest="skip_gate", choices=list(SCORERS), default="laplacian",
+    parser.add_argument("--gate", dest="skip_gate", type=SCORER, metavar="{" + ",".join(SCORERS) + "}",
+                        default=GateSpec.scorer,
                         help="what scores the tiles for --skip-flat: laplacian (default, max |Laplacian|) or "
                              "learned (the model's trained gate: its predicted PCSR residual over bicubic)")
-    parser.add_argument("--skip-fill", dest="skip_fill", choices=list(FILLS), default="bicubic",
+    parser.add_argument("--skip-fill", dest="skip_fill", type=FILL, metavar="{" + ",".join(FILLS) + "}",
+                        default=GateSpec.fill,
                         help="what fills the tiles --skip-flat skips: bicubic (default) or linear (the model's "
                              "fitted 5x5 fill, written by `pcsr fit-fill`; loses less, so a higher threshold fits)")
 
@@ -147,12 +142,11 @@ def inputs_of(path: Path, purpose: str) -> list[Path]:
     raise FileNotFoundError(f"input not found: {path}")
 
 
-def routing_from(args: argparse.Namespace) -> RoutingOptions:
-    if args.tile < 0:
-        raise ValueError(f"--tile must be >= 0, got {args.tile}")
-    return RoutingOptions(k=args.k, adaptive=args.adaptive, refine=not args.no_refine, tile=args.tile,
-                          skip_flat=args.skip_flat, skip_tile=args.skip_tile, skip_halo=args.skip_halo,
-                          skip_gate=args.skip_gate, skip_fill=args.skip_fill)
+def routing_from(args: argparse.Namespace) -> RoutingSpec:
+    """The routing spec of one-value flags (``add_routing_flags``), checked as they were parsed."""
+    return RoutingSpec.build(k=args.k, adaptive=args.adaptive, refine=not args.no_refine, tile=args.tile,
+                             skip_flat=args.skip_flat, skip_tile=args.skip_tile, skip_halo=args.skip_halo,
+                             skip_gate=args.skip_gate, skip_fill=args.skip_fill)
 
 
 def is_out_of_memory(err: BaseException) -> bool:

@@ -8,8 +8,9 @@ import torch
 
 from pcsr_lightning.apps.commands.common import K_VALUE, SCALE_VALUE, add_image_flags, format_table
 from pcsr_lightning.config import backbone_names
-from pcsr_lightning.inference.routed import prepare, route
 from pcsr_lightning.inference.router import class_counts
+from pcsr_lightning.inference.session import InferenceSession
+from pcsr_lightning.inference.spec import RoutingSpec
 from pcsr_lightning.io.images import read_image
 from pcsr_lightning.io.weights import load_model
 from pcsr_lightning.measure.flops import CONVENTIONS
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     names = ["classifier", *[f"upsamplers.{j}" for j in range(m)]]
     if lr is not None:
         with torch.no_grad():
-            counts = class_counts(route(model, prepare(model, lr, args.scale), args.k), m)
+            counts = class_counts(InferenceSession(model, lr, args.scale).classes(RoutingSpec(k=args.k)), m)
         cases = [(f"routed at k={args.k:g}", counts)]
     else:
         cases = [("all-light", all_on(m, hh * ww, m - 1)), ("all-heavy", all_on(m, hh * ww, 0))]

@@ -14,9 +14,9 @@ from pcsr_lightning.apps.commands.common import (
     out_of_memory,
     routing_from,
 )
-from pcsr_lightning.inference.gate import check_gate
 from pcsr_lightning.inference.router import heavy_share, skipped_share
-from pcsr_lightning.inference.srmodel import RoutingOptions, SRModel, load
+from pcsr_lightning.inference.spec import RoutingSpec
+from pcsr_lightning.inference.srmodel import SRModel, load
 from pcsr_lightning.io.files import FileExistsElsewhere, OutputError, check_outputs, output_stems
 from pcsr_lightning.io.images import (
     PNG_COMPRESS_LEVEL,
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.ckpt, args.device, memory_format=args.memory_format)
     scale = model.check_scale(args.scale)
     if model.is_pcsr:  # before any image: a model without the learned gate or the fitted fill asked for
-        check_gate(routing.skip_gate, routing.skip_fill, model.network, scale)
+        routing.check_model(model.network, scale)
     progress = Progress(len(plan), out_dir)
     try:
         for path, outs in plan.items():
@@ -120,7 +120,7 @@ class Progress:
         return text + (f", {self.failed} failed" if self.failed else "")
 
 
-def upscale_one(args: argparse.Namespace, model: SRModel, routing: RoutingOptions, path: Path, outs: list[Path],
+def upscale_one(args: argparse.Namespace, model: SRModel, routing: RoutingSpec, path: Path, outs: list[Path],
                 todo: list[Path]) -> bool:
     """Upscale one input and write its missing results ``todo``; False (with the error printed, nothing
     written) when the image cannot be read or its result is not finite."""
@@ -143,7 +143,7 @@ def upscale_one(args: argparse.Namespace, model: SRModel, routing: RoutingOption
     note = ""
     if classes is not None:
         note = f"  heavy share {heavy_share(classes, model.num_classes):.3f}"
-        if routing.skip_flat is not None:
+        if routing.gate is not None:
             note += f"  skipped share {skipped_share(classes, model.num_classes):.3f}"
         if args.class_map and outs[1] in todo:
             write_png(class_overlay(sr[0], classes[0], model.num_classes), outs[1], overwrite=args.overwrite,
