@@ -104,15 +104,25 @@ def _is_terminal(stream: TextIO) -> bool:
         return False
 
 
-def stages(stream: TextIO | None = None, live: bool | None = None) -> Callable[[str, int], Callable[[], None]]:
-    """A factory for work in stages (``bench``: warm-up, then timing): ``start(label, total)`` closes the
-    stage before and returns the new stage's ``advance``."""
-    current: list[Progress] = []
+class Stages:
+    """Work in stages (``bench``: warm-up, then timing), each with its own count: ``stages(label, total)``
+    ends the stage before and returns the new one's ``advance``."""
 
-    def start(label: str, total: int) -> Callable[[], None]:
-        if current:
-            current.pop().close()
-        current.append(Progress(total, label, unit="call", stream=stream, live=live))
-        return current[-1].advance
+    def __init__(self, unit: str = "call", stream: TextIO | None = None, live: bool | None = None):
+        self.unit, self.stream, self.live = unit, stream, live
+        self.current: Progress | None = None
 
-    return start
+    def __call__(self, label: str, total: int) -> Callable[[], None]:
+        self.close()
+        self.current = Progress(total, label, unit=self.unit, stream=self.stream, live=self.live)
+        return self.current.advance
+
+    def echo(self, text: str, stream: TextIO | None = None) -> None:
+        if self.current is None:
+            print(text, file=sys.stdout if stream is None else stream, flush=True)
+        else:
+            self.current.echo(text, stream)
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()

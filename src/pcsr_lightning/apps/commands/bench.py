@@ -8,6 +8,7 @@ import json
 import torch
 
 from pcsr_lightning.apps.commands.common import K_VALUE, add_memory_format_flag, add_skip_flags, checked, format_table
+from pcsr_lightning.apps.progress import Stages
 from pcsr_lightning.evaluation.bench import (
     DTYPES,
     GUARD_DB,
@@ -75,7 +76,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         # before any work
         check_outputs([args.json], [p for p in (args.pcsr_ckpt, args.original_ckpt, args.hr_image) if p])
-    report = run_bench(settings, log=lambda line: print(line, flush=True))
+    stages = Stages()
+    try:
+        report = run_bench(settings, log=stages.echo, stage=stages)
+    finally:
+        stages.close()
     rows = [Row(**r) for r in report["rows"]]
     backbone, fast_name = report["ms_backbone"], f"pcsr k={args.k[0]:g}"
     print(format_table(TABLE_HEADER, ratio_rows(rows)))
