@@ -90,7 +90,8 @@ def non_finite(img: torch.Tensor | np.ndarray) -> int:
 def pil_to_raw(img: Image.Image, source: str | Path = "image") -> torch.Tensor:
     """(3,H,W): uint8 for 8-bit images (4x smaller to keep in memory), float32 in [0,1] otherwise.
 
-    Grayscale, palette, alpha and 16-bit images become plain RGB. ``as_float`` gives the [0,1] float.
+    Grayscale, palette, alpha and 16-bit images become plain RGB (what eval and training read; the upscaler
+    keeps them, ``io.picture``). ``as_float`` gives the [0,1] float.
     The value rules are in the module's docstring; ImageReadError naming ``source`` for NaN or inf pixels.
     """
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
