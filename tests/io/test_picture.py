@@ -160,3 +160,9 @@ def test_open_picture_keeps_16_bit_colour_and_turns_it_upright(tmp_path):
     kept = Image.Exif()
     kept.load(pic.exif)
     assert kept[0x0112] == 1 and kept[0x010F] == "pcsr test"
+
+
+def test_an_exif_block_pillow_cannot_parse_is_dropped_not_fatal(tmp_path):
+    Image.fromarray(ramp(4, 5, 3, 255)).save(tmp_path / "e.jpg", exif=b"Exif\0\0garbage, not TIFF")
+    pic = open_picture(tmp_path / "e.jpg")
+    assert pic.exif is None and pic.colour.shape == (3, 4, 5)

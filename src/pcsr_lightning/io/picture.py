@@ -11,6 +11,7 @@ Which modes become what: docs/cli.md, "What comes out".
 
 from __future__ import annotations
 
+import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -85,8 +86,11 @@ def _exif_upright(exif_bytes: bytes | None) -> tuple[int, bytes | None]:
     if not exif_bytes:
         return 1, None
     exif = Image.Exif()
-    exif.load(exif_bytes)
-    orientation = int(exif.get(ORIENTATION, 1) or 1)
+    try:
+        exif.load(exif_bytes)
+        orientation = int(exif.get(ORIENTATION, 1) or 1)
+    except (ValueError, TypeError, KeyError, SyntaxError, OSError, struct.error):
+        return 1, None  # a block Pillow cannot parse is not carried (it could say any orientation)
     if ORIENTATION in exif:
         exif[ORIENTATION] = 1
     return orientation, exif.tobytes()
@@ -194,12 +198,12 @@ def result_pixels(picture: Picture, sr: torch.Tensor, alpha: torch.Tensor | None
     luma, at ``depth`` bits (default the picture's), rounded as ``write_png`` rounds."""
     depth = depth or picture.depth
     peak = float((1 << depth) - 1)
-    sr = sr.detach().float().cpu().clamp(0, 1)
+    sr = sr.detach().float().cpu().clamp(0, 1)  # a new tensor: the in-place steps below leave the caller's alone
     if picture.grey:
         sr = (LUMA[0] * sr[0] + LUMA[1] * sr[1] + LUMA[2] * sr[2])[None].clamp(0, 1)
     planes = sr if alpha is None else torch.cat([sr, alpha.detach().float().cpu().clamp(0, 1)])
-    values = planes.mul(peak).round().permute(1, 2, 0).numpy()
-    return values.astype(np.uint16 if depth == 16 else np.uint8)
+    values = planes.mul_(peak).round_().to(torch.int32 if depth == 16 else torch.uint8).permute(1, 2, 0).numpy()
+    return values.astype(np.uint16) if depth == 16 else values
 
 
 def to_pil(pixels: np.ndarray) -> Image.Image:
@@ -212,6 +216,14 @@ def to_pil(pixels: np.ndarray) -> Image.Image:
         return Image.fromarray(np.ascontiguousarray(pixels[..., 0]))
     return Image.fromarray(np.ascontiguousarray(pixels if c > 1 else pixels[..., 0]), {1: "L", 2: "LA", 3: "RGB",
                                                                                        4: "RGBA"}[c])
+
+
+def kept_in(fmt: str, picture: Picture) -> tuple[bytes | None, bytes | None]:
+    """The ICC profile and EXIF a result in ``fmt`` carries (BMP and PPM have no place for them)."""
+    if fmt in ("BMP", "PPM"):
+        return None, None
+    channels = max(picture.channels, 3) if fmt == "WEBP" else picture.channels
+    return icc_fits(picture.icc, channels), picture.exif
 
 
 def icc_fits(icc: bytes | None, channels: int) -> bytes | None:

@@ -52,8 +52,8 @@ def encode_png(pixels: np.ndarray, icc: bytes | None = None, exif: bytes | None 
     out = [SIGNATURE, png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, COLOUR_TYPES[c], 0, 0, 0))]
     if icc:
         out.append(png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc)))
-    if exif:
-        out.append(png_chunk(b"eXIf", exif))
+    if exif:  # the chunk holds the TIFF structure itself, without JPEG's "Exif" marker
+        out.append(png_chunk(b"eXIf", exif.removeprefix(b"Exif\0\0")))
     out += [png_chunk(b"IDAT", zlib.compress(raw, compress_level)), png_chunk(b"IEND", b"")]
     return b"".join(out)
 

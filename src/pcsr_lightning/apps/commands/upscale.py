@@ -37,6 +37,7 @@ from pcsr_lightning.io.picture import (
     depth_for,
     format_of,
     holds_alpha,
+    kept_in,
     open_picture,
     result_pixels,
     save_picture,
@@ -209,11 +210,12 @@ def write_result(pixels, path: Path, picture: Picture, overwrite: bool, compress
     return save_picture(pixels, path, picture.icc, picture.exif, overwrite=overwrite, compress_level=compress_level)
 
 
-def kept_note(picture: Picture, depth: int, alpha: str) -> str:
+def kept_note(picture: Picture, fmt: str, depth: int, alpha: str) -> str:
     """What the result kept beside RGB, for the line per image."""
-    kept = [name for name, has in ((f"alpha ({alpha})", picture.alpha is not None), ("grey", picture.grey),
-                                   ("16-bit", depth == 16), ("ICC profile", bool(picture.icc)),
-                                   ("EXIF", bool(picture.exif))) if has]
+    icc, exif = kept_in(fmt, picture)
+    kept = [name for name, has in ((f"alpha ({alpha})", picture.alpha is not None),
+                                   ("grey", picture.grey and fmt != "WEBP"), ("16-bit", depth == 16),
+                                   ("ICC profile", bool(icc)), ("EXIF", bool(exif))) if has]
     return f"  kept: {', '.join(kept)}" if kept else ""
 
 
@@ -261,6 +263,6 @@ def upscale_one(args: argparse.Namespace, model: SRModel, routing: RoutingOption
                       compress_level=args.png_level)
     if args.report_memory:
         note += f"  peak memory {process_peak_mb(model.device):,.0f} MiB"
-    note += kept_note(picture, depth, args.alpha)
+    note += kept_note(picture, format_of(outs[0]), depth, args.alpha)
     progress.echo(f"{path.name} -> {outs[0]} ({sr.shape[-1]}x{sr.shape[-2]}){note}")
     return True
