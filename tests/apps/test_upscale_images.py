@@ -161,9 +161,9 @@ def test_naming_refusals_come_before_any_work(model_file, tmp_path, capsys):
     cases = [
         (["--input", photos, "--output", tmp_path / "x.png"], "names one image file, but --input"),
         (["--input", photos / "cat.png", "--output", tmp_path / "x.png", "--suffix", "_x4"],
-         "--suffix name the results in an output folder"),
+         "--suffix names the results in an output folder"),
         (["--input", photos / "cat.png", "--output", tmp_path / "x.png", "--ext", "jpg"],
-         "--ext name the results in an output folder"),
+         "--ext names the results in an output folder"),
         (["--input", photos, "--output", tmp_path / "sr", "--ext", "jpg"], "clear.png has transparency, which .jpg"),
         (["--input", photos / "clear.png", "--output", tmp_path / "x.jpg"], "has transparency"),
         (["--input", photos, "--output", tmp_path / "sr", "--suffix", "a/b"], "folder separator"),

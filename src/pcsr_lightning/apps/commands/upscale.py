@@ -103,7 +103,8 @@ def plan_outputs(inputs: list[Path], output: Path, class_map: bool, suffix: str 
 
 
 def check_naming(args: argparse.Namespace, single_file: bool) -> None:
-    """--output FILE takes one input and names the result itself: no --suffix or --ext beside it."""
+    """--output FILE takes one input and names the result itself: no --suffix or --ext beside it; a suffix
+    stays a name's ending (no folder separator)."""
     if not single_file:
         if "/" in args.suffix or "\\" in args.suffix:
             raise ValueError(f"--suffix {args.suffix!r}: a name's ending cannot hold a folder separator")
@@ -113,8 +114,8 @@ def check_naming(args: argparse.Namespace, single_file: bool) -> None:
                          "give a folder as --output (--suffix and --ext name the results in it)")
     given = [flag for flag, value in (("--suffix", args.suffix), ("--ext", args.ext)) if value]
     if given:
-        raise ValueError(f"{' and '.join(given)} name the results in an output folder; --output {args.output} "
-                         "names the file itself (its extension gives the format)")
+        raise ValueError(f"{' and '.join(given)} name{'' if len(given) > 1 else 's'} the results in an output "
+                         f"folder; --output {args.output} names the file itself (its extension gives the format)")
     format_of(args.output)
 
 
