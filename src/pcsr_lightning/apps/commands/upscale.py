@@ -183,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
             hint = (f". Is another run writing into {out_dir}? (--overwrite replaces such files, --skip-existing "
                     "keeps them)")
         raise OutputError(f"{err}; stopped: {tally.summary()}{hint}") from None
-    progress.close()
+    finally:
+        progress.close()  # the bar's line ended before any message below it
     if tally.kept:
         print(f"{tally.kept} image(s) already had their results (kept, --skip-existing)", flush=True)
     if tally.failed:
