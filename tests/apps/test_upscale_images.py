@@ -111,6 +111,13 @@ def test_16_bit_in_gives_16_bit_out(model_file, model, tmp_path, capsys):
     # Pillow reads the file (at 8 bits: its high bytes)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "c16_out.png")), (pixels >> 8).astype(np.uint8))
     assert model(Image.fromarray(grey)).mode == "I;16"
+    # a 16-bit grey TIFF stays one with --ext auto
+    folder = tmp_path / "tif"
+    folder.mkdir()
+    Image.fromarray(grey).save(folder / "g16.tif")
+    upscale(model_file, folder, tmp_path / "tif_out", capsys, "--ext", "auto")
+    with Image.open(tmp_path / "tif_out" / "g16.tif") as tif:
+        assert tif.format == "TIFF" and tif.mode == "I;16" and np.array_equal(np.asarray(tif), np.asarray(out))
     # a format without 16 bits writes 8, and says so
     code, err = run_cli(["upscale", "--ckpt", model_file, "--input", tmp_path / "c16.png", "--output",
                          tmp_path / "c16.webp"], capsys)
