@@ -169,19 +169,19 @@ TWO_WRITERS = textwrap.dedent('''
         while not all((sync / n).exists() for n in names):
             time.sleep(0.02)
 
-    real_check, real_write = upscale.check_existing, upscale.write_png
+    real_check, real_write = upscale.check_existing, upscale.write_result
 
     def check_existing(*args, **kwargs):
         real_check(*args, **kwargs)
         (sync / f"checked-{me}").touch()
         wait_for("checked-A", "checked-B")
 
-    def write_png(*args, **kwargs):
+    def write_result(*args, **kwargs):
         if os.environ.get("PCSR_TEST_WAIT") == me:
             wait_for("go")
         return real_write(*args, **kwargs)
 
-    upscale.check_existing, upscale.write_png = check_existing, write_png
+    upscale.check_existing, upscale.write_result = check_existing, write_result
     sys.exit(main(sys.argv[3:]))
 ''')
 

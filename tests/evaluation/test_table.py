@@ -41,6 +41,9 @@ def test_table_from_manifest_and_checkpoint(runs, capsys):
     args = ["table", "--runs", str(tmp_path / "runs"), "--row", f"FSRCNN={orig}", "--dataset", f"Test2K={hr}",
             "--k", "0", "3", "--out-dir", str(out)]
     assert main(args) == 0
+    images = len(list(hr.iterdir()))
+    err = capsys.readouterr().err  # progress over every image of every row, as it goes
+    assert f"table 1/{2 * images} images" in err and f"table {2 * images}/{2 * images} images" in err
     cells = {r["row"]: r for r in csv.DictReader((out / "table.csv").open())}
     assert set(cells) == {"FSRCNN", "FSRCNN-PCSR"}
     assert float(cells["FSRCNN-PCSR"]["paper_psnr"]) == 25.61 and cells["FSRCNN"]["pct_paper"] == ""

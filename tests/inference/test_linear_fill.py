@@ -179,8 +179,10 @@ def test_fit_fill_writes_a_model_that_carries_the_fill(tmp_path, capsys, suffix)
     folder = photos(tmp_path / "photos")
     out = tmp_path / f"filled{suffix}"
     assert main(["fit-fill", str(src), str(folder), "--out", str(out)]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert "p0.png" in text and "(bicubic) ->" in text and "LinearFill(x4" in text
+    assert "fit-fill 1/3 photos" in captured.err and "fit-fill 3/3 photos" in captured.err
     loaded = load_model(out)
     assert isinstance(loaded.model.fill, LinearFill) and loaded.meta["fill"]["photos"] == ["p0.png", "p1.png", "p2.png"]
     assert not torch.equal(loaded.model.fill.weight, LinearFill(4).weight), "the fill was fitted"

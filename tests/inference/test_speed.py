@@ -206,6 +206,8 @@ def test_bench_command_writes_json(tmp_path, capsys, monkeypatch):
     out = tmp_path / "bench.json"
     args = ["bench", "--pcsr-ckpt", str(p), "--original-ckpt", str(o), "--hr-size", "32x48", "--repeats", "1"]
     assert main(args + ["--k", "0", "1", "--profile", "--json", str(out)]) == 0
+    err = capsys.readouterr().err  # progress per stage: a call per variant, then every timed call
+    assert "warm-up 1/" in err and "timing 1/" in err and "in all" in err
     report = json.loads(out.read_text())
     prof = report["profile_routed"]
     products = {"aten::addmm", "mkldnn::_linear_pointwise"}

@@ -57,9 +57,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """Exit codes: 2 with one ``error:`` line for a refusal or a failure of the whole command, 130 when
-    interrupted (Ctrl-C); a command returns 1 itself when it skipped some images."""
+    interrupted (Ctrl-C), 141 quietly when the reader of its output went away (a closed pipe); a command
+    returns 1 itself when it skipped some images."""
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()  # a reader gone away is noticed here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:
+        return closed_pipe()
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -75,6 +80,22 @@ def _run(args: argparse.Namespace) -> int:
             raise
         print(f"error: {out_of_memory(err)}", file=sys.stderr)
         return 2
+
+
+CLOSED_PIPE = 141  # 128 + SIGPIPE: what the shell reports for a Unix tool whose reader went away
+
+
+def closed_pipe() -> int:
+    """The reader of stdout or stderr went away (``pcsr upscale ... | head -1``): stop quietly, as Unix tools
+    do. Results already written stay whole (every write is atomic); nothing more goes to the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass  # a stream without a file descriptor (captured): nothing to redirect
+    os.close(devnull)
+    return CLOSED_PIPE
 
 
 if __name__ == "__main__":

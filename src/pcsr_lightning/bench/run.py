@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from pcsr_lightning.bench.inputs import photo_crop, photo_mosaic
-from pcsr_lightning.bench.timing import machine_info, op_profile, paired_ratio, time_rounds
+from pcsr_lightning.bench.timing import Stage, machine_info, op_profile, paired_ratio, time_rounds
 from pcsr_lightning.data.bicubic import downscale
 from pcsr_lightning.inference.layout import as_input, choose_memory_format, format_name
 from pcsr_lightning.inference.reference import class_map_agreement, upscale_reference
@@ -236,8 +236,8 @@ def plan_variants(run: BenchRun) -> dict[str, Callable[[], object]]:
     return variants
 
 
-def warm_up(run: BenchRun, variants: dict[str, Callable[[], object]],
-            log: Callable[[str], None]) -> tuple[dict[str, tuple], dict[str, object]]:
+def warm_up(run: BenchRun, variants: dict[str, Callable[[], object]], log: Callable[[str], None],
+            after_call: Callable[[], None] | None = None) -> tuple[dict[str, tuple], dict[str, object]]:
     """One call of each variant: name -> (peak MiB, PSNR, heavy share, skipped share), and the outputs of
     the fast and the reference path (compared later; the other outputs are dropped: memory at 8K)."""
     first, outputs = {}, {}
@@ -248,6 +248,8 @@ def warm_up(run: BenchRun, variants: dict[str, Callable[[], object]],
             outputs[name] = result
         del result
         log(f"  {name}: warm-up done, {quality:.3f} dB")
+        if after_call is not None:
+            after_call()
     return first, outputs
 
 
@@ -260,8 +262,8 @@ def routed_part(run: BenchRun, feat: torch.Tensor) -> Callable[[], object]:
     return fast_routed
 
 
-def timed_rounds(run: BenchRun, variants: dict[str, Callable[[], object]]) -> tuple[dict[str, list[float]],
-                                                                                    torch.Tensor]:
+def timed_rounds(run: BenchRun, variants: dict[str, Callable[[], object]], stage: Stage | None = None
+                 ) -> tuple[dict[str, list[float]], torch.Tensor]:
     """Milliseconds per round of every variant, of the backbone alone and (with the reference path) of the
     routed part alone; and the backbone's features of the LR."""
     settings, pcsr, lr, s = run.settings, run.pcsr, run.lr, run.settings.scale
@@ -280,8 +282,10 @@ def timed_rounds(run: BenchRun, variants: dict[str, Callable[[], object]]) -> tu
         routed = {ROUTED_FAST: routed_part(run, feat),
                   ROUTED_REFERENCE: lambda: upscale_reference(pcsr, lr, s, k=k0, feat=feat)}
         repeats.update({ROUTED_FAST: settings.repeats, ROUTED_REFERENCE: settings.reference_repeats})
+    fns = {**variants, BACKBONE: encode, **routed}
+    after_call = None if stage is None else stage("timing", sum(repeats[name] for name in fns))
     with torch.no_grad():
-        times = time_rounds({**variants, BACKBONE: encode, **routed}, run.device, repeats, warmup=0)
+        times = time_rounds(fns, run.device, repeats, warmup=0, after_call=after_call)
     return times, feat
 
 
@@ -336,14 +340,16 @@ def report_header(run: BenchRun) -> dict:
             "receptive_radius": receptive_radius(run.pcsr.backbone)}
 
 
-def run_bench(settings: BenchSettings, log: Callable[[str], None] = print) -> dict:
-    """Warm up and time every variant interleaved; the report ``pcsr bench`` prints and writes as JSON."""
+def run_bench(settings: BenchSettings, log: Callable[[str], None] = print, stage: Stage | None = None) -> dict:
+    """Warm up and time every variant interleaved; the report ``pcsr bench`` prints and writes as JSON.
+    ``stage(label, calls)``: progress, called as the warm-up and the timing start; returns what to call after
+    each of their calls."""
 
     run = prepare_run(settings)
     log(describe(run))
     variants = plan_variants(run)
-    first, outputs = warm_up(run, variants, log)
-    times, feat = timed_rounds(run, variants)
+    first, outputs = warm_up(run, variants, log, None if stage is None else stage("warm-up", len(variants)))
+    times, feat = timed_rounds(run, variants, stage)
     rows = measured_rows(variants, first, times, log)
     by_name = {r.name: r for r in rows}
     fast_row, reference, original = by_name[run.fast_name], by_name.get(run.ref_name), by_name["original"]

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+Stage = Callable[[str, int], Callable[[], None]]  # progress of a stage: (label, calls) -> after each call
+
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -22,13 +24,15 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_rounds(
-    fns: dict[str, Callable[[], object]], device: torch.device, repeats: int | dict[str, int] = 3, warmup: int = 0
+    fns: dict[str, Callable[[], object]], device: torch.device, repeats: int | dict[str, int] = 3, warmup: int = 0,
+    after_call: Callable[[], None] | None = None,
 ) -> dict[str, list[float]]:
     """Synchronized wall-clock milliseconds per variant, the variants interleaved round by round.
 
     On a shared machine the speed drifts by tens of percent over a minute; timing A A A then B B B puts
     that drift into the ratio, A B A B puts it into both sides alike. ``repeats`` may differ per variant
     (a slow reference path gets fewer); a variant drops out of the rounds once it has its repeats.
+    ``after_call()`` after each timed call, outside its time.
     """
     counts = {name: repeats for name in fns} if isinstance(repeats, int) else dict(repeats)
     if any(counts.get(name, 0) < 1 for name in fns):
@@ -45,6 +49,8 @@ def time_rounds(
                 fn()
                 synchronize(device)
                 times[name].append(1000 * (time.perf_counter() - t0))
+                if after_call is not None:  # outside the timed span (progress)
+                    after_call()
     return times
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -168,8 +168,18 @@ def add_shares(records: list[Record], originals: dict[str, Record]) -> None:
             r.pct_paper = 100 * r.gflops_paper / ref.gflops_paper
 
 
-def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tuple[list[Record], int]:
-    """Records for every image (and the original's, if given); the number of images that failed."""
+def reporting(images: list[Path], on_image: Callable[[int, int, str], None] | None) -> Iterator[Path]:
+    """``images`` one by one; ``on_image(done, total, name)`` once each has been handled (scored or failed)."""
+    for done, path in enumerate(images, 1):
+        yield path
+        if on_image is not None:
+            on_image(done, len(images), path.name)
+
+
+def evaluate(settings: EvalSettings, log: Callable[[str], None] = print,
+             on_image: Callable[[int, int, str], None] | None = None) -> tuple[list[Record], int]:
+    """Records for every image (and the original's, if given); the number of images that failed.
+    ``on_image(done, total, name)`` after each image, as it goes (for progress)."""
 
     model = load(settings.ckpt, settings.device, memory_format=settings.memory_format)
     model.check_scale(settings.scale)
@@ -194,7 +204,7 @@ def evaluate(settings: EvalSettings, log: Callable[[str], None] = print) -> tupl
     records: list[Record] = []
     reference: dict[str, Record] = {}
     failures = 0
-    for path in images:
+    for path in reporting(images, on_image):
         try:
             hr, lr = load_pair(path, settings.scale, lr_dir, settings.crop, settings.max_pixels)
         except ImageReadError as err:

@@ -120,8 +120,10 @@ def pick_k(summary: list[dict], target: float | None) -> dict:
 def build_table(rows: dict[str, Path], datasets: dict[str, str], ks: Sequence[float], psnr_tolerance: float,
                 crop: str | None, device: str, out_dir: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
                 metrics: Sequence[str] = ("psnr",), memory_format: str = "auto",
-                log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> tuple[list[dict], dict[str, Path]]:
-    """Evaluate every row on every dataset: the cells (``TABLE_COLUMNS``) and one PSNR-vs-GFLOPs curve per dataset."""
+                log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+                on_image: Callable[[int, int, str], None] | None = None) -> tuple[list[dict], dict[str, Path]]:
+    """Evaluate every row on every dataset: the cells (``TABLE_COLUMNS``) and one PSNR-vs-GFLOPs curve per dataset.
+    ``on_image``: ``evaluate``'s, after each image of each row."""
 
     cells, images = [], {}
     for dataset, folder in datasets.items():
@@ -133,7 +135,7 @@ def build_table(rows: dict[str, Path], datasets: dict[str, str], ks: Sequence[fl
                                     ks=ks, crop=crop, ends=True, device=device, max_pixels=max_pixels,
                                     metrics=list(metrics), memory_format=memory_format)
             log(f"{dataset}: {name} ...")
-            records, failures = evaluate(settings, log=log)
+            records, failures = evaluate(settings, log=log, on_image=on_image)
             if failures:
                 raise ValueError(f"{failures} image(s) of {folder} could not be read")
             summary = summarize(records)

@@ -24,7 +24,7 @@ from pcsr_lightning.inference.router import cost_list, heavy_share, skipped_shar
 from pcsr_lightning.inference.session import InferenceSession
 from pcsr_lightning.inference.spec import RoutingSpec
 from pcsr_lightning.io.checkpoint import LoadedModel
-from pcsr_lightning.io.images import pil_to_raw
+from pcsr_lightning.io.picture import from_pil, icc_fits, result_pixels, to_pil, upscale_alpha
 from pcsr_lightning.io.weights import load_model
 from pcsr_lightning.measure.flops import CONVENTIONS
 from pcsr_lightning.measure.meter import FlopsMeter
@@ -368,12 +368,25 @@ def _to_int(sr: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return sr.float().clamp(0, 1).mul(peak).round().to(dtype)
 
 
+def pil_batch(image: Image.Image):
+    """``to_batch`` of a PIL image: the colour runs, the rest is kept (``io.picture``): its alpha upscaled by
+    bicubic, grey written back as grey, 16-bit grey as 16-bit, the ICC profile and EXIF in ``info``."""
+    picture = from_pil(image)
+
+    def restore(sr: torch.Tensor) -> Image.Image:
+        alpha = None if picture.alpha is None else upscale_alpha(picture.alpha[None], tuple(sr.shape[-2:]))[0]
+        out = to_pil(result_pixels(picture, sr[0], alpha))
+        icc = icc_fits(picture.icc, picture.channels)
+        out.info.update({k: v for k, v in (("icc_profile", icc), ("exif", picture.exif)) if v})
+        return out
+
+    return _float_batch(_check_pixels(picture.colour[None])), restore
+
+
 def to_batch(image):
     """(B,3,h,w) float32 in [0,1], and the function that turns an SR batch back into the input's type."""
     if isinstance(image, Image.Image):
-        batch = pil_to_raw(image)[None]
-        return _float_batch(_check_pixels(batch)), lambda sr: Image.fromarray(
-            _to_int(sr[0], torch.uint8).permute(1, 2, 0).cpu().numpy(), mode="RGB")
+        return pil_batch(image)
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"image as a numpy array must be HxWx3 (RGB), got shape {image.shape}")

@@ -13,6 +13,7 @@ import stat
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pcsr_lightning.io.files import OutputError, atomic_write
 
+T = TypeVar("T")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 # Largest image read (width x height): an 8K frame (33 Mpx) fits; a decompression bomb (a small file
 # declaring a huge size) or a 100-Mpx photo is refused before any pixel is decoded. Pillow refuses on
@@ -88,7 +90,8 @@ def non_finite(img: torch.Tensor | np.ndarray) -> int:
 def pil_to_raw(img: Image.Image, source: str | Path = "image") -> torch.Tensor:
     """(3,H,W): uint8 for 8-bit images (4x smaller to keep in memory), float32 in [0,1] otherwise.
 
-    Grayscale, palette, alpha and 16-bit images become plain RGB. ``as_float`` gives the [0,1] float.
+    Grayscale, palette, alpha and 16-bit images become plain RGB (what eval and training read; the upscaler
+    keeps them, ``io.picture``). ``as_float`` gives the [0,1] float.
     The value rules are in the module's docstring; ImageReadError naming ``source`` for NaN or inf pixels.
     """
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -117,6 +120,17 @@ def read_image_raw(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> to
     """``pil_to_raw`` of a file, turned upright by its EXIF orientation; raises ImageReadError naming the
     file when it cannot be decoded or has more than ``max_pixels`` pixels (checked on the header, before
     decoding)."""
+
+    def raw(img: Image.Image) -> torch.Tensor:
+        img.load()
+        return pil_to_raw(ImageOps.exif_transpose(img), path)
+
+    return open_image(path, max_pixels, raw)
+
+
+def open_image(path: str | Path, max_pixels: int, decode: Callable[[Image.Image], T]) -> T:
+    """``decode(img)`` of the opened file (not yet loaded) once its header's size is within ``max_pixels``,
+    with every failure an ImageReadError naming the file (a missing file stays FileNotFoundError)."""
     path = Path(path)
     try:
         with warnings.catch_warnings():
@@ -127,8 +141,7 @@ def read_image_raw(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> to
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageReadError(f"{path}: {w}x{h} = {w * h:,} pixels is above --max-pixels {max_pixels:,}")
-            img.load()
-            return pil_to_raw(ImageOps.exif_transpose(img), path)
+            return decode(img)
     except FileNotFoundError:
         raise
     except Image.DecompressionBombError as err:

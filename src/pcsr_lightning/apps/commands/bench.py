@@ -15,6 +15,7 @@ from pcsr_lightning.apps.commands.common import (
     checked,
     format_table,
 )
+from pcsr_lightning.apps.progress import Stages
 from pcsr_lightning.bench.inputs import parse_size
 from pcsr_lightning.bench.run import DTYPES, GUARD_DB, TABLE_HEADER, BenchSettings, Row, ratio_rows, run_bench
 from pcsr_lightning.io.files import check_outputs, write_text
@@ -74,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         # before any work
         check_outputs([args.json], [p for p in (args.pcsr_ckpt, args.original_ckpt, args.hr_image) if p])
-    report = run_bench(settings, log=lambda line: print(line, flush=True))
+    stages = Stages()
+    try:
+        report = run_bench(settings, log=stages.echo, stage=stages)
+    finally:
+        stages.close()
     rows = [Row(**r) for r in report["rows"]]
     backbone, fast_name = report["ms_backbone"], f"pcsr k={args.k[0]:g}"
     print(format_table(TABLE_HEADER, ratio_rows(rows)))

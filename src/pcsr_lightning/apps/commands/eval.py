@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pcsr_lightning.apps.commands.common import add_metrics_flag, add_routing_flags, format_table
+from pcsr_lightning.apps.progress import Progress
 from pcsr_lightning.evaluation.evaluate import (
     RECORD_COLUMNS,
     SUMMARY_COLUMNS,
@@ -59,11 +60,14 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
 def run_settings(settings: EvalSettings, out=None, summary_out=None, plot=None, run=None) -> int:
     """Shared by ``pcsr eval`` and the Hydra app ``pcsr-eval``; ``run``: a wandb run to log into."""
 
-    inputs = [settings.ckpt, *filter(None, [settings.original_ckpt]), *list_images(settings.hr_dir, on_skip=None)]
+    images = list_images(settings.hr_dir, on_skip=None)
+    inputs = [settings.ckpt, *filter(None, [settings.original_ckpt]), *images]
     if settings.lr_dir and Path(settings.lr_dir).is_dir():
         inputs += list_images(settings.lr_dir, on_skip=None)
     check_outputs([p for p in (out, summary_out, plot) if p], inputs)  # before any work
-    records, failures = evaluate(settings, log=lambda msg: print(msg, file=sys.stderr))
+    with Progress(len(images), "eval") as progress:
+        records, failures = evaluate(settings, log=lambda msg: progress.echo(msg, sys.stderr),
+                                     on_image=lambda done, total, name: progress.advance())
     summary = summarize(records)
     columns = with_metrics(SUMMARY_COLUMNS, settings.metrics)
     print(format_table(columns, [[format_value(r[h]) for h in columns] for r in summary]))

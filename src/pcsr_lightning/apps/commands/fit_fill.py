@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pcsr_lightning.apps.commands.common import inputs_of
 from pcsr_lightning.apps.commands.convert import add_format_flag, describe
+from pcsr_lightning.apps.progress import Progress
 from pcsr_lightning.data.bicubic import make_pair
 from pcsr_lightning.io.files import check_outputs
 from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, read_image
@@ -45,10 +46,12 @@ def run(args: argparse.Namespace) -> int:
     if not loaded.is_pcsr:
         raise ValueError(f"{src}: an original network has no flat-tile gate to fill for; give a PCSR model")
     stats = FillStatistics(args.scale, below=args.below)
-    for path in paths:
-        hr, lr = make_pair(read_image(path, args.max_pixels), args.scale)
-        added = stats.add(lr[None], hr[None])
-        print(f"{path.name}: {added // 3:,} of {lr.shape[-2] * lr.shape[-1]:,} LR pixels flat")
+    with Progress(len(paths), "fit-fill", unit="photo") as progress:
+        for path in paths:
+            hr, lr = make_pair(read_image(path, args.max_pixels), args.scale)
+            added = stats.add(lr[None], hr[None])
+            progress.echo(f"{path.name}: {added // 3:,} of {lr.shape[-2] * lr.shape[-1]:,} LR pixels flat")
+            progress.advance()
     solution = stats.correction()
     fill = stats.fill_of(solution)
     bicubic, fitted = stats.rms_errors(solution)

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 from pcsr_lightning.apps.commands.common import K_VALUE, add_image_flags, add_memory_format_flag, add_metrics_flag
+from pcsr_lightning.apps.progress import Progress
 from pcsr_lightning.data.samples import materialize_samples
 from pcsr_lightning.evaluation.evaluate import rows_to_csv
 from pcsr_lightning.evaluation.paper_table import (
+    ROWS,
     build_table,
     resolve_row,
     rows_from_runs,
@@ -71,9 +74,14 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(outputs, inputs)
     if not datasets:
         datasets["samples"] = str(materialize_samples(out.parent / "samples"))
-    cells, images = build_table(rows, datasets, args.k, args.psnr_tolerance, None if args.crop == "none" else args.crop,
-                                args.device, out, max_pixels=args.max_pixels, metrics=args.metrics,
-                                memory_format=args.memory_format)
+    evaluated = [name for name in ROWS if name in rows]  # the rows build_table evaluates, on every dataset
+    total = len(evaluated) * sum(len(list_images(folder, on_skip=None)) for folder in datasets.values())
+    with Progress(total, "table") as progress:
+        cells, images = build_table(rows, datasets, args.k, args.psnr_tolerance,
+                                    None if args.crop == "none" else args.crop, args.device, out,
+                                    max_pixels=args.max_pixels, metrics=args.metrics, memory_format=args.memory_format,
+                                    log=lambda msg: progress.echo(msg, sys.stderr),
+                                    on_image=lambda done, n, name: progress.advance())
     markdown = table_markdown(cells, args.metrics)
     print(markdown)
     write_text(markdown, out / "table.md")
