@@ -24,6 +24,7 @@ COMMANDS = [
     "pcsr_lightning.apps.commands.swap",
     "pcsr_lightning.apps.commands.convert",
     "pcsr_lightning.apps.commands.fit_fill",
+    "pcsr_lightning.apps.commands.export",
 ]
 
 
