@@ -125,8 +125,9 @@ def check_against_upscale(run, ckpt: Path, photos: list[Path], k: float, tmp_pat
 
 
 @needs_onnxruntime
-@pytest.mark.parametrize("name,graph", [("pcsr2", "routed"), ("pcsr3", "routed"), ("pcsr2", "dense"),
-                                        ("original", None)])
+@pytest.mark.parametrize("name,graph", [("pcsr2", "routed"), ("original", None),
+                                        pytest.param("pcsr3", "routed", marks=pytest.mark.slow),
+                                        pytest.param("pcsr2", "dense", marks=pytest.mark.slow)])
 def test_onnx_in_onnxruntime_gives_upscale_pixels(models, photos, tmp_path, name, graph):
     ckpt, k = models[name]
     out = tmp_path / "model.onnx"
@@ -147,7 +148,7 @@ def test_onnx_in_onnxruntime_gives_upscale_pixels(models, photos, tmp_path, name
         assert ("NonZero" in ops) == (graph == "routed")
 
 
-@pytest.mark.parametrize("name", ["pcsr2", "original"])
+@pytest.mark.parametrize("name", ["pcsr2", pytest.param("original", marks=pytest.mark.slow)])
 def test_exported_program_reloaded_gives_upscale_pixels(models, photos, tmp_path, name):
     ckpt, k = models[name]
     out = tmp_path / "model.pt2"
@@ -193,3 +194,35 @@ def test_bad_output_names_and_existing_files(models, tmp_path, capsys):
     assert main(["export", "--ckpt", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "o.onnx"),
                  "--scale", "2"]) == 2
     assert "upscales x4 only" in capsys.readouterr().err
+
+
+@needs_onnxruntime
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["carn-pcsr-phase1", "carn-x4"])
+@pytest.mark.parametrize("fmt", ["onnx", "exported-program"])
+def test_released_carn_exports_give_upscale_pixels(official_ckpts, tmp_path, name, fmt):
+    """The released CARN-PCSR at k = 0 and CARN, on two crops of a real photo."""
+    folder = tmp_path / "lr"
+    photo = sample_photo("astronaut")
+    photos = []
+    for i, (h, w) in enumerate(((64, 80), (45, 97))):
+        photos.append(write_png(photo[:, 60 * i : 60 * i + h, 200 : 200 + w], folder / f"lr{i}.png"))
+    ckpt, is_pcsr = official_ckpts[name], name.startswith("carn-pcsr")
+    out = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt2")
+    args = ["export", "--ckpt", str(ckpt), "--format", fmt, "--out", str(out), "--k", "0"]
+    assert main(args + (["--class-map"] if is_pcsr else [])) == 0
+    if fmt == "onnx":
+        sess = runtime.session(out, threads=2)
+
+        def run(lr):
+            return runtime.run_onnx(sess, lr)
+    else:
+        with open(out, "rb") as f:
+            module = torch.export.load(f).module()
+
+        def run(lr):
+            with torch.no_grad():
+                outputs = module(lr)
+            return outputs if isinstance(outputs, tuple) else (outputs,)
+
+    check_against_upscale(run, ckpt, photos, 0.0, tmp_path, is_pcsr)

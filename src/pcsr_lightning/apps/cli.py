@@ -25,6 +25,7 @@ COMMANDS = [
     "pcsr_lightning.apps.commands.convert",
     "pcsr_lightning.apps.commands.fit_fill",
     "pcsr_lightning.apps.commands.export",
+    "pcsr_lightning.apps.commands.bench_runtime",
 ]
 
 

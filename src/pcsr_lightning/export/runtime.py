@@ -41,9 +41,11 @@ def onnxruntime_version() -> str | None:
     return None if onnxruntime is None else onnxruntime.__version__
 
 
-def session(path: str | Path, threads: int | None = None, optimized_model: str | Path | None = None):
+def session(path: str | Path, threads: int | None = None, optimized_model: str | Path | None = None,
+            quiet: bool = False):
     """An ONNX Runtime CPU session of ``path``; ``threads``: its intra-op threads (None: the runtime's
-    default); ``optimized_model``: also write the graph as the runtime optimised it (what it fused)."""
+    default); ``optimized_model``: also write the graph as the runtime optimised it (what it fused);
+    ``quiet``: the session logs errors only (not the notice that such a graph is tied to this CPU)."""
     require_onnxruntime()
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -52,6 +54,8 @@ def session(path: str | Path, threads: int | None = None, optimized_model: str |
         options.inter_op_num_threads = 1
     if optimized_model is not None:
         options.optimized_model_filepath = str(optimized_model)
+    if quiet:
+        options.log_severity_level = 3
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -1,0 +1,199 @@
+"""ONNX Runtime beside the PyTorch path, timed in paired rounds in one process (``pcsr bench-runtime``).
+
+Each model (a PCSR and its original network) is exported to ONNX, then every round runs, back to back on
+the same LR image, the PyTorch path ``pcsr upscale`` takes (``SRModel.super_resolve``: for PCSR the
+routed path) and the ONNX file in ONNX Runtime. The ratio of a round's two times cancels the drift a
+shared machine puts into both; the report gives the median of the rounds' ratios. It also says what
+ONNX Runtime's optimiser made of the graph (operators before and after, from its optimized model) and,
+with ``profile``, where a run of the routed graph spends its time per operator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from pcsr_lightning.data.bicubic import downscale
+from pcsr_lightning.export.exporter import ExportSpec, export_model
+from pcsr_lightning.export.runtime import (
+    onnxruntime,
+    onnxruntime_version,
+    op_counts,
+    pixel_agreement,
+    require_onnxruntime,
+    run_onnx,
+    session,
+)
+from pcsr_lightning.inference.router import heavy_share
+from pcsr_lightning.inference.srmodel import RoutingOptions, load
+from pcsr_lightning.io.images import read_image
+
+RUNTIMES = ("pytorch", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class RuntimeBenchSettings:
+    pcsr_ckpt: str
+    original_ckpt: str
+    hr_image: str
+    hr_size: tuple[int, int]
+    scale: int = 4
+    k: float = 0.0
+    rounds: int = 5
+    threads: int = 2  # torch's intra-op threads and ONNX Runtime's, the same for both
+    graph: str = "routed"
+    profile: bool = False
+
+    def check(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"--rounds must be >= 1, got {self.rounds}")
+        if self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+        if any(s % self.scale for s in self.hr_size):
+            raise ValueError(f"--hr-size {self.hr_size[0]}x{self.hr_size[1]} must be a multiple of the scale "
+                             f"{self.scale} on both sides")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'HxW' -> (H, W), both positive."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--hr-size must look like 1080x1920 (HxW), got {text!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"--hr-size must be positive, got {text!r}")
+    return h, w
+
+
+def photo_lr(path: str, hr_size: tuple[int, int], scale: int) -> torch.Tensor:
+    """(1,3,h,w): the bicubic LR of the photo's centre crop of ``hr_size`` (a smaller photo is refused)."""
+    img = read_image(path)
+    (h, w), (hh, ww) = img.shape[-2:], hr_size
+    if h < hh or w < ww:
+        raise ValueError(f"--hr-image {path} is {h}x{w}, smaller than --hr-size {hh}x{ww}")
+    y0, x0 = (h - hh) // 2, (w - ww) // 2
+    return downscale(img[:, y0 : y0 + hh, x0 : x0 + ww].contiguous(), scale)[None]
+
+
+def paired_rounds(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Milliseconds per call, the variants one after another in each round (one warm-up call each first)."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(1000 * (time.perf_counter() - t0))
+    return times
+
+
+def paired_ratio(times: list[float], base: list[float]) -> float:
+    """Median over rounds of a round's time over its baseline's."""
+    return statistics.median(t / b for t, b in zip(times, base))
+
+
+def node_profile(path: Path, lr: torch.Tensor, threads: int, top: int = 12) -> dict:
+    """One profiled ONNX Runtime run: milliseconds per operator type (kernel time), largest first."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.with_suffix("")) + "-profile"
+    sess = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    run_onnx(sess, lr)
+    trace = Path(sess.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
+    per_op: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            op = event.get("args", {}).get("op_name", "?")
+            per_op[op] = per_op.get(op, 0.0) + event.get("dur", 0) / 1000
+    total = sum(per_op.values())
+    ops = sorted(per_op.items(), key=lambda kv: -kv[1])[:top]
+    return {"total_ms": total, "ops": [{"op": op, "ms": ms, "share": ms / total if total else 0.0} for op, ms in ops]}
+
+
+@dataclass
+class ModelTimes:
+    name: str
+    ms: dict[str, float]  # median per runtime
+    times_ms: dict[str, list[float]]
+    ratio: float  # onnxruntime / pytorch, median of the paired rounds
+    agreement: dict[str, float]  # ONNX Runtime's SR against PyTorch's, 8-bit levels
+    ops: dict[str, int]  # the exported graph's operators
+    optimized_ops: dict[str, int]  # after ONNX Runtime's graph optimisations (ORT_ENABLE_ALL)
+    heavy_share: float | None = None
+    profile: dict | None = None
+
+
+def machine() -> dict:
+    info = {"torch": torch.__version__, "onnxruntime": onnxruntime_version(), "nproc": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+    try:
+        info["load_average"] = list(os.getloadavg())
+    except OSError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        info["cpu"] = ""
+    return info
+
+
+def bench_runtimes(settings: RuntimeBenchSettings, log: Callable[[str], None] = print) -> dict:
+    """Export both models, then time PyTorch and ONNX Runtime on the same LR image in paired rounds."""
+    settings.check()
+    require_onnxruntime()
+    torch.set_num_threads(settings.threads)
+    lr = photo_lr(settings.hr_image, settings.hr_size, settings.scale)
+    load_before = machine().get("load_average")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="pcsr-bench-runtime-") as tmp:
+        for name, ckpt in (("pcsr", settings.pcsr_ckpt), ("original", settings.original_ckpt)):
+            onnx_path = Path(tmp) / f"{name}.onnx"
+            spec = ExportSpec(scale=settings.scale, k=settings.k, graph=settings.graph)
+            log(f"exporting {ckpt} to ONNX ...")
+            export_model(ckpt, onnx_path, "onnx", spec)
+            optimized = Path(tmp) / f"{name}.optimized.onnx"
+            sess = session(onnx_path, settings.threads, optimized_model=optimized, quiet=True)
+            model = load(ckpt, "cpu")
+            if model.is_pcsr != (name == "pcsr"):
+                which = "--pcsr-ckpt" if name == "pcsr" else "--original-ckpt"
+                raise ValueError(f"{which} {ckpt} holds a {model.kind} model")
+            scale = model.check_scale(settings.scale)
+            routing = RoutingOptions(k=settings.k)
+            outputs: dict[str, object] = {}
+
+            def torch_path(model=model, scale=scale, routing=routing, outputs=outputs):
+                outputs["pytorch"] = model.super_resolve(lr, scale, routing)
+
+            def ort_path(sess=sess, outputs=outputs):
+                outputs["onnxruntime"] = run_onnx(sess, lr)
+
+            log(f"timing {name}: {settings.rounds} paired rounds, LR {lr.shape[-2]}x{lr.shape[-1]} -> HR "
+                f"{settings.hr_size[0]}x{settings.hr_size[1]}, {settings.threads} threads ...")
+            times = paired_rounds({"pytorch": torch_path, "onnxruntime": ort_path}, settings.rounds)
+            sr, classes = outputs["pytorch"]
+            row = ModelTimes(
+                name, {r: statistics.median(t) for r, t in times.items()}, times,
+                paired_ratio(times["onnxruntime"], times["pytorch"]),
+                pixel_agreement(outputs["onnxruntime"][0], sr.clamp(0, 1)), op_counts(onnx_path),
+                op_counts(optimized),
+                heavy_share(classes, model.num_classes),
+            )
+            if settings.profile:
+                row.profile = node_profile(onnx_path, lr, settings.threads)
+            results.append(row)
+            del sess, model, outputs
+    return {"settings": asdict(settings), "machine": {**machine(), "load_average_before": load_before},
+            "models": [asdict(r) for r in results]}
