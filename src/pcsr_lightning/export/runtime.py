@@ -42,10 +42,12 @@ def onnxruntime_version() -> str | None:
 
 
 def session(path: str | Path, threads: int | None = None, optimized_model: str | Path | None = None,
-            quiet: bool = False):
+            quiet: bool = False, spinning: bool = True):
     """An ONNX Runtime CPU session of ``path``; ``threads``: its intra-op threads (None: the runtime's
     default); ``optimized_model``: also write the graph as the runtime optimised it (what it fused);
-    ``quiet``: the session logs errors only (not the notice that such a graph is tied to this CPU)."""
+    ``quiet``: the session logs errors only (not the notice that such a graph is tied to this CPU);
+    ``spinning=False``: its threads sleep when idle instead of spinning (the runtime's default), so they
+    take no CPU from whatever runs next."""
     require_onnxruntime()
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -56,6 +58,8 @@ def session(path: str | Path, threads: int | None = None, optimized_model: str |
         options.optimized_model_filepath = str(optimized_model)
     if quiet:
         options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

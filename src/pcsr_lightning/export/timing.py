@@ -6,6 +6,9 @@ routed path) and the ONNX file in ONNX Runtime. The ratio of a round's two times
 shared machine puts into both; the report gives the median of the rounds' ratios. It also says what
 ONNX Runtime's optimiser made of the graph (operators before and after, from its optimized model) and,
 with ``profile``, where a run of the routed graph spends its time per operator.
+
+ONNX Runtime's threads spin when idle by default; here they do not (``session.intra_op.allow_spinning``
+0): in one process, spinning threads left over from a run slow down the PyTorch call after it.
 """
 
 from __future__ import annotations
@@ -102,24 +105,30 @@ def paired_ratio(times: list[float], base: list[float]) -> float:
 
 
 def node_profile(path: Path, lr: torch.Tensor, threads: int, top: int = 12) -> dict:
-    """One profiled ONNX Runtime run: milliseconds per operator type (kernel time), largest first."""
+    """One profiled ONNX Runtime run after a warm-up run: milliseconds per operator type (kernel time),
+    largest first."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.enable_profiling = True
     options.profile_file_prefix = str(path.with_suffix("")) + "-profile"
     sess = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     run_onnx(sess, lr)
+    run_onnx(sess, lr)
     trace = Path(sess.end_profiling())
     events = json.loads(trace.read_text())
     trace.unlink()
+    last = max((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
     per_op: dict[str, float] = {}
     for event in events:
-        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+        if (event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time")
+                and last["ts"] <= event["ts"] <= last["ts"] + last["dur"]):
             op = event.get("args", {}).get("op_name", "?")
             per_op[op] = per_op.get(op, 0.0) + event.get("dur", 0) / 1000
     total = sum(per_op.values())
     ops = sorted(per_op.items(), key=lambda kv: -kv[1])[:top]
-    return {"total_ms": total, "ops": [{"op": op, "ms": ms, "share": ms / total if total else 0.0} for op, ms in ops]}
+    return {"total_ms": total, "run_ms": last["dur"] / 1000,
+            "ops": [{"op": op, "ms": ms, "share": ms / total if total else 0.0} for op, ms in ops]}
 
 
 @dataclass
@@ -151,49 +160,55 @@ def machine() -> dict:
 
 
 def bench_runtimes(settings: RuntimeBenchSettings, log: Callable[[str], None] = print) -> dict:
-    """Export both models, then time PyTorch and ONNX Runtime on the same LR image in paired rounds."""
+    """Export both models, then time PyTorch and ONNX Runtime on the same LR image, all four variants in
+    each round (PCSR and the original in both runtimes), so every ratio between them is a paired one."""
     settings.check()
     require_onnxruntime()
     torch.set_num_threads(settings.threads)
     lr = photo_lr(settings.hr_image, settings.hr_size, settings.scale)
     load_before = machine().get("load_average")
-    results = []
+    variants: dict[str, Callable[[], object]] = {}
+    outputs: dict[str, object] = {}
+    parts = {}
     with tempfile.TemporaryDirectory(prefix="pcsr-bench-runtime-") as tmp:
         for name, ckpt in (("pcsr", settings.pcsr_ckpt), ("original", settings.original_ckpt)):
-            onnx_path = Path(tmp) / f"{name}.onnx"
-            spec = ExportSpec(scale=settings.scale, k=settings.k, graph=settings.graph)
-            log(f"exporting {ckpt} to ONNX ...")
-            export_model(ckpt, onnx_path, "onnx", spec)
-            optimized = Path(tmp) / f"{name}.optimized.onnx"
-            sess = session(onnx_path, settings.threads, optimized_model=optimized, quiet=True)
             model = load(ckpt, "cpu")
             if model.is_pcsr != (name == "pcsr"):
                 which = "--pcsr-ckpt" if name == "pcsr" else "--original-ckpt"
                 raise ValueError(f"{which} {ckpt} holds a {model.kind} model")
+            onnx_path = Path(tmp) / f"{name}.onnx"
+            log(f"exporting {ckpt} to ONNX ...")
+            export_model(ckpt, onnx_path, "onnx", ExportSpec(scale=settings.scale, k=settings.k, graph=settings.graph))
+            optimized = Path(tmp) / f"{name}.optimized.onnx"
+            # Not spinning: idle ORT threads spinning after a run would take the cores from the PyTorch call
+            # that follows it in the round.
+            sess = session(onnx_path, settings.threads, optimized_model=optimized, quiet=True, spinning=False)
             scale = model.check_scale(settings.scale)
-            routing = RoutingOptions(k=settings.k)
-            outputs: dict[str, object] = {}
 
-            def torch_path(model=model, scale=scale, routing=routing, outputs=outputs):
-                outputs["pytorch"] = model.super_resolve(lr, scale, routing)
+            def torch_path(model=model, scale=scale, key=f"{name}/pytorch"):
+                outputs[key] = model.super_resolve(lr, scale, RoutingOptions(k=settings.k))
 
-            def ort_path(sess=sess, outputs=outputs):
-                outputs["onnxruntime"] = run_onnx(sess, lr)
+            def ort_path(sess=sess, key=f"{name}/onnxruntime"):
+                outputs[key] = run_onnx(sess, lr)
 
-            log(f"timing {name}: {settings.rounds} paired rounds, LR {lr.shape[-2]}x{lr.shape[-1]} -> HR "
-                f"{settings.hr_size[0]}x{settings.hr_size[1]}, {settings.threads} threads ...")
-            times = paired_rounds({"pytorch": torch_path, "onnxruntime": ort_path}, settings.rounds)
-            sr, classes = outputs["pytorch"]
+            variants[f"{name}/pytorch"], variants[f"{name}/onnxruntime"] = torch_path, ort_path
+            parts[name] = (model, onnx_path, op_counts(onnx_path), op_counts(optimized))
+        log(f"timing: {settings.rounds} rounds of {', '.join(variants)}; LR {lr.shape[-2]}x{lr.shape[-1]} -> HR "
+            f"{settings.hr_size[0]}x{settings.hr_size[1]}, {settings.threads} threads ...")
+        times = paired_rounds(variants, settings.rounds)
+        results = []
+        for name, (model, onnx_path, ops, optimized_ops) in parts.items():
+            mine = {r: times[f"{name}/{r}"] for r in RUNTIMES}
+            sr, classes = outputs[f"{name}/pytorch"]
             row = ModelTimes(
-                name, {r: statistics.median(t) for r, t in times.items()}, times,
-                paired_ratio(times["onnxruntime"], times["pytorch"]),
-                pixel_agreement(outputs["onnxruntime"][0], sr.clamp(0, 1)), op_counts(onnx_path),
-                op_counts(optimized),
+                name, {r: statistics.median(t) for r, t in mine.items()}, mine,
+                paired_ratio(mine["onnxruntime"], mine["pytorch"]),
+                pixel_agreement(outputs[f"{name}/onnxruntime"][0], sr.clamp(0, 1)), ops, optimized_ops,
                 heavy_share(classes, model.num_classes),
             )
             if settings.profile:
                 row.profile = node_profile(onnx_path, lr, settings.threads)
             results.append(row)
-            del sess, model, outputs
+    pcsr_vs_original = {r: paired_ratio(times[f"pcsr/{r}"], times[f"original/{r}"]) for r in RUNTIMES}
     return {"settings": asdict(settings), "machine": {**machine(), "load_average_before": load_before},
-            "models": [asdict(r) for r in results]}
+            "models": [asdict(r) for r in results], "pcsr_vs_original": pcsr_vs_original}

@@ -42,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
                      "-" if m["heavy_share"] is None else f"{m['heavy_share']:.3f}"])
     print(format_table(["model", "pytorch ms", "onnxruntime ms", "ort/pytorch (paired median)",
                         "within 1 level", "max levels", "heavy share"], rows))
+    ratios = report["pcsr_vs_original"]
+    print(f"pcsr / original (paired median): pytorch {ratios['pytorch']:.2f}x, "
+          f"onnxruntime {ratios['onnxruntime']:.2f}x")
     for m in report["models"]:
         fused = {op: n for op, n in m["optimized_ops"].items() if op not in m["ops"]}
         gone = {op: n for op, n in m["ops"].items() if op not in m["optimized_ops"]}
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
               f"ONNX Runtime's optimisations; new: {fused or 'none'}; gone: {gone or 'none'}")
         if m["profile"]:
             prof = m["profile"]
-            print(f"{m['name']} in ONNX Runtime, one run by operator ({prof['total_ms']:.0f} ms of kernel time):")
+            print(f"{m['name']} in ONNX Runtime, one run by operator ({prof['total_ms']:.0f} ms of kernel time in a "
+                  f"{prof['run_ms']:.0f} ms run):")
             print(format_table(["op", "ms", "share"], [[o["op"], f"{o['ms']:.1f}", f"{100 * o['share']:.1f}%"]
                                                          for o in prof["ops"]]))
     load = report["machine"]
