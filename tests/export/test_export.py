@@ -28,11 +28,11 @@ needs_onnxruntime = pytest.mark.skipif(
 SIZES = ((24, 32), (29, 21))  # LR sizes: two shapes, odd and even, neither square
 
 
-def mixed_pcsr(num_classes: int = 2):
+def mixed_pcsr(num_classes: int = 2, backbone: str = "carn"):
     """A tiny PCSR whose classifier is sharpened, so a middle k routes a mix of classes (an untrained
     classifier's near-uniform probabilities send every pixel one way, leaving routing and refinement
     unexercised)."""
-    model = tiny_model("pcsr", num_classes=num_classes)
+    model = tiny_model("pcsr", backbone, num_classes=num_classes)
     with torch.no_grad():
         model.classifier.linears[-1].weight.mul_(40)
     return model
@@ -93,6 +93,18 @@ def test_graph_equals_routed_path(num_classes, dense):
             sr, classes = RoutedGraph(model, 4, k, class_map=True, dense=dense)(lr)
         assert torch.equal(classes, ref.classes)
         assert (sr - ref.sr.clamp(0, 1)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("backbone", ["fsrcnn", "srresnet"])
+def test_graph_equals_routed_path_on_other_backbones(backbone):
+    model = mixed_pcsr(2, backbone)
+    lr = torch.rand(1, 3, 14, 19)
+    k = middle_k(model, lr)
+    ref = upscale(model, lr, 4.0, k=k)
+    with torch.no_grad():
+        sr, classes = RoutedGraph(model, 4, k, class_map=True)(lr)
+    assert torch.equal(classes, ref.classes)
+    assert (sr - ref.sr.clamp(0, 1)).abs().max() < 1e-5
 
 
 def test_graph_without_refinement_and_at_scale_3():
