@@ -24,6 +24,8 @@ COMMANDS = [
     "pcsr_lightning.apps.commands.swap",
     "pcsr_lightning.apps.commands.convert",
     "pcsr_lightning.apps.commands.fit_fill",
+    "pcsr_lightning.apps.commands.export",
+    "pcsr_lightning.apps.commands.bench_runtime",
 ]
 
 

@@ -48,6 +48,13 @@ def pixel_limit(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected an integer >= 1, got {text}")
+    return value
+
+
 def halo_value(text: str) -> int | None:
     """LR pixels, or 'rf' for the backbone's receptive radius (exact features)."""
     return None if text == "rf" else check_halo(text)
@@ -56,7 +63,7 @@ def halo_value(text: str) -> int | None:
 K_VALUE, SCALE_VALUE, PIXEL_LIMIT = checked(check_k), checked(check_scale_value), checked(pixel_limit)
 SKIP_THRESHOLD, SKIP_TILE, HALO, TILE = checked(check_threshold), checked(check_gate_tile), checked(halo_value), \
     checked(check_tile)
-SCORER, FILL = checked(check_scorer), checked(check_fill)
+SCORER, FILL, POSITIVE_INT = checked(check_scorer), checked(check_fill), checked(positive_int)
 
 
 def add_image_flags(parser: argparse.ArgumentParser) -> None:
