@@ -263,14 +263,16 @@ def test_no_command_writes_over_its_inputs(ckpt, photos, tmp_path, capsys):
     cases = [
         (["compare", f"a={a}", f"b={b}", "--table", a], "output"),
         (["compare", f"a={a}", f"b={b}", "--plot", b], "output"),
-        (["table", "--row", f"CARN-PCSR={ckpt}", "--dataset", f"Set={photos}", "--out-dir", photos], "curve_Set.png"),
+        (["table", "--row", f"CARN-PCSR={ckpt}", "--dataset", f"Set={photos}", "--out-dir", photos],
+         "a folder this command reads"),
         (["bench", "--pcsr-ckpt", ckpt, "--original-ckpt", ckpt, "--hr-size", "16x16", "--json", ckpt], "tiny.ckpt"),
         (["eval", "--ckpt", ckpt, "--hr-dir", photos, "--lr-dir", lr, "--plot", lr / "catx4.png"], "catx4.png"),
         (["swap", ckpt, ckpt, "--parts", "classifier", "--out", ckpt], "tiny.ckpt"),
     ]
     for args, name in cases:
         code, err = run_cli(args, capsys)
-        assert code == 2 and "would overwrite the input" in err and name in err, (args, err)
+        assert code == 2 and name in err, (args, err)
+        assert "would overwrite the input" in err or "a folder this command reads" in err, (args, err)
     assert snapshot(tmp_path) == before
 
 

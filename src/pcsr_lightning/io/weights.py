@@ -61,6 +61,15 @@ def format_of(path: str | Path, format: str | None = None) -> str:
                      f"a folder name without a suffix, or name the format ({', '.join(FORMATS)})")
 
 
+def model_reads(source: str | Path | None) -> list[Path]:
+    """What loading a model from ``source`` reads, for the output checks: the file or folder itself and,
+    for a run's ``manifest.json``, the run folder (outputs may be neither, nor lie inside a folder)."""
+    if source is None:
+        return []
+    path = Path(source)
+    return [path, path.parent] if path.name == MANIFEST else [path]
+
+
 def output_files(path: str | Path, format: str | None = None) -> list[Path]:
     """The files ``save_model`` writes for ``path``: what a command checks before it writes anything."""
     path = Path(path)

@@ -19,6 +19,7 @@ from pcsr_lightning.evaluation.bench import (
     run_bench,
 )
 from pcsr_lightning.io.files import check_outputs, write_text
+from pcsr_lightning.io.weights import model_reads
 
 
 def add_parser(sub) -> None:
@@ -74,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.json:
         # before any work
-        check_outputs([args.json], [p for p in (args.pcsr_ckpt, args.original_ckpt, args.hr_image) if p])
+        check_outputs([args.json], [*model_reads(args.pcsr_ckpt), *model_reads(args.original_ckpt),
+                                     *([args.hr_image] if args.hr_image else [])])
     report = run_bench(settings, log=lambda line: print(line, flush=True))
     rows = [Row(**r) for r in report["rows"]]
     backbone, fast_name = report["ms_backbone"], f"pcsr k={args.k[0]:g}"

@@ -22,6 +22,7 @@ from pcsr_lightning.evaluation.evaluate import (
 from pcsr_lightning.evaluation.wandb_log import eval_identity, log_evaluation
 from pcsr_lightning.io.files import check_outputs
 from pcsr_lightning.io.images import list_images
+from pcsr_lightning.io.weights import model_reads
 from pcsr_lightning.tracking import wandb_run
 
 
@@ -59,9 +60,10 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
 def run_settings(settings: EvalSettings, out=None, summary_out=None, plot=None, run=None) -> int:
     """Shared by ``pcsr eval`` and the Hydra app ``pcsr-eval``; ``run``: a wandb run to log into."""
 
-    inputs = [settings.ckpt, *filter(None, [settings.original_ckpt]), *list_images(settings.hr_dir, on_skip=None)]
+    inputs = [*model_reads(settings.ckpt), *model_reads(settings.original_ckpt), Path(settings.hr_dir),
+              *list_images(settings.hr_dir, on_skip=None)]
     if settings.lr_dir and Path(settings.lr_dir).is_dir():
-        inputs += list_images(settings.lr_dir, on_skip=None)
+        inputs += [Path(settings.lr_dir), *list_images(settings.lr_dir, on_skip=None)]
     check_outputs([p for p in (out, summary_out, plot) if p], inputs)  # before any work
     records, failures = evaluate(settings, log=lambda msg: print(msg, file=sys.stderr))
     summary = summarize(records)

@@ -27,6 +27,7 @@ from pcsr_lightning.io.images import (
     read_image,
     write_png,
 )
+from pcsr_lightning.io.weights import model_reads
 from pcsr_lightning.measure.memory import process_peak_mb
 
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = inputs_of(Path(args.input), "to upscale")
     plan = plan_outputs(inputs, out_dir, args.class_map)
     # Every refusal (an input overwritten, an existing result, an unwritable folder) before any work.
-    check_outputs([p for outs in plan.values() for p in outs], inputs)
+    check_outputs([p for outs in plan.values() for p in outs], [Path(args.input), *inputs, *model_reads(args.ckpt)])
     check_existing(plan, args.overwrite, args.skip_existing)
     model = load(args.ckpt, args.device, memory_format=args.memory_format)
     scale = model.check_scale(args.scale)
