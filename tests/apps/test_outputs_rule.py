@@ -46,7 +46,7 @@ def cases(w: dict[str, Path]) -> list[tuple[list, Path]]:
         (["eval", "--ckpt", folder, "--hr-dir", photos, "--plot", folder / "curve.png"], folder),
         (["table", "--row", f"CARN-PCSR={ckpt}", "--dataset", f"Set={photos}", "--out-dir", photos], photos),
         (["table", "--row", f"CARN-PCSR={ckpt}", "--dataset", f"Set={photos}", "--out-dir", photos / "t"], photos),
-        (["convert", folder, "--out", folder / "config.json", "--format", "ckpt", "--overwrite"], folder),
+        (["convert", folder, "--out", folder / "model.safetensors", "--format", "safetensors", "--overwrite"], folder),
         (["convert", folder, "--out", folder / "copy.safetensors"], folder),
         (["swap", folder, ckpt, "--parts", "classifier", "--out", folder / "swapped.ckpt"], folder),
         (["fit-fill", ckpt, photos, "--out", photos / "filled.ckpt"], photos),

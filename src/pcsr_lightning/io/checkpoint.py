@@ -20,6 +20,7 @@ from torch import nn
 
 from pcsr_lightning import models
 from pcsr_lightning.io.files import atomic_write
+from pcsr_lightning.io.sniff import CKPT, SAFETENSORS, file_kind
 from pcsr_lightning.models.pcsr import model_kind
 
 FORMAT = "pcsr-lightning"
@@ -30,6 +31,10 @@ PLAIN = (type(None), bool, int, float, str)
 
 class CheckpointError(ValueError):
     """A file that is not a usable checkpoint; the message says what does not match."""
+
+
+class NotATorchFile(CheckpointError):
+    """A file whose first bytes are no torch checkpoint's (no unpickler, trusted or not, can read it)."""
 
 
 @dataclass
@@ -200,8 +205,10 @@ def read_weights_only(path: str | Path, what: str = "checkpoint") -> object:
         raise CheckpointError(f"{what} not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): an interrupted download or copy?")
+    check_torch_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:  # a file object: torch reads the content, whatever the file's suffix
+            return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing here
         needs = re.search(r"unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)", str(err), re.IGNORECASE)
         if needs:
@@ -214,11 +221,27 @@ def read_weights_only(path: str | Path, what: str = "checkpoint") -> object:
                               f"{detail.strip() or first_line(err)}") from err
 
 
+def check_torch_file(path: Path) -> None:
+    """By its first bytes, the file is what ``torch.load`` reads (a zip archive or a pickle); anything
+    else is named for what it is, not reported as an unpickler's opcode."""
+    try:
+        kind = file_kind(path)
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}: {err.strerror or err}") from err
+    if kind == SAFETENSORS:
+        raise NotATorchFile(f"{path} is a safetensors file, not a PyTorch checkpoint (a zip archive or a "
+                              "pickle); `pcsr convert` writes it as a .ckpt")
+    if kind != CKPT:
+        raise NotATorchFile(f"{path} is not a PyTorch checkpoint (a zip archive or a pickle): its content is "
+                              f"{kind}")
+
+
 def read_trusted(path: str | Path) -> object:
     """``torch.load(weights_only=False)``: full unpickling, which can run any code in the file. Only for a
     file the user vouches for (``--trust-pickle``) once ``read_weights_only`` has refused it."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with open(path, "rb") as f:
+            return torch.load(f, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing here
         raise CheckpointError(f"{path} cannot be read as a PyTorch checkpoint: {first_line(err)}") from err
 
