@@ -120,3 +120,21 @@ def test_pcsr_train_run_folder_inside_its_data_is_refused(tmp_path, capsys, monk
         code, err = run_app(app, [*base, f"hydra.run.dir={run}"], capsys, monkeypatch)
         assert code == 2 and f"the run folder {run} is inside" in err and READS in err, err
         assert not run.exists() and snapshot(tmp_path) == before
+
+
+def test_nothing_measured_exits_2_and_keeps_earlier_outputs(world, tmp_path, capsys, monkeypatch):
+    out, summary, plot = tmp_path / "per_image.csv", tmp_path / "summary.csv", tmp_path / "curve.png"
+    args = ["eval", "--ckpt", world["ckpt"], "--hr-dir", world["photos"], "--out", out, "--summary", summary,
+            "--plot", plot]
+    assert run_cli(args, capsys)[0] == 0
+    before = snapshot(tmp_path)
+    code, err = run_cli([*args, "--max-pixels", "10"], capsys)  # every image now skipped
+    assert code == 2 and "no image in" in err and "could be measured" in err and f"{summary}" in err, err
+    assert snapshot(tmp_path) == before
+
+    from pcsr_lightning.apps.eval_app import main as app
+
+    run = tmp_path / "job"
+    code, err = run_app(app, [f"eval.ckpt={world['ckpt']}", f"eval.hr_dir={world['photos']}", "eval.max_pixels=10",
+                              f"hydra.run.dir={run}"], capsys, monkeypatch)
+    assert code == 2 and "could be measured" in err and not (run / "summary.csv").exists()

@@ -46,6 +46,10 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+class NothingMeasured(ValueError):
+    """Every image was skipped: the command fails as a whole (exit code 2) and writes nothing."""
+
+
 def settings_from(args: argparse.Namespace) -> EvalSettings:
     return EvalSettings(
         ckpt=args.ckpt, hr_dir=args.hr_dir, lr_dir=args.lr_dir, original_ckpt=args.original_ckpt, scale=args.scale,
@@ -66,6 +70,10 @@ def run_settings(settings: EvalSettings, out=None, summary_out=None, plot=None, 
         inputs += [Path(settings.lr_dir), *list_images(settings.lr_dir, on_skip=None)]
     check_outputs([p for p in (out, summary_out, plot) if p], inputs)  # before any work
     records, failures = evaluate(settings, log=lambda msg: print(msg, file=sys.stderr))
+    if not records:  # a header-only CSV must not replace an earlier, complete one
+        kept = [str(p) for p in (out, summary_out, plot) if p and Path(p).exists()]
+        raise NothingMeasured(f"no image in {settings.hr_dir} could be measured ({failures} skipped, named above); "
+                              "nothing written" + (f", {', '.join(kept)} kept as they were" if kept else ""))
     summary = summarize(records)
     columns = with_metrics(SUMMARY_COLUMNS, settings.metrics)
     print(format_table(columns, [[format_value(r[h]) for h in columns] for r in summary]))
