@@ -117,7 +117,7 @@ def test_eval_upscale_and_compare_outputs_read_back(tmp_path, ckpt, photos, caps
     assert {r["k"] for r in rows if r["setting"] == "k"} == {0.0, 1.0}
     with open(out, newline="") as f:
         records = list(csv.DictReader(f))
-    assert {r["image"] for r in records} == {"cat", "mean"} and all(float(r["psnr"]) > 0 for r in records)
+    assert {r["image"] for r in records} == {"cat.png", "mean"} and all(float(r["psnr"]) > 0 for r in records)
     assert read_image(plot).shape[0] == 3
     table, cmp_plot = tmp_path / "cmp.md", tmp_path / "cmp.png"
     code, _ = run_cli(["compare", f"a={summary}", f"b={summary}", "--table", table, "--plot", cmp_plot], capsys)

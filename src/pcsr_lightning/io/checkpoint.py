@@ -9,6 +9,7 @@ arguments: a checkpoint is data and never decides which code runs.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -83,6 +84,8 @@ def user_classes(names: str | None = None) -> dict[str, type]:
 
 def _build(cfg: Any, allowed: dict[str, type], where: str) -> Any:
     """Plain data stays data; a dict with ``_target_`` becomes an instance of an allowed class."""
+    if isinstance(cfg, float) and not math.isfinite(cfg):
+        raise CheckpointError(f"refusing {cfg!r} at {where}: every number of a model config must be finite")
     if isinstance(cfg, PLAIN):
         return cfg
     if isinstance(cfg, (list, tuple)):
@@ -102,12 +105,27 @@ def _build(cfg: Any, allowed: dict[str, type], where: str) -> Any:
             f"class of your own, name it in {ALLOW_ENV} (module.Class, comma-separated)"
         )
     args = {key: _build(value, allowed, f"{where}.{key}") for key, value in cfg.items() if key != "_target_"}
+    for key, value in args.items():
+        _check_typed(key, value, f"{where}.{key}")
     if cls is None:
         return args
     try:
         return cls(**args)
     except (TypeError, ValueError, RuntimeError) as err:  # RuntimeError: torch refusing a layer's size
         raise CheckpointError(f"cannot build {target} at {where}: {err}") from err
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_typed(key: str, value: Any, where: str) -> None:
+    """The config entries every model reads, checked by their meaning: the mean subtracted from the
+    input (three finite numbers) and the upscaling factor (a number > 1, or null)."""
+    if key == "rgb_mean" and not (isinstance(value, list) and len(value) == 3 and all(map(_is_number, value))):
+        raise CheckpointError(f"refusing {value!r} at {where}: rgb_mean must be a list of three finite numbers")
+    if key == "scale" and value is not None and not (_is_number(value) and value > 1):
+        raise CheckpointError(f"refusing {value!r} at {where}: the scale must be a number > 1 (or null)")
 
 
 def build_model(config: dict, allow: str | None = None) -> nn.Module:
@@ -146,8 +164,14 @@ def check_finite(state_dict: dict, source: str | Path) -> None:
                                   f"{value.numel():,}; refusing weights that cannot give a finite image")
 
 
+def _dtype_kind(tensor: torch.Tensor) -> str:
+    return "floating-point" if tensor.is_floating_point() else "complex" if tensor.is_complex() else \
+        "boolean" if tensor.dtype == torch.bool else "integer"
+
+
 def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
-    """Strict load with an error that lists what does not match."""
+    """Strict load with an error that lists what does not match: keys, shapes, and the kind of number
+    (an integer tensor where a float weight belongs would be cast silently into nonsense weights)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
@@ -156,6 +180,11 @@ def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
         for key in sorted(set(own) & set(state_dict))
         if tuple(own[key].shape) != tuple(state_dict[key].shape)
     ]
+    kinds = [f"tensor {key!r} is {state_dict[key].dtype} where the model's is {own[key].dtype} (a "
+             f"{_dtype_kind(own[key])} tensor)" for key in sorted(set(own) & set(state_dict))
+             if _dtype_kind(own[key]) != _dtype_kind(state_dict[key])]
+    if kinds:
+        raise CheckpointError(f"{source}: {kinds[0]}" + (f" (and {len(kinds) - 1} more)" if len(kinds) > 1 else ""))
     if missing or unexpected or shapes:
         parts = []
         if missing:
