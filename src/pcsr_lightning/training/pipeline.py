@@ -529,6 +529,10 @@ def fit_stage(trainer: L.Trainer, module, datamodule, ckpt_dir: Path, name: str)
         log.info("stage %s continues from %s", name, resume_from)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning ends a Ctrl-C with exit code 1; it stays an interruption (130)
+            raise KeyboardInterrupt from None
+        raise
     except NonFiniteTraining as err:
         last = latest_lightning_checkpoint(ckpt_dir)
         kept = (f"the stage's last checkpoint {last} is kept (finite weights; resume=true continues from it)"
