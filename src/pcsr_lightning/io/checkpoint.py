@@ -111,8 +111,8 @@ def _build(cfg: Any, allowed: dict[str, type], where: str) -> Any:
         return args
     try:
         return cls(**args)
-    except (TypeError, ValueError, RuntimeError) as err:  # RuntimeError: torch refusing a layer's size
-        raise CheckpointError(f"cannot build {target} at {where}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - an argument of the wrong kind fails anywhere in a constructor
+        raise CheckpointError(f"cannot build {target} at {where}: {first_line(err)}") from err
 
 
 def _is_number(value: Any) -> bool:
