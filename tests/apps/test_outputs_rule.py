@@ -138,3 +138,12 @@ def test_nothing_measured_exits_2_and_keeps_earlier_outputs(world, tmp_path, cap
     code, err = run_app(app, [f"eval.ckpt={world['ckpt']}", f"eval.hr_dir={world['photos']}", "eval.max_pixels=10",
                               f"hydra.run.dir={run}"], capsys, monkeypatch)
     assert code == 2 and "could be measured" in err and not (run / "summary.csv").exists()
+
+
+def test_pcsr_demo_run_folder_inside_its_training_photos_is_refused(world, capsys):
+    photos = world["photos"]
+    before = snapshot(world["root"])
+    code, err = run_cli(["demo", "--profile", "smoke", "--out", photos / "demo", "data=image_folder",
+                         f"data.train.path={photos}", f"data.val.path={photos}"], capsys)
+    assert code == 2 and f"the run folder {photos / 'demo'} is inside {photos}" in err and READS in err, err
+    assert snapshot(world["root"]) == before and not (photos / "demo").exists()

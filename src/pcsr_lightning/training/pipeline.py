@@ -441,6 +441,7 @@ def prepare_run(cfg: DictConfig) -> PreparedRun:
     machine, the network and its stages, the warm start, the run folder and the data."""
     run_dir = Path(cfg.paths.output_dir).expanduser().resolve()
     quiet_intended_messages()
+    check_run_folder(run_dir, cfg)
     check_numbers(cfg)
     world_size = check_trainer(cfg)
     # before the network is built: one seed, one init (quietly: each stage says its own seed)
@@ -465,7 +466,6 @@ def prepare_run(cfg: DictConfig) -> PreparedRun:
         log.info("resuming %s: its manifest already records the stages; init.* is not applied again", run_dir)
     datamodule = instantiate(cfg.data)
     datamodule.check(world_size)
-    check_run_folder(run_dir, cfg)
     return PreparedRun(run_dir, model_config, net, plans, manifest, warm, datamodule)
 
 
