@@ -154,7 +154,9 @@ def test_non_finite_results_are_not_written(tmp_path, photos, capsys):
     assert code == 1 and f"{photos / 'cat.png'}: the SR result has" in err and "nothing written for it" in err
     assert not out.exists() or not any(out.iterdir())
     code, err = run_cli(["eval", "--ckpt", huge, "--hr-dir", photos, "--out", tmp_path / "e.csv"], capsys)
-    assert code == 1 and "cat.png: the SR result (k=0) has" in err
+    # its only image not measured: nothing measured at all, so a failure as a whole that writes nothing
+    assert code == 2 and "cat.png: the SR result (k=0) has" in err and "could be measured" in err
+    assert not (tmp_path / "e.csv").exists()
     img = torch.full((3, 2, 2), 0.5)
     img[0, 0, :] = float("nan")
     img[1, 1, 1] = float("inf")

@@ -1,10 +1,9 @@
 """Reading any image as RGB float, and writing PNGs atomically.
 
 Pixel values: every integer image is divided by the largest value of its own type: 8-bit by 255, 16-bit
-by 65535, an unsigned 32-bit TIFF by 2**32 - 1. A signed integer image (a TIFF of signed int16 or int32
-samples) or a 32-bit integer image whose type the file does not say is refused, naming the type: no
-range of brightness is agreed for it. A float
-image ("F", e.g. a float TIFF) is taken as it is and clipped to [0,1]; one with a NaN or inf pixel is
+(PNG, TIFF, PGM/PPM) by 65535. A TIFF of signed samples (int8, int16, int32), one of unsigned samples
+wider than 16 bits, and a 32-bit integer image whose type the file does not say are refused, naming the
+type. A float image ("F", e.g. a float TIFF) is taken as it is and clipped to [0,1]; one with a NaN or inf pixel is
 refused, naming the file and how many pixels are bad. An image is never written with a NaN or inf.
 """
 
@@ -128,8 +127,7 @@ def pil_to_raw(img: Image.Image, source: str | Path = "image",
     """
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
-        peak, name = (65535.0, "uint16") if img.mode.startswith("I;16") else \
-            int_range or integer_range(img, source) or (65535.0, "uint16")
+        peak, name = (65535.0, "uint16") if img.mode.startswith("I;16") else int_range or integer_range(img, source)
         if arr.size and (arr.min() < 0 or arr.max() > peak):
             raise ImageReadError(f"{source}: pixel values {arr.min():.0f} to {arr.max():.0f} lie outside the range "
                                  f"of its type {name} (0 to {peak:.0f})")
