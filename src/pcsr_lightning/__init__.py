@@ -5,8 +5,26 @@
     sr = model(image, k=0.0)    # PIL image, HxWx3 numpy array or tensor in, the same type out
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
 
-from pcsr_lightning.inference.srmodel import SRModel, Upscaled, load  # noqa: E402 - after the version
-
 __all__ = ["SRModel", "Upscaled", "__version__", "load"]
+# The Python API, imported on first use: the console scripts import this package before torch, so that a
+# Ctrl-C during their start-up imports is theirs to report (``apps.launch``).
+_API = {"SRModel": "pcsr_lightning.inference.srmodel", "Upscaled": "pcsr_lightning.inference.srmodel",
+        "load": "pcsr_lightning.inference.srmodel"}
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pcsr_lightning' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -216,12 +216,11 @@ def test_same_stem_inputs_get_one_result_each(ckpt, photos, tmp_path, capsys):
     assert run_cli(["upscale", "--ckpt", ckpt, "--input", photos, "--output", out, "--class-map"], capsys)[0] == 0
     assert sorted(p.name for p in out.iterdir()) == ["cat_jpg.png", "cat_jpg_classes.png", "cat_png.png",
                                                      "cat_png_classes.png"]
-    # Written next to the inputs, the results are new files; a second run would read them as inputs and
-    # write over them, so it is refused.
-    assert run_cli(["upscale", "--ckpt", ckpt, "--input", photos, "--output", photos], capsys)[0] == 0
+    # Into the input folder, even under new names, is refused: the next run would read the results as inputs.
     before = snapshot(photos)
-    code, err = run_cli(["upscale", "--ckpt", ckpt, "--input", photos, "--output", photos, "--overwrite"], capsys)
-    assert code == 2 and "would overwrite the input" in err
+    for extra in ([], ["--overwrite"]):
+        code, err = run_cli(["upscale", "--ckpt", ckpt, "--input", photos, "--output", photos, *extra], capsys)
+        assert code == 2 and "a folder this command reads" in err and str(photos) in err
     assert snapshot(photos) == before
 
 

@@ -121,13 +121,10 @@ def test_float_images_nan_refused_out_of_range_clipped(tmp_path, photos, ckpt, c
     values[3, :5] = np.nan
     values[4, 0] = np.inf
     Image.fromarray(values, mode="F").save(photos / "holes.tif")
-    ints = np.array([[-5, 70000], [300, 65535]], dtype=np.int32).repeat(8, 0).repeat(8, 1)
-    Image.fromarray(ints, mode="I").save(photos / "int32.tif")
-    assert read_image(photos / "int32.tif").min() == 0 and read_image(photos / "int32.tif").max() == 1
     out = tmp_path / "sr"
     code, err = run_cli(["upscale", "--ckpt", ckpt, "--input", photos, "--output", out], capsys)
     assert code == 1 and "holes.tif: 6 of 768 pixels are not finite (NaN or inf)" in err
-    assert sorted(p.name for p in out.iterdir()) == ["cat.png", "int32.png", "wide.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["cat.png", "wide.png"]
     code, err = run_cli(["eval", "--ckpt", ckpt, "--hr-dir", photos], capsys)
     assert code == 1 and "holes.tif: 6 of 768 pixels are not finite" in err
 
@@ -143,7 +140,9 @@ def test_non_finite_results_are_not_written(tmp_path, photos, capsys):
     assert code == 1 and f"{photos / 'cat.png'}: the SR result has" in err and "nothing written for it" in err
     assert not out.exists() or not any(out.iterdir())
     code, err = run_cli(["eval", "--ckpt", huge, "--hr-dir", photos, "--out", tmp_path / "e.csv"], capsys)
-    assert code == 1 and "cat.png: the SR result (k=0) has" in err
+    # its only image not measured: nothing measured at all, so a failure as a whole that writes nothing
+    assert code == 2 and "cat.png: the SR result (k=0) has" in err and "could be measured" in err
+    assert not (tmp_path / "e.csv").exists()
     img = torch.full((3, 2, 2), 0.5)
     img[0, 0, :] = float("nan")
     img[1, 1, 1] = float("inf")
@@ -249,14 +248,16 @@ def test_no_command_writes_over_its_inputs(ckpt, photos, tmp_path, capsys):
     cases = [
         (["compare", f"a={a}", f"b={b}", "--table", a], "output"),
         (["compare", f"a={a}", f"b={b}", "--plot", b], "output"),
-        (["table", "--row", f"CARN-PCSR={ckpt}", "--dataset", f"Set={photos}", "--out-dir", photos], "curve_Set.png"),
+        (["table", "--row", f"CARN-PCSR={ckpt}", "--dataset", f"Set={photos}", "--out-dir", photos],
+         "a folder this command reads"),
         (["bench", "--pcsr-ckpt", ckpt, "--original-ckpt", ckpt, "--hr-size", "16x16", "--json", ckpt], "tiny.ckpt"),
         (["eval", "--ckpt", ckpt, "--hr-dir", photos, "--lr-dir", lr, "--plot", lr / "catx4.png"], "catx4.png"),
         (["swap", ckpt, ckpt, "--parts", "classifier", "--out", ckpt], "tiny.ckpt"),
     ]
     for args, name in cases:
         code, err = run_cli(args, capsys)
-        assert code == 2 and "would overwrite the input" in err and name in err, (args, err)
+        assert code == 2 and name in err, (args, err)
+        assert "would overwrite the input" in err or "a folder this command reads" in err, (args, err)
     assert snapshot(tmp_path) == before
 
 

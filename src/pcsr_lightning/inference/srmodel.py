@@ -354,12 +354,18 @@ def _check_pixels(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+# The integer pixel types with an agreed range (0 to the type's largest value); a wider or signed one
+# (int64 from torch.tensor of a list, int32, uint32) holds values of no known scale and is refused.
+PIXEL_INTEGERS = (torch.uint8, torch.uint16)
+PIXEL_TYPES = "uint8 (0-255), uint16 (0-65535) or a float in [0, 1]"
+
+
 def _float_batch(x: torch.Tensor) -> torch.Tensor:
     """An integer image scaled by its dtype's range, a float one clamped to [0, 1]."""
     if x.is_floating_point():
         return x.float().clamp(0, 1)
-    if x.dtype == torch.bool or x.is_complex():
-        raise ValueError(f"image dtype {x.dtype} is not an image type (use uint8 or a float in [0, 1])")
+    if x.dtype not in PIXEL_INTEGERS:
+        raise ValueError(f"image dtype {x.dtype} is not a pixel type with a known range (use {PIXEL_TYPES})")
     return x.float() / float(torch.iinfo(x.dtype).max)
 
 
@@ -390,8 +396,8 @@ def to_batch(image):
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"image as a numpy array must be HxWx3 (RGB), got shape {image.shape}")
-        if not (np.issubdtype(image.dtype, np.floating) or np.issubdtype(image.dtype, np.unsignedinteger)):
-            raise ValueError(f"image dtype {image.dtype} is not an image type (use uint8, uint16 or float in [0, 1])")
+        if not (np.issubdtype(image.dtype, np.floating) or image.dtype in (np.uint8, np.uint16)):
+            raise ValueError(f"image dtype {image.dtype} is not a pixel type with a known range (use {PIXEL_TYPES})")
         dtype = image.dtype
         array = image if image.flags.writeable and image.flags.c_contiguous else np.array(image)
         batch = torch.from_numpy(array).permute(2, 0, 1)[None]

@@ -9,6 +9,7 @@ arguments: a checkpoint is data and never decides which code runs.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from pcsr_lightning.io.files import atomic_write
+from pcsr_lightning.io.sniff import CKPT, SAFETENSORS, file_kind
 from pcsr_lightning.models import model_classes, model_kind
 
 FORMAT = "pcsr-lightning"
@@ -29,6 +31,10 @@ PLAIN = (type(None), bool, int, float, str)
 
 class CheckpointError(ValueError):
     """A file that is not a usable checkpoint; the message says what does not match."""
+
+
+class NotATorchFile(CheckpointError):
+    """A file whose first bytes are no torch checkpoint's (no unpickler, trusted or not, can read it)."""
 
 
 @dataclass
@@ -67,6 +73,8 @@ def user_classes(names: str | None = None) -> dict[str, type]:
 
 def _build(cfg: Any, allowed: dict[str, type], where: str) -> Any:
     """Plain data stays data; a dict with ``_target_`` becomes an instance of an allowed class."""
+    if isinstance(cfg, float) and not math.isfinite(cfg):
+        raise CheckpointError(f"refusing {cfg!r} at {where}: every number of a model config must be finite")
     if isinstance(cfg, PLAIN):
         return cfg
     if isinstance(cfg, (list, tuple)):
@@ -86,12 +94,27 @@ def _build(cfg: Any, allowed: dict[str, type], where: str) -> Any:
             f"class of your own, name it in {ALLOW_ENV} (module.Class, comma-separated)"
         )
     args = {key: _build(value, allowed, f"{where}.{key}") for key, value in cfg.items() if key != "_target_"}
+    for key, value in args.items():
+        _check_typed(key, value, f"{where}.{key}")
     if cls is None:
         return args
     try:
         return cls(**args)
-    except (TypeError, ValueError, RuntimeError) as err:  # RuntimeError: torch refusing a layer's size
-        raise CheckpointError(f"cannot build {target} at {where}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - an argument of the wrong kind fails anywhere in a constructor
+        raise CheckpointError(f"cannot build {target} at {where}: {first_line(err)}") from err
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_typed(key: str, value: Any, where: str) -> None:
+    """The config entries every model reads, checked by their meaning: the mean subtracted from the
+    input (three finite numbers) and the upscaling factor (a number > 1, or null)."""
+    if key == "rgb_mean" and not (isinstance(value, list) and len(value) == 3 and all(map(_is_number, value))):
+        raise CheckpointError(f"refusing {value!r} at {where}: rgb_mean must be a list of three finite numbers")
+    if key == "scale" and value is not None and not (_is_number(value) and value > 1):
+        raise CheckpointError(f"refusing {value!r} at {where}: the scale must be a number > 1 (or null)")
 
 
 def build_model(config: dict, allow: str | None = None) -> nn.Module:
@@ -130,8 +153,14 @@ def check_finite(state_dict: dict, source: str | Path) -> None:
                                   f"{value.numel():,}; refusing weights that cannot give a finite image")
 
 
+def _dtype_kind(tensor: torch.Tensor) -> str:
+    return "floating-point" if tensor.is_floating_point() else "complex" if tensor.is_complex() else \
+        "boolean" if tensor.dtype == torch.bool else "integer"
+
+
 def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
-    """Strict load with an error that lists what does not match."""
+    """Strict load with an error that lists what does not match: keys, shapes, and the kind of number
+    (an integer tensor where a float weight belongs would be cast silently into nonsense weights)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
@@ -140,6 +169,11 @@ def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
         for key in sorted(set(own) & set(state_dict))
         if tuple(own[key].shape) != tuple(state_dict[key].shape)
     ]
+    kinds = [f"tensor {key!r} is {state_dict[key].dtype} where the model's is {own[key].dtype} (a "
+             f"{_dtype_kind(own[key])} tensor)" for key in sorted(set(own) & set(state_dict))
+             if _dtype_kind(own[key]) != _dtype_kind(state_dict[key])]
+    if kinds:
+        raise CheckpointError(f"{source}: {kinds[0]}" + (f" (and {len(kinds) - 1} more)" if len(kinds) > 1 else ""))
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -189,8 +223,10 @@ def read_weights_only(path: str | Path, what: str = "checkpoint") -> object:
         raise CheckpointError(f"{what} not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): an interrupted download or copy?")
+    check_torch_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:  # a file object: torch reads the content, whatever the file's suffix
+            return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing here
         needs = re.search(r"unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)", str(err), re.IGNORECASE)
         if needs:
@@ -203,11 +239,27 @@ def read_weights_only(path: str | Path, what: str = "checkpoint") -> object:
                               f"{detail.strip() or first_line(err)}") from err
 
 
+def check_torch_file(path: Path) -> None:
+    """By its first bytes, the file is what ``torch.load`` reads (a zip archive or a pickle); anything
+    else is named for what it is, not reported as an unpickler's opcode."""
+    try:
+        kind = file_kind(path)
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}: {err.strerror or err}") from err
+    if kind == SAFETENSORS:
+        raise NotATorchFile(f"{path} is a safetensors file, not a PyTorch checkpoint (a zip archive or a "
+                              "pickle); `pcsr convert` writes it as a .ckpt")
+    if kind != CKPT:
+        raise NotATorchFile(f"{path} is not a PyTorch checkpoint (a zip archive or a pickle): its content is "
+                              f"{kind}")
+
+
 def read_trusted(path: str | Path) -> object:
     """``torch.load(weights_only=False)``: full unpickling, which can run any code in the file. Only for a
     file the user vouches for (``--trust-pickle``) once ``read_weights_only`` has refused it."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with open(path, "rb") as f:
+            return torch.load(f, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing here
         raise CheckpointError(f"{path} cannot be read as a PyTorch checkpoint: {first_line(err)}") from err
 

@@ -166,16 +166,25 @@ def check_writable_dir(folder: str | Path) -> Path:
     return folder
 
 
-def check_outputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path] = (), overwrite: bool = True) -> None:
-    """Before any work: no output is an input or another output, each output's folder is writable, and
-    (unless ``overwrite``) none exists yet."""
+def check_outputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path] = (), overwrite: bool = True,
+                  folders: Iterable[str | Path] = ()) -> None:
+    """Before any work, the one rule every command's outputs follow: no output is an input or another
+    output, none lies inside a folder the command reads (``folders``, and every input that is a folder:
+    an image folder, a model folder, a training run), each output's folder is writable, and (unless
+    ``overwrite``) none exists yet."""
     outputs = [Path(p) for p in outputs]
+    inputs = [Path(p) for p in inputs]
     taken = {_key(p): p for p in inputs}
+    read = {_key(f): Path(f) for f in [*folders, *(p for p in inputs if p.is_dir())]}
     seen: dict[str, Path] = {}
     for out in outputs:
         key = _key(out)
-        if key in taken:
+        if key in taken and not taken[key].is_dir():
             raise OutputError(f"output {out} would overwrite the input {taken[key]}; choose another output folder")
+        inside = next((folder for folder_key, folder in read.items() if is_within(key, folder_key)), None)
+        if inside is not None:
+            raise OutputError(f"output {out} is inside {inside}, a folder this command reads (its files are inputs); "
+                              "choose an output outside it")
         if key in seen:
             raise OutputError(f"two results would be written to {out}")
         seen[key] = out
@@ -187,6 +196,20 @@ def check_outputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path] = 
         raise OutputError(f"{len(existing)} output file(s) already exist ({names}); pass --overwrite to replace them")
     for folder in dict.fromkeys(p.parent for p in outputs):
         check_writable_dir(folder)
+
+
+def is_within(key: str, folder_key: str) -> bool:
+    """Whether the resolved path ``key`` is ``folder_key`` or lies anywhere below it."""
+    return key == folder_key or key.startswith(folder_key.rstrip(os.sep) + os.sep)
+
+
+def check_not_within(target: str | Path, folders: Iterable[str | Path], what: str) -> None:
+    """A folder a command writes into (``what``: e.g. "the run folder") must not lie inside one it reads."""
+    key = _key(target)
+    for folder in folders:
+        if is_within(key, _key(folder)):
+            raise OutputError(f"{what} {target} is inside {folder}, a folder this command reads (its files are "
+                              "inputs); choose one outside it")
 
 
 def _key(path: str | Path) -> str:

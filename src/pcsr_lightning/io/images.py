@@ -1,8 +1,9 @@
 """Reading any image as RGB float, and writing PNGs atomically.
 
-Pixel values: 8-bit images are divided by 255 and 16-bit ones by 65535 (their type's range); a 32-bit
-integer image ("I") by 65535 when a value is above 255, else by 255, then clipped to [0,1]. A float
-image ("F", e.g. a float TIFF) is taken as it is and clipped to [0,1]; one with a NaN or inf pixel is
+Pixel values: every integer image is divided by the largest value of its own type: 8-bit by 255, 16-bit
+(PNG, TIFF, PGM/PPM) by 65535. A TIFF of signed samples (int8, int16, int32), one of unsigned samples
+wider than 16 bits, and a 32-bit integer image whose type the file does not say are refused, naming the
+type. A float image ("F", e.g. a float TIFF) is taken as it is and clipped to [0,1]; one with a NaN or inf pixel is
 refused, naming the file and how many pixels are bad. An image is never written with a NaN or inf.
 """
 
@@ -87,17 +88,53 @@ def non_finite(img: torch.Tensor | np.ndarray) -> int:
     return int(img.numel() - torch.isfinite(img).sum()) if img.is_floating_point() else 0
 
 
-def pil_to_raw(img: Image.Image, source: str | Path = "image") -> torch.Tensor:
+# the TIFF tags that say an integer sample's width and whether it is signed
+TIFF_BITS, TIFF_SAMPLE_FORMAT, TIFF_SIGNED = 258, 339, 2
+
+
+def integer_range(img: Image.Image, source: str | Path = "image") -> tuple[float, str] | None:
+    """The largest value of a 32-bit integer ("I") image's own type and the type's name, as the file says
+    it (a 16-bit PPM/PGM); None for an image of another mode. ImageReadError naming the type for a TIFF of
+    signed samples (any width: the decoder would wrap negative values into bright ones), one of unsigned
+    samples wider than 16 bits (read as signed), and an "I" image of no stated type."""
+    tags = getattr(img, "tag_v2", None)
+    if tags is not None and TIFF_BITS in tags:
+        bits, kind = (tags.get(tag, default) for tag, default in ((TIFF_BITS, 8), (TIFF_SAMPLE_FORMAT, 1)))
+        bits, kind = (int(v[0] if isinstance(v, tuple) else v) for v in (bits, kind))
+        if kind == TIFF_SIGNED:
+            raise ImageReadError(f"{source}: its pixels are signed int{bits} (a TIFF of signed samples): no range "
+                                 "of brightness is agreed for negative values; convert it to 8- or 16-bit unsigned "
+                                 "or to float in [0, 1]")
+        if img.mode == "I":
+            raise ImageReadError(f"{source}: its pixels are uint{bits} (a TIFF of {bits}-bit unsigned samples), "
+                                 "wider than the 16 bits read faithfully; convert it to 16-bit or to float in [0, 1]")
+        return None
+    if img.mode != "I":
+        return None
+    if img.format == "PPM":
+        return 65535.0, "uint16"  # Pillow reads a PPM/PGM of more than 8 bits as 16-bit values
+    of = f" of a {img.format} file" if img.format else ""
+    raise ImageReadError(f"{source}: its pixels are 32-bit integers (mode I{of}) of no stated range; give 8- or "
+                         "16-bit unsigned pixels or floats in [0, 1]")
+
+
+def pil_to_raw(img: Image.Image, source: str | Path = "image",
+               int_range: tuple[float, str] | None = None) -> torch.Tensor:
     """(3,H,W): uint8 for 8-bit images (4x smaller to keep in memory), float32 in [0,1] otherwise.
 
     Grayscale, palette, alpha and 16-bit images become plain RGB (what eval and training read; the upscaler
     keeps them, ``io.picture``). ``as_float`` gives the [0,1] float.
-    The value rules are in the module's docstring; ImageReadError naming ``source`` for NaN or inf pixels.
+    The value rules are in the module's docstring; ImageReadError naming ``source`` for NaN or inf pixels
+    and for integer pixels of no agreed range. ``int_range``: ``integer_range`` of the file the image
+    was decoded from (a transposed copy no longer carries the file's tags).
     """
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.repeat(np.clip(arr / peak, 0, 1)[..., None], 3, axis=2)
+        peak, name = (65535.0, "uint16") if img.mode.startswith("I;16") else int_range or integer_range(img, source)
+        if arr.size and (arr.min() < 0 or arr.max() > peak):
+            raise ImageReadError(f"{source}: pixel values {arr.min():.0f} to {arr.max():.0f} lie outside the range "
+                                 f"of its type {name} (0 to {peak:.0f})")
+        arr = np.repeat((arr / peak)[..., None], 3, axis=2)
         return torch.from_numpy(arr.astype(np.float32)).permute(2, 0, 1).contiguous()
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float32)
@@ -123,7 +160,8 @@ def read_image_raw(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> to
 
     def raw(img: Image.Image) -> torch.Tensor:
         img.load()
-        return pil_to_raw(ImageOps.exif_transpose(img), path)
+        int_range = integer_range(img, path)  # from the file's own tags, before any transpose
+        return pil_to_raw(ImageOps.exif_transpose(img), path, int_range)
 
     return open_image(path, max_pixels, raw)
 

@@ -58,9 +58,11 @@ class Manifest:
         path = Path(run_dir) / FILENAME
         try:
             data = json.loads(path.read_text())
+            if not isinstance(data, dict) or not isinstance(data.get("stages"), list):
+                raise ValueError("not a JSON object with a list of stages")
             stages = [StageRecord(**s) for s in data.pop("stages")]
             return Manifest(**data, stages=stages)
-        except (OSError, ValueError, TypeError, KeyError) as err:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
             raise ValueError(f"{path} is not a readable training manifest: {err}") from err
 
 

@@ -14,6 +14,7 @@ import torch
 from pcsr_lightning.config import backbone_names, backbone_node
 from pcsr_lightning.io.checkpoint import (
     CheckpointError,
+    NotATorchFile,
     build_model,
     check_finite,
     check_state_dict,
@@ -127,7 +128,7 @@ def import_official(src: str | Path, out: str | Path, trust: bool = False, forma
     try:
         raw = read_weights_only(src, "release checkpoint")
     except CheckpointError as err:
-        if not src.is_file() or src.stat().st_size == 0:
+        if isinstance(err, NotATorchFile) or not src.is_file() or src.stat().st_size == 0:
             raise
         if not trust:
             raise CheckpointError(f"{err}; if you trust this file completely, pass --trust-pickle") from err

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from pcsr_lightning.io.files import atomic_write
-from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, PNG_COMPRESS_LEVEL, open_image, pil_to_raw
+from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, PNG_COMPRESS_LEVEL, integer_range, open_image, pil_to_raw
 from pcsr_lightning.io.png16 import PngError, encode_png, read_png
 
 ORIENTATION = 0x0112  # the EXIF tag
@@ -113,7 +113,7 @@ def _from_array(arr: np.ndarray, grey: bool, depth: int, icc: bytes | None, exif
     return Picture(colour.contiguous(), alpha, grey, depth, icc, exif)
 
 
-def from_pil(img: Image.Image, source: str | Path = "image") -> Picture:
+def from_pil(img: Image.Image, source: str | Path = "image", int_range: tuple[float, str] | None = None) -> Picture:
     """A PIL image as a Picture. Its pixels are taken as given (the Python API does not rotate them);
     the ICC profile and EXIF are its ``info``'s. Palette images become RGB (RGBA with transparency),
     CMYK and other colour spaces RGB (their ICC profile then no longer fits and is dropped)."""
@@ -122,7 +122,7 @@ def from_pil(img: Image.Image, source: str | Path = "image") -> Picture:
         arr = np.asarray(img).astype(np.uint16)[..., None]
         return _from_array(arr, True, 16, icc, exif)
     if img.mode in ("I", "F"):  # 32-bit integer and float grey: the reader's value rules, written at 16 bits
-        return Picture(pil_to_raw(img, source).float(), None, True, 16, icc, exif)
+        return Picture(pil_to_raw(img, source, int_range).float(), None, True, 16, icc, exif)
     has_alpha = img.mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in img.info
     grey = img.mode in GREY_MODES
     target = ("LA" if has_alpha else "L") if grey else ("RGBA" if has_alpha else "RGB")
@@ -164,9 +164,10 @@ def open_picture(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Pict
                 return _from_array(upright_array(png.pixels, orientation), png.pixels.shape[2] < 3, 16,
                                    png.icc or img.info.get("icc_profile"), exif)
         img.load()
+        int_range = integer_range(img, path)  # from the file's own tags, before any transpose
         _, exif = _exif_upright(img.info.get("exif"))
         upright = ImageOps.exif_transpose(img)
-        return replace(from_pil(upright, path), exif=exif)
+        return replace(from_pil(upright, path, int_range), exif=exif)
 
     return open_image(path, max_pixels, picture)
 

@@ -35,6 +35,7 @@ from pcsr_lightning.io.files import atomic_write
 from pcsr_lightning.io.manifest import FILENAME as MANIFEST
 from pcsr_lightning.io.manifest import Manifest
 from pcsr_lightning.io.safetensors_format import SafetensorsError, read_safetensors, write_safetensors
+from pcsr_lightning.io.sniff import CKPT, SAFETENSORS, file_kind
 from pcsr_lightning.models.pcsr import model_kind
 
 FORMATS = ("ckpt", "safetensors", "folder")
@@ -44,21 +45,34 @@ FOLDER_WEIGHTS = "model.safetensors"
 KEY_FORMAT, KEY_VERSION, KEY_KIND, KEY_CONFIG, KEY_META = "format", "format_version", "kind", "model_config", "meta"
 
 
+SUFFIXES = {".ckpt": "ckpt", ".pt": "ckpt", ".pth": "ckpt", ".safetensors": "safetensors", "": "folder"}
+
+
 def format_of(path: str | Path, format: str | None = None) -> str:
-    """``format`` when given, else the one the path's suffix names (no suffix: a model folder)."""
-    if format is not None:
-        if format not in FORMATS:
-            raise ValueError(f"format must be one of {list(FORMATS)}, got {format!r}")
-        return format
+    """The format a model is written in, by one rule: the suffix names it (.ckpt/.pt/.pth, .safetensors,
+    none: a model folder) and ``format``, when given, must be the same; a folder may have another suffix
+    when ``format`` is ``folder``. So every file written reads back under its own name."""
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"format must be one of {list(FORMATS)}, got {format!r}")
     suffix = Path(path).suffix.lower()
-    if suffix in (".ckpt", ".pt", ".pth"):
-        return "ckpt"
-    if suffix == ".safetensors":
-        return "safetensors"
-    if suffix == "":
-        return "folder"
-    raise ValueError(f"{path}: cannot tell the format from the suffix {suffix!r}; use .ckpt, .safetensors or "
-                     f"a folder name without a suffix, or name the format ({', '.join(FORMATS)})")
+    implied = SUFFIXES.get(suffix)
+    if implied is None and format != "folder":
+        raise ValueError(f"{path}: cannot tell the format from the suffix {suffix!r}; use .ckpt, .safetensors or "
+                         f"a folder name without a suffix (or --format folder for a folder)")
+    if format is not None and implied is not None and implied != format:
+        means = {"ckpt": "a .ckpt file", "safetensors": "a .safetensors file", "folder": "a model folder"}[implied]
+        raise ValueError(f"{path}: its suffix {suffix or '(none)'} means {means}, but --format {format} was asked; "
+                         f"the suffix and --format must agree (drop --format, or name the output for {format})")
+    return format or implied
+
+
+def model_reads(source: str | Path | None) -> list[Path]:
+    """What loading a model from ``source`` reads, for the output checks: the file or folder itself and,
+    for a run's ``manifest.json``, the run folder (outputs may be neither, nor lie inside a folder)."""
+    if source is None:
+        return []
+    path = Path(source)
+    return [path, path.parent] if path.name == MANIFEST else [path]
 
 
 def output_files(path: str | Path, format: str | None = None) -> list[Path]:
@@ -200,6 +214,13 @@ def load_model(source: str | Path, map_location: str | torch.device = "cpu") -> 
         return load_checkpoint(run_checkpoint(path), map_location)
     if not path.exists():
         raise CheckpointError(f"model file not found: {path}")
-    if path.suffix.lower() == ".safetensors":
+    try:
+        kind = file_kind(path) if path.stat().st_size else CKPT  # (the checkpoint reader names an empty file)
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}: {err.strerror or err}") from err
+    if kind == SAFETENSORS:
         return load_safetensors(path, map_location)
-    return load_checkpoint(path, map_location)
+    if kind == CKPT:
+        return load_checkpoint(path, map_location)
+    raise CheckpointError(f"{path} is not a model file (a .ckpt, a .safetensors, a model folder or a training "
+                          f"run): its content is {kind}")

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -39,7 +39,7 @@ from pcsr_lightning.io.manifest import FILENAME, Manifest, StageRecord, open_run
 from pcsr_lightning.models import PCSR
 from pcsr_lightning.models.parts import submodule
 from pcsr_lightning.training.callbacks import SaveOnException, quiet_intended_messages
-from pcsr_lightning.training.preflight import check_numbers, check_trainer, one_line
+from pcsr_lightning.training.preflight import check_numbers, check_run_folder, check_trainer, one_line
 from pcsr_lightning.training.stages import NonFiniteTraining, Stage, part_of
 
 log = logging.getLogger(__name__)
@@ -441,6 +441,7 @@ def prepare_run(cfg: DictConfig) -> PreparedRun:
     machine, the network and its stages, the warm start, the run folder and the data."""
     run_dir = Path(cfg.paths.output_dir).expanduser().resolve()
     quiet_intended_messages()
+    check_run_folder(run_dir, cfg)
     check_numbers(cfg)
     world_size = check_trainer(cfg)
     # before the network is built: one seed, one init (quietly: each stage says its own seed)
@@ -493,6 +494,13 @@ def run_pipeline(cfg: DictConfig, loggers: list | None = None, callbacks: list |
     return manifest
 
 
+def configured_callbacks(cfg: DictConfig, loggers: list | None) -> list:
+    """The ``callbacks`` group's callbacks; with no logger (``logger=none``) those that only feed a
+    logger (the learning-rate monitor) are left out, as Lightning refuses them without one."""
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    return callbacks if loggers else [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+
+
 def stage_trainer(cfg: DictConfig, plan: StagePlan, module, stage_dir: Path, loggers: list | None,
                   callbacks: list | tuple) -> L.Trainer:
     """The stage's Trainer: its steps, the configured callbacks, the last / on-exception / best checkpoints."""
@@ -503,7 +511,7 @@ def stage_trainer(cfg: DictConfig, plan: StagePlan, module, stage_dir: Path, log
         default_root_dir=str(stage_dir),
         logger=list(loggers) if loggers else False,
         callbacks=[
-            *[instantiate(c) for c in (cfg.callbacks or {}).values()],
+            *configured_callbacks(cfg, loggers),
             ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
                             every_n_train_steps=int(cfg.profile.checkpoint_every)),
             SaveOnException(ckpt_dir / f"{EXCEPTION_NAME}.ckpt"),
@@ -521,6 +529,10 @@ def fit_stage(trainer: L.Trainer, module, datamodule, ckpt_dir: Path, name: str)
         log.info("stage %s continues from %s", name, resume_from)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning ends a Ctrl-C with exit code 1; it stays an interruption (130)
+            raise KeyboardInterrupt from None
+        raise
     except NonFiniteTraining as err:
         last = latest_lightning_checkpoint(ckpt_dir)
         kept = (f"the stage's last checkpoint {last} is kept (finite weights; resume=true continues from it)"

@@ -10,13 +10,17 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from pcsr_lightning.io.files import check_not_within
+from pcsr_lightning.io.weights import model_reads
 
 GPU_NAMES = ("gpu", "cuda")
 # What a refused config raises while it is checked: each becomes one ``error:`` line (``one_line``).
@@ -112,3 +116,30 @@ def check_trainer(cfg: DictConfig) -> int:
     except (MisconfigurationException, TypeError, ValueError) as err:
         raise ValueError(f"trainer: {one_line(err)}") from None
     return int(built.world_size)
+
+
+def folders_read(cfg: DictConfig) -> list[Path]:
+    """The folders a training job reads: every existing folder named in ``data`` (the image folders, a
+    DIV2K root) and the warm start's checkpoint when it is a folder or a run's manifest."""
+    found: list[Path] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+        elif isinstance(node, str) and node and Path(node).expanduser().is_dir():
+            found.append(Path(node).expanduser())
+
+    walk(OmegaConf.to_container(cfg.data, resolve=True))
+    checkpoint = (cfg.get("init") or {}).get("checkpoint")
+    found += [p for p in model_reads(checkpoint) if p.is_dir()] if isinstance(checkpoint, str) else []
+    return found
+
+
+def check_run_folder(run_dir: Path, cfg: DictConfig) -> None:
+    """The run folder (checkpoints, logs, the manifest) never lies inside a folder the job reads: its files
+    would become training or validation images, or land in the model folder it starts from."""
+    check_not_within(run_dir, folders_read(cfg), "the run folder")

@@ -19,6 +19,7 @@ from pcsr_lightning.apps.progress import Stages
 from pcsr_lightning.bench.inputs import parse_size
 from pcsr_lightning.bench.run import DTYPES, GUARD_DB, TABLE_HEADER, BenchSettings, Row, ratio_rows, run_bench
 from pcsr_lightning.io.files import check_outputs, write_text
+from pcsr_lightning.io.weights import model_reads
 
 
 def add_parser(sub) -> None:
@@ -74,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.json:
         # before any work
-        check_outputs([args.json], [p for p in (args.pcsr_ckpt, args.original_ckpt, args.hr_image) if p])
+        check_outputs([args.json], [*model_reads(args.pcsr_ckpt), *model_reads(args.original_ckpt),
+                                     *([args.hr_image] if args.hr_image else [])])
     stages = Stages()
     try:
         report = run_bench(settings, log=stages.echo, stage=stages)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from pcsr_lightning.io.files import check_outputs
-from pcsr_lightning.io.weights import FORMATS, load_model, output_files, save_model
+from pcsr_lightning.io.weights import FORMATS, load_model, model_reads, output_files, save_model
 
 
 def add_parser(sub) -> None:
@@ -33,7 +33,7 @@ def describe(loaded) -> str:
 
 def run(args: argparse.Namespace) -> int:
     src = Path(args.src)
-    check_outputs(output_files(args.out, args.format), inputs=[src], overwrite=args.overwrite)
+    check_outputs(output_files(args.out, args.format), inputs=model_reads(src), overwrite=args.overwrite)
     loaded = load_model(src)
     out = save_model(args.out, loaded.model, loaded.config, {**loaded.meta, "converted_from": str(src)}, args.format)
     print(f"wrote {out}: {describe(loaded)}")

@@ -23,6 +23,7 @@ from pcsr_lightning.evaluation.evaluate import (
 from pcsr_lightning.evaluation.wandb_log import eval_identity, log_evaluation
 from pcsr_lightning.io.files import check_outputs
 from pcsr_lightning.io.images import list_images
+from pcsr_lightning.io.weights import model_reads
 from pcsr_lightning.tracking import wandb_run
 
 
@@ -46,6 +47,10 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+class NothingMeasured(ValueError):
+    """Every image was skipped: the command fails as a whole (exit code 2) and writes nothing."""
+
+
 def settings_from(args: argparse.Namespace) -> EvalSettings:
     return EvalSettings(
         ckpt=args.ckpt, hr_dir=args.hr_dir, lr_dir=args.lr_dir, original_ckpt=args.original_ckpt, scale=args.scale,
@@ -61,13 +66,17 @@ def run_settings(settings: EvalSettings, out=None, summary_out=None, plot=None, 
     """Shared by ``pcsr eval`` and the Hydra app ``pcsr-eval``; ``run``: a wandb run to log into."""
 
     images = list_images(settings.hr_dir, on_skip=None)
-    inputs = [settings.ckpt, *filter(None, [settings.original_ckpt]), *images]
+    inputs = [*model_reads(settings.ckpt), *model_reads(settings.original_ckpt), Path(settings.hr_dir), *images]
     if settings.lr_dir and Path(settings.lr_dir).is_dir():
-        inputs += list_images(settings.lr_dir, on_skip=None)
+        inputs += [Path(settings.lr_dir), *list_images(settings.lr_dir, on_skip=None)]
     check_outputs([p for p in (out, summary_out, plot) if p], inputs)  # before any work
     with Progress(len(images), "eval") as progress:
         records, failures = evaluate(settings, log=lambda msg: progress.echo(msg, sys.stderr),
                                      on_image=lambda done, total, name: progress.advance())
+    if not records:  # a header-only CSV must not replace an earlier, complete one
+        kept = [str(p) for p in (out, summary_out, plot) if p and Path(p).exists()]
+        raise NothingMeasured(f"no image in {settings.hr_dir} could be measured ({failures} skipped, named above); "
+                              "nothing written" + (f", {', '.join(kept)} kept as they were" if kept else ""))
     summary = summarize(records)
     columns = with_metrics(SUMMARY_COLUMNS, settings.metrics)
     print(format_table(columns, [[format_value(r[h]) for h in columns] for r in summary]))

@@ -11,7 +11,7 @@ from pcsr_lightning.apps.progress import Progress
 from pcsr_lightning.data.bicubic import make_pair
 from pcsr_lightning.io.files import check_outputs
 from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, read_image
-from pcsr_lightning.io.weights import load_model, output_files, save_model
+from pcsr_lightning.io.weights import load_model, model_reads, output_files, save_model
 from pcsr_lightning.training.fill import FIT_BELOW, FillStatistics
 
 FILL_TARGET = "pcsr_lightning.models.LinearFill"
@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--below must be > 0, got {args.below}")
     src = Path(args.model)
     paths = [path for item in args.photos for path in inputs_of(Path(item), "to fit on")]
-    check_outputs(output_files(args.out, args.format), inputs=[src, *paths], overwrite=args.overwrite)
+    check_outputs(output_files(args.out, args.format), inputs=[*model_reads(src), *map(Path, args.photos), *paths],
+                  overwrite=args.overwrite)
     loaded = load_model(src)
     if not loaded.is_pcsr:
         raise ValueError(f"{src}: an original network has no flat-tile gate to fill for; give a PCSR model")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pcsr_lightning.io.files import check_outputs
 from pcsr_lightning.io.swap import swap_parts
-from pcsr_lightning.io.weights import load_model, output_files, save_model
+from pcsr_lightning.io.weights import load_model, model_reads, output_files, save_model
 
 
 def add_parser(sub) -> None:
@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_outputs(output_files(args.out), [args.base, args.donor])  # before any work: never over one of its inputs
+    # before any work: never over one of its inputs, never inside a model folder read
+    check_outputs(output_files(args.out), [*model_reads(args.base), *model_reads(args.donor)])
     base, donor = load_model(args.base), load_model(args.donor)
     model = swap_parts(base, donor, args.parts, str(args.base), str(args.donor))
     meta = {"swapped": {"base": str(args.base), "donor": str(args.donor), "parts": list(args.parts)}}

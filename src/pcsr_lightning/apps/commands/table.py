@@ -22,8 +22,9 @@ from pcsr_lightning.evaluation.paper_table import (
     table_markdown,
 )
 from pcsr_lightning.evaluation.wandb_log import log_results
-from pcsr_lightning.io.files import check_outputs, check_writable_dir, write_text
+from pcsr_lightning.io.files import check_not_within, check_outputs, check_writable_dir, write_text
 from pcsr_lightning.io.images import list_images
+from pcsr_lightning.io.weights import model_reads
 from pcsr_lightning.tracking import wandb_run
 
 
@@ -68,9 +69,13 @@ def run(args: argparse.Namespace) -> int:
         if name in datasets:
             raise ValueError(f"--dataset {name} is given twice")
         datasets[name] = folder
-    # No output (the table, the curves) may replace an input: a checkpoint, a manifest or a dataset image.
+    # No output (the table, the curves) may replace an input or lie inside a folder read: a checkpoint, a
+    # run folder, a dataset folder (where a curve would count as one more test image).
     outputs = [out / "table.md", out / "table.csv", *[out / f"curve_{name}.png" for name in datasets or ["samples"]]]
-    inputs = [*rows.values(), *[p for folder in datasets.values() for p in list_images(folder, on_skip=None)]]
+    models = [p for spec in args.row for p in model_reads(spec.partition("=")[2])]
+    inputs = [*rows.values(), *models, *map(Path, datasets.values()),
+              *[p for folder in datasets.values() for p in list_images(folder, on_skip=None)]]
+    check_not_within(out, [p for p in map(Path, [*models, *datasets.values()]) if p.is_dir()], "--out-dir")
     check_outputs(outputs, inputs)
     if not datasets:
         datasets["samples"] = str(materialize_samples(out.parent / "samples"))

@@ -43,6 +43,7 @@ from pcsr_lightning.io.picture import (
     save_picture,
     upscale_alpha,
 )
+from pcsr_lightning.io.weights import model_reads
 from pcsr_lightning.measure.memory import process_peak_mb
 
 
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = inputs_of(Path(args.input), "to upscale")
     plan = plan_outputs(inputs, out_dir, args.class_map, args.suffix, args.ext, single_file)
     # Every refusal (an input overwritten, an existing result, an unwritable folder) before any work.
-    check_outputs([p for outs in plan.values() for p in outs], inputs)
+    check_outputs([p for outs in plan.values() for p in outs], [Path(args.input), *inputs, *model_reads(args.ckpt)])
     check_existing(plan, args.overwrite, args.skip_existing)
     check_transparency(plan)
     model = load(args.ckpt, args.device, memory_format=args.memory_format)
