@@ -172,10 +172,18 @@ def test_demo_trains_then_measures_the_held_out_photos_with_the_eval_loop(tmp_pa
 
 
 def test_the_console_script_starts_without_the_training_stack():
-    """Every ``pcsr`` command builds the whole parser; only ``pcsr demo`` trains, so Lightning (seconds to
-    import) and the stages must not load with it (``pcsr fit-fill`` fits in closed form, without them)."""
-    code = ("import sys; from pcsr_lightning.apps.cli import build_parser; build_parser(); "
+    """``pcsr`` imports only the module of the command it runs; only ``pcsr demo`` trains, so Lightning
+    (seconds to import) and the stages load with no other command (``pcsr fit-fill`` fits in closed form)."""
+    code = ("import sys; from pcsr_lightning.apps.cli import COMMANDS, build_parser\n"
+            "for name in [n for n in COMMANDS if n != 'demo']:\n"
+            "    build_parser([name])\n"
+            "build_parser([])\n"
             "print(sorted(m for m in ('lightning', 'pcsr_lightning.training.stages', "
-            "'pcsr_lightning.training.pipeline', 'pcsr_lightning.apps.train_app') if m in sys.modules))")
+            "'pcsr_lightning.training.pipeline', 'pcsr_lightning.apps.train_app', 'pcsr_lightning.apps.commands.demo') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+    code = ("import sys; from pcsr_lightning.apps.cli import build_parser; build_parser(['upscale']); "
+            "print(sorted(m.rsplit('.', 1)[1] for m in sys.modules if m.startswith('pcsr_lightning.apps.commands.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['common', 'upscale']"

@@ -27,11 +27,12 @@ from pcsr_lightning.inference.router import check_k, cost_list, heavy_share, ski
 from pcsr_lightning.io.checkpoint import LoadedModel, model_classes
 from pcsr_lightning.io.images import pil_to_raw
 from pcsr_lightning.io.weights import load_model
-from pcsr_lightning.measure.flops import CONVENTIONS
+from pcsr_lightning.measure.flops import installed_conventions
 from pcsr_lightning.measure.meter import FlopsMeter
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_PCSR_SCALE = 4.0  # the scale PCSR is trained and published at; any scale > 1 works
+CONVENTIONS = installed_conventions()  # what ``Upscaled.gflops`` holds: fvcore's count with the flops extra only
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Upscaled:
     classes: torch.Tensor | None  # (H,W), or (B,H,W) for a batch; 0 = the heaviest upsampler, M = skipped by
     # the flat-tile gate; None: original
     heavy_share: float | None  # share of pixels on the heavy upsamplers (``router.heavy_mask``)
-    gflops: dict[str, float]  # per FLOPs convention ('fvcore', 'paper'), all images of a batch together
+    gflops: dict[str, float]  # per FLOPs convention ('paper'; 'fvcore' with the flops extra), a batch's images together
     skipped_share: float | None = None  # share of pixels the flat-tile gate skipped; None without it
 
 

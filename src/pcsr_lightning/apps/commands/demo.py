@@ -13,6 +13,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 
 from pcsr_lightning.apps.commands.common import K_VALUE, format_table
+from pcsr_lightning.apps.train_app import run_job
 from pcsr_lightning.config import compose_config, config_names
 from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate, rows_to_csv, summarize
 from pcsr_lightning.evaluation.figure import FigureRow, comparison_figure, crop, detail_window, save_figure
@@ -86,10 +87,6 @@ def run(args: argparse.Namespace) -> int:
     names = list(cfg.data.val.names) if "names" in cfg.data.val else []
     print(f"pcsr demo: training {cfg.name} ({args.profile} profile) into {out}", flush=True)
     start = time.perf_counter()
-    # Lightning and the training pipeline take seconds to import; only this command trains, and every
-    # other ``pcsr`` command would pay for them at start-up if this import sat at the top.
-    from pcsr_lightning.apps.train_app import run_job
-
     manifest = run_job(cfg)
     trained = time.perf_counter() - start
     folder = held_out_folder(instantiate(cfg.data.val), out / "held_out")
