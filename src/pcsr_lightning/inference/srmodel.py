@@ -10,6 +10,7 @@ outputs clamped to the image range and rounded like the PNGs the commands write.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,13 @@ from PIL import Image
 from pcsr_lightning.inference.gate import DEFAULT_TILE as DEFAULT_SKIP_TILE
 from pcsr_lightning.inference.gate import check_gate
 from pcsr_lightning.inference.layout import as_input, choose_memory_format, in_memory_format
+from pcsr_lightning.inference.pretrained import save_pretrained
 from pcsr_lightning.inference.routed import RoutedSR
 from pcsr_lightning.inference.routed import upscale as routed_upscale
 from pcsr_lightning.inference.router import check_k, cost_list, heavy_share, skipped_share
-from pcsr_lightning.io.checkpoint import LoadedModel, model_classes
+from pcsr_lightning.io.checkpoint import CheckpointError, LoadedModel, model_classes
 from pcsr_lightning.io.images import pil_to_raw
-from pcsr_lightning.io.weights import load_model
+from pcsr_lightning.io.weights import FOLDER_CONFIG, FOLDER_WEIGHTS, load_model
 from pcsr_lightning.measure.flops import installed_conventions
 from pcsr_lightning.measure.meter import FlopsMeter
 
@@ -270,6 +272,19 @@ class SRModel:
                                                                 skip_gate=skip_gate, skip_fill=skip_fill))
         return restore(sr)
 
+    # Sharing it.
+    def save_pretrained(self, folder: str | Path, results: Sequence[Mapping[str, Any]] | None = None,
+                        license: str | None = None) -> Path:
+        """The model as a model folder to share: config.json, model.safetensors (float32) and a model card
+        README.md; ``results``: dicts of dataset, psnr and optionally scale, k, gflops, for the card."""
+        return save_pretrained(self.loaded, folder, results, license)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "auto",
+                        dtype: str | torch.dtype | None = None, memory_format: str = "auto") -> SRModel:
+        """``pcsr_lightning.from_pretrained``."""
+        return from_pretrained(folder, device, dtype, memory_format)
+
 
 def _check_pixels(x: torch.Tensor) -> torch.Tensor:
     if x.dim() != 4 or x.shape[1] != 3:
@@ -336,3 +351,15 @@ def load(source: str | Path, device: str | torch.device = "auto", dtype: str | t
     resolved = resolve_device(device)
     choose_memory_format(resolved, memory_format)  # a bad name fails before the file is read
     return SRModel(load_model(source), resolved, resolve_dtype(dtype), memory_format)
+
+
+def from_pretrained(folder: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
+                    memory_format: str = "auto") -> SRModel:
+    """A model from a model folder (``save_pretrained``'s, ``pcsr convert --format folder``'s), as ``load``."""
+    folder = Path(folder)
+    if not (folder / FOLDER_CONFIG).is_file():
+        what = ("a file, not a folder" if folder.is_file() else "not found" if not folder.exists()
+                else f"no {FOLDER_CONFIG} in it")
+        raise CheckpointError(f"{folder}: {what}; from_pretrained reads a model folder ({FOLDER_CONFIG} + "
+                              f"{FOLDER_WEIGHTS}); pcsr_lightning.load also reads .ckpt and .safetensors files")
+    return load(folder, device, dtype, memory_format)
