@@ -1,6 +1,7 @@
 """The pcsr console script: import, upscale and eval, including bad input."""
 
 import csv
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import sample_photo
-from factories import CARN_MEAN, original_config, pcsr_config, pcsr_net
+from factories import CARN_MEAN, original_config, pcsr_config, pcsr_net, save_tiny
 from pcsr_lightning.apps.cli import main
 from pcsr_lightning.io.checkpoint import save_checkpoint
 from pcsr_lightning.io.images import read_image
@@ -156,7 +157,11 @@ def test_demo_trains_then_measures_the_held_out_photos_with_the_eval_loop(tmp_pa
     from pcsr_lightning.evaluation.protocol import bicubic_psnr, make_pair
 
     out = tmp_path / "demo"
-    assert main(["demo", "--profile", "smoke", "--k", "0", "1", "--out", str(out), "profile.val_every=100"]) == 0
+    released = tmp_path / "released"  # stands for the released checkpoints: a PCSR model, and an original left out
+    save_tiny(released / "tiny-pcsr.safetensors")
+    save_tiny(released / "tiny-x4.safetensors", kind="original")
+    assert main(["demo", "--profile", "smoke", "--k", "0", "1", "--out", str(out), "--official", str(released),
+                 "profile.val_every=100"]) == 0
     rows = {r["method"]: r for r in csv.DictReader((out / "demo.csv").open())}
     assert list(rows) == ["bicubic", "PCSR, all heavy (U_0)", "PCSR routed, k=0", "PCSR routed, k=1"]
     assert sorted(p.stem for p in (out / "held_out").iterdir()) == sorted(sample_split("val"))
@@ -165,10 +170,15 @@ def test_demo_trains_then_measures_the_held_out_photos_with_the_eval_loop(tmp_pa
     assert float(rows["bicubic"]["psnr"]) == pytest.approx(bicubic, abs=0.005)
     assert rows["PCSR, all heavy (U_0)"]["heavy_share"] == "1.000" and rows["bicubic"]["gflops_paper"] == "0.00"
     assert float(rows["PCSR routed, k=1"]["gflops_paper"]) <= float(rows["PCSR routed, k=0"]["gflops_paper"])
-    assert "held-out photos chelsea, rocket" in capsys.readouterr().out
-    # The picture: one row per held-out photo, four 192-pixel panels (bicubic | PCSR | HR | class map).
+    text = capsys.readouterr().out
+    assert "held-out photos chelsea, rocket" in text
+    # The picture's k: where the trained model's heavy share on the held-out photos is nearest 75/50/25%.
+    (line,) = [t for t in text.splitlines() if t.startswith("k for the picture")]
+    shares = [float(x) for x in re.findall(r"-> ([0-9.]+)", line)]
+    assert len(shares) == 3 and shares == sorted(shares, reverse=True) and all(0 <= x <= 1 for x in shares)
+    # One row per held-out photo, 192-pixel panels: bicubic | PCSR | HR | 3 class maps | the released model's.
     picture = Image.open(out / "demo.png")
-    assert picture.mode == "RGB" and picture.width >= 4 * 192 and picture.height >= 2 * 192
+    assert picture.mode == "RGB" and picture.width >= 7 * 192 and picture.height >= 2 * 192
 
 
 def test_the_console_script_starts_without_the_training_stack():
