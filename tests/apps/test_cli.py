@@ -179,6 +179,13 @@ def test_demo_trains_then_measures_the_held_out_photos_with_the_eval_loop(tmp_pa
     # One row per held-out photo, 192-pixel panels: bicubic | PCSR | HR | 3 class maps | the released model's.
     picture = Image.open(out / "demo.png")
     assert picture.mode == "RGB" and picture.width >= 7 * 192 and picture.height >= 2 * 192
+    # The finished run measured and drawn again without training: the same k, since the same model.
+    again = tmp_path / "again"
+    assert main(["demo", "--from-run", str(out), "--out", str(again)]) == 0
+    text = capsys.readouterr().out
+    assert "no training" in text and line in text and (again / "demo.png").is_file() and (again / "demo.csv").is_file()
+    assert main(["demo", "--from-run", str(out), "--experiment", "carn_pcsr"]) == 2
+    assert "trained fsrcnn_pcsr; pass --experiment fsrcnn_pcsr" in capsys.readouterr().err
 
 
 def test_the_console_script_starts_without_the_training_stack():

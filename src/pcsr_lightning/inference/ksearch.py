@@ -19,7 +19,7 @@ from pcsr_lightning.inference.router import heavy_mask
 
 DEFAULT_TARGETS = (0.75, 0.5, 0.25)  # heavy shares to show: spread between all-heavy and all-light
 K_RANGE = (-20.0, 20.0)  # cost multipliers cost_j^-k underflow to the limits well inside this
-STEPS = 40  # bisection steps: the interval shrinks to 40 / 2^40
+STEPS = 20  # bisection steps: the interval shrinks to 40 / 2^20, below the 4 decimals k is shown with
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def pooled_heavy_share(model, prepared: Sequence[Prepared], k: float) -> float:
 def _short(model, prepared: Sequence[Prepared], k: float, share: float, tolerance: float = 0.02) -> tuple[float, float]:
     """``k`` with the fewest decimals (up to 4) whose share stays within ``tolerance`` of ``share``."""
     for digits in range(5):
-        rounded = round(k, digits)
+        rounded = round(k, digits) + 0.0  # no -0
         got = pooled_heavy_share(model, prepared, rounded)
         if abs(got - share) <= tolerance or digits == 4:
             return rounded, got
@@ -64,12 +64,13 @@ def ks_for_shares(model, prepared: Sequence[Prepared], targets: Sequence[float] 
     the side nearer the target; its ``heavy_share`` says what was reached."""
     if model.num_classes < 2:
         raise ValueError("a PCSR model with one upsampler routes nothing: every pixel is heavy")
-    choices = []
     for target in targets:
         if not 0.0 <= target <= 1.0:
             raise ValueError(f"a target heavy share is between 0 and 1, got {target}")
-        low, high = K_RANGE  # share(low) >= target >= share(high) when the target is reachable
-        share_low, share_high = pooled_heavy_share(model, prepared, low), pooled_heavy_share(model, prepared, high)
+    ends = [pooled_heavy_share(model, prepared, k) for k in K_RANGE]
+    choices = []
+    for target in targets:
+        (low, high), (share_low, share_high) = K_RANGE, ends  # share(low) >= target >= share(high) if reachable
         for _ in range(STEPS):
             mid = (low + high) / 2
             share = pooled_heavy_share(model, prepared, mid)

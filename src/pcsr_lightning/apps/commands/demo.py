@@ -28,8 +28,9 @@ from pcsr_lightning.inference.ksearch import DEFAULT_TARGETS, KChoice, ks_for_sh
 from pcsr_lightning.inference.srmodel import SRModel, load
 from pcsr_lightning.io.files import write_text
 from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, class_overlay, list_images, write_png
+from pcsr_lightning.io.manifest import Manifest
 from pcsr_lightning.io.official import import_official
-from pcsr_lightning.io.weights import FOLDER_CONFIG
+from pcsr_lightning.io.weights import FOLDER_CONFIG, run_checkpoint
 from pcsr_lightning.measure.metrics import psnr, shave_for
 
 CROP = 192  # HR pixels per side of each panel
@@ -46,6 +47,9 @@ def add_parser(sub) -> None:
                    help="a folder of released PCSR checkpoints (.pth, imported into the run folder) or model files: "
                         "their class maps are drawn beside the demo's")
     p.add_argument("--out", default=None, help="run folder (default outputs/demo/<experiment>/<time>)")
+    p.add_argument("--from-run", type=Path, default=None, metavar="RUN",
+                   help="a finished demo run folder: measure and draw its model again without training (its "
+                        "--experiment), writing into it unless --out")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. profile.steps.stage0=100")
     p.set_defaults(run=run)
 
@@ -70,6 +74,14 @@ def compare(ckpt: str | Path, folder: Path, scale: int, ks: list[float]) -> list
     return [{"method": name, "psnr": f"{by_key[key]['psnr']:.2f}", "gflops_paper": f"{by_key[key]['gflops_paper']:.2f}",
              "heavy_share": "" if by_key[key]["heavy_share"] is None else f"{by_key[key]['heavy_share']:.3f}"}
             for key, name in methods.items()]
+
+
+def finished_run(run: Path, experiment: str) -> Path:
+    """The final checkpoint of a finished run of ``experiment``."""
+    manifest = Manifest.load(run)
+    if manifest.experiment != experiment:
+        raise ValueError(f"--from-run {run} trained {manifest.experiment}; pass --experiment {manifest.experiment}")
+    return run_checkpoint(run)
 
 
 def photo_pairs(folder: Path, scale: int) -> list[tuple[Path, torch.Tensor, torch.Tensor]]:
@@ -144,34 +156,38 @@ def run(args: argparse.Namespace) -> int:
     for flag, group, value in (("--experiment", "experiment", args.experiment), ("--profile", "profile", args.profile)):
         if value not in config_names(group):
             raise ValueError(f"{flag} {value!r} is not one of the {group} configs: {', '.join(config_names(group))}")
-    out = Path(args.out or f"outputs/demo/{args.experiment}/{datetime.now():%Y-%m-%d_%H-%M-%S}")
+    out = Path(args.out or args.from_run or f"outputs/demo/{args.experiment}/{datetime.now():%Y-%m-%d_%H-%M-%S}")
     cfg = compose_config([f"experiment={args.experiment}", f"profile={args.profile}", *args.overrides], out)
     if cfg.model.kind != "pcsr":
         raise ValueError(f"pcsr demo trains a PCSR model; {args.experiment} is {cfg.model.kind}")
     names = list(cfg.data.val.names) if "names" in cfg.data.val else []
-    print(f"pcsr demo: training {cfg.name} ({args.profile} profile) into {out}", flush=True)
     start = time.perf_counter()
     official = official_models(args.official, out / "official") if args.official else {}  # before training
-    manifest = run_job(cfg)
+    if args.from_run:
+        ckpt = finished_run(args.from_run, cfg.name)
+        print(f"pcsr demo: {cfg.name} of {args.from_run} ({ckpt.name}), no training", flush=True)
+    else:
+        print(f"pcsr demo: training {cfg.name} ({args.profile} profile) into {out}", flush=True)
+        ckpt = Path(run_job(cfg).final_checkpoint)
     trained = time.perf_counter() - start
     scale = int(cfg.data.scale)
     folder = held_out_folder(instantiate(cfg.data.val), out / "held_out")
-    model = load(manifest.final_checkpoint, device="cpu")
+    model = load(ckpt, device="cpu")
     pairs = photo_pairs(folder, scale)
     chosen = choose_ks(model, pairs, scale)
     print("k for the picture (heavy share of the held-out pixels): "
           + ", ".join(f"k={c.k:g} -> {c.heavy_share:.3f}" for c in chosen))
     official_ks = {name: (m, choose_ks(m, pairs, scale, (0.5,))[0]) for name, m in official.items()}
     ks = args.k if args.k is not None else [c.k for c in chosen]
-    rows = compare(manifest.final_checkpoint, folder, scale, ks)
+    rows = compare(ckpt, folder, scale, ks)
     header = ["method", "psnr", "heavy_share", "gflops_paper"]
-    print(f"\ntrained in {trained / 60:.1f} min; x{scale} PSNR (dB) on the held-out photos "
-          f"{', '.join(names) or cfg.data.val}:")
+    when = "" if args.from_run else f"trained in {trained / 60:.1f} min; "
+    print(f"\n{when}x{scale} PSNR (dB) on the held-out photos {', '.join(names) or cfg.data.val}:")
     print(format_table(header, [[r[h] for h in header] for r in rows]))
     write_text(rows_to_csv(header, rows), out / "demo.csv")
     picture = save_figure(comparison_figure(figure_rows(model, pairs, scale, chosen, official_ks),
                                             caption(chosen, official_ks)), out / "demo.png")
-    print(f"\ncheckpoint: {manifest.final_checkpoint}\nmanifest:   {out.resolve() / 'manifest.json'}\n"
+    print(f"\ncheckpoint: {ckpt}\nmanifest:   {(args.from_run or out).resolve() / 'manifest.json'}\n"
           f"table:      {out / 'demo.csv'}\npicture:    {picture}")
     print(f"demo done in {(time.perf_counter() - start) / 60:.1f} min")
     return 0
