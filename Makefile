@@ -13,7 +13,7 @@ help:  ## list targets
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q $(PIP_CONSTRAINT) -e '.[dev,export]'
+	$(BIN)/python -m pip install -q $(PIP_CONSTRAINT) -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the package (torch pinned by constraints.txt)

@@ -3,6 +3,7 @@
     import pcsr_lightning
     model = pcsr_lightning.load("carn-pcsr.safetensors")   # .ckpt, .safetensors, a model folder or a run
     sr = model(image, k=0.0)    # PIL image, HxWx3 numpy array or tensor in, the same type out
+    model.save_pretrained("my-model")   # a model folder with its model card; pcsr_lightning.from_pretrained reads it
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ import importlib
 
 __version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
 
-__all__ = ["SRModel", "Upscaled", "__version__", "load"]
+__all__ = ["SRModel", "Upscaled", "__version__", "from_pretrained", "load"]
 # The Python API, imported on first use: the console scripts import this package before torch, so that a
 # Ctrl-C during their start-up imports is theirs to report (``apps.launch``).
-_API = {"SRModel": "pcsr_lightning.inference.srmodel", "Upscaled": "pcsr_lightning.inference.srmodel",
-        "load": "pcsr_lightning.inference.srmodel"}
+_API = {name: "pcsr_lightning.inference.srmodel" for name in ("SRModel", "Upscaled", "from_pretrained", "load")}
 
 
 def __getattr__(name: str):

@@ -15,9 +15,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
+
+from pcsr_lightning.extras import need
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CHECKOUT_CONF = PACKAGE_DIR.parents[1] / "conf"  # src/pcsr_lightning -> repository root
@@ -83,10 +83,10 @@ def config_names(group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 
 
-def composition_error(err: HydraException, overrides: Sequence[str]) -> ValueError:
+def composition_error(err: Exception, overrides: Sequence[str]) -> ValueError:
     """Hydra's multi-line composition error as one line naming the override and, for a missing
     config, the ones that exist."""
-    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
+    if getattr(err, "missing_cfg_file", None):
         options = f"; available: {', '.join(err.options)}" if err.options else ""
         return ValueError(f"no config {err.missing_cfg_file!r} in {config_dir()}{options}")
     text = str(err).strip()
@@ -96,13 +96,15 @@ def composition_error(err: HydraException, overrides: Sequence[str]) -> ValueErr
 
 def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
     """The training config composed without the Hydra app (tests, ``pcsr demo``, ``pcsr flops --arch``);
-    a bad override is a ValueError naming it."""
-
+    a bad override is a ValueError naming it. Hydra is the ``train`` extra: only composing needs it, the
+    inference install reads single configs (``backbone_node``) with OmegaConf alone."""
+    hydra = need("hydra", "composing the training config")
+    errors = need("hydra.errors", "composing the training config")
     register_resolvers()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+    with hydra.initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         try:
-            cfg = compose(config_name="train", overrides=list(overrides))
-        except HydraException as err:
+            cfg = hydra.compose(config_name="train", overrides=list(overrides))
+        except errors.HydraException as err:
             raise composition_error(err, overrides) from None
     if output_dir is not None:
         cfg.paths.output_dir = str(output_dir)

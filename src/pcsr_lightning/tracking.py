@@ -2,8 +2,8 @@
 that is always finished, and a reader for offline wandb runs (``run-*.wandb``) so tests and scripts can
 check what a run holds without syncing it.
 
-wandb is imported only inside the functions that need it: machines without wandb can still train
-with ``logger=csv``.
+wandb (the ``wandb`` extra) and Hydra (the ``train`` extra) are imported only inside the functions that
+need them: machines without wandb can still train with ``logger=csv``, and ``pcsr eval`` runs without Hydra.
 """
 
 from __future__ import annotations
@@ -16,15 +16,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
+from pcsr_lightning.extras import need
 
 DEFAULT_PROJECT = "pcsr-lightning"
 
 
 def job_overrides() -> list[str]:
     """The running Hydra job's command-line overrides (one value each under ``-m``); none outside Hydra."""
-
+    HydraConfig = need("hydra.core.hydra_config", "a Hydra job's overrides").HydraConfig
     if not HydraConfig.initialized():
         return []
     return list(HydraConfig.get().overrides.task)
@@ -32,8 +31,9 @@ def job_overrides() -> list[str]:
 
 def sweep_name() -> str | None:
     """``parent/folder`` of the sweep folder when the job is one of a ``-m`` sweep, else None."""
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    HydraConfig = need("hydra.core.hydra_config", "a Hydra sweep's name").HydraConfig
+    multirun = need("hydra.types", "a Hydra sweep's name").RunMode.MULTIRUN
+    if not HydraConfig.initialized() or HydraConfig.get().mode != multirun:
         return None
     folder = Path(HydraConfig.get().sweep.dir)
     return f"{folder.parent.name}/{folder.name}" if folder.parent.name else folder.name
@@ -70,10 +70,7 @@ def wandb_mode(offline: bool = True) -> str:
 def wandb_run(name: str, group: str, job_type: str, tags: Sequence[str], config: dict, directory: str | Path,
               project: str = DEFAULT_PROJECT) -> Iterator[Any]:
     """A wandb run with its files in ``directory``, finished when the block ends (exit code 1 when it raised)."""
-    try:
-        import wandb  # wandb is slow to import and only needed when logging to it
-    except ImportError as err:
-        raise ValueError("wandb logging needs the wandb package (pip install wandb)") from err
+    wandb = need("wandb", "logging to wandb")  # slow to import and only needed when logging to it
     Path(directory).mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=project, name=name, group=group, job_type=job_type, tags=list(tags), config=config,
                      dir=str(directory), mode=wandb_mode(), reinit="finish_previous")

@@ -1,6 +1,7 @@
 """The pcsr console script: import, upscale and eval, including bad input."""
 
 import csv
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import sample_photo
-from factories import CARN_MEAN, original_config, pcsr_config, pcsr_net
+from factories import CARN_MEAN, original_config, pcsr_config, pcsr_net, save_tiny
 from pcsr_lightning.apps.cli import main
 from pcsr_lightning.io.checkpoint import save_checkpoint
 from pcsr_lightning.io.images import read_image
@@ -156,7 +157,11 @@ def test_demo_trains_then_measures_the_held_out_photos_with_the_eval_loop(tmp_pa
     from pcsr_lightning.evaluation.protocol import bicubic_psnr, make_pair
 
     out = tmp_path / "demo"
-    assert main(["demo", "--profile", "smoke", "--k", "0", "1", "--out", str(out), "profile.val_every=100"]) == 0
+    released = tmp_path / "released"  # stands for the released checkpoints: a PCSR model, and an original left out
+    save_tiny(released / "tiny-pcsr.safetensors")
+    save_tiny(released / "tiny-x4.safetensors", kind="original")
+    assert main(["demo", "--profile", "smoke", "--k", "0", "1", "--out", str(out), "--official", str(released),
+                 "profile.val_every=100"]) == 0
     rows = {r["method"]: r for r in csv.DictReader((out / "demo.csv").open())}
     assert list(rows) == ["bicubic", "PCSR, all heavy (U_0)", "PCSR routed, k=0", "PCSR routed, k=1"]
     assert sorted(p.stem for p in (out / "held_out").iterdir()) == sorted(sample_split("val"))
@@ -165,17 +170,37 @@ def test_demo_trains_then_measures_the_held_out_photos_with_the_eval_loop(tmp_pa
     assert float(rows["bicubic"]["psnr"]) == pytest.approx(bicubic, abs=0.005)
     assert rows["PCSR, all heavy (U_0)"]["heavy_share"] == "1.000" and rows["bicubic"]["gflops_paper"] == "0.00"
     assert float(rows["PCSR routed, k=1"]["gflops_paper"]) <= float(rows["PCSR routed, k=0"]["gflops_paper"])
-    assert "held-out photos chelsea, rocket" in capsys.readouterr().out
-    # The picture: one row per held-out photo, four 192-pixel panels (bicubic | PCSR | HR | class map).
+    text = capsys.readouterr().out
+    assert "held-out photos chelsea, rocket" in text
+    # The picture's k: where the trained model's heavy share on the held-out photos is nearest 75/50/25%.
+    (line,) = [t for t in text.splitlines() if t.startswith("k for the picture")]
+    shares = [float(x) for x in re.findall(r"-> ([0-9.]+)", line)]
+    assert len(shares) == 3 and shares == sorted(shares, reverse=True) and all(0 <= x <= 1 for x in shares)
+    # One row per held-out photo, 192-pixel panels: bicubic | PCSR | HR | 3 class maps | the released model's.
     picture = Image.open(out / "demo.png")
-    assert picture.mode == "RGB" and picture.width >= 4 * 192 and picture.height >= 2 * 192
+    assert picture.mode == "RGB" and picture.width >= 7 * 192 and picture.height >= 2 * 192
+    # The finished run measured and drawn again without training: the same k, since the same model.
+    again = tmp_path / "again"
+    assert main(["demo", "--from-run", str(out), "--out", str(again)]) == 0
+    text = capsys.readouterr().out
+    assert "no training" in text and line in text and (again / "demo.png").is_file() and (again / "demo.csv").is_file()
+    assert main(["demo", "--from-run", str(out), "--experiment", "carn_pcsr"]) == 2
+    assert "trained fsrcnn_pcsr; pass --experiment fsrcnn_pcsr" in capsys.readouterr().err
 
 
 def test_the_console_script_starts_without_the_training_stack():
-    """Every ``pcsr`` command builds the whole parser; only ``pcsr demo`` trains, so Lightning (seconds to
-    import) and the stages must not load with it (``pcsr fit-fill`` fits in closed form, without them)."""
-    code = ("import sys; from pcsr_lightning.apps.cli import build_parser; build_parser(); "
+    """``pcsr`` imports only the module of the command it runs; only ``pcsr demo`` trains, so Lightning
+    (seconds to import) and the stages load with no other command (``pcsr fit-fill`` fits in closed form)."""
+    code = ("import sys; from pcsr_lightning.apps.cli import COMMANDS, build_parser\n"
+            "for name in [n for n in COMMANDS if n != 'demo']:\n"
+            "    build_parser([name])\n"
+            "build_parser([])\n"
             "print(sorted(m for m in ('lightning', 'pcsr_lightning.training.stages', "
-            "'pcsr_lightning.training.pipeline', 'pcsr_lightning.apps.train_app') if m in sys.modules))")
+            "'pcsr_lightning.training.pipeline', 'pcsr_lightning.apps.train_app', 'pcsr_lightning.apps.commands.demo') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+    code = ("import sys; from pcsr_lightning.apps.cli import build_parser; build_parser(['upscale']); "
+            "print(sorted(m.rsplit('.', 1)[1] for m in sys.modules if m.startswith('pcsr_lightning.apps.commands.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['common', 'upscale']"

@@ -17,6 +17,7 @@ from pcsr_lightning.apps.jobs import fail
 from pcsr_lightning.config import config_dir
 from pcsr_lightning.evaluation.evaluate import EvalSettings
 from pcsr_lightning.evaluation.wandb_log import eval_identity
+from pcsr_lightning.extras import MissingExtra
 from pcsr_lightning.tracking import job_overrides, run_name, sweep_name, wandb_run
 
 
@@ -96,7 +97,7 @@ def main(cfg: DictConfig):
     out = Path(HydraConfig.get().runtime.output_dir)
     try:
         code = run_eval_job(cfg, out)
-    except (InstantiationException, ValueError, FileNotFoundError, OmegaConfBaseException) as err:
+    except (InstantiationException, ValueError, FileNotFoundError, OmegaConfBaseException, MissingExtra) as err:
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
         return fail(2, str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__, out)
     if code:

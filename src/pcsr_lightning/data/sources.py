@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from pcsr_lightning.extras import need
 from pcsr_lightning.io.images import ImageReadError, as_float, list_images, read_image_raw
 
 
@@ -52,13 +53,13 @@ def sample_photo(name: str) -> torch.Tensor:
     ``motorcycle_left`` / ``motorcycle_right`` are the two views of scikit-image's stereo pair (one scene:
     keep both in one split). Which photos train and which are held out is set in conf/data/samples.yaml.
     """
-    import skimage.data  # slow to import; only the sample photos need it
+    skimage_data = need("skimage.data", "the sample photos")  # slow to import; only the sample photos need it
 
     if name in ("motorcycle_left", "motorcycle_right"):
-        left, right, _ = skimage.data.stereo_motorcycle()
+        left, right, _ = skimage_data.stereo_motorcycle()
         arr = left if name == "motorcycle_left" else right
     else:
-        loader = getattr(skimage.data, name, None)
+        loader = getattr(skimage_data, name, None)
         if loader is None or not callable(loader):
             raise ValueError(f"unknown scikit-image sample photo {name!r}")
         arr = loader()

@@ -46,13 +46,17 @@ def crop(img: torch.Tensor, window: tuple[int, int, int]) -> torch.Tensor:
     return img[..., top : top + size, left : left + size]
 
 
-def comparison_figure(rows: list[FigureRow]) -> Image.Image:
-    """Rows of labelled panels on a white canvas, each row under its title."""
+def comparison_figure(rows: list[FigureRow], caption: list[str] = ()) -> Image.Image:
+    """Rows of labelled panels on a white canvas, each row under its title; ``caption`` lines on top."""
     width = max(sum(p.shape[-1] for p in row.panels) + GAP * (len(row.panels) - 1) for row in rows)
     height = sum(2 * LABEL_HEIGHT + max(p.shape[-2] for p in row.panels) + GAP for row in rows)
+    height += LABEL_HEIGHT * len(caption)
     canvas = Image.new("RGB", (width + 2 * GAP, height + GAP), "white")
     draw = ImageDraw.Draw(canvas)
     y = GAP
+    for line in caption:
+        draw.text((GAP, y + 2), line, fill="black")
+        y += LABEL_HEIGHT
     for row in rows:
         draw.text((GAP, y + 2), row.title, fill="black")
         y += LABEL_HEIGHT

@@ -10,6 +10,7 @@ outputs clamped to the image range and rounded like the PNGs the commands write.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,19 +20,21 @@ import torch
 from PIL import Image
 
 from pcsr_lightning.inference.layout import as_input, choose_memory_format, in_memory_format
+from pcsr_lightning.inference.pretrained import save_pretrained
 from pcsr_lightning.inference.routed import RoutedSR
 from pcsr_lightning.inference.router import cost_list, heavy_share, skipped_share
 from pcsr_lightning.inference.session import InferenceSession
 from pcsr_lightning.inference.spec import RoutingSpec
-from pcsr_lightning.io.checkpoint import LoadedModel
+from pcsr_lightning.io.checkpoint import CheckpointError, LoadedModel
 from pcsr_lightning.io.picture import from_pil, icc_fits, result_pixels, to_pil, upscale_alpha
-from pcsr_lightning.io.weights import load_model
-from pcsr_lightning.measure.flops import CONVENTIONS
+from pcsr_lightning.io.weights import FOLDER_CONFIG, FOLDER_WEIGHTS, load_model
+from pcsr_lightning.measure.flops import installed_conventions
 from pcsr_lightning.measure.meter import FlopsMeter
 from pcsr_lightning.models import model_classes
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_PCSR_SCALE = 4.0  # the scale PCSR is trained and published at; any scale > 1 works
+CONVENTIONS = installed_conventions()  # what ``Upscaled.gflops`` holds: fvcore's count with the flops extra only
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class Upscaled:
     classes: torch.Tensor | None  # (H,W), or (B,H,W) for a batch; 0 = the heaviest upsampler, M = skipped by
     # the flat-tile gate; None: original
     heavy_share: float | None  # share of pixels on the heavy upsamplers (``router.heavy_mask``)
-    gflops: dict[str, float]  # per FLOPs convention ('fvcore', 'paper'), all images of a batch together
+    gflops: dict[str, float]  # per FLOPs convention ('paper'; 'fvcore' with the flops extra), a batch's images together
     skipped_share: float | None = None  # share of pixels the flat-tile gate skipped; None without it
 
 
@@ -342,6 +345,19 @@ class SRModel:
         sr, _ = self.super_resolve(batch, scale, routing)
         return restore(sr)
 
+    # Sharing it.
+    def save_pretrained(self, folder: str | Path, results: Sequence[Mapping[str, Any]] | None = None,
+                        license: str | None = None) -> Path:
+        """The model as a model folder to share: config.json, model.safetensors (float32) and a model card
+        README.md; ``results``: dicts of dataset, psnr and optionally scale, k, gflops, for the card."""
+        return save_pretrained(self.loaded, folder, results, license)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "auto",
+                        dtype: str | torch.dtype | None = None, memory_format: str = "auto") -> SRModel:
+        """``pcsr_lightning.from_pretrained``."""
+        return from_pretrained(folder, device, dtype, memory_format)
+
 
 def _check_pixels(x: torch.Tensor) -> torch.Tensor:
     if x.dim() != 4 or x.shape[1] != 3:
@@ -427,3 +443,15 @@ def load(source: str | Path, device: str | torch.device = "auto", dtype: str | t
     resolved = resolve_device(device)
     choose_memory_format(resolved, memory_format)  # a bad name fails before the file is read
     return SRModel(load_model(source), resolved, resolve_dtype(dtype), memory_format)
+
+
+def from_pretrained(folder: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
+                    memory_format: str = "auto") -> SRModel:
+    """A model from a model folder (``save_pretrained``'s, ``pcsr convert --format folder``'s), as ``load``."""
+    folder = Path(folder)
+    if not (folder / FOLDER_CONFIG).is_file():
+        what = ("a file, not a folder" if folder.is_file() else "not found" if not folder.exists()
+                else f"no {FOLDER_CONFIG} in it")
+        raise CheckpointError(f"{folder}: {what}; from_pretrained reads a model folder ({FOLDER_CONFIG} + "
+                              f"{FOLDER_WEIGHTS}); pcsr_lightning.load also reads .ckpt and .safetensors files")
+    return load(folder, device, dtype, memory_format)

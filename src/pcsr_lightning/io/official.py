@@ -67,7 +67,7 @@ def convert_release(raw: object, source: str = "checkpoint") -> tuple[dict, dict
         raise CheckpointError(f"{source} is not a PCSR release checkpoint: 'model' needs an args dict and an sd "
                               "of tensors")
     check_state_dict(sd, f"{source} ('model' sd)")
-    meta = {"source": str(source), "release_name": name, "iter": raw.get("iter")}
+    meta = {"source": Path(source).name, "release_name": name, "iter": raw.get("iter")}  # the file name: no local path
     if name in backbone_names():
         config = {"_target_": "pcsr_lightning.models.OriginalSR", "network": _backbone_config(name, args, True),
                   "rgb_mean": _rgb_mean(name)}

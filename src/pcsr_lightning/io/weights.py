@@ -4,7 +4,7 @@
 - ``.safetensors``: the weights, with the model config and metadata as JSON in the header's metadata
   (so the file alone rebuilds the network, as SR tools that move weights as safetensors expect);
 - a model folder: ``config.json`` (model config and metadata) beside ``model.safetensors``, the layout
-  model hubs serve;
+  model hubs serve, and its model card ``README.md`` (written by ``inference.pretrained``);
 - a training run's folder or its ``manifest.json``: the run's final checkpoint.
 
 Every path builds only the allow-listed model classes (``checkpoint.build_model``) and checks every tensor
@@ -14,6 +14,7 @@ against the network it builds, so a file is data and never decides which code ru
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from pcsr_lightning.models.pcsr import model_kind
 FORMATS = ("ckpt", "safetensors", "folder")
 FOLDER_CONFIG = "config.json"
 FOLDER_WEIGHTS = "model.safetensors"
+CARD = "README.md"  # a model folder's model card
 # The metadata keys of a project safetensors file (every value a string, as the format requires).
 KEY_FORMAT, KEY_VERSION, KEY_KIND, KEY_CONFIG, KEY_META = "format", "format_version", "kind", "model_config", "meta"
 
@@ -78,12 +80,29 @@ def model_reads(source: str | Path | None) -> list[Path]:
 def output_files(path: str | Path, format: str | None = None) -> list[Path]:
     """The files ``save_model`` writes for ``path``: what a command checks before it writes anything."""
     path = Path(path)
-    return [path / FOLDER_WEIGHTS, path / FOLDER_CONFIG] if format_of(path, format) == "folder" else [path]
+    return [path / FOLDER_WEIGHTS, path / FOLDER_CONFIG, path / CARD] if format_of(path, format) == "folder" else [path]
 
 
 def _header(kind: str, config: dict, meta: dict | None) -> dict[str, Any]:
     return {KEY_FORMAT: FORMAT, KEY_VERSION: FORMAT_VERSION, KEY_KIND: kind, KEY_CONFIG: config,
-            KEY_META: dict(meta or {})}
+            KEY_META: portable_meta(meta or {})}
+
+
+def is_absolute_path(text: str) -> bool:
+    """A path rooted on this machine: /home/..., ~/..., C:\\... or \\\\server\\share."""
+    return text.startswith(("/", "~", "\\\\")) or bool(re.match(r"^[A-Za-z]:[\\/]", text))
+
+
+def portable_meta(value: Any) -> Any:
+    """Metadata without the local paths a file was made from: an absolute path keeps its file name only
+    (a model file is shared; where it came from on one machine means nothing on the next)."""
+    if isinstance(value, dict):
+        return {k: portable_meta(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable_meta(v) for v in value]
+    if isinstance(value, str) and is_absolute_path(value):
+        return re.split(r"[\\/]", value.rstrip("/\\"))[-1]
+    return value
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -102,7 +121,7 @@ def save_model(path: str | Path, model: nn.Module, config: dict, meta: dict | No
     """Write ``model`` (rebuilt later from ``config``) as a .ckpt, a .safetensors or a model folder."""
     path, fmt = Path(path), format_of(path, format)
     if fmt == "ckpt":
-        return save_checkpoint(path, model, config, meta)
+        return save_checkpoint(path, model, config, portable_meta(meta or {}))
     header = _header(model_kind(model), config, meta)
     if fmt == "safetensors":
         metadata = {key: value if isinstance(value, str) else _json(value, key) for key, value in header.items()}

@@ -6,10 +6,13 @@ PReLU numel; ReLU, LeakyReLU, pixel shuffle, sampling, softmax and adds free.
 
 from __future__ import annotations
 
+import importlib.util
 from collections import OrderedDict
 
 import torch
 from torch import nn
+
+from pcsr_lightning.extras import need
 
 FREE_LEAVES = (nn.ReLU, nn.LeakyReLU, nn.PixelShuffle, nn.Identity, nn.Sigmoid, nn.Softmax)
 
@@ -59,6 +62,14 @@ def paper_flops(module: nn.Module, *inputs: torch.Tensor) -> int:
 # ---------------------------------------------------------------- fvcore convention
 
 CONVENTIONS = ("paper", "fvcore")
+# fvcore (the ``flops`` extra) counts only its own convention, and is imported only when it counts (it is
+# slow to import); the paper convention is the hooks above, torch alone.
+FVCORE_PURPOSE = "the fvcore FLOPs convention"
+
+
+def installed_conventions() -> tuple[str, ...]:
+    """The conventions this install can count: the paper's always, fvcore's when fvcore is installed."""
+    return CONVENTIONS if importlib.util.find_spec("fvcore") is not None else ("paper",)
 
 # Ops counted as free (0) in the fvcore convention, listed on purpose so that nothing is skipped
 # silently (``fvcore_analysis`` refuses any op without a rule):
@@ -79,9 +90,7 @@ FREE_FVCORE_OPS = (
 
 
 def _first_input_numel(inputs, outputs) -> int:
-    from fvcore.nn.jit_handles import get_shape  # fvcore is slow to import; only FLOP counting needs it
-
-    shape = get_shape(inputs[0])
+    shape = need("fvcore.nn.jit_handles", FVCORE_PURPOSE).get_shape(inputs[0])
     count = 1
     for dim in shape:
         count *= dim
@@ -99,9 +108,7 @@ def _free(inputs, outputs) -> int:
 
 def fvcore_analysis(module: nn.Module, *inputs: torch.Tensor):
     """fvcore's FlopCountAnalysis with this project's handles; raises on an op with no rule."""
-    from fvcore.nn import FlopCountAnalysis  # fvcore is slow to import; only FLOP counting needs it
-
-    analysis = FlopCountAnalysis(module, inputs if len(inputs) != 1 else inputs[0])
+    analysis = need("fvcore.nn", FVCORE_PURPOSE).FlopCountAnalysis(module, inputs if len(inputs) != 1 else inputs[0])
     analysis.set_op_handle(**FVCORE_HANDLES)
     analysis.set_op_handle(**{op: _free for op in FREE_FVCORE_OPS})
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")

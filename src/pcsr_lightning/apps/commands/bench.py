@@ -10,33 +10,37 @@ import torch
 from pcsr_lightning.apps.commands.common import (
     K_VALUE,
     TILE,
+    add_dtype_flag,
     add_memory_format_flag,
     add_skip_flags,
     checked,
     format_table,
+    warn_slow_dtype,
 )
 from pcsr_lightning.apps.progress import Stages
 from pcsr_lightning.bench.inputs import parse_size
-from pcsr_lightning.bench.run import DTYPES, GUARD_DB, TABLE_HEADER, BenchSettings, Row, ratio_rows, run_bench
+from pcsr_lightning.bench.run import GUARD_DB, TABLE_HEADER, BenchSettings, Row, ratio_rows, run_bench
 from pcsr_lightning.io.files import check_outputs, write_text
 from pcsr_lightning.io.weights import model_reads
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="time routed PCSR against the original network and the reference path")
-    p.add_argument("--pcsr-ckpt", required=True)
-    p.add_argument("--original-ckpt", required=True)
+    p.add_argument("--pcsr-ckpt", required=True, help="the PCSR model (a .ckpt, a .safetensors or a model folder)")
+    p.add_argument("--original-ckpt", required=True,
+                   help="the original network PCSR accelerates, timed beside it (same backbone and scale)")
     p.add_argument("--hr-size", required=True, help="HxW of the HR image, e.g. 2160x3840")
     p.add_argument("--scale", type=checked(integer_scale), default=4, help="integer factor >= 2 (the original's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--k", type=K_VALUE, nargs="+", default=[0.0], help="cost knob values for the PCSR fast path")
-    p.add_argument("--precision", choices=sorted(DTYPES), default="fp32", help="same for both models")
+    add_dtype_flag(p, dest="precision", aliases=("--precision",),
+                   help="the dtype both models run in (default fp32; --precision is its older name)")
     add_memory_format_flag(p)
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)")
     p.add_argument("--routed-threads", type=int, default=None,
                    help="worker threads for the routed part, one intra-op thread each (default: $PCSR_ROUTED_THREADS, "
                         "else one per intra-op thread; 0: each operator over the intra-op threads)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per variant, the median reported (default 3)")
     p.add_argument("--reference-repeats", type=int, default=1, help="the reference loop is slow: fewer repeats")
     p.add_argument("--no-reference", action="store_true", help="skip the reference path")
     p.add_argument("--tile", type=TILE, default=0, help="LR tile size for the PCSR backbone (0 = whole image)")
@@ -71,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         skip_halo=args.skip_halo, skip_gate=args.skip_gate, skip_fill=args.skip_fill, hr_image=args.hr_image,
         ends=not args.no_ends,
     )
+    warn_slow_dtype(args.precision, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.json:

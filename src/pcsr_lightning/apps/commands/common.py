@@ -180,3 +180,22 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join(lines)
+
+
+# The dtype names of the command line, as PyTorch users write them, and the SRModel's names for them.
+DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def add_dtype_flag(parser: argparse.ArgumentParser, dest: str = "dtype", help: str | None = None,
+                   aliases: tuple[str, ...] = ()) -> None:
+    """--dtype fp32|bf16|fp16: the dtype the network runs in (``aliases``: older names of the option)."""
+    parser.add_argument("--dtype", *aliases, dest=dest, choices=list(DTYPE_NAMES), default="fp32",
+                        help=help or "the dtype the network runs in (default fp32; bf16 and fp16 are faster on "
+                                     "GPUs, fp16 is many times slower than fp32 on CPUs)")
+
+
+def warn_slow_dtype(dtype: str, device: str) -> None:
+    """One warning line for fp16 on a CPU: without half-precision kernels it runs many times slower than fp32."""
+    if dtype == "fp16" and not str(device).startswith("cuda"):
+        print(f"warning: fp16 on {device} runs many times slower than fp32 (CPUs have no fast float16 "
+              "convolutions); use --dtype bf16 or fp32 there", file=sys.stderr)

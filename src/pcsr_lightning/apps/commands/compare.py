@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
                    help="the first is the reference; a summary with --skip-flat rows gives a curve per threshold")
     p.add_argument("--table", help="Markdown table to write")
     p.add_argument("--plot", help="PNG with every curve")
-    p.add_argument("--title", default="PSNR vs GFLOPs")
+    p.add_argument("--title", default="PSNR vs GFLOPs", help="the plot's title (default: PSNR vs GFLOPs)")
     p.add_argument("--log-x", action="store_true", help="GFLOPs on a log scale (spreads the light end)")
     p.set_defaults(run=run)
 

@@ -29,7 +29,7 @@ from pcsr_lightning.tracking import wandb_run
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="PSNR and GFLOPs over a folder of HR images (LR by MATLAB-style bicubic)")
-    p.add_argument("--ckpt", required=True)
+    p.add_argument("--ckpt", required=True, help="the model: a .ckpt, a .safetensors, a model folder or a training run")
     p.add_argument("--hr-dir", required=True, help="test set: a folder of HR images (Test2K/4K/8K, Urban100 ...)")
     p.add_argument("--lr-dir", default=None, help="paired LR images (same stem, or stem + 'x4'); default: bicubic")
     p.add_argument("--original-ckpt", default=None, help="the original network: its PSNR/GFLOPs and the shares")

@@ -9,6 +9,7 @@ from pcsr_lightning.apps.commands.common import inputs_of
 from pcsr_lightning.apps.commands.convert import add_format_flag, describe
 from pcsr_lightning.apps.progress import Progress
 from pcsr_lightning.data.bicubic import make_pair
+from pcsr_lightning.inference.pretrained import card_if_folder
 from pcsr_lightning.io.files import check_outputs
 from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, read_image
 from pcsr_lightning.io.weights import load_model, model_reads, output_files, save_model
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {**loaded.meta, "fill": {"photos": [p.name for p in paths], "flat_lr_pixels": stats.pixels // 3,
                                     "below": args.below, "rms_bicubic": bicubic, "rms_fitted": fitted}}
     out = save_model(args.out, loaded.model, config, meta, args.format)
+    card_if_folder(out, args.format)
     print(f"fitted on {len(paths)} photo(s), {stats.pixels // 3:,} flat LR pixels: RMS error there {bicubic:.5f} "
           f"(bicubic) -> {fitted:.5f} (fitted), on the photos it was fitted on")
     print(f"wrote {out}: {describe(loaded)}, {fill!r}; use it with --skip-flat T --skip-fill linear")

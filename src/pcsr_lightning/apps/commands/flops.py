@@ -29,7 +29,8 @@ def add_parser(sub) -> None:
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--lr-size", type=int, nargs=2, metavar=("H", "W"), help="LR input size")
     size.add_argument("--image", help="an LR image: PCSR is routed on it at --k (needs --ckpt)")
-    p.add_argument("--scale", type=SCALE_VALUE, default=4.0)
+    p.add_argument("--scale", type=SCALE_VALUE, default=4.0,
+                   help="upscaling factor (default 4; an original network counts at its own only)")
     p.add_argument("--k", type=K_VALUE, default=0.0, help="with --image: the routing's cost knob")
     p.add_argument("--convention", choices=CONVENTIONS, default="paper", help="which total ends the output")
     add_image_flags(p)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pcsr_lightning.apps.commands.convert import add_format_flag, describe
+from pcsr_lightning.inference.pretrained import card_if_folder
 from pcsr_lightning.inference.router import cost_list
 from pcsr_lightning.io.official import import_official
 from pcsr_lightning.io.weights import load_model
@@ -23,6 +24,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = import_official(args.src, args.out, trust=args.trust_pickle, format=args.format)
+    card_if_folder(out, args.format)
     loaded = load_model(out)
     extra = ""
     if loaded.is_pcsr:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pcsr_lightning.inference.pretrained import card_if_folder
 from pcsr_lightning.io.files import check_outputs
 from pcsr_lightning.io.swap import swap_parts
 from pcsr_lightning.io.weights import load_model, model_reads, output_files, save_model
@@ -24,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(output_files(args.out), [*model_reads(args.base), *model_reads(args.donor)])
     base, donor = load_model(args.base), load_model(args.donor)
     model = swap_parts(base, donor, args.parts, str(args.base), str(args.donor))
-    meta = {"swapped": {"base": str(args.base), "donor": str(args.donor), "parts": list(args.parts)}}
+    meta = {"swapped": {"base": args.base.name, "donor": args.donor.name, "parts": list(args.parts)}}
     save_model(args.out, model, base.config, meta)
+    card_if_folder(args.out)
     print(f"{args.out}: {args.base} with {', '.join(args.parts)} from {args.donor}")
     return 0

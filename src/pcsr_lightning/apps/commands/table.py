@@ -37,9 +37,12 @@ def add_parser(sub) -> None:
                    help="k values swept per PCSR cell (one value = fixed k)")
     p.add_argument("--psnr-tolerance", type=float, default=0.05,
                    help="pick the cheapest k with PSNR >= original - tolerance (needs the original row)")
-    p.add_argument("--crop", choices=["paper", "none"], default="paper")
-    p.add_argument("--out-dir", default="results/table")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--crop", choices=["paper", "none"], default="paper",
+                   help="paper (default): the LR cropped to 28n+4 from the top left, as the paper measures; "
+                        "none: whole images")
+    p.add_argument("--out-dir", default="results/table",
+                   help="folder for table.md, table.csv and the curves (default results/table)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     add_metrics_flag(p)
     add_memory_format_flag(p)
     p.add_argument("--wandb", action="store_true", help="log the table and the curves to a wandb run (job type eval)")

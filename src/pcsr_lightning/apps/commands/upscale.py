@@ -9,11 +9,14 @@ import sys
 from pathlib import Path
 
 from pcsr_lightning.apps.commands.common import (
+    DTYPE_NAMES,
+    add_dtype_flag,
     add_routing_flags,
     inputs_of,
     is_out_of_memory,
     out_of_memory,
     routing_from,
+    warn_slow_dtype,
 )
 from pcsr_lightning.apps.progress import Progress
 from pcsr_lightning.inference.router import heavy_share, skipped_share
@@ -49,7 +52,7 @@ from pcsr_lightning.measure.memory import process_peak_mb
 
 def add_parser(sub) -> None:
     p = sub.add_parser("upscale", help="super-resolve an image or every image of a folder")
-    p.add_argument("--ckpt", required=True)
+    p.add_argument("--ckpt", required=True, help="the model: a .ckpt, a .safetensors, a model folder or a training run")
     p.add_argument("--input", required=True, help="image file or folder")
     p.add_argument("--output", required=True,
                    help="folder for the results, or an image file (x.png, x.jpg, x.webp ...) when --input is one "
@@ -63,6 +66,7 @@ def add_parser(sub) -> None:
                    help="how a transparent image's alpha plane is upscaled: bicubic (default), or model (run "
                         "through the network as grey RGB, then its mean; slower)")
     add_routing_flags(p)
+    add_dtype_flag(p)
     p.add_argument("--class-map", action="store_true", help="also write <name>_classes.png (PCSR only)")
     keep = p.add_mutually_exclusive_group()
     keep.add_argument("--overwrite", action="store_true", help="replace existing results (refused otherwise)")
@@ -155,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
     check_outputs([p for outs in plan.values() for p in outs], [Path(args.input), *inputs, *model_reads(args.ckpt)])
     check_existing(plan, args.overwrite, args.skip_existing)
     check_transparency(plan)
-    model = load(args.ckpt, args.device, memory_format=args.memory_format)
+    model = load(args.ckpt, args.device, dtype=DTYPE_NAMES[args.dtype], memory_format=args.memory_format)
+    warn_slow_dtype(args.dtype, model.device)
     scale = model.check_scale(args.scale)
     if model.is_pcsr:  # before any image: a model without the learned gate or the fitted fill asked for
         routing.check_model(model.network, scale)
