@@ -270,8 +270,9 @@ def test_original_pipeline_loads_in_eval(tmp_path):
 
 
 def test_impossible_configs_fail_clearly(tmp_path):
+    (tmp_path / "val").mkdir()  # beside the run folder: a run folder inside a folder read is refused
     cfg = compose_config([*SMOKE, "data=image_folder", f"data.train.path={tmp_path / 'nope'}",
-                          f"data.val.path={tmp_path}"], tmp_path / "run")
+                          f"data.val.path={tmp_path / 'val'}"], tmp_path / "run")
     with pytest.raises(FileNotFoundError, match="image folder not found"):
         run_job(cfg)
     cfg = compose_config([*SMOKE, "data.queries=100000"], tmp_path / "run2")
