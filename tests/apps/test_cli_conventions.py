@@ -45,7 +45,7 @@ def test_version_and_exit_codes_in_help(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert stop.value.code == 0 and EXIT_CODES in text
-    assert set(re.findall(r"^  (\d+) ", EXIT_CODES, re.M)) == {"0", "1", "2", "130"}
+    assert set(re.findall(r"^  (\d+) ", EXIT_CODES, re.M)) == {"0", "1", "2", "130", "141"}
     assert "demo             pip install 'pcsr-lightning[train,flops,demo]'" in text
 
 

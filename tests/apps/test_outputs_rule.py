@@ -53,6 +53,9 @@ def cases(w: dict[str, Path]) -> list[tuple[list, Path]]:
         (["fit-fill", folder, photos / "cat.png", "--out", folder / "filled"], folder),
         (["bench", "--pcsr-ckpt", folder, "--original-ckpt", ckpt, "--hr-size", "16x16", "--json",
           folder / "bench.json"], folder),
+        (["export", "--ckpt", folder, "--format", "onnx", "--out", folder / "model.onnx"], folder),
+        (["bench-runtime", "--pcsr-ckpt", folder, "--original-ckpt", ckpt, "--hr-image", photos / "cat.png",
+          "--hr-size", "16x16", "--json", folder / "runtime.json"], folder),
     ]
 
 

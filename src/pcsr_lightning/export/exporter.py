@@ -34,7 +34,7 @@ from pcsr_lightning.export.runtime import (
 from pcsr_lightning.inference.router import check_k, cost_list
 from pcsr_lightning.io.checkpoint import LoadedModel
 from pcsr_lightning.io.files import atomic_write, check_outputs
-from pcsr_lightning.io.weights import load_model
+from pcsr_lightning.io.weights import load_model, model_reads
 
 FORMATS = ("onnx", "exported-program")
 DEFAULT_OPSET = 17  # ScatterND, NonZero and Resize as the graphs use them; ONNX Runtime 1.x runs it
@@ -209,7 +209,7 @@ def export_model(source: str | Path, out: str | Path, fmt: str = "onnx", spec: E
     check_spec(spec, fmt, out)
     if fmt == "onnx":
         require_onnx()
-    check_outputs([out], [source], overwrite=overwrite)
+    check_outputs([out], model_reads(source), overwrite=overwrite)
     loaded = load_model(source)
     meta = metadata(loaded, spec, fmt, source, opset if fmt == "onnx" else None)
     graph = build_graph(loaded, spec)

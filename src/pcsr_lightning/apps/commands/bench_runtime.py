@@ -11,19 +11,22 @@ from pcsr_lightning.bench.inputs import parse_size
 from pcsr_lightning.bench.runtime import RuntimeBenchSettings, bench_runtimes
 from pcsr_lightning.export.graph import GRAPHS
 from pcsr_lightning.io.files import check_outputs, write_text
+from pcsr_lightning.io.weights import model_reads
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench-runtime", help="time the ONNX export in ONNX Runtime beside the PyTorch path")
     p.add_argument("--runtime", choices=["onnxruntime"], default="onnxruntime", help="the runtime timed")
-    p.add_argument("--pcsr-ckpt", required=True)
-    p.add_argument("--original-ckpt", required=True)
+    p.add_argument("--pcsr-ckpt", required=True, help="the PCSR model (a .ckpt, a .safetensors or a model folder)")
+    p.add_argument("--original-ckpt", required=True,
+                   help="the original network PCSR accelerates, timed beside it (same backbone and scale)")
     p.add_argument("--hr-image", required=True, help="a photo; its centre crop of --hr-size is the HR image")
     p.add_argument("--hr-size", required=True, help="HxW of the HR image, e.g. 1080x1920")
-    p.add_argument("--scale", type=POSITIVE_INT, default=4)
+    p.add_argument("--scale", type=POSITIVE_INT, default=4, help="the integer factor of both models (default 4)")
     p.add_argument("--k", type=K_VALUE, default=0.0, help="PCSR's cost knob, in both paths")
     p.add_argument("--graph", choices=GRAPHS, default="routed", help="which PCSR graph to export")
-    p.add_argument("--rounds", type=POSITIVE_INT, default=5)
+    p.add_argument("--rounds", type=POSITIVE_INT, default=5,
+                   help="timed rounds, each running every variant once (after one warm-up call each)")
     p.add_argument("--threads", type=POSITIVE_INT, default=2, help="intra-op threads of both runtimes")
     p.add_argument("--profile", action="store_true", help="also profile one ONNX Runtime run per operator type")
     p.add_argument("--json", help="write the report here")
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     settings = RuntimeBenchSettings(args.pcsr_ckpt, args.original_ckpt, args.hr_image, parse_size(args.hr_size),
                                     args.scale, args.k, args.rounds, args.threads, args.graph, args.profile)
     if args.json:
-        check_outputs([args.json], [args.pcsr_ckpt, args.original_ckpt, args.hr_image])
+        check_outputs([args.json], [*model_reads(args.pcsr_ckpt), *model_reads(args.original_ckpt), args.hr_image])
     report = bench_runtimes(settings, log=lambda line: print(line, flush=True))
     rows = []
     for m in report["models"]:
