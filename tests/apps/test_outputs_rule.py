@@ -5,14 +5,13 @@ leave every file as it was."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from bad_input_kit import TINY_CONFIG, run_cli, save_tiny_ckpt, snapshot, tiny_model
+from bad_input_kit import TINY_CONFIG, run_app, run_cli, save_tiny_ckpt, snapshot, tiny_model
 from pcsr_lightning.io.weights import load_model, save_model
 
 READS = "a folder this command reads"
@@ -84,16 +83,6 @@ def test_outputs_beside_the_folders_read_are_fine(world, capsys):
     # a single image read is a file, not a folder: a result beside it (another name) is allowed
     assert run_cli(["upscale", "--ckpt", world["ckpt"], "--input", world["photos"] / "cat.png", "--output",
                     world["root"]], capsys)[0] == 0
-
-
-def run_app(app, args: list, capsys, monkeypatch) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", [app.__module__, *map(str, args)])
-    try:
-        app()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
 
 
 def test_pcsr_eval_output_folder_inside_the_test_images_is_refused(world, capsys, monkeypatch):

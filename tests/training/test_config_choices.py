@@ -4,8 +4,6 @@ profile keeps its own batch, queries, validation and workers; only its step coun
 
 from __future__ import annotations
 
-import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bad_input_kit import run_app
 from pcsr_lightning.config import compose_config, config_names
 from pcsr_lightning.io.weights import load_model
 from pcsr_lightning.training.pipeline import prepare_run
@@ -43,14 +42,7 @@ def train(args: list, run: Path, images: tuple[Path, Path], capsys, monkeypatch)
     monkeypatch.setenv("WANDB_DIR", str(run.parent / "wandb-home"))
     argv = ["data=image_folder", f"data.train.path={train_dir}", f"data.val.path={val_dir}", "data.crops_per_image=1",
             f"hydra.run.dir={run}", *args]
-    monkeypatch.setattr(sys, "argv", ["pcsr-train", *argv])
-    try:
-        app()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    err = capsys.readouterr().err
-    return code, re.sub(r"--- Logging error ---\n.*?\nArguments: [^\n]*\n", "", err, flags=re.S)
+    return run_app(app, argv, capsys, monkeypatch)
 
 
 def finished(run: Path) -> bool:
