@@ -697,13 +697,16 @@ def test_one_model_for_every_scale(tmp_path):
     from conftest import sample_photo
     from pcsr_lightning import load
 
-    cfg = compose_config([*SMOKE, "experiment=fsrcnn_pcsr_anyscale_cpu", "data.queries=64"], tmp_path / "run")
+    cfg = compose_config([*SMOKE, "logger=csv", "callbacks=default", "experiment=fsrcnn_pcsr_anyscale_cpu",
+                          "data.queries=64"], tmp_path / "run")
     assert list(cfg.data.scale) == [1, 4] and list(cfg.data.val_scales) == [2, 3, 4]
     manifest = run_job(cfg)
     metrics = manifest.stage("stage1").metrics
     per_scale = [metrics[f"val_psnr_k0_x{s}"] for s in (2, 3, 4)]
     assert all(math.isfinite(v) for v in per_scale)
     assert metrics["val_psnr_k0"] == pytest.approx(sum(per_scale) / 3, abs=1e-4)
+    sweep = next((tmp_path / "run" / "csv").rglob("k_sweep.csv")).read_text()  # at the largest scale, x4
+    assert sweep.startswith("setting,k,gflops_paper") and len(sweep.splitlines()) > 3
     model = load(manifest.final_checkpoint, device="cpu")
     lr = sample_photo("chelsea")[:, :20, :24]
     for scale, size in ((2, (40, 48)), (3, (60, 72)), (4, (80, 96)), (2.5, (50, 60))):

@@ -240,7 +240,10 @@ class KSweep(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if not getattr(pl_module, "routes", False) or not trainer.is_global_zero or trainer.datamodule is None:
             return
-        self.rows = k_sweep_rows(pl_module.net, trainer.datamodule.val_dataloader(), pl_module.scale, self.ks)
+        loaders = trainer.datamodule.val_dataloader()
+        if isinstance(loaders, list):  # several validation scales: the sweep is at the stage's own
+            loaders = next((d for d in loaders if d.dataset.scale == pl_module.scale), loaders[-1])
+        self.rows = k_sweep_rows(pl_module.net, loaders, pl_module.scale, self.ks)
         log_k_sweep(trainer, self.rows)
 
 
