@@ -28,7 +28,7 @@ RETRAIN_FILLED = ["data.train.path=/photos/train", "data.val.path=/photos/heldou
 def required_of(recipe: str) -> list[str]:
     if recipe.startswith(("retrain_", "gate_")):
         return REQUIRED["retrain"]
-    return REQUIRED["paper"] if recipe.endswith("_paper") else []
+    return REQUIRED["paper"] if recipe.endswith(("_paper", "_anyscale")) else []
 
 
 def missing_values(node, prefix: str = "") -> list[str]:
@@ -59,7 +59,18 @@ def test_the_recipes_are_the_ones_documented():
     assert RECIPES == sorted([*(f"{b}_{k}" for b in ("fsrcnn", "carn", "srresnet") for k in ("original", "pcsr")),
                               *(f"{b}_pcsr_paper" for b in ("fsrcnn", "carn", "srresnet")),
                               "retrain_fsrcnn", "retrain_carn", "retrain_fsrcnn_paper", "retrain_carn_paper",
-                              "gate_fsrcnn", "gate_carn"])
+                              "gate_fsrcnn", "gate_carn", "fsrcnn_pcsr_anyscale", "fsrcnn_pcsr_anyscale_cpu"])
+
+
+def test_the_anyscale_recipes_are_the_fixed_ones_with_a_scale_range():
+    """The paper's schedule (and the quick profile's) with each crop's scale drawn from [1, 4]."""
+    for recipe, fixed in (("fsrcnn_pcsr_anyscale", "fsrcnn_pcsr_paper"), ("fsrcnn_pcsr_anyscale_cpu", "fsrcnn_pcsr")):
+        cfg, base = composed(recipe), composed(fixed)
+        assert list(cfg.data.scale) == [1, 4] and list(cfg.data.val_scales) == [2, 3, 4]
+        assert cfg.data.queries == 1024 and cfg.data.lr_patch == 32
+        keys = ("model", "optimizer", "scheduler", "trainer", "profile", "init", "seed", "name")
+        assert resolved(cfg, *keys) == resolved(base, *keys)
+        assert plan(cfg) == plan(base)
 
 
 @pytest.mark.parametrize("recipe", RECIPES)

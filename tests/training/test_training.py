@@ -688,3 +688,44 @@ def test_lr_scale_gives_a_part_its_own_learning_rate():
     assert config["lr_scale"] == {"classifier": 0.25}
     with pytest.raises(ValueError, match="lr_scale must give positive factors for parts it trains"):
         configured_stage(tiny_pcsr(), "stage1", ["+model.stages.stage1.module.lr_scale={backbone: 0.5}"])
+
+
+def test_one_model_for_every_scale(tmp_path):
+    """data.scale=[1, 4]: crops of mixed scales train one PCSR, validated at x2, x3, x4 (keys per scale, the
+    plain keys their mean), which then serves x2, x3, x4 and x2.5 from the Python API and `pcsr eval`."""
+    from PIL import Image
+
+    from conftest import sample_photo
+    from pcsr_lightning import load
+
+    cfg = compose_config([*SMOKE, "logger=csv", "callbacks=default", "experiment=fsrcnn_pcsr_anyscale_cpu",
+                          "data.queries=64"], tmp_path / "run")
+    assert list(cfg.data.scale) == [1, 4] and list(cfg.data.val_scales) == [2, 3, 4]
+    manifest = run_job(cfg)
+    metrics = manifest.stage("stage1").metrics
+    per_scale = [metrics[f"val_psnr_k0_x{s}"] for s in (2, 3, 4)]
+    assert all(math.isfinite(v) for v in per_scale)
+    assert metrics["val_psnr_k0"] == pytest.approx(sum(per_scale) / 3, abs=1e-4)
+    sweep = next((tmp_path / "run" / "csv").rglob("k_sweep.csv")).read_text()  # at the largest scale, x4
+    assert sweep.startswith("setting,k,gflops_paper") and len(sweep.splitlines()) > 3
+    model = load(manifest.final_checkpoint, device="cpu")
+    lr = sample_photo("chelsea")[:, :20, :24]
+    for scale, size in ((2, (40, 48)), (3, (60, 72)), (4, (80, 96)), (2.5, (50, 60))):
+        sr = model(lr, scale=scale)
+        assert tuple(sr.shape[-2:]) == size and torch.isfinite(sr).all()
+    hr_dir = tmp_path / "hr"
+    hr_dir.mkdir()
+    img = (sample_photo("chelsea")[:, :60, :72] * 255).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(img).save(hr_dir / "cat.png")
+    out = tmp_path / "eval.csv"
+    assert pcsr_main(["eval", "--ckpt", manifest.final_checkpoint, "--hr-dir", str(hr_dir), "--out", str(out),
+                      "--scale", "3"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert rows[-1]["image"] == "mean" and math.isfinite(float(rows[-1]["psnr"]))
+
+
+def test_a_scale_range_needs_a_pcsr(tmp_path):
+    cfg = compose_config([*SMOKE, "experiment=fsrcnn_original", "data.scale=[1,4]"], tmp_path / "run")
+    with pytest.raises(ValueError, match="an original network upsamples by one integer scale"):
+        run_job(cfg)
+    assert not (tmp_path / "run" / "manifest.json").exists()

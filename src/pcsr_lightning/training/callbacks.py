@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count
 from rich import get_console
 
+from pcsr_lightning.data.datamodule import check_scale
 from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate_image, rows_to_csv, summarize
 from pcsr_lightning.evaluation.protocol import bicubic_sr
 from pcsr_lightning.io.checkpoint import LoadedModel
@@ -112,9 +113,10 @@ class PaperFlopsSummary(RichModelSummary):
     one training forward on an ``lr_size`` crop, instead of Lightning's count (0 without an example
     input). Only the network's rows are listed."""
 
-    def __init__(self, max_depth: int = 2, lr_size: int = 32, scale: float = 4.0, **kwargs: Any) -> None:
+    def __init__(self, max_depth: int = 2, lr_size: int = 32, scale=4.0, **kwargs: Any) -> None:
         super().__init__(max_depth, **kwargs)
-        self.lr_size, self.scale = int(lr_size), float(scale)
+        low, self.scale = check_scale(scale)
+        self.lr_size, self.ranged = int(lr_size), low != self.scale
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if not self._max_depth or not trainer.is_global_zero:
@@ -130,7 +132,7 @@ class PaperFlopsSummary(RichModelSummary):
         self.summarize(data, summary.total_parameters, summary.trainable_parameters, summary.model_size,
                        summary.total_training_modes, flops["net"], **self._summarize_kwargs)
         get_console().print(f"FLOPs: paper convention, one training forward on a {self.lr_size}x{self.lr_size} "
-                            f"LR crop at x{self.scale:g}")
+                            f"LR crop at x{self.scale:g}{' (the largest of the scale range)' if self.ranged else ''}")
 
 
 class SaveOnException(L.Callback):
@@ -238,7 +240,10 @@ class KSweep(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if not getattr(pl_module, "routes", False) or not trainer.is_global_zero or trainer.datamodule is None:
             return
-        self.rows = k_sweep_rows(pl_module.net, trainer.datamodule.val_dataloader(), pl_module.scale, self.ks)
+        loaders = trainer.datamodule.val_dataloader()
+        if isinstance(loaders, list):  # several validation scales: the sweep is at the stage's own
+            loaders = next((d for d in loaders if d.dataset.scale == pl_module.scale), loaders[-1])
+        self.rows = k_sweep_rows(pl_module.net, loaders, pl_module.scale, self.ks)
         log_k_sweep(trainer, self.rows)
 
 

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pcsr_lightning.config import extended_widths
+from pcsr_lightning.data.datamodule import check_scale, check_val_scales, stage_scale
 from pcsr_lightning.io.checkpoint import (
     CheckpointError,
     build_model,
@@ -432,8 +433,18 @@ def check_stages(cfg: DictConfig, net: torch.nn.Module, plans: list[StagePlan], 
             continue
         module = plan.module(net, optimizer=instantiate(cfg.optimizer),
                              scheduler=instantiate(cfg.scheduler, T_max=plan.steps),
-                             name=plan.name, scale=int(cfg.data.scale))
+                             name=plan.name, scale=stage_scale(cfg.data.scale, cfg.data.get("val_scales")))
         module.configure_optimizers()
+
+
+def check_scales_for(kind: str, data: DictConfig) -> None:
+    """An original network's tail upsamples by its one integer scale: no range, no other validation scale."""
+    scales = check_val_scales(data.scale, data.get("val_scales"))
+    low, high = check_scale(data.scale)
+    if kind == "original" and (low != high or not low.is_integer() or scales != (int(low),)):
+        raise ValueError(f"data.scale={OmegaConf.to_container(data, resolve=True)['scale']!r} and data.val_scales="
+                         f"{list(scales)}: an original network upsamples by one integer scale; a scale range "
+                         "or several validation scales need a PCSR (model=pcsr)")
 
 
 def prepare_run(cfg: DictConfig) -> PreparedRun:
@@ -443,6 +454,7 @@ def prepare_run(cfg: DictConfig) -> PreparedRun:
     quiet_intended_messages()
     check_run_folder(run_dir, cfg)
     check_numbers(cfg)
+    check_scales_for(str(cfg.model.kind), cfg.data)
     world_size = check_trainer(cfg)
     # before the network is built: one seed, one init (quietly: each stage says its own seed)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -547,7 +559,7 @@ def run_stage(cfg: DictConfig, prepared: PreparedRun, i: int, loggers: list | No
     stage_dir = run_dir / "stages" / plan.name
     module = plan.module(net, optimizer=instantiate(cfg.optimizer),
                          scheduler=instantiate(cfg.scheduler, T_max=plan.steps),
-                         name=plan.name, scale=int(cfg.data.scale))
+                         name=plan.name, scale=stage_scale(cfg.data.scale, cfg.data.get("val_scales")))
     counts = module.parameter_counts()
     log.info("stage %s: %d trainable / %d frozen parameters, %d steps", plan.name,
              counts["params_trainable"], counts["params_frozen"], plan.steps)
@@ -560,7 +572,7 @@ def run_stage(cfg: DictConfig, prepared: PreparedRun, i: int, loggers: list | No
     fit_stage(trainer, module, prepared.datamodule, ckpt_dir, plan.name)
     results = trainer.validate(module, datamodule=prepared.datamodule, verbose=False)
     prefix = f"{plan.name}/"
-    metrics = {k[len(prefix):]: float(v) for k, v in (results[0] if results else {}).items()
+    metrics = {k[len(prefix):]: float(v) for loader in results for k, v in loader.items()  # each scale's loader
                if k.startswith(prefix)}
     metrics.update(counts, steps=int(trainer.global_step))
     model_path = stage_dir / "model.ckpt"

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
+from pcsr_lightning.data.datamodule import plain
 from pcsr_lightning.inference.gate import tile_residuals
 from pcsr_lightning.inference.session import InferenceSession, upscale
 from pcsr_lightning.inference.spec import DEFAULT_TILE
@@ -41,6 +42,7 @@ from pcsr_lightning.training.losses import classifier_stage_loss, l1_loss, routi
 from pcsr_lightning.training.revival import DeadUnits
 
 VAL_METRICS = ("psnr", "psnr_y", "ssim")
+PROGRESS_KEYS = ("val_psnr", "val_psnr_heavy", "val_psnr_k0")  # shown in the progress bar
 
 
 def metric_keys(suffix: str = "") -> list[str]:
@@ -48,7 +50,7 @@ def metric_keys(suffix: str = "") -> list[str]:
     return [f"val_{m}{suffix}" for m in VAL_METRICS]
 
 
-def scored(sr: torch.Tensor, hr: torch.Tensor, scale: int, suffix: str = "") -> dict[str, float]:
+def scored(sr: torch.Tensor, hr: torch.Tensor, scale: float, suffix: str = "") -> dict[str, float]:
     return {f"val_{m}{suffix}": v for m, v in score(VAL_METRICS, sr, hr, shave_for(scale)).items()}
 
 
@@ -179,13 +181,41 @@ class Stage(L.LightningModule):
         for key, value in values.items():
             self.log(f"{self.stage_name}/{key}", value, batch_size=batch_size, sync_dist=True, **kwargs)
 
-    def log_validation(self, values: dict[str, float]) -> None:
-        """One image's values into the means; Lightning logs each mean at the end of validation."""
+    def log_validation(self, values: dict[str, float], tag: str = "") -> None:
+        """One image's values into the means; Lightning logs each mean at the end of validation. With a
+        ``tag`` (one of several validation scales, ``_x3``) into that scale's own means, and the plain keys
+        are then the mean over the scales (``on_validation_epoch_end``)."""
+        if tag:
+            self.val_tags[tag] = None
+            values = {f"{key}{tag}": value for key, value in values.items()}
+            for key in values.keys() - self.val_means.keys():
+                self.val_means[key] = MeanMetric().to(self.device)
         for key, value in values.items():
             mean = self.val_means[key]
             mean.update(torch.tensor(float(value), dtype=torch.float32, device=self.device))
             self.log(f"{self.stage_name}/{key}", mean, on_step=False, on_epoch=True, batch_size=1,
-                     prog_bar=key in ("val_psnr", "val_psnr_heavy", "val_psnr_k0"))
+                     prog_bar=not tag and key in PROGRESS_KEYS, add_dataloader_idx=False,
+                     metric_attribute=f"val_means.{key}")
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_tags: dict[str, None] = {}  # the scales' tags met in this validation, in order
+
+    def on_validation_epoch_end(self) -> None:
+        """Several validation scales: each plain key is the mean of its per-scale means."""
+        if not self.val_tags:
+            return
+        for key in self.validation_keys():
+            means = [self.val_means[key + tag] for tag in self.val_tags if key + tag in self.val_means]
+            if means:
+                value = torch.stack([m.compute() for m in means]).mean()
+                self.log(f"{self.stage_name}/{key}", value, batch_size=1, prog_bar=key in PROGRESS_KEYS)
+
+    def val_scale(self, batch: dict) -> tuple[float, str]:
+        """The scale of a validation batch and its metrics' tag: the stage's own scale, or the batch's when
+        several scales are validated (``SRDataModule.val_scales``)."""
+        if "tag" not in batch:
+            return self.scale, ""
+        return plain(float(batch["scale"][0])), batch["tag"][0]
 
 
 class OriginalStage(Stage):
@@ -218,7 +248,10 @@ class OriginalStage(Stage):
 
 
 def queries_of(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Coordinates, cells and target colours of the batch's query pixels: (B,Q,2), (B,Q,2), (B,Q,3)."""
+    """Coordinates, cells and target colours of the batch's query pixels: (B,Q,2), (B,Q,2), (B,Q,3).
+    Crops of a scale range bring their own (each crop's cell from its own HR size)."""
+    if "coord" in batch:
+        return batch["coord"], batch["cell"], batch["target"]
     hr, idx = batch["hr"], batch["idx"]
     b, _, h, w = hr.shape
     coord = make_coord((h, w), hr.device)[idx]
@@ -285,17 +318,18 @@ class PCSRStage(Stage):
         """What ``best.ckpt`` keeps the maximum of: routed PSNR at k = 0 once it is measured, else U_0's."""
         return "val_psnr_k0" if self.routes else "val_psnr_heavy"
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
         lr, hr = batch["lr"], batch["hr"][0]
-        session = InferenceSession(self.net, lr, self.scale)  # backbone and classifier once for both outputs
+        scale, tag = self.val_scale(batch)
+        session = InferenceSession(self.net, lr, scale)  # backbone and classifier once for both outputs
         heavy = session.forced(0)
-        values = scored(heavy.sr[0], hr, self.scale, "_heavy")
+        values = scored(heavy.sr[0], hr, scale, "_heavy")
         out = {"sr": heavy.sr, "classes": None}
         if self.routes:
             routed = session.run()
-            values.update(scored(routed.sr[0], hr, self.scale, "_k0"), val_heavy_share_k0=routed.heavy_share())
+            values.update(scored(routed.sr[0], hr, scale, "_k0"), val_heavy_share_k0=routed.heavy_share())
             out = {"sr": routed.sr, "classes": routed.classes}
-        self.log_validation(values)
+        self.log_validation(values, tag)
         return out
 
 
