@@ -115,6 +115,21 @@ def test_worker_threads_give_the_intra_op_result(m):
                                        upscale_forced(model, lr, scale, cls, threads=0).sr, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_workers_in_half_precision_lose_no_block(dtype):
+    """Blocks of one upsampler added on several workers at once: in float16 and bfloat16 torch's CPU
+    index_add_ goes through a float copy of the whole output, so concurrent adds lost each other's sums
+    (whole channels off by tens of levels in a few percent of calls). Many small blocks, many calls."""
+    model = routing_pcsr(2)
+    lr = torch.rand(1, 3, 24, 32)
+    want = upscale(model, lr, 4, k=0.3, threads=0).sr
+    model = model.to(dtype)
+    for _ in range(24):
+        out = upscale(model, lr.to(dtype), 4, k=0.3, max_queries=64, threads=3)
+        worst = (out.sr.float() - want).abs().mean((0, 2, 3)).max()
+        assert float(worst) < 0.02, f"a channel is off by {float(worst):.3f} on average"
+
+
 def test_environment_picks_the_path(monkeypatch):
     model = routing_pcsr()
     lr = torch.rand(1, 3, 9, 11)

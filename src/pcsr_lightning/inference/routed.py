@@ -210,7 +210,13 @@ def _render_block(upsampler, folded: FoldedLayer, grid: QueryGrid, block_pixels:
     cols = block_pixels - rows * ww
     lr_index = grid.row_index.index_select(0, rows).mul_(w_lr).add_(grid.col_index.index_select(0, cols))
     pre = folded.gather(rows, cols, lr_index)
-    out.index_add_(1, block_pixels, tail(pre))
+    if out.dtype in (torch.float16, torch.bfloat16):
+        # torch's CPU index_add_ of these dtypes accumulates through a float copy of the whole of ``out``:
+        # two workers adding disjoint blocks at once lose each other's sums. A gather, add and scatter of
+        # the block's own pixels touches nothing else (the pixels of one class are distinct).
+        out.index_copy_(1, block_pixels, out.index_select(1, block_pixels).add_(tail(pre)))
+    else:
+        out.index_add_(1, block_pixels, tail(pre))
 
 
 def _render_class(upsampler, folded: FoldedLayer, grid: QueryGrid, pixels: torch.Tensor, out: torch.Tensor, block: int):
