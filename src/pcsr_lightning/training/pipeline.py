@@ -541,8 +541,10 @@ def fit_stage(trainer: L.Trainer, module, datamodule, ckpt_dir: Path, name: str)
         log.info("stage %s continues from %s", name, resume_from)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-    except SystemExit:
-        if trainer.interrupted:  # Lightning ends a Ctrl-C with exit code 1; it stays an interruption (130)
+    except SystemExit as err:
+        # Lightning ends a Ctrl-C with sys.exit(1) raised while handling it: it stays an interruption (130).
+        # Any other exit (submitit's requeue on a SLURM preemption signal) passes through unchanged.
+        if trainer.interrupted and isinstance(err.__context__, KeyboardInterrupt):
             raise KeyboardInterrupt from None
         raise
     except NonFiniteTraining as err:
