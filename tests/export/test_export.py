@@ -161,14 +161,9 @@ def test_onnx_in_onnxruntime_gives_upscale_pixels(models, photos, tmp_path, name
         assert ("NonZero" in ops) == (graph == "routed")
 
 
-@pytest.mark.parametrize("name", ["pcsr2", pytest.param("original", marks=pytest.mark.slow)])
-def test_exported_program_reloaded_gives_upscale_pixels(models, photos, tmp_path, name):
-    ckpt, k = models[name]
-    out = tmp_path / "model.pt2"
-    is_pcsr = name != "original"
-    args = ["export", "--ckpt", str(ckpt), "--format", "exported-program", "--out", str(out), "--k", repr(k)]
-    assert main(args + (["--class-map"] if is_pcsr else [])) == 0
-    with open(out, "rb") as f:
+def program_runner(path):
+    """The exported program at ``path``, re-loaded: lr -> its outputs as a tuple."""
+    with open(path, "rb") as f:
         module = torch.export.load(f).module()
 
     def run(lr):
@@ -176,7 +171,17 @@ def test_exported_program_reloaded_gives_upscale_pixels(models, photos, tmp_path
             outputs = module(lr)
         return outputs if isinstance(outputs, tuple) else (outputs,)
 
-    check_against_upscale(run, ckpt, photos, k, tmp_path, is_pcsr)
+    return run
+
+
+@pytest.mark.parametrize("name", ["pcsr2", pytest.param("original", marks=pytest.mark.slow)])
+def test_exported_program_reloaded_gives_upscale_pixels(models, photos, tmp_path, name):
+    ckpt, k = models[name]
+    out = tmp_path / "model.pt2"
+    is_pcsr = name != "original"
+    args = ["export", "--ckpt", str(ckpt), "--format", "exported-program", "--out", str(out), "--k", repr(k)]
+    assert main(args + (["--class-map"] if is_pcsr else [])) == 0
+    check_against_upscale(program_runner(out), ckpt, photos, k, tmp_path, is_pcsr)
     meta = runtime.program_metadata(out)
     assert meta["torch.version"] == torch.__version__ and meta["pcsr.scale"] == "4"
 
@@ -230,12 +235,6 @@ def test_released_carn_exports_give_upscale_pixels(official_ckpts, tmp_path, nam
         def run(lr):
             return runtime.run_onnx(sess, lr)
     else:
-        with open(out, "rb") as f:
-            module = torch.export.load(f).module()
-
-        def run(lr):
-            with torch.no_grad():
-                outputs = module(lr)
-            return outputs if isinstance(outputs, tuple) else (outputs,)
+        run = program_runner(out)
 
     check_against_upscale(run, ckpt, photos, 0.0, tmp_path, is_pcsr)
