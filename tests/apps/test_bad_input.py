@@ -18,8 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bad_input_kit import TINY_CONFIG, run_cli, save_tiny_ckpt, snapshot, tiny_model
-from conftest import sample_photo
+from bad_input_kit import TINY_CONFIG, run_cli, snapshot, tiny_model
 from pcsr_lightning.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pcsr_lightning.io.images import read_image
 from pcsr_lightning.models import PCSR
@@ -43,20 +42,6 @@ def png_header(width: int, height: int) -> bytes:
 
     ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
     return b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"IEND", b"")
-
-
-@pytest.fixture
-def ckpt(tmp_path) -> Path:
-    return save_tiny_ckpt(tmp_path)
-
-
-@pytest.fixture
-def photos(tmp_path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    img = (sample_photo("chelsea")[:, :24, :32] * 255).round().byte().permute(1, 2, 0).numpy()
-    Image.fromarray(img).save(folder / "cat.png")
-    return folder
 
 
 # --- checkpoints never run code ----------------------------------------------------------------------

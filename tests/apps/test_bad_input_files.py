@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bad_input_kit import TINY_CONFIG, run_app, run_cli, save_tiny_ckpt, snapshot, tiny_model
+from bad_input_kit import TINY_CONFIG, run_app, run_cli, snapshot, tiny_model
 from pcsr_lightning.inference.srmodel import SRModel
 from pcsr_lightning.io.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from pcsr_lightning.io.files import FileExistsElsewhere, OutputError, atomic_write, write_text
@@ -32,19 +32,6 @@ def save_image(path: Path, h: int, w: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
     return path
-
-
-@pytest.fixture
-def ckpt(tmp_path) -> Path:
-    return save_tiny_ckpt(tmp_path)
-
-
-@pytest.fixture
-def photos(tmp_path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    save_image(folder / "cat.png", 24, 32)
-    return folder
 
 
 def poisoned(tmp_path: Path, value: float, name: str = "bad.ckpt") -> Path:

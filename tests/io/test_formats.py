@@ -7,33 +7,18 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from bad_input_kit import TINY_CONFIG, run_cli, save_tiny_ckpt, snapshot, tiny_model
+from bad_input_kit import TINY_CONFIG, run_cli, snapshot, tiny_model
 from pcsr_lightning.evaluation.compare import read_summary
 from pcsr_lightning.io.checkpoint import CheckpointError
 from pcsr_lightning.io.images import read_image
 from pcsr_lightning.io.sniff import CKPT, SAFETENSORS, file_kind
 from pcsr_lightning.io.weights import format_of, load_model, save_model
-
-
-@pytest.fixture
-def ckpt(tmp_path) -> Path:
-    return save_tiny_ckpt(tmp_path)
-
-
-@pytest.fixture
-def photos(tmp_path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(folder / "cat.png")
-    return folder
 
 
 def same_weights(a, b) -> bool:
