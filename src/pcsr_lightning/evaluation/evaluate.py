@@ -83,14 +83,12 @@ class EvalSettings:
         """Refuse nonsense before any work: nan/inf k or scale, a pixel limit below 1, unknown metrics. The
         routing options are checked by the routing spec they build (``routes``, ``gates``)."""
 
+        gate_options = {"skip_tile": self.skip_tile, "skip_halo": self.skip_halo, "skip_gate": self.skip_gate,
+                        "skip_fill": self.skip_fill}
+        RoutingSpec.build(adaptive=self.adaptive, refine=self.refine, **gate_options)  # without any k or threshold too
         self.routes = [RoutingSpec.build(k, self.adaptive, self.refine) for k in self.ks]
         self.ks = [r.k for r in self.routes]
-        if not self.routes:  # the gate's options are checked even when no k is given
-            RoutingSpec.build(adaptive=self.adaptive, refine=self.refine)
-        self.gates = [RoutingSpec.build(skip_flat=t, skip_tile=self.skip_tile, skip_halo=self.skip_halo,
-                                        skip_gate=self.skip_gate, skip_fill=self.skip_fill).gate
-                      for t in (self.skip_flat or [None])]
-        self.gates = [g for g in self.gates if g is not None]
+        self.gates = [RoutingSpec.build(skip_flat=t, **gate_options).gate for t in self.skip_flat]
         self.skip_flat = [g.threshold for g in self.gates]
         self.scale = check_scale_value(self.scale)
         if int(self.max_pixels) < 1:

@@ -38,7 +38,7 @@ class InferenceSession:
         self.model, self.lr, self.scale = model, lr, float(scale)
         self.threads, self.max_queries = threads, max_queries
         self._given_feat = feat
-        self._key: tuple | None = None
+        self._gate: GateSpec | None = None  # the gate setting ``_prepared`` was prepared under
         self._prepared: Prepared | None = None
 
     @property
@@ -55,7 +55,7 @@ class InferenceSession:
     def prepared(self, gate: GateSpec | None = None, tile: int = 0) -> Prepared:
         """Features and class probabilities under ``gate`` (None: every tile runs); ``tile``: the backbone's
         LR tile when it has to run (the features are the same either way)."""
-        if self._key == (gate,) and self._prepared is not None:
+        if self._prepared is not None and self._gate == gate:
             return self._prepared
         self.release()
         if gate is not None and self._given_feat is not None:
@@ -65,12 +65,12 @@ class InferenceSession:
             backbone_features(self.model, self.lr, tile, plan, self.threads)
         self._prepared = prepare(self.model, self.lr, self.scale, self.max_queries or CLASSIFIER_BAND_QUERIES, feat,
                                  self.threads, plan)
-        self._key = (gate,)
+        self._gate = gate
         return self._prepared
 
     def release(self) -> None:
         """Drop the prepared image (its features and probabilities)."""
-        self._key, self._prepared = None, None
+        self._gate, self._prepared = None, None
 
     def classes(self, routing: RoutingSpec = RoutingSpec()) -> torch.Tensor:
         """(B,H*W) classes under ``routing``: 0 = the heaviest upsampler, M = skipped by the gate."""
