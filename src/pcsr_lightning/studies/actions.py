@@ -174,9 +174,7 @@ def train(ctx: Context, overrides: Sequence[str] = ()) -> Outcome:
     resume = ["resume=true"] if (run_dir / "manifest.json").is_file() else []
     cfg = compose_config([*overrides, *extra, *resume], output_dir=run_dir)
     manifest = run_pipeline(cfg, [], [], prepare_run(cfg))
-    rows = [{"stage": s.name, **{k: v for k, v in s.metrics.items() if isinstance(v, (int, float, str))}}
-            for s in manifest.stages]
-    return Outcome(rows=rows, values={"ckpt": str(manifest.final_checkpoint)})
+    return Outcome(rows=manifest.metric_rows(), values={"ckpt": str(manifest.final_checkpoint)})
 
 
 def report(ctx: Context, tables: Sequence[Mapping] = (), plots: Sequence[Mapping] = ()) -> Outcome:
