@@ -147,3 +147,12 @@ def test_a_sweep_on_the_command_line_is_refused(gate_folders):
     run = _study(gate_folders, *GATE_ARGS, "budget=0.05,0.1")
     assert run.returncode == 2 and "study.steps.*.grid" in run.stderr
     assert not (gate_folders / "outputs").exists()
+
+
+@pytest.mark.slow  # a process per job: about a minute on 2 cores
+def test_a_study_runs_on_the_submitit_launcher_too(gate_folders):
+    run = _study(gate_folders, *GATE_ARGS, "hydra/launcher=local", "families=[carn]")
+    assert run.returncode == 0, run.stderr[-3000:]
+    root = gate_folders / "outputs" / "studies" / "gate_pick"
+    assert len(list((root / ".submitit").glob("*/*_log.out"))) >= 5  # each job its own process
+    assert (root / "report" / "report.md").is_file() and (root / "report_2k").is_dir()
