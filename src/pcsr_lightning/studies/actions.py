@@ -67,7 +67,7 @@ def import_release(ctx: Context, files: Mapping[str, str]) -> Outcome:
     return Outcome(rows=rows, values=values)
 
 
-def crops(ctx: Context, hr_size: str, portrait: bool = False, samples: bool = False,
+def crops(ctx: Context, hr_size: str | None = None, portrait: bool = False, samples: bool = False,
           names: Sequence[str] | None = None) -> Outcome:
     """Centre crops of the role's photos at ``hr_size`` (HxW) in ``<job>/photos``: a photo larger than twice
     the size is first shrunk (MATLAB-style bicubic) so the crop keeps most of the scene; a smaller one is
@@ -77,6 +77,8 @@ def crops(ctx: Context, hr_size: str, portrait: bool = False, samples: bool = Fa
     if samples:
         materialize_samples(folder, names)
         return Outcome(rows=[{"photos": len(list_images(folder))}], values={"hr_dir": str(folder)})
+    if hr_size is None:
+        raise ValueError("crops needs hr_size (HxW), or samples: true")
     size = parse_size(hr_size)
     kept = 0
     for path in list_images(_photos(ctx, "crops")):
