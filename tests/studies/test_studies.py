@@ -156,3 +156,23 @@ def test_a_study_runs_on_the_submitit_launcher_too(gate_folders):
     root = gate_folders / "outputs" / "studies" / "gate_pick"
     assert len(list((root / ".submitit").glob("*/*_log.out"))) >= 5  # each job its own process
     assert (root / "report" / "report.md").is_file() and (root / "report_2k").is_dir()
+
+
+def test_the_released_study_runs_end_to_end(gate_folders):
+    run = _study(gate_folders, "study=released", "photos.report=report", "models.carn.pcsr=cp.ckpt",
+                 "models.carn.original=co.ckpt", "models.fsrcnn.pcsr=fp.ckpt", "models.fsrcnn.original=fo.ckpt",
+                 "ks=[0,1]")
+    assert run.returncode == 0, run.stderr[-3000:]
+    root = gate_folders / "outputs" / "studies" / "released"
+    with open(root / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    report = {(r["family"], r["setting"]) for r in rows if r["job"].startswith("report/")}
+    assert report == {(f, s) for f in ("carn", "fsrcnn") for s in ("k", "all-light", "all-heavy", "original")}
+    samples = {r["image"] for r in csv.DictReader((root / "samples_eval" / "family=carn" / "per_image.csv").open())}
+    assert {"chelsea.png", "rocket.png"} <= samples
+    assert (root / "tables" / "curve.png").is_file()
+
+
+def test_every_study_is_in_the_docs_table():
+    table = (Path(__file__).parents[2] / "docs" / "studies.md").read_text()
+    assert [name for name in STUDIES if f"| `{name}` |" not in table] == []
