@@ -176,3 +176,15 @@ def test_the_released_study_runs_end_to_end(gate_folders):
 def test_every_study_is_in_the_docs_table():
     table = (Path(__file__).parents[2] / "docs" / "studies.md").read_text()
     assert [name for name in STUDIES if f"| `{name}` |" not in table] == []
+
+
+def test_the_onnx_runtime_study_runs_end_to_end(gate_folders):
+    pytest.importorskip("onnxruntime")
+    run = _study(gate_folders, "study=onnx_runtime", "photos.report=report", "models.pcsr=cp.ckpt",
+                 "models.original=co.ckpt", "hr_size=64x96", "rounds=1", "threads=1")
+    assert run.returncode == 0, run.stderr[-3000:]
+    root = gate_folders / "outputs" / "studies" / "onnx_runtime"
+    rows = json.loads((root / "runtimes" / "result.json").read_text())["rows"]
+    assert {(r["image"], r["variant"]) for r in rows} == {
+        (i, v) for i in ("astronaut.png", "rocket.png") for v in ("pcsr", "original", "pcsr_vs_original")}
+    assert all(r["within_one_level"] > 0.99 for r in rows if "within_one_level" in r)

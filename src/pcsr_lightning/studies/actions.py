@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from pcsr_lightning.bench.inputs import parse_size
 from pcsr_lightning.bench.run import BenchSettings, run_bench
+from pcsr_lightning.bench.runtime import RuntimeBenchSettings, bench_runtimes
 from pcsr_lightning.config import compose_config
 from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.data.samples import materialize_samples
@@ -160,6 +161,23 @@ def bench(ctx: Context, hr_size: str, images: bool = False, **settings) -> Outco
     return Outcome(rows=rows)
 
 
+def bench_runtime(ctx: Context, hr_size: str, **settings) -> Outcome:
+    """``pcsr bench-runtime`` (the ONNX export in ONNX Runtime beside the PyTorch path, paired rounds) on
+    each photo of the role, centre-cropped to ``hr_size``: one row per model per photo and the PCSR /
+    original ratios in each runtime."""
+    rows = []
+    for image in list_images(_photos(ctx, "bench_runtime")):
+        report = bench_runtimes(RuntimeBenchSettings(hr_image=str(image), hr_size=parse_size(hr_size), **settings))
+        for m in report["models"]:
+            rows.append({"image": image.name, "variant": m["name"], "ms_pytorch": m["ms"]["pytorch"],
+                         "ms_onnxruntime": m["ms"]["onnxruntime"], "ort_vs_pytorch": m["ratio"],
+                         "within_one_level": m["agreement"]["within_one_level"], "heavy_share": m["heavy_share"]})
+        ratios = report["pcsr_vs_original"]
+        rows.append({"image": image.name, "variant": "pcsr_vs_original", "ratio_pytorch": ratios["pytorch"],
+                     "ratio_onnxruntime": ratios["onnxruntime"], "load_average": report["machine"].get("load_average")})
+    return Outcome(rows=rows)
+
+
 def fit_fill(ctx: Context, ckpt: str, scale: int = 4, **options) -> Outcome:
     """``pcsr fit-fill`` on the role's photos: the model with its fitted fill, in the job folder."""
     out, stats = fit_fill_model(ckpt, list_images(_photos(ctx, "fit_fill")), ctx.out / "model.ckpt", scale,
@@ -187,4 +205,5 @@ def report(ctx: Context, tables: Sequence[Mapping] = (), plots: Sequence[Mapping
 
 ACTIONS: dict[str, Callable[..., Outcome]] = {
     "import_release": import_release, "crops": crops, "eval": eval_action, "bench": bench,
+    "bench_runtime": bench_runtime,
     "fit_fill": fit_fill, "train": train, "report": report}
