@@ -133,6 +133,11 @@ def test_the_gate_study_runs_end_to_end_and_resumes(gate_folders):
     assert again.returncode == 0, again.stderr
     assert "step report_2k: 2 job(s), 2 finished before (not run again)" in again.stdout
     assert (report / "result.json").stat().st_mtime_ns == before
+    (report / "result.json").unlink()  # as a study stopped during that job leaves it
+    again = _study(gate_folders, *GATE_ARGS)
+    assert again.returncode == 0, again.stderr
+    assert "step report_2k: 2 job(s), 1 finished before (not run again)" in again.stdout
+    assert (report / "result.json").is_file()
 
 
 def test_a_study_reporting_on_its_val_folder_exits_2_and_leaves_nothing(gate_folders):
