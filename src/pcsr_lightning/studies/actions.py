@@ -161,12 +161,12 @@ def bench(ctx: Context, hr_size: str, images: bool = False, **settings) -> Outco
     return Outcome(rows=rows)
 
 
-def bench_runtime(ctx: Context, hr_size: str, **settings) -> Outcome:
+def bench_runtime(ctx: Context, hr_size: str, hr_dir: str | None = None, **settings) -> Outcome:
     """``pcsr bench-runtime`` (the ONNX export in ONNX Runtime beside the PyTorch path, paired rounds) on
-    each photo of the role, centre-cropped to ``hr_size``: one row per model per photo and the PCSR /
-    original ratios in each runtime."""
+    each photo of the role (or ``hr_dir``, e.g. a ``crops`` step's), centre-cropped to ``hr_size``: one row
+    per model per photo and the PCSR / original ratios in each runtime."""
     rows = []
-    for image in list_images(_photos(ctx, "bench_runtime")):
+    for image in list_images(hr_dir or _photos(ctx, "bench_runtime")):
         report = bench_runtimes(RuntimeBenchSettings(hr_image=str(image), hr_size=parse_size(hr_size), **settings))
         for m in report["models"]:
             rows.append({"image": image.name, "variant": m["name"], "ms_pytorch": m["ms"]["pytorch"],
