@@ -67,12 +67,11 @@ def photos_within(folder: Path, allowed: Sequence[Path]) -> list[Path]:
     images = list_images(folder)
     if not images:
         raise ValueError(f"no images in {folder}")
-    roots = [Path(a).resolve() for a in allowed]
+    known = {p.resolve() for folder in allowed for p in list_images(folder)}
     for image in images:
-        real = image.resolve()
-        if not any(real.parent == root for root in roots):
+        if image.resolve() not in known:
             raise ValueError(f"{image} is not a photo of the step's role folder(s) "
-                             f"({', '.join(map(str, roots))}): a step trains on its own roles' photos only")
+                             f"({', '.join(map(str, allowed))}): a step trains on its own roles' photos only")
     return images
 
 
