@@ -7,12 +7,11 @@ The actions call the package's own functions (the ones ``pcsr eval``, ``pcsr ben
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from pcsr_lightning.bench.inputs import parse_size
 from pcsr_lightning.bench.run import BenchSettings, run_bench
@@ -24,27 +23,20 @@ from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate, summarize
 from pcsr_lightning.io.images import list_images, read_image, write_png
 from pcsr_lightning.io.official import import_official
 from pcsr_lightning.io.weights import load_model
+from pcsr_lightning.studies.context import Context, Outcome
+from pcsr_lightning.studies.driver import override_value
 from pcsr_lightning.studies.report import write_report
+from pcsr_lightning.studies.training_studies import (
+    compare,
+    link_photos,
+    photos_within,
+    routing_oracle,
+    subset,
+    swap,
+    upsampler_fit,
+)
 from pcsr_lightning.training.fill import fit_fill_model
 from pcsr_lightning.training.pipeline import prepare_run, run_pipeline
-
-
-@dataclass
-class Context:
-    """Where a job runs: the photo folder of its step's role (None: the step reads no photos), its own
-    folder, the study's folder, and the whole composed config (for the report)."""
-
-    photos: Path | None
-    out: Path
-    study_dir: Path
-    folders: Mapping[str, Path | None] = field(default_factory=dict)  # every role's folder
-    config: DictConfig | None = None
-
-
-@dataclass
-class Outcome:
-    rows: list[dict] = field(default_factory=list)
-    values: dict = field(default_factory=dict)
 
 
 def _photos(ctx: Context, what: str) -> Path:
@@ -185,16 +177,37 @@ def fit_fill(ctx: Context, ckpt: str, scale: int = 4, **options) -> Outcome:
     return Outcome(rows=[stats], values={"ckpt": str(out)})
 
 
-def train(ctx: Context, overrides: Sequence[str] = ()) -> Outcome:
-    """``pcsr-train`` with ``overrides`` on the role's photos (``data=image_folder``), its run in the job
-    folder; continued (``resume=true``) when an earlier, interrupted run of the job left its checkpoints."""
+def train(ctx: Context, overrides: Sequence[str] = (), photos: str | None = None, value: str = "ckpt") -> Outcome:
+    """``pcsr-train`` with ``overrides`` (``data=image_folder``), its run in the job folder, validated on the
+    val folder; continued (``resume=true``) when an earlier, interrupted run of the job left its checkpoints.
+    It trains on its role's photos: with ``roles: [train, val]`` on all of them (linked in ``<job>/photos``),
+    or on ``photos``, a folder an earlier step made of them (``subset``). ``value``: the name the final
+    checkpoint goes by for later steps (``ckpt``; two training steps give two names). A list among the
+    ``overrides`` (a study-wide ``${train_overrides}``) is spliced in."""
     run_dir = ctx.out / "run"
-    photos = _photos(ctx, "train")
-    extra = ["data=image_folder", f"data.train.path={photos}", f"data.val.path={ctx.folders.get('val') or photos}"]
+    folders = list(ctx.role_folders) or [_photos(ctx, "train")]
+    if photos is not None:
+        train_dir = Path(str(photos))
+        photos_within(train_dir, folders)
+    elif len(folders) > 1:
+        link_photos(ctx.out / "photos", folders)
+        train_dir = ctx.out / "photos"
+    else:
+        train_dir = folders[0]
+    val_dir = ctx.folders.get("val") or train_dir
+    # quoted: a job folder's name holds '=' and ','
+    extra = ["data=image_folder", f"data.train.path={override_value(str(train_dir))}",
+             f"data.val.path={override_value(str(val_dir))}"]
     resume = ["resume=true"] if (run_dir / "manifest.json").is_file() else []
-    cfg = compose_config([*overrides, *extra, *resume], output_dir=run_dir)
+    given = [str(o) for item in overrides for o in (item if isinstance(item, (list, tuple)) else [item])]
+    cfg = compose_config([*given, *extra, *resume], output_dir=run_dir)
+    start = time.perf_counter()
     manifest = run_pipeline(cfg, [], [], prepare_run(cfg))
-    return Outcome(rows=manifest.metric_rows(), values={"ckpt": str(manifest.final_checkpoint)})
+    seconds = time.perf_counter() - start
+    count = len(list_images(train_dir))
+    rows = [{"photos": count, **row} for row in manifest.metric_rows()]
+    rows.append({"stage": "all", "photos": count, "train_seconds": seconds})
+    return Outcome(rows=rows, values={value: str(manifest.final_checkpoint)})
 
 
 def report(ctx: Context, tables: Sequence[Mapping] = (), plots: Sequence[Mapping] = ()) -> Outcome:
@@ -206,4 +219,6 @@ def report(ctx: Context, tables: Sequence[Mapping] = (), plots: Sequence[Mapping
 ACTIONS: dict[str, Callable[..., Outcome]] = {
     "import_release": import_release, "crops": crops, "eval": eval_action, "bench": bench,
     "bench_runtime": bench_runtime,
-    "fit_fill": fit_fill, "train": train, "report": report}
+    "fit_fill": fit_fill, "train": train, "report": report,
+    "swap": swap, "compare": compare, "subset": subset, "upsampler_fit": upsampler_fit,
+    "routing_oracle": routing_oracle}

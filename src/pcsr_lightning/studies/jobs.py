@@ -22,7 +22,8 @@ def run_study_job(cfg: DictConfig, out: Path, study_dir: Path) -> JobResult:
     node = cfg.study.steps[step.name]
     args = OmegaConf.to_container(node.get("args") or OmegaConf.create({}), resolve=True)
     point = OmegaConf.to_container(cfg.study.get("point") or OmegaConf.create({}), resolve=True)
-    ctx = Context(plan.photos.get(step.role) if step.role else None, out, study_dir, plan.photos, cfg)
+    ctx = Context(plan.photos.get(step.role) if step.role else None, out, study_dir, plan.photos, cfg,
+                  [plan.photos[r] for r in step.roles if plan.photos.get(r) is not None], point)
     action = ACTIONS[step.action]
     try:
         inspect.signature(action).bind(ctx, **args)

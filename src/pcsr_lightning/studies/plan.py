@@ -17,8 +17,11 @@ from pcsr_lightning.io.runs import JobResult, job_folder_name
 
 ROLES = ("train", "val", "report")
 CHOOSING_ROLES = ("val",)  # a selection reads results of these roles only
+# actions that learn from their photos: they may read the train and val roles, never report
+LEARNING_ACTIONS = ("train", "fit_fill", "subset")
 # the actions a step may run (``studies.actions.ACTIONS``, which needs torch; a test keeps the two equal)
-ACTION_NAMES = ("import_release", "crops", "eval", "bench", "bench_runtime", "fit_fill", "train", "report")
+ACTION_NAMES = ("import_release", "crops", "eval", "bench", "bench_runtime", "fit_fill", "train", "report",
+                "swap", "compare", "subset", "upsampler_fit", "routing_oracle")
 
 
 class StudyError(ValueError):
@@ -33,6 +36,7 @@ class Step:
     grid: Mapping[str, Sequence] = field(default_factory=dict)
     use: Sequence[str] = ()
     select: Mapping | None = None
+    roles: Sequence[str] = ()  # every role whose photos its jobs read (``roles: [train, val]``); role is the first
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ def _step(name: str, node, earlier: list[Step], actions: Sequence[str]) -> Step:
     where = f"study.steps.{name}"
     if not isinstance(node, Mapping):
         raise StudyError(f"{where} must be a mapping with an action or a select")
-    known = {"action", "role", "grid", "use", "select", "args"}
+    known = {"action", "role", "roles", "grid", "use", "select", "args"}
     unknown = sorted(set(node) - known)
     if unknown:
         raise StudyError(f"{where}: unknown key(s) {unknown}; a step takes {sorted(known)}")
@@ -92,20 +96,40 @@ def _step(name: str, node, earlier: list[Step], actions: Sequence[str]) -> Step:
     for used in use:
         if used not in names:
             raise StudyError(f"{where}.use names {used!r}, which is not an earlier step (earlier: {names})")
-    role = node.get("role")
-    if role is not None and role not in ROLES:
-        raise StudyError(f"{where}.role must be one of {list(ROLES)}, got {role!r}")
+    roles = _roles(where, node)
+    role = roles[0] if roles else None
     inherited = {s.role for s in earlier if s.name in use and s.role is not None}
     if role is None and len(inherited) == 1:
         role = inherited.pop()
+        roles = [role]
+    if action in LEARNING_ACTIONS and "report" in roles:
+        raise StudyError(f"{where} ({action}) reads the report photos: a step that trains or fits may read "
+                         "the train and val photos only (roles: [train, val])")
     grid = node.get("grid") or {}
     if not isinstance(grid, Mapping) or not all(isinstance(v, Sequence) and not isinstance(v, str) and len(v)
                                                 for v in grid.values()):
         raise StudyError(f"{where}.grid must map each setting to a non-empty list of values")
     if select is not None:
         select = _check_select(where, select, earlier)
-        role = None
-    return Step(name, action, role, dict(grid), use, select)
+        role, roles = None, []
+    return Step(name, action, role, dict(grid), use, select, tuple(roles))
+
+
+def _roles(where: str, node: Mapping) -> list[str]:
+    """The roles a step reads: ``role: val`` or ``roles: [train, val]`` (not both)."""
+    if node.get("role") is not None and node.get("roles") is not None:
+        raise StudyError(f"{where} takes role or roles, not both")
+    roles = node.get("roles")
+    if roles is None:
+        roles = [] if node.get("role") is None else [node["role"]]
+    elif isinstance(roles, str) or not isinstance(roles, Sequence) or not roles:
+        raise StudyError(f"{where}.roles must be a non-empty list of roles, e.g. [train, val]")
+    for role in roles:
+        if role not in ROLES:
+            raise StudyError(f"{where}.role must be one of {list(ROLES)}, got {role!r}")
+    if len(set(roles)) != len(roles):
+        raise StudyError(f"{where}.roles names a role twice: {list(roles)}")
+    return list(roles)
 
 
 def _check_select(where: str, select, earlier: list[Step]) -> Mapping:
@@ -114,9 +138,9 @@ def _check_select(where: str, select, earlier: list[Step]) -> Mapping:
     source = next((s for s in earlier if s.name == select["from"]), None)
     if source is None:
         raise StudyError(f"{where}.select.from names {select['from']!r}, which is not an earlier step")
-    if source.role not in CHOOSING_ROLES:
+    if not source.roles or any(role not in CHOOSING_ROLES for role in source.roles):
         raise StudyError(f"{where} chooses on step {source.name!r}, whose photos are "
-                         f"{source.role or 'none'}; a setting may be chosen on the val photos only")
+                         f"{'+'.join(source.roles) or 'none'}; a setting may be chosen on the val photos only")
     return dict(select)
 
 

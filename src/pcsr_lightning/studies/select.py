@@ -34,15 +34,17 @@ def largest_within(rows: Sequence[dict], choose: str, metric: str = "psnr", budg
     return max(ok)
 
 
-def best(rows: Sequence[dict], choose: str, metric: str = "psnr", goal: str = "max") -> object:
-    """The value of ``choose`` on the row with the highest (``goal: max``) or lowest ``metric``."""
+def best(rows: Sequence[dict], choose: str | Sequence[str], metric: str = "psnr", goal: str = "max") -> object:
+    """The value of ``choose`` on the row with the highest (``goal: max``) or lowest ``metric``; for a list
+    of settings (a grid's point, e.g. ``[skip_hardest, p_power]``) the tuple of their values."""
     if goal not in ("max", "min"):
         raise ValueError(f"select.goal must be max or min, got {goal!r}")
     scored = [r for r in rows if r.get(metric) is not None]
     if not scored:
         raise NothingChosen(f"no row has {metric}")
     pick = max if goal == "max" else min
-    return pick(scored, key=lambda r: r[metric])[choose]
+    row = pick(scored, key=lambda r: r[metric])
+    return row[choose] if isinstance(choose, str) else tuple(row.get(c) for c in choose)
 
 
 RULES: dict[str, Callable[..., object]] = {"largest_within": largest_within, "best": best}
@@ -64,6 +66,9 @@ def choose(select: Mapping, results: Sequence[JobResult]) -> list[dict]:
     if rule_name not in RULES:
         raise ValueError(f"select.rule {rule_name!r} is not a rule (the rules: {', '.join(RULES)})")
     rule = RULES[rule_name]
+    if not isinstance(select["choose"], str) and rule is not best:
+        raise ValueError(f"select.choose lists several settings, which only the rule best chooses together "
+                         f"(rule {rule_name} chooses one)")
     rows = [r for r in result_rows(results) if _matches(r, select.get("where"))]
     by = list(select.get("by") or [])
     groups: dict[tuple, list[dict]] = {}
@@ -78,5 +83,7 @@ def choose(select: Mapping, results: Sequence[JobResult]) -> list[dict]:
         except NothingChosen as err:
             label = ", ".join(f"{k}={v}" for k, v in zip(by, key, strict=True)) or "all rows"
             raise NothingChosen(f"select from {select['from']} ({label}): {err}") from None
-        chosen.append({**dict(zip(by, key, strict=True)), select["choose"]: value})
+        picked = ({select["choose"]: value} if isinstance(select["choose"], str) else
+                  dict(zip(select["choose"], value, strict=True)))
+        chosen.append({**dict(zip(by, key, strict=True)), **picked})
     return chosen
