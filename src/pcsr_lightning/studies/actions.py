@@ -7,12 +7,11 @@ The actions call the package's own functions (the ones ``pcsr eval``, ``pcsr ben
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from pcsr_lightning.bench.inputs import parse_size
 from pcsr_lightning.bench.run import BenchSettings, run_bench
@@ -20,30 +19,15 @@ from pcsr_lightning.config import compose_config
 from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.data.samples import materialize_samples
 from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate, summarize, write_outputs
+from pcsr_lightning.io.files import write_text
 from pcsr_lightning.io.images import list_images, read_image, write_png
 from pcsr_lightning.io.official import import_official
 from pcsr_lightning.io.weights import load_model
+from pcsr_lightning.studies.context import Context, Outcome
+from pcsr_lightning.studies.measurements import div2k_scale, paper_table, png_level, train_speed, upscale_runs
 from pcsr_lightning.studies.report import write_report
 from pcsr_lightning.training.fill import fit_fill_model
 from pcsr_lightning.training.pipeline import prepare_run, run_pipeline
-
-
-@dataclass
-class Context:
-    """Where a job runs: the photo folder of its step's role (None: the step reads no photos), its own
-    folder, the study's folder, and the whole composed config (for the report)."""
-
-    photos: Path | None
-    out: Path
-    study_dir: Path
-    folders: Mapping[str, Path | None] = field(default_factory=dict)  # every role's folder
-    config: DictConfig | None = None
-
-
-@dataclass
-class Outcome:
-    rows: list[dict] = field(default_factory=list)
-    values: dict = field(default_factory=dict)
 
 
 def _photos(ctx: Context, what: str) -> Path:
@@ -132,11 +116,14 @@ def eval_action(ctx: Context, per_image: bool = False, **settings) -> Outcome:
 
 
 BENCH_COLUMNS = ("ms_original", "ms_backbone", "ms_pcsr", "ratio_pcsr", "psnr_original", "psnr_pcsr")
+REFERENCE_COLUMNS = ("speedup", "speedup_routed", "ms_routed_fast", "ms_routed_reference", "classes_identical",
+                     "psnr_diff_db")  # the fast path against the release-style reference loop
 
 
 def bench(ctx: Context, hr_size: str, images: bool = False, **settings) -> Outcome:
     """``pcsr bench`` (interleaved rounds, paired ratios): on the photo mosaic, or with ``images`` on each
-    photo of the role (centre-cropped to ``hr_size``); one row per variant per input, with the ratios."""
+    photo of the role (centre-cropped to ``hr_size``); one row per variant per input, with the ratios, and a
+    summary row (with the fast path against the reference loop); each input's report as ``bench-*.json``."""
     inputs: list[str | None] = [None]
     if images:
         inputs = [str(p) for p in list_images(_photos(ctx, "bench"))]
@@ -149,12 +136,15 @@ def bench(ctx: Context, hr_size: str, images: bool = False, **settings) -> Outco
         chosen.check()
         report = run_bench(chosen, log=print)
         name = "mosaic" if image is None else Path(image).name
+        write_text(json.dumps(report, indent=2), ctx.out / f"bench-{Path(name).stem}.json")  # pcsr bench --json's
         original, pcsr = report["ms_original"], report["ms_pcsr"]
         for row in report["rows"]:
             rows.append({"image": name, "variant": row["name"], "ms": row["ms"], "vs_original": row["ms"] / original,
                          "vs_pcsr": row["ms"] / pcsr, "psnr": row["psnr"], "heavy_share": row["heavy_share"],
-                         "skipped_share": row["skipped_share"]})
-        rows.append({"image": name, "variant": "summary", **{c: report.get(c) for c in BENCH_COLUMNS}})
+                         "skipped_share": row["skipped_share"], "peak_mb": row["peak_mb"]})
+        versus = report.get("fast_vs_reference") or {}
+        rows.append({"image": name, "variant": "summary", **{c: report.get(c) for c in BENCH_COLUMNS},
+                     **{c: versus.get(c) for c in REFERENCE_COLUMNS}})
     return Outcome(rows=rows)
 
 
@@ -165,12 +155,15 @@ def fit_fill(ctx: Context, ckpt: str, scale: int = 4, **options) -> Outcome:
     return Outcome(rows=[stats], values={"ckpt": str(out)})
 
 
-def train(ctx: Context, overrides: Sequence[str] = ()) -> Outcome:
+def train(ctx: Context, overrides: Sequence[str] = (), photos: bool = True) -> Outcome:
     """``pcsr-train`` with ``overrides`` on the role's photos (``data=image_folder``), its run in the job
-    folder; continued (``resume=true``) when an earlier, interrupted run of the job left its checkpoints."""
+    folder; continued (``resume=true``) when an earlier, interrupted run of the job left its checkpoints.
+    ``photos: false``: on the data the overrides name (the default: the embedded sample photos), no role."""
     run_dir = ctx.out / "run"
-    photos = _photos(ctx, "train")
-    extra = ["data=image_folder", f"data.train.path={photos}", f"data.val.path={ctx.folders.get('val') or photos}"]
+    extra = []
+    if photos:
+        folder = _photos(ctx, "train")
+        extra = ["data=image_folder", f"data.train.path={folder}", f"data.val.path={ctx.folders.get('val') or folder}"]
     resume = ["resume=true"] if (run_dir / "manifest.json").is_file() else []
     cfg = compose_config([*overrides, *extra, *resume], output_dir=run_dir)
     manifest = run_pipeline(cfg, [], [], prepare_run(cfg))
@@ -187,4 +180,9 @@ def report(ctx: Context, tables: Sequence[Mapping] = (), plots: Sequence[Mapping
 
 ACTIONS: dict[str, Callable[..., Outcome]] = {
     "import_release": import_release, "crops": crops, "eval": eval_action, "bench": bench,
-    "fit_fill": fit_fill, "train": train, "report": report}
+    "fit_fill": fit_fill, "train": train, "report": report,
+    "train_speed": train_speed,
+    "div2k_scale": div2k_scale,
+    "png_level": png_level,
+    "upscale_runs": upscale_runs,
+    "paper_table": paper_table}
