@@ -6,25 +6,34 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from factories import save_tiny
+from pcsr_lightning.config import config_dir
 from pcsr_lightning.data.sources import sample_photo
 from pcsr_lightning.io.images import write_png
 from pcsr_lightning.studies import measurements
 from pcsr_lightning.studies.context import Context
+from pcsr_lightning.studies.driver import study_plan
 
 
 def _study(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     cmd = [sys.executable, "-m", "pcsr_lightning.apps.launch", "pcsr-study", *overrides]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def composed(name: str, overrides=()):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="study", overrides=[f"study={name}", *overrides], return_hydra_config=True)
 
 
 def _result(root: Path, job: str) -> dict:
@@ -75,6 +84,37 @@ def test_the_table_study_takes_checkpoints_without_training(tiny_release):
         assert {r["row"] for r in csv.DictReader(f)} == {"FSRCNN", "FSRCNN-PCSR"}
     assert "| FSRCNN-PCSR |" in (tiny_release / "copied" / "table.md").read_text()
     assert (root / "table" / "curve_Test2K.png").is_file()
+    again = _study(tiny_release, "study=table", "~study.steps.train", "rows.FSRCNN=fo.ckpt", "datasets.Test2K=Test2K",
+                   "ks=[0,1]")
+    assert again.returncode == 0, again.stderr[-3000:]  # the table is measured again on what is given now
+    assert [r["row"] for r in _result(root, "table")["rows"]] == ["FSRCNN"]
+
+
+def _make_reproduce_table(tmp_path: Path, *variables: str) -> list[str]:
+    """The pcsr-study arguments ``make reproduce-table`` runs with these variables (``make -n``)."""
+    venv = tmp_path / "venv"
+    venv.mkdir(exist_ok=True)
+    (venv / ".installed").touch()
+    root = Path(__file__).parents[2]
+    out = subprocess.run(["make", "-s", "-n", "-C", str(root), "reproduce-table", f"VENV={venv}", *variables],
+                         capture_output=True, text=True, check=True).stdout
+    words = shlex.split(out.replace("\\\n", " "))
+    return words[words.index(f"{venv}/bin/pcsr-study") + 1 :]
+
+
+def test_make_reproduce_table_passes_its_variables_to_the_table_study(tmp_path):
+    trains = _make_reproduce_table(tmp_path)
+    assert trains[0] == "study=table" and "~study.steps.train" not in trains
+    assert "out=results/table" in trains and "train_profile=table" in trains
+    given = _make_reproduce_table(tmp_path, "CARN=c.ckpt", "CARN_PCSR=runs/cp", "TEST2K=/d/2k", "URBAN100=/d/u",
+                                  "TABLE_PROFILE=smoke", "TABLE_ARGS=ks=[0]")
+    assert "~study.steps.train" in given and "ks=[0]" in given
+    cfg = composed("table", [a for a in given if a != "study=table" and not a.startswith("paths.")])
+    assert cfg.rows.CARN == "c.ckpt" and cfg.rows["CARN-PCSR"] == "runs/cp" and cfg.rows.FSRCNN is None
+    assert cfg.datasets.Test2K == "/d/2k" and cfg.datasets.Urban100 == "/d/u" and cfg.ks == [0]
+    assert [s.name for s in study_plan(cfg).steps] == ["table"]
+    runs = _make_reproduce_table(tmp_path, "TABLE_RUNS=old/runs")
+    assert "~study.steps.train" in runs and "runs=old/runs" in runs
 
 
 def test_the_table_study_trains_its_rows_then_measures_them(tmp_path):
