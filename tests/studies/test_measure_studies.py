@@ -199,3 +199,16 @@ def test_the_tile_study_runs_fresh_processes_and_compares_their_pngs(tiny_releas
 def test_a_failing_upscale_process_names_its_log(tmp_path):
     with pytest.raises(ValueError, match="exited 2: see .*bad.log"):
         measurements.timed_process([sys.executable, "-c", "import sys; sys.exit(2)", "", ""], tmp_path / "bad.log")
+
+
+def test_the_demo_study_trains_measures_and_draws_like_pcsr_demo(tmp_path):
+    run = _study(tmp_path, "study=demo", "train_profile=smoke")
+    assert run.returncode == 0, run.stderr[-3000:]
+    root = tmp_path / "outputs" / "studies" / "demo"
+    rows = _result(root, "demo")["rows"]
+    methods = [r["method"] for r in rows]
+    assert methods[:2] == ["bicubic", "PCSR, all heavy (U_0)"] and methods.count("picture k") == 3
+    assert all(r["psnr"] > 10 for r in rows if r["method"] != "picture k")
+    assert (root / "demo" / "demo.png").is_file() and (root / "demo" / "demo.csv").is_file()
+    assert (root / "demo" / "run" / "manifest.json").is_file()
+    assert "x4 PSNR on the held-out photos" in (root / "report" / "report.md").read_text()

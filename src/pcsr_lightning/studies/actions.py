@@ -24,7 +24,14 @@ from pcsr_lightning.io.images import list_images, read_image, write_png
 from pcsr_lightning.io.official import import_official
 from pcsr_lightning.io.weights import load_model
 from pcsr_lightning.studies.context import Context, Outcome
-from pcsr_lightning.studies.measurements import div2k_scale, paper_table, png_level, train_speed, upscale_runs
+from pcsr_lightning.studies.measurements import (
+    demo,
+    div2k_scale,
+    paper_table,
+    png_level,
+    train_speed,
+    upscale_runs,
+)
 from pcsr_lightning.studies.report import write_report
 from pcsr_lightning.training.fill import fit_fill_model
 from pcsr_lightning.training.pipeline import prepare_run, run_pipeline
@@ -185,4 +192,5 @@ ACTIONS: dict[str, Callable[..., Outcome]] = {
     "div2k_scale": div2k_scale,
     "png_level": png_level,
     "upscale_runs": upscale_runs,
-    "paper_table": paper_table}
+    "paper_table": paper_table,
+    "demo": demo}

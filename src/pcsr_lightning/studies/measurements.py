@@ -1,5 +1,5 @@
 """The studies' measurement actions: training speed, DIV2K's cache and loader, the PNG level, upscales in
-fresh processes, and the paper's Table 1.
+fresh processes, the paper's Table 1 and the demo.
 
 Each calls the package's own functions (the ones ``pcsr table`` and the training pipeline call); only
 ``upscale_runs`` starts ``pcsr upscale`` processes, because a fresh process (its start-up, its peak
@@ -21,15 +21,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from pcsr_lightning.bench.inputs import parse_size, photo_mosaic
 from pcsr_lightning.bench.timing import machine_info
+from pcsr_lightning.config import compose_config, config_names
 from pcsr_lightning.data.bicubic import downscale
 from pcsr_lightning.data.datamodule import TrainCrops
 from pcsr_lightning.data.div2k import DIV2K, crop_positions
 from pcsr_lightning.data.samples import materialize_samples
+from pcsr_lightning.evaluation.demo import measure_and_draw, official_models
 from pcsr_lightning.evaluation.evaluate import rows_to_csv
 from pcsr_lightning.evaluation.paper_table import (
     build_table,
@@ -41,6 +44,7 @@ from pcsr_lightning.evaluation.paper_table import (
 from pcsr_lightning.io.files import write_text
 from pcsr_lightning.io.images import list_images, read_image, to_uint8, write_png
 from pcsr_lightning.studies.context import Context, Outcome
+from pcsr_lightning.training.pipeline import prepare_run, run_pipeline
 from pcsr_lightning.training.speed import one_batch, time_stages
 
 # ------------------------------------------------------------------ training speed
@@ -292,3 +296,33 @@ def paper_table(ctx: Context, rows: Mapping[str, str | None] | None = None, runs
             shutil.copyfile(path, copy_to / Path(path).name)
         print(f"wrote {', '.join(Path(p).name for p in written)} to {copy_to}")
     return Outcome(rows=cells, values={"table": str(ctx.out / "table.md")})
+
+
+# ------------------------------------------------------------------ the demo
+
+
+def demo(ctx: Context, experiment: str = "fsrcnn_pcsr", profile: str = "demo", official: str | None = None,
+         k: Sequence[float] | None = None, overrides: Sequence[str] = ()) -> Outcome:
+    """``pcsr demo``'s pipeline: ``experiment`` trained with ``profile`` on its own data (the embedded
+    sample photos; the run in ``<job>/run``, continued when interrupted), then measured on the data's
+    held-out photos against bicubic and all-heavy, and drawn (``demo.csv``, ``demo.png``); ``official``: a
+    folder of released models whose class maps are drawn beside."""
+    for key, group, value in (("experiment", "experiment", experiment), ("profile", "profile", profile)):
+        if value not in config_names(group):
+            raise ValueError(f"{key} {value!r} is not one of the {group} configs: {', '.join(config_names(group))}")
+    run_dir = ctx.out / "run"
+    resume = ["resume=true"] if (run_dir / "manifest.json").is_file() else []
+    cfg = compose_config([f"experiment={experiment}", f"profile={profile}", *overrides, *resume], run_dir)
+    if cfg.model.kind != "pcsr":
+        raise ValueError(f"the demo trains a PCSR model; {experiment} is {cfg.model.kind}")
+    released = official_models(Path(official), ctx.out / "official") if official else {}  # before training
+    start = time.perf_counter()
+    manifest = run_pipeline(cfg, [], [], prepare_run(cfg))
+    trained = time.perf_counter() - start
+    result = measure_and_draw(manifest.final_checkpoint, instantiate(cfg.data.val), int(cfg.data.scale), ctx.out,
+                              released, k)
+    rows = [{"method": r["method"], "psnr": float(r["psnr"]), "gflops_paper": float(r["gflops_paper"]),
+             "heavy_share": float(r["heavy_share"]) if r["heavy_share"] else None, "train_s": trained}
+            for r in result.rows]
+    rows += [{"method": "picture k", "k": c.k, "heavy_share": c.heavy_share} for c in result.chosen]
+    return Outcome(rows=rows, values={"ckpt": str(manifest.final_checkpoint), "picture": str(result.picture)})

@@ -19,7 +19,8 @@ ROLES = ("train", "val", "report")
 CHOOSING_ROLES = ("val",)  # a selection reads results of these roles only
 # the actions a step may run (``studies.actions.ACTIONS``, which needs torch; a test keeps the two equal)
 ACTION_NAMES = ("import_release", "crops", "eval", "bench", "fit_fill", "train", "report",
-                "train_speed", "div2k_scale", "png_level", "upscale_runs", "paper_table")
+                "train_speed", "div2k_scale", "png_level", "upscale_runs", "paper_table",
+                "demo")
 
 
 class StudyError(ValueError):
