@@ -53,6 +53,8 @@ def test_each_rule_broken_is_named(tmp_path, extra, message):
 def test_the_repository_keeps_the_rules(tmp_path):
     gone = [name for name in BEING_PORTED if not (EXPERIMENTS / name).exists()]
     assert not gone, f"{gone} are gone: remove them from BEING_PORTED"
+    users = [p.name for p in EXPERIMENTS.glob("*.sh") if "common.sh" in p.read_text()]
+    assert users or not (EXPERIMENTS / "common.sh").exists(), "experiments/common.sh has no users left: delete it"
     copy = tmp_path / "experiments"
     for path in EXPERIMENTS.rglob("*"):
         if path.is_file() and path.name not in BEING_PORTED and "results" not in path.relative_to(EXPERIMENTS).parts:
