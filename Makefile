@@ -31,25 +31,27 @@ test-slow: $(STAMP)  ## only the slow tests (DDP with 2 processes, a preempted s
 demo: $(STAMP)  ## the main job on the embedded sample photos
 	$(BIN)/pcsr demo
 
-# reproduce-table: checkpoints from make variables (a .ckpt, a manifest.json or a run folder) or, when
-# none is given, from training runs under TABLE_RUNS (trained by TABLE_TRAIN if none are there yet).
-# Datasets from TEST2K / TEST4K / TEST8K / URBAN100 (folders of HR images); none = the sample photos.
+# reproduce-table: the table study (conf/study/table.yaml). Checkpoints from make variables (a .ckpt, a
+# manifest.json or a run folder) or the finished training runs under TABLE_RUNS; when neither is given the
+# study trains the six models first (profile TABLE_PROFILE; a second make resumes them). Datasets from
+# TEST2K / TEST4K / TEST8K / URBAN100 (folders of HR images); none = the held-out sample photos. The study
+# writes under $(TABLE_DIR)/studies/table/ and copies table.md, table.csv and the curves to TABLE_OUT.
 TABLE_OUT ?= results/table
-TABLE_RUNS ?= results/runs
-TABLE_TRAIN ?= $(BIN)/pcsr-train -m experiment=fsrcnn_original,fsrcnn_pcsr,carn_original,carn_pcsr,srresnet_original,srresnet_pcsr profile=table hydra.sweep.dir=$(TABLE_RUNS)
+TABLE_DIR ?= results
+TABLE_RUNS ?=
+TABLE_PROFILE ?= table
 TABLE_ARGS ?=
-TABLE_ROWS := $(if $(FSRCNN),--row FSRCNN=$(FSRCNN)) $(if $(FSRCNN_PCSR),--row FSRCNN-PCSR=$(FSRCNN_PCSR)) \
-	$(if $(CARN),--row CARN=$(CARN)) $(if $(CARN_PCSR),--row CARN-PCSR=$(CARN_PCSR)) \
-	$(if $(SRRESNET),--row SRResNet=$(SRRESNET)) $(if $(SRRESNET_PCSR),--row SRResNet-PCSR=$(SRRESNET_PCSR))
-TABLE_DATA := $(if $(TEST2K),--dataset Test2K=$(TEST2K)) $(if $(TEST4K),--dataset Test4K=$(TEST4K)) \
-	$(if $(TEST8K),--dataset Test8K=$(TEST8K)) $(if $(URBAN100),--dataset Urban100=$(URBAN100))
+TABLE_ROWS := $(if $(FSRCNN),rows.FSRCNN=$(FSRCNN)) $(if $(FSRCNN_PCSR),rows.FSRCNN-PCSR=$(FSRCNN_PCSR)) \
+	$(if $(CARN),rows.CARN=$(CARN)) $(if $(CARN_PCSR),rows.CARN-PCSR=$(CARN_PCSR)) \
+	$(if $(SRRESNET),rows.SRResNet=$(SRRESNET)) $(if $(SRRESNET_PCSR),rows.SRResNet-PCSR=$(SRRESNET_PCSR))
+TABLE_DATA := $(if $(TEST2K),datasets.Test2K=$(TEST2K)) $(if $(TEST4K),datasets.Test4K=$(TEST4K)) \
+	$(if $(TEST8K),datasets.Test8K=$(TEST8K)) $(if $(URBAN100),datasets.Urban100=$(URBAN100))
+TABLE_GIVEN := $(strip $(TABLE_ROWS) $(TABLE_RUNS))
 
 reproduce-table: $(STAMP)  ## the paper's Table 1 (results/table/table.md, .csv, curves); see README
-	@if [ -z "$(strip $(TABLE_ROWS))" ] && ! find $(TABLE_RUNS) -name manifest.json 2>/dev/null | grep -q .; then \
-		echo "no checkpoints given: training the default models ($(TABLE_TRAIN))"; \
-		$(TABLE_TRAIN) || { echo "error: training failed; give checkpoints instead, e.g. make reproduce-table CARN=carn.ckpt CARN_PCSR=carn-pcsr.ckpt" >&2; exit 2; }; \
-	fi
-	$(BIN)/pcsr table $(if $(strip $(TABLE_ROWS)),$(TABLE_ROWS),--runs $(TABLE_RUNS)) $(TABLE_DATA) --out-dir $(TABLE_OUT) $(TABLE_ARGS)
+	$(BIN)/pcsr-study study=table $(if $(TABLE_GIVEN),'~study.steps.train') $(strip $(TABLE_ROWS)) \
+		$(if $(TABLE_RUNS),runs=$(TABLE_RUNS)) $(strip $(TABLE_DATA)) train_profile=$(TABLE_PROFILE) \
+		out=$(TABLE_OUT) paths.log_dir=$(TABLE_DIR) $(TABLE_ARGS)
 
 clean:  ## remove the virtual environment and run outputs
 	rm -rf $(VENV) outputs multirun results

@@ -1,29 +1,18 @@
-"""experiments/photo_pool.py on a fake package tree of generated textures (no apt, no dpkg)."""
+"""experiments/pool/photo_pool.py on a fake package tree of generated textures (no apt, no dpkg)."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "photo_pool.py"
+from experiment_scripts import load_script
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("photo_pool", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["photo_pool"] = module   # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
-
-
-pp = _load()
+pp = load_script("pool/photo_pool")
 
 
 def texture(seed: int, w: int, h: int) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Convolutions are the backbone's and the original network's cost. On CPU, oneDNN runs them in a
 channels-last (NHWC) layout; an NCHW model pays a reorder of every activation on every layer (measured by
-``experiments/layout_cpu.py``; docs/performance.md). On CUDA, cuDNN's tensor-core kernels are NHWC too. So
+``experiments/probes/layout_cpu.py``; docs/performance.md). On CUDA, cuDNN's tensor-core kernels are NHWC too. So
 ``auto`` means channels_last on both; ``contiguous`` (NCHW) stays available to force, and any other device
 type gets NCHW, the layout every backend supports. The routed part after the
 backbone reads features in either layout and keeps its image-sized buffers NCHW (``routed.render``).

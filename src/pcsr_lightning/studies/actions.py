@@ -7,6 +7,7 @@ The actions call the package's own functions (the ones ``pcsr eval``, ``pcsr ben
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,11 +21,20 @@ from pcsr_lightning.config import compose_config
 from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.data.samples import materialize_samples
 from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate, summarize, write_outputs
+from pcsr_lightning.io.files import write_text
 from pcsr_lightning.io.images import list_images, read_image, write_png
 from pcsr_lightning.io.official import import_official
 from pcsr_lightning.io.weights import load_model
 from pcsr_lightning.studies.context import Context, Outcome
 from pcsr_lightning.studies.driver import override_value
+from pcsr_lightning.studies.measurements import (
+    demo,
+    div2k_scale,
+    paper_table,
+    png_level,
+    train_speed,
+    upscale_runs,
+)
 from pcsr_lightning.studies.report import write_report
 from pcsr_lightning.studies.training_studies import (
     compare,
@@ -127,11 +137,14 @@ def eval_action(ctx: Context, per_image: bool = False, **settings) -> Outcome:
 
 
 BENCH_COLUMNS = ("ms_original", "ms_backbone", "ms_pcsr", "ratio_pcsr", "psnr_original", "psnr_pcsr")
+REFERENCE_COLUMNS = ("speedup", "speedup_routed", "ms_routed_fast", "ms_routed_reference", "classes_identical",
+                     "psnr_diff_db")  # the fast path against the release-style reference loop
 
 
 def bench(ctx: Context, hr_size: str, images: bool = False, **settings) -> Outcome:
     """``pcsr bench`` (interleaved rounds, paired ratios): on the photo mosaic, or with ``images`` on each
-    photo of the role (centre-cropped to ``hr_size``); one row per variant per input, with the ratios."""
+    photo of the role (centre-cropped to ``hr_size``); one row per variant per input, with the ratios, and a
+    summary row (with the fast path against the reference loop); each input's report as ``bench-*.json``."""
     inputs: list[str | None] = [None]
     if images:
         inputs = [str(p) for p in list_images(_photos(ctx, "bench"))]
@@ -144,12 +157,15 @@ def bench(ctx: Context, hr_size: str, images: bool = False, **settings) -> Outco
         chosen.check()
         report = run_bench(chosen, log=print)
         name = "mosaic" if image is None else Path(image).name
+        write_text(json.dumps(report, indent=2), ctx.out / f"bench-{Path(name).stem}.json")  # pcsr bench --json's
         original, pcsr = report["ms_original"], report["ms_pcsr"]
         for row in report["rows"]:
             rows.append({"image": name, "variant": row["name"], "ms": row["ms"], "vs_original": row["ms"] / original,
                          "vs_pcsr": row["ms"] / pcsr, "psnr": row["psnr"], "heavy_share": row["heavy_share"],
-                         "skipped_share": row["skipped_share"]})
-        rows.append({"image": name, "variant": "summary", **{c: report.get(c) for c in BENCH_COLUMNS}})
+                         "skipped_share": row["skipped_share"], "peak_mb": row["peak_mb"]})
+        versus = report.get("fast_vs_reference") or {}
+        rows.append({"image": name, "variant": "summary", **{c: report.get(c) for c in BENCH_COLUMNS},
+                     **{c: versus.get(c) for c in REFERENCE_COLUMNS}})
     return Outcome(rows=rows)
 
 
@@ -177,34 +193,39 @@ def fit_fill(ctx: Context, ckpt: str, scale: int = 4, **options) -> Outcome:
     return Outcome(rows=[stats], values={"ckpt": str(out)})
 
 
-def train(ctx: Context, overrides: Sequence[str] = (), photos: str | None = None, value: str = "ckpt") -> Outcome:
+def train(ctx: Context, overrides: Sequence[str] = (), photos: str | bool | None = None, value: str = "ckpt"
+          ) -> Outcome:
     """``pcsr-train`` with ``overrides`` (``data=image_folder``), its run in the job folder, validated on the
     val folder; continued (``resume=true``) when an earlier, interrupted run of the job left its checkpoints.
     It trains on its role's photos: with ``roles: [train, val]`` on all of them (linked in ``<job>/photos``),
-    or on ``photos``, a folder an earlier step made of them (``subset``). ``value``: the name the final
+    or on ``photos``, a folder an earlier step made of them (``subset``); ``photos: false``: on the data the
+    overrides name (the default: the embedded sample photos), no role. ``value``: the name the final
     checkpoint goes by for later steps (``ckpt``; two training steps give two names). A list among the
     ``overrides`` (a study-wide ``${train_overrides}``) is spliced in."""
     run_dir = ctx.out / "run"
-    folders = list(ctx.role_folders) or [_photos(ctx, "train")]
-    if photos is not None:
-        train_dir = Path(str(photos))
-        photos_within(train_dir, folders)
-    elif len(folders) > 1:
-        link_photos(ctx.out / "photos", folders)
-        train_dir = ctx.out / "photos"
-    else:
-        train_dir = folders[0]
-    val_dir = ctx.folders.get("val") or train_dir
-    # quoted: a job folder's name holds '=' and ','
-    extra = ["data=image_folder", f"data.train.path={override_value(str(train_dir))}",
-             f"data.val.path={override_value(str(val_dir))}"]
+    extra: list[str] = []
+    train_dir = None
+    if photos is not False:
+        folders = list(ctx.role_folders) or [_photos(ctx, "train")]
+        if photos not in (None, True):
+            train_dir = Path(str(photos))
+            photos_within(train_dir, folders)
+        elif len(folders) > 1:
+            link_photos(ctx.out / "photos", folders)
+            train_dir = ctx.out / "photos"
+        else:
+            train_dir = folders[0]
+        val_dir = ctx.folders.get("val") or train_dir
+        # quoted: a job folder's name holds '=' and ','
+        extra = ["data=image_folder", f"data.train.path={override_value(str(train_dir))}",
+                 f"data.val.path={override_value(str(val_dir))}"]
     resume = ["resume=true"] if (run_dir / "manifest.json").is_file() else []
     given = [str(o) for item in overrides for o in (item if isinstance(item, (list, tuple)) else [item])]
     cfg = compose_config([*given, *extra, *resume], output_dir=run_dir)
     start = time.perf_counter()
     manifest = run_pipeline(cfg, [], [], prepare_run(cfg))
     seconds = time.perf_counter() - start
-    count = len(list_images(train_dir))
+    count = None if train_dir is None else len(list_images(train_dir))
     rows = [{"photos": count, **row} for row in manifest.metric_rows()]
     rows.append({"stage": "all", "photos": count, "train_seconds": seconds})
     return Outcome(rows=rows, values={value: str(manifest.final_checkpoint)})
@@ -221,4 +242,6 @@ ACTIONS: dict[str, Callable[..., Outcome]] = {
     "bench_runtime": bench_runtime,
     "fit_fill": fit_fill, "train": train, "report": report,
     "swap": swap, "compare": compare, "subset": subset, "upsampler_fit": upsampler_fit,
-    "routing_oracle": routing_oracle}
+    "routing_oracle": routing_oracle,
+    "train_speed": train_speed, "div2k_scale": div2k_scale, "png_level": png_level,
+    "upscale_runs": upscale_runs, "paper_table": paper_table, "demo": demo}

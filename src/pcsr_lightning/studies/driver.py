@@ -25,7 +25,8 @@ from pcsr_lightning.studies.plan import ACTION_NAMES, Job, Plan, StudyError, job
 from pcsr_lightning.studies.select import NothingChosen, choose
 
 REFUSED = 2  # a study that cannot run as written; nothing written
-ALWAYS_AGAIN = ("report",)  # actions run again on a resumed study: a report covers every job there is now
+ALWAYS_AGAIN = ("report", "paper_table")  # actions run again on a resumed study: a report covers every job
+# there is now, the paper's table every checkpoint given and every run finished now
 
 
 def study_plan(config: DictConfig) -> Plan:

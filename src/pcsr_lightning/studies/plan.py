@@ -21,7 +21,8 @@ CHOOSING_ROLES = ("val",)  # a selection reads results of these roles only
 LEARNING_ACTIONS = ("train", "fit_fill", "subset")
 # the actions a step may run (``studies.actions.ACTIONS``, which needs torch; a test keeps the two equal)
 ACTION_NAMES = ("import_release", "crops", "eval", "bench", "bench_runtime", "fit_fill", "train", "report",
-                "swap", "compare", "subset", "upsampler_fit", "routing_oracle")
+                "swap", "compare", "subset", "upsampler_fit", "routing_oracle",
+                "train_speed", "div2k_scale", "png_level", "upscale_runs", "paper_table", "demo")
 
 
 class StudyError(ValueError):

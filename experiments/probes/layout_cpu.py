@@ -1,8 +1,9 @@
 """channels_last vs NCHW on CPU for the released CARN and FSRCNN pairs: what `--memory-format auto` rests on.
 
 Every model runs in both layouts, all variants interleaved round by round (a shared machine drifts;
-the paired ratio cancels most of it). Usage, after `experiments/common.sh` imported the checkpoints:
-    .venv/bin/python experiments/layout_cpu.py [--hr-size 1080x1920] [--rounds 5]
+the paired ratio cancels most of it). Usage, after `experiments/probes/busy_bench.sh`
+(or `pcsr import-official` of each released .pth) put the checkpoints in results/checkpoints:
+    .venv/bin/python experiments/probes/layout_cpu.py [--hr-size 1080x1920] [--rounds 5]
 """
 
 import argparse

@@ -6,7 +6,7 @@ one intra-op thread each (``inference.workers``) and as one caller over torch's 
 Variants are interleaved round by round; GMAC/s counts the layers' multiply-adds. To see another ISA on
 the same machine, cap the libraries (an emulation: the caches and clocks stay this CPU's):
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \\
-        .venv/bin/python experiments/matmul_isa_cpu.py [--ckpt ...] [--queries 600000] [--rounds 5]
+        .venv/bin/python experiments/probes/matmul_isa_cpu.py [--ckpt ...] [--queries 600000] [--rounds 5]
 """
 
 import argparse

@@ -2,7 +2,7 @@
 
 Checks the rule of `inference/cache.py` on the machine it runs on: each part of CARN-PCSR's routed path
 (channels_last, k=0) at 1/4 .. 4x its default size, interleaved round by round, paired against 1x.
-    .venv/bin/python experiments/cache_sizes_cpu.py [--hr-size 1080x1920] [--rounds 5]
+    .venv/bin/python experiments/probes/cache_sizes_cpu.py [--hr-size 1080x1920] [--rounds 5]
 """
 
 import argparse

@@ -1,7 +1,7 @@
 """An offline DIV2K-like photo pool built from Debian packages that ship photos and scikit-image's bundled ones.
 
 Usage (as root, for --install):
-    python experiments/photo_pool.py OUT [--packages PKG ...] [--install] [--force]
+    python experiments/pool/photo_pool.py OUT [--packages PKG ...] [--install] [--force]
 
 Discovery (``dpkg -L``, ``/usr/share/doc/PKG/copyright``, apt) is kept apart from processing
 (``build_pool``), which takes a list of ``Candidate`` files with their licences, so that it can be driven

@@ -11,7 +11,17 @@
 # GATE adds a flat-tile gate variant (its pcsr bench flags, e.g. "--skip-flat 0.4 --skip-halo 8 --skip-fill
 # linear") and its columns; PCSR_CKPT (the released CARN-PCSR) the PCSR model (e.g. one from pcsr fit-fill);
 # HR_IMAGE a photo to time on instead of the mosaic; ROUTED ("$THREADS 0") the routed-part modes to run.
-source "$(dirname "$0")/common.sh"
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+[ -x .venv/bin/pcsr ] || make install
+export PATH="$PWD/.venv/bin:$PATH"
+# the released checkpoints (PCSR_OFFICIAL_DIR) imported once into results/checkpoints, where the probes read them
+OFFICIAL=${PCSR_OFFICIAL_DIR:-../shared/reference/official-pcsr}
+CKPTS=results/checkpoints
+mkdir -p "$CKPTS"
+for name in carn-x4 carn-pcsr-phase1 fsrcnn-x4 fsrcnn-pcsr-phase1; do
+  [ -f "$CKPTS/$name.ckpt" ] || pcsr import-official --src "$OFFICIAL/$name.pth" --out "$CKPTS/$name.ckpt"
+done
 OUT=results/busy
 THREADS=${THREADS:-2}
 SIZE=${SIZE:-1024x1536}
