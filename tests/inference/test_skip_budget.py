@@ -24,7 +24,7 @@ from pcsr_lightning.measure.meter import FlopsMeter
 TILE = 8
 
 
-def half_flat(h=64, w=128, seed=0):
+def half_flat(h=96, w=192, seed=0):
     """Texture on the right, a smooth wave on the left: the left tiles are the gate's candidates."""
     g = torch.Generator().manual_seed(seed)
     lr = torch.rand(1, 3, h, w, generator=g)
@@ -109,8 +109,17 @@ def test_an_exact_fill_skips_every_candidate(net, monkeypatch):
     assert torch.equal(~plan.active, below & ~plan.budget.sampled)
 
 
+def test_no_calibration_where_it_cannot_pay(net):
+    """Few candidates on a small image: skipping them all would save less than the sample costs."""
+    lr = half_flat(32, 48)
+    assert not budget.calibration_pays(int((flatness_scores(lr, TILE) < 0.05).sum()), TILE, 2, (32, 48), 4)
+    out = upscale(net, lr, 4, RoutingSpec(gate=gate(1e6)))
+    assert out.skipped_share() == 0 and out.gate.budget.runs == []
+    assert torch.equal(out.sr, upscale(net, lr, 4, RoutingSpec()).sr)
+
+
 def test_a_texture_skips_nothing_within_a_small_budget(net):
-    lr = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(3))
+    lr = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(3))
     plan = plan_budget(net, lr, 4, gate(0.05, threshold=10.0))  # every tile a candidate
     assert bool(plan.active.all())
 
@@ -155,7 +164,7 @@ def test_a_fractional_scale_is_refused_before_any_work(net):
 
 
 def photo_image() -> Image.Image:
-    lr = half_flat(64, 128)[0]
+    lr = half_flat(96, 192)[0]
     return Image.fromarray((lr * 255).round().byte().permute(1, 2, 0).numpy())
 
 
@@ -164,7 +173,7 @@ def test_cli_hydra_and_python_agree(tmp_path, capsys, monkeypatch):
     folder, hr_dir = tmp_path / "in", tmp_path / "hr"
     folder.mkdir(), hr_dir.mkdir()
     photo_image().save(folder / "wave.png")
-    hr = Image.fromarray(np.asarray(photo_image().resize((512, 256), Image.BICUBIC)))
+    hr = Image.fromarray(np.asarray(photo_image().resize((768, 384), Image.BICUBIC)))
     hr.save(hr_dir / "wave.png")
     options = {"skip_budget": 20.0, "skip_flat": 0.05, "skip_tile": 8, "skip_halo": 2}
     flags = ["--skip-budget", "20", "--skip-flat", "0.05", "--skip-tile", "8", "--skip-halo", "2"]

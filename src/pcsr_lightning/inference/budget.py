@@ -20,7 +20,9 @@ run time, from the LR only:
   photos (``experiments/skip_budget_calibrate.py``), so the level is an under-estimate on most photos and the
   loss an over-estimate.
 
-The gate then skips the longest run of the score order whose estimated loss stays within the budget. What
+The gate then skips the longest run of the score order whose estimated loss stays within the budget.
+Where even skipping every candidate would save fewer backbone pixels than the calibration encodes
+(``calibration_pays``: small images, few flat tiles) it skips nothing and calibrates nothing. What
 this promises, and how often it was broken on photos that chose nothing, is measured in
 ``experiments/results/skip_budget.md``; it is an estimate with a stated failure rate, not a bound.
 Both calibration runs are counted in the FLOPs (``gate.Budgeted``) and are part of the wall clock.
@@ -136,6 +138,16 @@ def longest_within(added: np.ndarray, allowed: float) -> int:
     return int(np.searchsorted(np.cumsum(added), allowed * (1 + 1e-9), side="right"))
 
 
+def calibration_pays(candidates: int, tile: int, halo: int, size: tuple[int, int], scale: int) -> bool:
+    """Whether skipping every candidate could save more LR pixels of backbone than the calibration encodes
+    (the sample's crops and the LR's downscale): where it cannot (small images, few flat tiles) the gate
+    skips nothing and runs no calibration, so the budget never costs more than PCSR by more than the scoring."""
+    h, w = size
+    crop = min(h, tile + 2 * halo) * min(w, tile + 2 * halo)
+    sampled = min(candidates, BUDGET_STRATA * BUDGET_SAMPLES)
+    return (candidates - sampled) * tile * tile > sampled * crop + (h // scale) * (w // scale)
+
+
 def draw_sample(order: np.ndarray, generator: torch.Generator) -> tuple[list[np.ndarray], list[int]]:
     """The strata of ``order`` and ``BUDGET_SAMPLES`` random tiles of each (all of a smaller stratum)."""
     strata = [s for s in np.array_split(order, min(BUDGET_STRATA, len(order))) if len(s)]
@@ -162,7 +174,7 @@ def plan_budget(model, lr: torch.Tensor, scale: float, gate: GateSpec, k: float 
     for i in range(lr.shape[0]):
         flat = scores[i].flatten().cpu()
         candidates = torch.nonzero(flat < gate.threshold).squeeze(1)
-        if gate.budget == 0 or candidates.numel() == 0:
+        if gate.budget == 0 or not calibration_pays(candidates.numel(), gate.tile, halo, tuple(lr.shape[-2:]), s):
             levels.append(math.nan)
             estimates.append(0.0)
             continue
