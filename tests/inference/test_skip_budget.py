@@ -99,14 +99,38 @@ def test_a_huge_budget_skips_what_the_threshold_would_but_the_sample(net):
 def test_an_exact_fill_skips_every_candidate(net, monkeypatch):
     """A fill equal to PCSR's output on the sample loses nothing: every candidate not sampled is skipped,
     however small the budget."""
-    def exact_fill(model, lr, scale, fill):
-        return budget.pcsr_run(model, lr, float(scale), 0.0)[0]
+    outputs, real_render = [], budget.render
 
-    monkeypatch.setattr(budget, "fill_of", exact_fill)
+    def render(*args, **kwargs):
+        out = real_render(*args, **kwargs)
+        outputs.append(out.sr.clamp(0, 1))
+        return out
+
+    monkeypatch.setattr(budget, "render", render)
+    monkeypatch.setattr(budget, "fill_of", lambda model, lr, scale, fill: outputs[-1])
     lr = half_flat()
     plan = plan_budget(net, lr, 4, gate(1e-6))
     below = flatness_scores(lr, TILE) < 0.05
     assert torch.equal(~plan.active, below & ~plan.budget.sampled)
+
+
+def test_the_sample_runs_pcsr_as_the_gate_does(net):
+    """A sampled tile's PCSR output is the gate's own on that tile: the same halo, the fill around it."""
+    lr = half_flat()
+    tiles = [(3, 2), (0, 0), (11, 23)]  # inside, a corner, the far corner
+    g = GateSpec(0.05, TILE, 2, fill="bicubic")
+    losses, run = budget.sample_losses(net, lr, 4, tiles, g, 2, 0.0)
+    scores = flatness_scores(lr, TILE)
+    for (ty, tx), loss in zip(tiles, losses):
+        active = torch.zeros_like(scores, dtype=torch.bool)
+        active[0, ty, tx] = True
+        plan = budget.plan_active(net, lr, 4.0, scores, active, 0.05, TILE, 2)
+        prepared = budget.prepare(net, lr, 4.0, gate=plan)
+        sr = budget.render(net, prepared, budget.route(net, prepared, 0.0), True).sr.clamp(0, 1)
+        filled = budget.fill_of(net, lr, 4, "bicubic").clamp(0, 1)
+        r, c = slice(ty * 4 * TILE, (ty + 1) * 4 * TILE), slice(tx * 4 * TILE, (tx + 1) * 4 * TILE)
+        assert loss == pytest.approx(float((sr - filled).square().mean(1)[0, r, c].sum()), rel=1e-4, abs=1e-9)
+    assert run.classified == len(tiles) * (4 * TILE) ** 2  # the MLPs ran on the sampled tiles only
 
 
 def test_no_calibration_where_it_cannot_pay(net):
@@ -130,10 +154,11 @@ def test_the_calibration_is_counted_in_the_flops(net):
     meter = FlopsMeter(net)
     parts = out.gate.counted_parts("paper", meter)
     assert parts["budget sample"] > 0 and parts["self-calibration"] > 0
-    # the sample: the crops' own backbone, at least
-    crop = budget.tile_crop(0, 0, TILE, 2, tuple(lr.shape[-2:]))[0][2:]
-    backbone = sum(meter.network(crop, "paper").values())
-    assert parts["budget sample"] >= int(out.gate.budget.sampled.sum()) * backbone
+    sample = next(r for r in out.gate.budget.runs if r.name == "budget sample")
+    sampled = int(out.gate.budget.sampled.sum())
+    assert sample.backbone_pixels >= sampled * TILE * TILE and sample.classified == sampled * (4 * TILE) ** 2
+    per_pixel = sum(meter.network_per_pixel("paper").values())
+    assert parts["budget sample"] >= per_pixel * sample.backbone_pixels
     assert set(parts) - set(out.gate.analytic_counts("paper")) == {"budget sample", "self-calibration"}
 
 

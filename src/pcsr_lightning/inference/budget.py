@@ -65,7 +65,14 @@ def fill_of(model, lr: torch.Tensor, scale: int, fill: str) -> torch.Tensor:
     return F.interpolate(lr, size=output_size(tuple(lr.shape[-2:]), scale), mode="bicubic", align_corners=False)
 
 
+def same_layout(x: torch.Tensor) -> torch.memory_format:
+    """channels_last when ``x`` is laid out so (the layout the model was given the image in), else NCHW."""
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+        else torch.contiguous_format
+
+
 def class_counts(classes: torch.Tensor, m: int) -> list[int]:
+    """Pixels per class 0 .. m - 1 (m = M + 1 counts the gate's skipped class too)."""
     return torch.bincount(classes.flatten().cpu(), minlength=m).tolist()[:m]
 
 
@@ -79,45 +86,59 @@ def self_error(model, lr: torch.Tensor, scale: int, k: float, threads: int | Non
         return [0.0] * lr.shape[0], None
     target = lr[..., :h, :w]
     small = F.interpolate(target, size=(h // scale, w // scale), mode="bicubic", antialias=True,
-                          align_corners=False).clamp(0, 1)
+                          align_corners=False).clamp(0, 1).contiguous(memory_format=same_layout(lr))
     sr, classes = pcsr_run(model, small, float(scale), k, threads)
     mse = (sr.clamp(0, 1) - target).square().flatten(1).mean(1)
-    run = CalibrationRun("self-calibration", (h // scale, w // scale), float(scale), lr.shape[0],
-                         class_counts(classes, model.num_classes))
+    run = CalibrationRun("self-calibration", small.shape[0] * small.shape[-2] * small.shape[-1],
+                         classes.numel(), class_counts(classes, model.num_classes))
     return mse.tolist(), run
 
 
-def tile_crop(ty: int, tx: int, tile: int, halo: int, size: tuple[int, int]):
-    """The LR crop (y0, x0, height, width) of tile (ty, tx) with ``halo`` around it, shifted inwards at the
-    border (where the image's own padding is exact) so that every crop has the same shape, and the tile's
-    rows and columns (y0, y1, x0, x1) inside it."""
-    h, w = size
-    sy, sx = min(h, tile + 2 * halo), min(w, tile + 2 * halo)
-    y0, x0 = ty * tile, tx * tile
-    cy, cx = min(max(0, y0 - halo), h - sy), min(max(0, x0 - halo), w - sx)
-    inner = (y0 - cy, min(h, y0 + tile) - cy, x0 - cx, min(w, x0 + tile) - cx)
-    return (cy, cx, sy, sx), inner
+def tile_crop(ty: int, tx: int, tile: int, halo: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The LR crop (y0, y1, x0, x1) of tile (ty, tx) and the tiles its ``halo`` reaches, clipped to the
+    image: its origin lies on the tile grid, so the gate's own plan (``plan_active``) runs the one tile in
+    it with the halo it has in the whole image."""
+    (h, w), reach = size, -(-halo // tile)
+    return (max(0, (ty - reach) * tile), min(h, (ty + reach + 1) * tile), max(0, (tx - reach) * tile),
+            min(w, (tx + reach + 1) * tile))
 
 
 def sample_losses(model, lr: torch.Tensor, scale: int, tiles: list[tuple[int, int]], gate: GateSpec, halo: int,
                   k: float, threads: int | None = None) -> tuple[list[float], CalibrationRun]:
     """For each tile (ty, tx) of (1,3,h,w) ``lr``: the fill's summed squared difference from PCSR over the
-    tile's HR pixels (channels averaged, both clamped to [0, 1]), PCSR run on the tile's crop
-    (``tile_crop``) as a batch of crops."""
-    size = tuple(lr.shape[-2:])
-    crops, inners = [], []
-    for ty, tx in tiles:
-        (cy, cx, sy, sx), inner = tile_crop(ty, tx, gate.tile, halo, size)
-        crops.append(lr[0, :, cy : cy + sy, cx : cx + sx])
-        inners.append(inner)
-    batch = torch.stack(crops)
-    sr, classes = pcsr_run(model, batch, float(scale), k, threads)
-    filled = fill_of(model, batch, scale, gate.fill)
-    diff = (sr.clamp(0, 1) - filled.clamp(0, 1)).square().mean(1)  # (n, H, W)
-    losses = [float(diff[n, y0 * scale : y1 * scale, x0 * scale : x1 * scale].sum())
-              for n, (y0, y1, x0, x1) in enumerate(inners)]
-    run = CalibrationRun("budget sample", tuple(batch.shape[-2:]), float(scale), len(tiles),
-                         class_counts(classes, model.num_classes), filled.shape[-2] * filled.shape[-1] * len(tiles))
+    tile's HR pixels (channels averaged, both clamped to [0, 1]). PCSR runs as the gate runs it, on the
+    tile alone: a crop of it and its neighbours (``tile_crop``, crops of one shape batched) planned with that
+    tile active, so the backbone encodes the tile and its halo and the MLPs only the tile's HR pixels."""
+    size, t = tuple(lr.shape[-2:]), gate.tile
+    groups: dict[tuple[int, int], list[tuple[int, tuple, tuple]]] = {}
+    for n, (ty, tx) in enumerate(tiles):
+        y0, y1, x0, x1 = tile_crop(ty, tx, t, halo, size)
+        groups.setdefault((y1 - y0, x1 - x0), []).append((n, (y0, y1, x0, x1), (ty - y0 // t, tx - x0 // t)))
+    losses = [0.0] * len(tiles)
+    run = CalibrationRun("budget sample", 0, 0, [0] * model.num_classes)
+    for members in groups.values():
+        batch = torch.cat([lr[..., y0:y1, x0:x1] for _, (y0, y1, x0, x1), _ in members]).contiguous(
+            memory_format=same_layout(lr))
+        scores = tile_scores(model, batch, t, gate.scorer)
+        active = torch.zeros_like(scores, dtype=torch.bool)
+        for i, (_, _, (ay, ax)) in enumerate(members):
+            active[i, ay, ax] = True
+        plan = plan_active(model, batch, float(scale), scores, active, gate.threshold, t, halo, scorer=gate.scorer,
+                           fill=gate.fill)
+        prepared = prepare(model, batch, float(scale), threads=threads, gate=plan)
+        classes = route(model, prepared, k, False, threads)
+        sr = render(model, prepared, classes, True, None, threads).sr
+        filled = fill_of(model, batch, scale, gate.fill)
+        diff = (sr.clamp(0, 1) - filled.clamp(0, 1)).square().mean(1)  # (n, H, W)
+        for i, (n, (y0, y1, x0, x1), (ay, ax)) in enumerate(members):
+            r0, c0 = ay * t * scale, ax * t * scale
+            r1, c1 = min(diff.shape[1], r0 + t * scale), min(diff.shape[2], c0 + t * scale)
+            losses[n] = float(diff[i, r0:r1, c0:c1].sum())
+        counts = class_counts(classes, model.num_classes + 1)
+        run.backbone_pixels += plan.encoded_pixels
+        run.classified += sum(counts[: model.num_classes])
+        run.counts = [a + b for a, b in zip(run.counts, counts)]
+        run.filled += plan.skipped_pixels()
     return losses, run
 
 
@@ -143,7 +164,7 @@ def calibration_pays(candidates: int, tile: int, halo: int, size: tuple[int, int
     (the sample's crops and the LR's downscale): where it cannot (small images, few flat tiles) the gate
     skips nothing and runs no calibration, so the budget never costs more than PCSR by more than the scoring."""
     h, w = size
-    crop = min(h, tile + 2 * halo) * min(w, tile + 2 * halo)
+    crop = min(h, tile + 2 * halo) * min(w, tile + 2 * halo)  # the window the sample encodes per tile
     sampled = min(candidates, BUDGET_STRATA * BUDGET_SAMPLES)
     return (candidates - sampled) * tile * tile > sampled * crop + (h // scale) * (w // scale)
 

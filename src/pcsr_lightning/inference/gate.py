@@ -216,14 +216,13 @@ def plan_windows(active: torch.Tensor, lr_size: tuple[int, int], tile: int, halo
 
 @dataclass
 class CalibrationRun:
-    """One PCSR run the loss budget made to calibrate itself (``name``: its part in the FLOPs): ``images``
-    LR images of ``lr_size`` at ``scale``, their summed class ``counts`` (M entries), and ``filled`` HR
-    pixels the fill computed."""
+    """One PCSR run the loss budget made to calibrate itself (``name``: its part in the FLOPs): the backbone
+    on ``backbone_pixels`` LR pixels, the classifier on ``classified`` HR pixels, upsampler j on
+    ``counts[j]`` pixels, and the fill on ``filled`` HR pixels."""
 
     name: str
-    lr_size: tuple[int, int]
-    scale: float
-    images: int
+    backbone_pixels: int
+    classified: int
     counts: list[int]
     filled: int = 0
 
@@ -242,15 +241,15 @@ class Budgeted:
     runs: list[CalibrationRun]
 
     def counted_parts(self, convention: str, meter, fill_macs: int) -> dict[str, int]:
-        """Each calibration run's work, counted as ``meter`` counts a PCSR run: the backbone on each
-        image, the classifier on every HR pixel, each upsampler on its pixels, and the fill."""
+        """Each calibration run's work, counted as ``meter`` (a ``measure.meter.FlopsMeter``) counts a gated
+        PCSR run: the backbone per LR pixel, the classifier and each upsampler per HR pixel, and the fill."""
         per_mac = {"paper": 2, "fvcore": 1}[convention]
         model, parts = meter.model, {}
+        backbone = sum(meter.network_per_pixel(convention).values())
         for run in self.runs:
-            hh, ww = output_size(run.lr_size, run.scale)
-            total = run.images * sum(meter.network(run.lr_size, convention).values())
+            total = round(backbone * run.backbone_pixels)
             if model.classifier is not None:
-                total += run.images * hh * ww * meter.per_query(model.classifier, convention)
+                total += run.classified * meter.per_query(model.classifier, convention)
             total += sum(n * meter.per_query(u, convention) for n, u in zip(run.counts, model.upsamplers))
             parts[run.name] = parts.get(run.name, 0) + total + per_mac * run.filled * fill_macs
         return parts
