@@ -17,11 +17,9 @@ from pathlib import Path
 
 SETS = {"eval_report": "report photos", "eval_val": "val photos", "eval_samples": "scikit-image",
         "eval_4k_report": "4K mosaics (report)", "eval_4k_val": "4K mosaics (val)",
-        "threshold_report": "report photos, --skip-flat 0.2 (no budget)",
-        "threshold_val": "val photos, --skip-flat 0.2 (no budget)",
         "threshold_4k_report": "4K mosaics (report), --skip-flat 0.4 (no budget)",
         "threshold_4k_val": "4K mosaics (val), --skip-flat 0.4 (no budget)"}
-BENCHES = {"eval_report": "bench_2k_report", "eval_val": "bench_2k_val", "eval_4k_report": "bench_4k_report",
+BENCHES = {"eval_report": "bench_2k_report", "eval_4k_report": "bench_4k_report",
            "eval_4k_val": "bench_4k_val"}
 
 
