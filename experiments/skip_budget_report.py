@@ -3,7 +3,7 @@ the wall clock, then every photo's row.
 
 Reads the finished jobs of ``pcsr-study study=gate_budget`` (their ``result.json``): the eval steps give each
 photo's PSNR against PCSR without the gate, its skipped share and GFLOPs; the bench steps its times (the
-median of the interleaved rounds; ratios of medians) against PCSR and the original network.
+median of the timed rounds; ratios of medians) against PCSR and the original network, on the 4K mosaics.
 
     python experiments/skip_budget_report.py outputs/studies/gate_budget [--budget 0.05]
 """
@@ -16,11 +16,8 @@ import statistics
 from pathlib import Path
 
 SETS = {"eval_report": "report photos", "eval_val": "val photos", "eval_samples": "scikit-image",
-        "eval_4k_report": "4K mosaics (report)", "eval_4k_val": "4K mosaics (val)",
-        "threshold_4k_report": "4K mosaics (report), --skip-flat 0.4 (no budget)",
-        "threshold_4k_val": "4K mosaics (val), --skip-flat 0.4 (no budget)"}
-BENCHES = {"eval_report": "bench_2k_report", "eval_4k_report": "bench_4k_report",
-           "eval_4k_val": "bench_4k_val"}
+        "eval_4k_report": "4K mosaics (report)", "eval_4k_val": "4K mosaics (val)"}
+BENCHES = {"eval_4k_report": "bench_4k_report", "eval_4k_val": "bench_4k_val"}
 
 
 def results(study: Path, step: str) -> dict[str, list[dict]]:
