@@ -21,6 +21,9 @@ The fill of skipped tiles can instead be the model's fitted linear fill (``fill=
 plus a least-squares correction, which loses far less than bicubic on the tiles it fills, so a higher
 threshold stays within the same PSNR budget.
 
+With a loss budget (``GateSpec.budget``, ``budget.py``) the threshold only bounds the candidates: the
+budget decides per image how many of them, flattest first, are skipped.
+
 The score can instead be the model's learned gate (``scorer="learned"``, ``models.gate.LearnedGate``,
 trained by ``training.stages.GateStage``): its prediction of ``tile_residuals``, what PCSR adds over the
 bicubic fill on each tile, in the same [0, 1] image units, compared with the threshold the same way.
