@@ -134,6 +134,11 @@ def test_the_gate_study_runs_end_to_end_and_resumes(gate_folders):
     assert again.returncode == 0, again.stderr
     assert "step report_2k: 2 job(s), 2 finished before (not run again)" in again.stdout
     assert (report / "result.json").stat().st_mtime_ns == before
+    (report / "result.json").unlink()  # as a study stopped during that job leaves it
+    again = _study(gate_folders, *GATE_ARGS)
+    assert again.returncode == 0, again.stderr
+    assert "step report_2k: 2 job(s), 1 finished before (not run again)" in again.stdout
+    assert (report / "result.json").is_file()
 
 
 def test_a_study_reporting_on_its_val_folder_exits_2_and_leaves_nothing(gate_folders):
@@ -148,6 +153,47 @@ def test_a_sweep_on_the_command_line_is_refused(gate_folders):
     run = _study(gate_folders, *GATE_ARGS, "budget=0.05,0.1")
     assert run.returncode == 2 and "study.steps.*.grid" in run.stderr
     assert not (gate_folders / "outputs").exists()
+
+
+@pytest.mark.slow  # a process per job: about a minute on 2 cores
+def test_a_study_runs_on_the_submitit_launcher_too(gate_folders):
+    run = _study(gate_folders, *GATE_ARGS, "hydra/launcher=local", "families=[carn]")
+    assert run.returncode == 0, run.stderr[-3000:]
+    root = gate_folders / "outputs" / "studies" / "gate_pick"
+    assert len(list((root / ".submitit").glob("*/*_log.out"))) >= 5  # each job its own process
+    assert (root / "report" / "report.md").is_file() and (root / "report_2k").is_dir()
+
+
+def test_the_released_study_runs_end_to_end(gate_folders):
+    run = _study(gate_folders, "study=released", "photos.report=report", "models.carn.pcsr=cp.ckpt",
+                 "models.carn.original=co.ckpt", "models.fsrcnn.pcsr=fp.ckpt", "models.fsrcnn.original=fo.ckpt",
+                 "ks=[0,1]")
+    assert run.returncode == 0, run.stderr[-3000:]
+    root = gate_folders / "outputs" / "studies" / "released"
+    with open(root / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    report = {(r["family"], r["setting"]) for r in rows if r["job"].startswith("report/")}
+    assert report == {(f, s) for f in ("carn", "fsrcnn") for s in ("k", "all-light", "all-heavy", "original")}
+    samples = {r["image"] for r in csv.DictReader((root / "samples_eval" / "family=carn" / "per_image.csv").open())}
+    assert {"chelsea.png", "rocket.png"} <= samples
+    assert (root / "tables" / "curve.png").is_file()
+
+
+def test_every_study_is_in_the_docs_table():
+    table = (Path(__file__).parents[2] / "docs" / "studies.md").read_text()
+    assert [name for name in STUDIES if f"| `{name}` |" not in table] == []
+
+
+def test_the_onnx_runtime_study_runs_end_to_end(gate_folders):
+    pytest.importorskip("onnxruntime")
+    run = _study(gate_folders, "study=onnx_runtime", "photos.report=report", "models.pcsr=cp.ckpt",
+                 "models.original=co.ckpt", "hr_size=64x96", "rounds=1", "threads=1")
+    assert run.returncode == 0, run.stderr[-3000:]
+    root = gate_folders / "outputs" / "studies" / "onnx_runtime"
+    rows = json.loads((root / "runtimes" / "result.json").read_text())["rows"]
+    assert {(r["image"], r["variant"]) for r in rows} == {
+        (i, v) for i in ("astronaut.png", "rocket.png") for v in ("pcsr", "original", "pcsr_vs_original")}
+    assert all(r["within_one_level"] > 0.99 for r in rows if "within_one_level" in r)
 
 
 def test_mosaics_tile_the_role_photos_at_their_own_resolution(tmp_path):

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from pcsr_lightning.bench.inputs import parse_size
 from pcsr_lightning.bench.run import BenchSettings, run_bench
+from pcsr_lightning.bench.runtime import RuntimeBenchSettings, bench_runtimes
 from pcsr_lightning.config import compose_config
 from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.data.samples import materialize_samples
@@ -67,7 +68,7 @@ def import_release(ctx: Context, files: Mapping[str, str]) -> Outcome:
     return Outcome(rows=rows, values=values)
 
 
-def crops(ctx: Context, hr_size: str, portrait: bool = False, samples: bool = False,
+def crops(ctx: Context, hr_size: str | None = None, portrait: bool = False, samples: bool = False,
           names: Sequence[str] | None = None) -> Outcome:
     """Centre crops of the role's photos at ``hr_size`` (HxW) in ``<job>/photos``: a photo larger than twice
     the size is first shrunk (MATLAB-style bicubic) so the crop keeps most of the scene; a smaller one is
@@ -77,6 +78,8 @@ def crops(ctx: Context, hr_size: str, portrait: bool = False, samples: bool = Fa
     if samples:
         materialize_samples(folder, names)
         return Outcome(rows=[{"photos": len(list_images(folder))}], values={"hr_dir": str(folder)})
+    if hr_size is None:
+        raise ValueError("crops needs hr_size (HxW), or samples: true")
     size = parse_size(hr_size)
     kept = 0
     for path in list_images(_photos(ctx, "crops")):
@@ -197,6 +200,23 @@ def bench(ctx: Context, hr_size: str, images: bool = False, hr_dir: str | None =
     return Outcome(rows=rows)
 
 
+def bench_runtime(ctx: Context, hr_size: str, hr_dir: str | None = None, **settings) -> Outcome:
+    """``pcsr bench-runtime`` (the ONNX export in ONNX Runtime beside the PyTorch path, paired rounds) on
+    each photo of the role (or ``hr_dir``, e.g. a ``crops`` step's), centre-cropped to ``hr_size``: one row
+    per model per photo and the PCSR / original ratios in each runtime."""
+    rows = []
+    for image in list_images(hr_dir or _photos(ctx, "bench_runtime")):
+        report = bench_runtimes(RuntimeBenchSettings(hr_image=str(image), hr_size=parse_size(hr_size), **settings))
+        for m in report["models"]:
+            rows.append({"image": image.name, "variant": m["name"], "ms_pytorch": m["ms"]["pytorch"],
+                         "ms_onnxruntime": m["ms"]["onnxruntime"], "ort_vs_pytorch": m["ratio"],
+                         "within_one_level": m["agreement"]["within_one_level"], "heavy_share": m["heavy_share"]})
+        ratios = report["pcsr_vs_original"]
+        rows.append({"image": image.name, "variant": "pcsr_vs_original", "ratio_pytorch": ratios["pytorch"],
+                     "ratio_onnxruntime": ratios["onnxruntime"], "load_average": report["machine"].get("load_average")})
+    return Outcome(rows=rows)
+
+
 def fit_fill(ctx: Context, ckpt: str, scale: int = 4, **options) -> Outcome:
     """``pcsr fit-fill`` on the role's photos: the model with its fitted fill, in the job folder."""
     out, stats = fit_fill_model(ckpt, list_images(_photos(ctx, "fit_fill")), ctx.out / "model.ckpt", scale,
@@ -213,9 +233,7 @@ def train(ctx: Context, overrides: Sequence[str] = ()) -> Outcome:
     resume = ["resume=true"] if (run_dir / "manifest.json").is_file() else []
     cfg = compose_config([*overrides, *extra, *resume], output_dir=run_dir)
     manifest = run_pipeline(cfg, [], [], prepare_run(cfg))
-    rows = [{"stage": s.name, **{k: v for k, v in s.metrics.items() if isinstance(v, (int, float, str))}}
-            for s in manifest.stages]
-    return Outcome(rows=rows, values={"ckpt": str(manifest.final_checkpoint)})
+    return Outcome(rows=manifest.metric_rows(), values={"ckpt": str(manifest.final_checkpoint)})
 
 
 def report(ctx: Context, tables: Sequence[Mapping] = (), plots: Sequence[Mapping] = ()) -> Outcome:
@@ -226,4 +244,4 @@ def report(ctx: Context, tables: Sequence[Mapping] = (), plots: Sequence[Mapping
 
 ACTIONS: dict[str, Callable[..., Outcome]] = {
     "import_release": import_release, "crops": crops, "mosaics": mosaics, "eval": eval_action, "bench": bench,
-    "fit_fill": fit_fill, "train": train, "report": report}
+    "bench_runtime": bench_runtime, "fit_fill": fit_fill, "train": train, "report": report}

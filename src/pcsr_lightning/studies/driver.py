@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobStatus
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -79,6 +79,18 @@ def refuse_sweeps(arguments: Sequence[str]) -> None:
                              "give one value per setting")
 
 
+def job_code(job: Job, ret: JobReturn) -> int:
+    """A failed job's exit code; a job that raised (not refused by ``apps.jobs.fail``) is named with its
+    error, which the launcher kept instead of printing."""
+    if ret.status == JobStatus.COMPLETED:
+        return getattr(ret.return_value, "code", 1)
+    try:
+        ret.return_value  # re-raises the job's exception
+    except Exception as err:  # noqa: BLE001 - reported, then the study stops
+        print(f"error: job {job.folder}: {type(err).__name__}: {err}", file=sys.stderr)
+    return 1
+
+
 class StudyDriver:
     def __init__(self, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig):
         self.config = config
@@ -129,8 +141,7 @@ class StudyDriver:
             failed = [(job, ret) for job, ret in zip(todo, returns, strict=True)
                       if ret.status != JobStatus.COMPLETED or read_result(sweep_dir / job.folder) is None]
             if failed:
-                codes = [getattr(ret.return_value, "code", 1) if ret.status == JobStatus.COMPLETED else 1
-                         for _, ret in failed]
+                codes = [job_code(job, ret) for job, ret in failed]
                 print(f"error: study step {step}: {len(failed)} of {len(todo)} job(s) failed: "
                       + ", ".join(job.folder for job, _ in failed), file=sys.stderr)
                 raise SystemExit(max(codes))

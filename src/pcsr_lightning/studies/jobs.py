@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -22,7 +23,12 @@ def run_study_job(cfg: DictConfig, out: Path, study_dir: Path) -> JobResult:
     args = OmegaConf.to_container(node.get("args") or OmegaConf.create({}), resolve=True)
     point = OmegaConf.to_container(cfg.study.get("point") or OmegaConf.create({}), resolve=True)
     ctx = Context(plan.photos.get(step.role) if step.role else None, out, study_dir, plan.photos, cfg)
-    outcome = ACTIONS[step.action](ctx, **args)
+    action = ACTIONS[step.action]
+    try:
+        inspect.signature(action).bind(ctx, **args)
+    except TypeError as err:
+        raise StudyError(f"study.steps.{step.name}.args: {err} (action {step.action})") from None
+    outcome = action(ctx, **args)
     result = JobResult(str(cfg.study.folder or step.name), point, outcome.rows, outcome.values)
     write_result(out, result)
     return result

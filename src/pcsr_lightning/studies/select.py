@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 from pcsr_lightning.io.runs import JobResult
 
-
 TOLERANCE = 1e-9  # a loss equal to the budget up to float rounding (30.0 - 29.95) is within it
 
 
@@ -28,7 +27,8 @@ def largest_within(rows: Sequence[dict], choose: str, metric: str = "psnr", budg
     if len(base) != 1:
         raise NothingChosen(f"largest_within needs one baseline row ({baseline or {choose: None}}), found {len(base)}")
     ref = base[0][metric]
-    ok = [r[choose] for r in rows if r.get(choose) is not None and r is not base[0] and ref - r[metric] <= budget + TOLERANCE]
+    ok = [r[choose] for r in rows
+          if r.get(choose) is not None and r is not base[0] and ref - r[metric] <= budget + TOLERANCE]
     if not ok:
         raise NothingChosen(f"no {choose} keeps {metric} within {budget} of the baseline's {ref:.4f}")
     return max(ok)
