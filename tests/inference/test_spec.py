@@ -29,14 +29,18 @@ BAD = [
     ("skip_halo", "-2", "skip_halo must be None (the receptive radius) or an integer >= 0 (LR pixels), got -2"),
     ("skip_gate", "sobel", "the gate's scorer must be one of ['laplacian', 'learned'], got 'sobel'"),
     ("skip_fill", "lanczos", "the gate's fill must be one of ['bicubic', 'linear'], got 'lanczos'"),
+    ("skip_budget", "-0.5", "skip_budget must be None or a finite number of dB >= 0 (0 runs every tile), got -0.5"),
+    ("skip_budget", "inf", "skip_budget must be None or a finite number of dB >= 0 (0 runs every tile), got inf"),
 ]
 FLAG = {"k": "--k", "tile": "--tile", "skip_flat": "--skip-flat", "skip_tile": "--skip-tile",
-        "skip_halo": "--skip-halo", "skip_gate": "--gate", "skip_fill": "--skip-fill"}
+        "skip_halo": "--skip-halo", "skip_gate": "--gate", "skip_fill": "--skip-fill",
+        "skip_budget": "--skip-budget"}
 
 
 def python_value(option: str, text: str):
-    return text if option in ("skip_gate", "skip_fill") else float(text) if option in ("k", "skip_flat") \
-        else int(text)
+    if option in ("skip_gate", "skip_fill"):
+        return text
+    return float(text) if option in ("k", "skip_flat", "skip_budget") else int(text)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +66,7 @@ def message_of(call) -> str:
 def test_one_message_per_option_from_every_entry_point(ckpt, photo, tmp_path, capsys, monkeypatch, option, text,
                                                        message):
     value = python_value(option, text)
-    gated = {} if option in ("k", "tile", "skip_flat") else {"skip_flat": 0.1}
+    gated = {} if option in ("k", "tile", "skip_flat", "skip_budget") else {"skip_flat": 0.1}
     assert message_of(lambda: RoutingSpec.build(**gated, **{option: value})) == message
     model = pcsr_lightning.load(ckpt, device="cpu")
     assert message_of(lambda: model(photo, **gated, **{option: value})) == message
@@ -73,12 +77,15 @@ def test_one_message_per_option_from_every_entry_point(ckpt, photo, tmp_path, ca
         eval_kwargs = {"ks": [value]}
     elif option == "skip_flat":
         eval_kwargs = {"skip_flat": [value]}
+    elif option == "skip_budget":  # a gate of its own: no threshold needed
+        eval_kwargs = {option: value}
     else:
         eval_kwargs = {"skip_flat": [0.1], option: value}
     if eval_kwargs is not None:
         assert message_of(lambda: EvalSettings(ckpt=str(ckpt), hr_dir=str(tmp_path), **eval_kwargs)) == message
         key = "k" if option == "k" else option
-        overrides = [f"eval.{key}={text}"] + ([] if option in ("k", "skip_flat") else ["eval.skip_flat=0.1"])
+        overrides = [f"eval.{key}={text}"] + ([] if option in ("k", "skip_flat", "skip_budget") else
+                                              ["eval.skip_flat=0.1"])
         code, err = run_app(eval_app, [f"eval.ckpt={ckpt}", f"eval.hr_dir={tmp_path}", *overrides,
                                        f"hydra.run.dir={tmp_path / 'job'}"], capsys, monkeypatch)
         assert code == 2 and message in err and not (tmp_path / "job").exists(), err

@@ -11,14 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from factories import save_tiny
 from pcsr_lightning.config import config_dir, config_names
 from pcsr_lightning.data.sources import sample_photo
-from pcsr_lightning.io.images import write_png
+from pcsr_lightning.io.images import read_image, write_png
 from pcsr_lightning.io.runs import JobResult
-from pcsr_lightning.studies.actions import ACTIONS
+from pcsr_lightning.studies.actions import ACTIONS, Context, against_pcsr, mosaics
 from pcsr_lightning.studies.driver import study_plan
 from pcsr_lightning.studies.plan import ACTION_NAMES, Step, StudyError, check_photos, jobs_of, plan_of
 from pcsr_lightning.studies.select import NothingChosen, choose, largest_within
@@ -193,3 +194,32 @@ def test_the_onnx_runtime_study_runs_end_to_end(gate_folders):
     assert {(r["image"], r["variant"]) for r in rows} == {
         (i, v) for i in ("astronaut.png", "rocket.png") for v in ("pcsr", "original", "pcsr_vs_original")}
     assert all(r["within_one_level"] > 0.99 for r in rows if "within_one_level" in r)
+
+
+def test_mosaics_tile_the_role_photos_at_their_own_resolution(tmp_path):
+    photos = tmp_path / "report"
+    photos.mkdir()
+    for name in ("astronaut", "coffee"):
+        write_png(sample_photo(name)[:, :80, :120], photos / f"{name}.png")
+    out = mosaics(Context(photos, tmp_path / "job", tmp_path), "64x90", grid="2x3", count=2)
+    made = sorted((tmp_path / "job" / "photos").glob("*.png"))
+    assert out.values == {"hr_dir": str(tmp_path / "job" / "photos")} and len(made) == 2
+    first, source = read_image(made[0]), read_image(photos / "astronaut.png")
+    assert first.shape == (3, 64, 90)
+    # cell 0 of mosaic 0 is a 32x30 crop of the first photo at its own scale, found somewhere in it
+    cell = first[:, :32, :30]
+    found = any(torch.equal(cell, source[:, y : y + 32, x : x + 30]) for y in range(49) for x in range(91))
+    assert found
+    assert not torch.equal(read_image(made[1]), first)  # the second mosaic shows other parts
+    with pytest.raises(ValueError, match="smaller than a 100x30 cell"):
+        mosaics(Context(photos, tmp_path / "job2", tmp_path), "200x90", grid="2x3")
+
+
+def test_gated_rows_are_compared_with_pcsr_on_the_same_image_and_k():
+    rows = [{"image": "a", "model": "pcsr", "k": 0.0, "skip_flat": None, "psnr": 30.0, "gflops_paper": 10.0},
+            {"image": "a", "model": "pcsr", "k": 0.0, "skip_flat": 0.5, "psnr": 29.96, "gflops_paper": 4.0},
+            {"image": "b", "model": "pcsr", "k": 0.0, "skip_flat": None, "psnr": 20.0, "gflops_paper": 8.0},
+            {"image": "b", "model": "pcsr", "k": 0.0, "skip_flat": 0.5, "psnr": 20.01, "gflops_paper": 8.0}]
+    out = against_pcsr(rows)
+    assert out[1]["vs_pcsr_db"] == pytest.approx(-0.04) and out[1]["gflops_vs_pcsr"] == 0.4
+    assert out[3]["vs_pcsr_db"] == pytest.approx(0.01) and "vs_pcsr_db" not in out[0]

@@ -22,7 +22,7 @@ from pcsr_lightning.inference.reference import class_map_agreement, upscale_refe
 from pcsr_lightning.inference.routed import backbone_features
 from pcsr_lightning.inference.router import cost_list
 from pcsr_lightning.inference.session import InferenceSession, upscale, upscale_forced
-from pcsr_lightning.inference.spec import GateSpec, RoutingSpec, check_tile
+from pcsr_lightning.inference.spec import BUDGET_CANDIDATES, GateSpec, RoutingSpec, check_budget, check_tile
 from pcsr_lightning.inference.srmodel import load, resolve_device
 from pcsr_lightning.inference.tiling import receptive_radius
 from pcsr_lightning.inference.workers import routed_threads
@@ -97,6 +97,9 @@ class BenchSettings:
     skip_halo: Sequence[int | None] = (None,)  # None: the receptive radius
     skip_gate: str = GateSpec.scorer  # the gate's scorer (``spec.SCORERS``)
     skip_fill: str = GateSpec.fill  # the skipped tiles' fill (``spec.FILLS``)
+    # the dB below PCSR each gate may lose (``budget.py``); the thresholds bound its candidates (none given:
+    # ``spec.BUDGET_CANDIDATES``); None: the thresholds alone decide
+    skip_budget: float | None = None
     hr_image: str | None = None  # a photo, centre-cropped to hr_size, instead of the mosaic
     ends: bool = True  # the all-heavy / all-light variants
     routes: list[RoutingSpec] = field(default_factory=list, init=False, repr=False)  # per k, built by check
@@ -115,10 +118,12 @@ class BenchSettings:
         if self.precision not in DTYPES:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {sorted(DTYPES)}")
         self.routes = [RoutingSpec(k, tile=check_tile(self.tile)) for k in self.ks]
-        self.gates = [GateSpec(t, self.skip_tile, halo, self.skip_gate, self.skip_fill)
-                      for t in self.skip_flat for halo in self.skip_halo]
+        budget = check_budget(self.skip_budget)
+        thresholds = list(self.skip_flat) or ([BUDGET_CANDIDATES] if budget is not None else [])
+        self.gates = [GateSpec(t, self.skip_tile, halo, self.skip_gate, self.skip_fill, budget)
+                      for t in thresholds for halo in self.skip_halo]
         for halo in self.skip_halo:  # the gate's options are checked without thresholds too
-            GateSpec(0.0, self.skip_tile, halo, self.skip_gate, self.skip_fill)
+            GateSpec(0.0, self.skip_tile, halo, self.skip_gate, self.skip_fill, budget)
 
 
 def bench_model(path: str, want_pcsr: bool, device: torch.device, dtype: torch.dtype, memory_format: str,
@@ -225,6 +230,8 @@ def plan_variants(run: BenchRun) -> dict[str, Callable[[], object]]:
         variants[f"pcsr k={routing.k:g}"] = lambda r=routing: upscale(pcsr, lr, s, r, threads=workers)
         for gate in settings.gates:
             name = f"pcsr k={routing.k:g} skip={gate.threshold:g}"
+            if gate.budget is not None:
+                name += f" budget={gate.budget:g}"
             if len(settings.skip_halo) > 1:
                 name += f" halo={'rf' if gate.halo is None else gate.halo}"
             variants[name] = lambda r=routing.with_gate(gate): upscale(pcsr, lr, s, r, threads=workers)

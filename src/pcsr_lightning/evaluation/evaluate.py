@@ -22,7 +22,7 @@ from pcsr_lightning.evaluation.protocol import bicubic_sr, load_pair
 from pcsr_lightning.inference.layout import choose_memory_format
 from pcsr_lightning.inference.router import class_counts, heavy_share
 from pcsr_lightning.inference.session import InferenceSession
-from pcsr_lightning.inference.spec import GateSpec, RoutingSpec
+from pcsr_lightning.inference.spec import GateSpec, RoutingSpec, check_budget
 from pcsr_lightning.inference.srmodel import check_scale_value, load
 from pcsr_lightning.io.checkpoint import LoadedModel
 from pcsr_lightning.io.files import write_text
@@ -51,6 +51,7 @@ class Record:
     ssim: float | None = None
     skip_flat: float | None = None  # the flat-tile gate's threshold, None without the gate
     skipped_share: float | None = None  # share of HR pixels the gate skipped
+    skip_budget: float | None = None  # the gate's loss budget in dB, None without one
 
 
 EXTRA_METRICS = ("psnr_y", "ssim")  # beside RGB psnr, which every record has
@@ -78,18 +79,23 @@ class EvalSettings:
     skip_halo: int | None = None  # backbone halo of the gate's windows; None = the receptive radius (exact)
     skip_gate: str = GateSpec.scorer  # the gate's scorer: max |Laplacian|, or the model's ``learned`` gate
     skip_fill: str = GateSpec.fill  # the skipped tiles' fill: bicubic, or the model's fitted ``linear`` fill
+    # the dB below PCSR each gate may lose per image (``budget.py``); the thresholds then bound its candidates
+    # (none given: one gate, ``spec.BUDGET_CANDIDATES``); None: the thresholds alone decide
+    skip_budget: float | None = None
 
     def __post_init__(self):
         """Refuse nonsense before any work: nan/inf k or scale, a pixel limit below 1, unknown metrics. The
         routing options are checked by the routing spec they build (``routes``, ``gates``)."""
 
         gate_options = {"skip_tile": self.skip_tile, "skip_halo": self.skip_halo, "skip_gate": self.skip_gate,
-                        "skip_fill": self.skip_fill}
+                        "skip_fill": self.skip_fill, "skip_budget": self.skip_budget}
         RoutingSpec.build(adaptive=self.adaptive, refine=self.refine, **gate_options)  # without any k or threshold too
         self.routes = [RoutingSpec.build(k, self.adaptive, self.refine) for k in self.ks]
         self.ks = [r.k for r in self.routes]
-        self.gates = [RoutingSpec.build(skip_flat=t, **gate_options).gate for t in self.skip_flat]
+        thresholds = list(self.skip_flat) or ([None] if check_budget(self.skip_budget) is not None else [])
+        self.gates = [RoutingSpec.build(skip_flat=t, **gate_options).gate for t in thresholds]
         self.skip_flat = [g.threshold for g in self.gates]
+        self.skip_budget = check_budget(self.skip_budget)
         self.scale = check_scale_value(self.scale)
         if int(self.max_pixels) < 1:
             raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
@@ -109,8 +115,8 @@ def _gflops(meter: FlopsMeter, lr_size, scale: float, counts, gate=None) -> dict
     """Both conventions; with a gate, the backbone on its windows and its own work added."""
     if gate is None:
         return {f"gflops_{c}": meter.image(lr_size, scale, counts, c) / 1e9 for c in CONVENTIONS}
-    return {f"gflops_{c}": meter.image(lr_size, scale, counts, c, gate.encoded_pixels, gate.analytic_counts(c)) / 1e9
-            for c in CONVENTIONS}
+    return {f"gflops_{c}": meter.image(lr_size, scale, counts, c, gate.encoded_pixels,
+                                       gate.counted_parts(c, meter)) / 1e9 for c in CONVENTIONS}
 
 
 class NonFiniteResult(ValueError):
@@ -150,7 +156,8 @@ def evaluate_image(
             where = setting if k is None else f"k={k:g}"
             finite_result(out.sr, name, where if gate is None else f"{where}, skip {gate.threshold:g}")
             counts = class_counts(out.classes, m + (gate is not None))
-            extra = {} if gate is None else {"skip_flat": gate.threshold, "skipped_share": counts[m] / sum(counts)}
+            extra = {} if gate is None else {"skip_flat": gate.threshold, "skipped_share": counts[m] / sum(counts),
+                                             "skip_budget": gate.budget}
             records.append(Record(name, "pcsr", setting, k, heavy_share=heavy_share(out.classes, m),
                                   **scores(settings, out.sr[0], hr),
                                   **_gflops(meter, lr_size, scale, counts, out.gate), **extra))
@@ -239,10 +246,11 @@ def summarize(records: list[Record]) -> list[dict]:
     originals = [r for r in records if r.model == "original"]
     groups: dict[tuple, list[Record]] = {}
     for r in records:
-        groups.setdefault((r.model, r.setting, r.k, r.skip_flat), []).append(r)
+        groups.setdefault((r.model, r.setting, r.k, r.skip_flat, r.skip_budget), []).append(r)
     rows = []
-    for (model, setting, k, skip_flat), group in groups.items():
-        row = {"model": model, "setting": setting, "k": k, "skip_flat": skip_flat, "images": len(group),
+    for (model, setting, k, skip_flat, skip_budget), group in groups.items():
+        row = {"model": model, "setting": setting, "k": k, "skip_flat": skip_flat, "skip_budget": skip_budget,
+               "images": len(group),
                "psnr": _mean([r.psnr for r in group]),
                **{m: _mean([getattr(r, m) for r in group if getattr(r, m) is not None]) for m in EXTRA_METRICS},
                "heavy_share": _mean([r.heavy_share for r in group if r.heavy_share is not None]),
@@ -279,11 +287,11 @@ def rows_to_csv(header: list[str], rows: list[dict]) -> str:
 
 # The flat-tile gate's columns come last: empty without the gate, and earlier columns keep their places.
 RECORD_COLUMNS = ["image", "model", "setting", "k", "psnr", "heavy_share", "gflops_fvcore", "gflops_paper",
-                  "pct_fvcore", "pct_paper", "skip_flat", "skipped_share"]
+                  "pct_fvcore", "pct_paper", "skip_flat", "skipped_share", "skip_budget"]
 
 
 SUMMARY_COLUMNS = ["model", "setting", "k", "images", "psnr", "heavy_share", "gflops_fvcore", "gflops_paper",
-                   "pct_fvcore", "pct_paper", "skip_flat", "skipped_share"]
+                   "pct_fvcore", "pct_paper", "skip_flat", "skipped_share", "skip_budget"]
 
 
 def with_metrics(columns: list[str], metrics: Sequence[str]) -> list[str]:

@@ -21,6 +21,9 @@ The fill of skipped tiles can instead be the model's fitted linear fill (``fill=
 plus a least-squares correction, which loses far less than bicubic on the tiles it fills, so a higher
 threshold stays within the same PSNR budget.
 
+With a loss budget (``GateSpec.budget``, ``budget.py``) the threshold only bounds the candidates: the
+budget decides per image how many of them, flattest first, are skipped.
+
 The score can instead be the model's learned gate (``scorer="learned"``, ``models.gate.LearnedGate``,
 trained by ``training.stages.GateStage``): its prediction of ``tile_residuals``, what PCSR adds over the
 bicubic fill on each tile, in the same [0, 1] image units, compared with the threshold the same way.
@@ -215,6 +218,47 @@ def plan_windows(active: torch.Tensor, lr_size: tuple[int, int], tile: int, halo
 
 
 @dataclass
+class CalibrationRun:
+    """One PCSR run the loss budget made to calibrate itself (``name``: its part in the FLOPs): the backbone
+    on ``backbone_pixels`` LR pixels, the classifier on ``classified`` HR pixels, upsampler j on
+    ``counts[j]`` pixels, and the fill on ``filled`` HR pixels."""
+
+    name: str
+    backbone_pixels: int
+    classified: int
+    counts: list[int]
+    filled: int = 0
+
+
+@dataclass
+class Budgeted:
+    """What the loss budget measured and chose, per image of the batch: its ``budget`` (dB), the error
+    level it assumed (``mse_level``, image range squared), the sampled tiles (``sampled``, (B, ty, tx)
+    bool, run by PCSR), the estimated loss of what it skipped (``estimate``, dB, an upper estimate), and
+    the calibration ``runs`` (sample crops, self-calibration) whose cost is part of the gate's."""
+
+    budget: float
+    mse_level: list[float]
+    sampled: torch.Tensor
+    estimate: list[float]
+    runs: list[CalibrationRun]
+
+    def counted_parts(self, convention: str, meter, fill_macs: int) -> dict[str, int]:
+        """Each calibration run's work, counted as ``meter`` (a ``measure.meter.FlopsMeter``) counts a gated
+        PCSR run: the backbone per LR pixel, the classifier and each upsampler per HR pixel, and the fill."""
+        per_mac = {"paper": 2, "fvcore": 1}[convention]
+        model, parts = meter.model, {}
+        backbone = sum(meter.network_per_pixel(convention).values())
+        for run in self.runs:
+            total = round(backbone * run.backbone_pixels)
+            if model.classifier is not None:
+                total += run.classified * meter.per_query(model.classifier, convention)
+            total += sum(n * meter.per_query(u, convention) for n, u in zip(run.counts, model.upsamplers))
+            parts[run.name] = parts.get(run.name, 0) + total + per_mac * run.filled * fill_macs
+        return parts
+
+
+@dataclass
 class SkipPlan:
     """What the gate decided for a batch of LR images: which tiles run PCSR and how the backbone covers them."""
 
@@ -232,6 +276,7 @@ class SkipPlan:
     gate_macs_per_lr_pixel: int = GATE_MACS_PER_LR_PIXEL  # the scorer's own work
     fill: str = "bicubic"  # what fills the skipped tiles (``FILLS``)
     fill_macs_per_hr_pixel: int = FILL_MACS_PER_HR_PIXEL  # the fill's work per skipped HR pixel
+    budget: Budgeted | None = None  # with a loss budget: its calibration (``budget.plan_budget``)
 
     @property
     def all_active(self) -> bool:
@@ -254,6 +299,14 @@ class SkipPlan:
         per_mac = {"paper": 2, "fvcore": 1}[convention]
         return {"gate": per_mac * b * h * w * self.gate_macs_per_lr_pixel,
                 f"{self.fill} fill": per_mac * self.skipped_pixels() * self.fill_macs_per_hr_pixel}
+
+    def counted_parts(self, convention: str, meter) -> dict[str, int]:
+        """``analytic_counts`` plus, with a loss budget, its calibration runs counted by ``meter`` (a
+        ``measure.meter.FlopsMeter`` of the model): PCSR on the sampled crops and on the small image."""
+        parts = self.analytic_counts(convention)
+        if self.budget is not None:
+            parts.update(self.budget.counted_parts(convention, meter, self.fill_macs_per_hr_pixel))
+        return parts
 
     def hr_spans(self, grid: QueryGrid) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """Per tile row, per tile column: the HR rows and columns it covers."""
@@ -313,11 +366,18 @@ def plan_skip(model, lr: torch.Tensor, scale: float, threshold: float, tile: int
     """
     check_fill(fill, model, scale)
     threshold = check_threshold(threshold)
+    scores = tile_scores(model, lr, tile, scorer)
+    return plan_active(model, lr, scale, scores, scores >= threshold, threshold, tile, halo, merge, scorer, fill)
+
+
+def plan_active(model, lr: torch.Tensor, scale: float, scores: torch.Tensor, active: torch.Tensor, threshold: float,
+                tile: int = DEFAULT_TILE, halo: int | None = None, merge: bool = True, scorer: str = "laplacian",
+                fill: str = "bicubic") -> SkipPlan:
+    """The plan that runs PCSR on the (B, ty, tx) ``active`` tiles of ``lr`` and fills the others: the
+    threshold's (``plan_skip``) or one the loss budget chose (``budget.plan_budget``)."""
     halo = receptive_radius(model.backbone) if check_halo(halo) is None else halo
     h, w = lr.shape[-2:]
     hh, ww = output_size((h, w), scale)
-    scores = tile_scores(model, lr, tile, scorer)
-    active = scores >= threshold
     grid = QueryGrid.build((h, w), (hh, ww), lr.device)
     skipped = ~active[:, (grid.row_index // tile)][:, :, (grid.col_index // tile)]
     windows = [] if bool(active.all()) else plan_windows(active, (h, w), tile, halo, merge)

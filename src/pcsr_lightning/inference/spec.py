@@ -19,7 +19,11 @@ from pcsr_lightning.inference.router import check_k
 DEFAULT_TILE = 16
 SCORERS = ("laplacian", "learned")  # what scores the tiles: the training-free |Laplacian| or the model's gate
 FILLS = ("bicubic", "linear")  # what fills skipped tiles: bicubic, or the model's fitted LinearFill
-FLAT_OPTIONS = ("k", "adaptive", "refine", "tile", "skip_flat", "skip_tile", "skip_halo", "skip_gate", "skip_fill")
+FLAT_OPTIONS = ("k", "adaptive", "refine", "tile", "skip_flat", "skip_tile", "skip_halo", "skip_gate", "skip_fill",
+                "skip_budget")
+# With a loss budget and no threshold, the tiles scoring below this are the candidates the budget chooses
+# from: above it the measured losses of a skipped tile were far beyond any budget (experiments/results/skip_flat.md).
+BUDGET_CANDIDATES = 0.5
 
 
 def _integer(value, name: str, minimum: int, rule: str) -> int:
@@ -51,6 +55,28 @@ def check_threshold(value) -> float:
     if isinstance(value, bool) or not (math.isfinite(threshold) and threshold >= 0):
         raise ValueError(f"skip_flat must be {rule}, got {threshold:g}")
     return threshold
+
+
+def check_budget(value) -> float | None:
+    """The gate's loss budget in dB below PCSR: None (no budget: the threshold alone decides) or finite
+    and >= 0 (0 runs every tile)."""
+    if value is None:
+        return None
+    rule = "None or a finite number of dB >= 0 (0 runs every tile)"
+    try:
+        budget = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"skip_budget must be {rule}, got {value}") from None
+    if isinstance(value, bool) or not (math.isfinite(budget) and budget >= 0):
+        raise ValueError(f"skip_budget must be {rule}, got {budget:g}")
+    return budget
+
+
+def check_budget_scale(budget: float | None, scale: float | None) -> None:
+    """The budget's calibration maps LR tiles to whole HR pixels: an integer scale."""
+    if budget is not None and scale is not None and not float(scale).is_integer():
+        raise ValueError(f"skip_budget needs an integer scale (its sampled tiles are whole HR pixels), got "
+                         f"x{float(scale):g}: use skip_flat at this scale")
 
 
 def check_gate_tile(value) -> int:
@@ -107,23 +133,29 @@ def _check_flag(value, name: str) -> bool:
 @dataclass(frozen=True)
 class GateSpec:
     """The flat-tile gate (``gate.py``): LR tiles of ``tile`` pixels scoring below ``threshold`` are skipped
-    and filled; the backbone runs on the others with a ``halo`` (None: its receptive radius, exact)."""
+    and filled; the backbone runs on the others with a ``halo`` (None: its receptive radius, exact).
+    With a ``budget`` (dB below PCSR, ``budget.py``) the tiles below the threshold are only candidates:
+    the gate skips as many of them, flattest first, as its calibration says the budget allows."""
 
     threshold: float
     tile: int = DEFAULT_TILE
     halo: int | None = None
     scorer: str = SCORERS[0]  # max |Laplacian|, or the model's ``learned`` gate
     fill: str = FILLS[0]  # bicubic, or the model's fitted ``linear`` fill
+    budget: float | None = None  # the loss budget in dB below PCSR; None: the threshold alone decides
 
     def __post_init__(self):
         object.__setattr__(self, "threshold", check_threshold(self.threshold))
+        object.__setattr__(self, "budget", check_budget(self.budget))
         object.__setattr__(self, "tile", check_gate_tile(self.tile))
         object.__setattr__(self, "halo", check_halo(self.halo))
         check_gate(self.scorer, self.fill)
 
     def check_model(self, model, scale: float | None = None) -> None:
-        """That ``model`` holds the learned gate or the fitted fill (for ``scale``) this gate asks for."""
+        """That ``model`` holds the learned gate or the fitted fill (for ``scale``) this gate asks for, and
+        that a budget's scale is an integer."""
         check_gate(self.scorer, self.fill, model, scale)
+        check_budget_scale(self.budget, scale)
 
 
 @dataclass(frozen=True)
@@ -149,12 +181,16 @@ class RoutingSpec:
     @classmethod
     def build(cls, k: float = 0.0, adaptive: bool = False, refine: bool = True, tile: int = 0,
               skip_flat: float | None = None, skip_tile: int | None = None, skip_halo: int | None = None,
-              skip_gate: str = GateSpec.scorer, skip_fill: str = GateSpec.fill) -> RoutingSpec:
-        """The spec from the flat option names of the CLI and the API; ``skip_flat`` None: no gate (its
-        other options are still checked); ``skip_tile`` None: the gate's default tile."""
-        gate = GateSpec(0.0 if skip_flat is None else skip_flat, GateSpec.tile if skip_tile is None else skip_tile,
-                        skip_halo, skip_gate, skip_fill)
-        return cls(k, adaptive, refine, tile, None if skip_flat is None else gate)
+              skip_gate: str = GateSpec.scorer, skip_fill: str = GateSpec.fill, skip_budget: float | None = None
+              ) -> RoutingSpec:
+        """The spec from the flat option names of the CLI and the API; ``skip_flat`` and ``skip_budget``
+        None: no gate (its other options are still checked); ``skip_budget`` alone: the candidates are the
+        tiles below ``BUDGET_CANDIDATES``; ``skip_tile`` None: the gate's default tile."""
+        budget = check_budget(skip_budget)
+        threshold = BUDGET_CANDIDATES if skip_flat is None and budget is not None else skip_flat
+        gate = GateSpec(0.0 if threshold is None else threshold, GateSpec.tile if skip_tile is None else skip_tile,
+                        skip_halo, skip_gate, skip_fill, budget)
+        return cls(k, adaptive, refine, tile, None if threshold is None else gate)
 
     @classmethod
     def of(cls, routing: RoutingSpec | None = None, **options) -> RoutingSpec:
@@ -182,7 +218,7 @@ class RoutingSpec:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "gate"}
         gate = self.gate or GateSpec(0.0)  # without a gate: its defaults, and no threshold
         out.update(skip_flat=None if self.gate is None else gate.threshold, skip_tile=gate.tile,
-                   skip_halo=gate.halo, skip_gate=gate.scorer, skip_fill=gate.fill)
+                   skip_halo=gate.halo, skip_gate=gate.scorer, skip_fill=gate.fill, skip_budget=gate.budget)
         return out
 
     def check_model(self, model, scale: float | None = None) -> None:

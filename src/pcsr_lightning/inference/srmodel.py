@@ -322,7 +322,10 @@ class SRModel:
                 one = self.gflops(lr_size, scale, None if classes is None else classes[i])
             else:  # the plan's window and gate counts cover the whole batch: each image gets its share
                 n = batch.shape[0]
-                extra = {c: {part: v / n for part, v in gate.analytic_counts(c).items()} for c in CONVENTIONS}
+                if self._meter is None:
+                    self._meter = FlopsMeter(self.network)
+                extra = {c: {part: v / n for part, v in gate.counted_parts(c, self._meter).items()}
+                         for c in CONVENTIONS}
                 one = self.gflops(lr_size, scale, classes[i], gate.encoded_pixels / n, extra)
             flops = {c: flops[c] + one[c] for c in CONVENTIONS}
         skipped = None if gate is None else skipped_share(classes, self.num_classes)
@@ -339,7 +342,8 @@ class SRModel:
 
         How PCSR routes: ``routing=RoutingSpec(...)``, or the CLI's options by name (``k``, ``adaptive``,
         ``refine``, ``tile``, ``skip_flat`` (the flat-tile gate's threshold; None: off), ``skip_tile``,
-        ``skip_halo``, ``skip_gate``, ``skip_fill``), see ``inference.spec``; original networks ignore it."""
+        ``skip_halo``, ``skip_gate``, ``skip_fill``, ``skip_budget``: the dB below PCSR the gate may lose,
+        deciding per image how much to skip), see ``inference.spec``; original networks ignore it."""
         routing = RoutingSpec.of(routing, **options)
         batch, restore = to_batch(image)
         sr, _ = self.super_resolve(batch, scale, routing)

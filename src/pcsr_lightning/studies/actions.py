@@ -98,6 +98,32 @@ def crops(ctx: Context, hr_size: str | None = None, portrait: bool = False, samp
     return Outcome(rows=[{"photos": kept, "hr_size": hr_size}], values={"hr_dir": str(folder)})
 
 
+def mosaics(ctx: Context, hr_size: str, grid: str = "3x3", count: int = 1) -> Outcome:
+    """``count`` mosaics of ``hr_size`` (HxW) in ``<job>/photos``, each a ``grid`` (rows x columns) of crops of
+    the role's photos at their own resolution: larger-than-2K sizes from 2K photos with their real texture
+    (an upscaled photo would be mostly smooth). Cell n of mosaic i shows photo (i x cells + n) mod N, at a
+    position that moves with n and i, so that repeated photos show different parts."""
+    (h, w), (rows, cols) = parse_size(hr_size), parse_size(grid)
+    photos = [read_image(p) for p in list_images(_photos(ctx, "mosaics"))]
+    ch, cw = h // rows, w // cols
+    small = [p.shape for p in photos if p.shape[-2] < ch or p.shape[-1] < cw]
+    if small:
+        raise ValueError(f"mosaics {hr_size} of {grid}: a photo of {tuple(small[0][-2:])} is smaller than a "
+                         f"{ch}x{cw} cell")
+    folder = ctx.out / "photos"
+    for i in range(count):
+        out = torch.empty(3, ch * rows, cw * cols)
+        for n in range(rows * cols):
+            img = photos[(i * rows * cols + n) % len(photos)]
+            (ph, pw), turn = img.shape[-2:], 97 * (n + 7 * i)
+            y0, x0 = turn % (ph - ch + 1), (3 * turn) % (pw - cw + 1)
+            r, c = divmod(n, cols)
+            out[:, r * ch : (r + 1) * ch, c * cw : (c + 1) * cw] = img[:, y0 : y0 + ch, x0 : x0 + cw]
+        write_png(out, folder / f"mosaic_{i}.png")
+    return Outcome(rows=[{"mosaics": count, "hr_size": f"{ch * rows}x{cw * cols}", "photos": len(photos)}],
+                   values={"hr_dir": str(folder)})
+
+
 def _fits(img: torch.Tensor, size: tuple[int, int]) -> bool:
     return img.shape[-2] >= size[0] and img.shape[-1] >= size[1]
 
@@ -132,8 +158,20 @@ def eval_action(ctx: Context, per_image: bool = False, **settings) -> Outcome:
                   str(ctx.out / "curve.png"), metrics=chosen.metrics)
     rows = summary
     if per_image:
-        rows = [dict(vars(r)) for r in records] + [dict(row, image="mean") for row in summary]
+        rows = against_pcsr([dict(vars(r)) for r in records]) + [dict(row, image="mean") for row in summary]
     return Outcome(rows=rows)
+
+
+def against_pcsr(rows: list[dict]) -> list[dict]:
+    """Each gated PCSR row with ``vs_pcsr_db`` (its PSNR minus PCSR's without the gate, same image and k)
+    and ``gflops_vs_pcsr`` (the ratio of their paper GFLOPs)."""
+    plain = {(r["image"], r["k"]): r for r in rows if r["model"] == "pcsr" and r.get("skip_flat") is None}
+    for r in rows:
+        base = plain.get((r["image"], r["k"]))
+        if r.get("skip_flat") is not None and base is not None:
+            r["vs_pcsr_db"] = r["psnr"] - base["psnr"]
+            r["gflops_vs_pcsr"] = r["gflops_paper"] / base["gflops_paper"]
+    return rows
 
 
 BENCH_COLUMNS = ("ms_original", "ms_backbone", "ms_pcsr", "ratio_pcsr", "psnr_original", "psnr_pcsr")
@@ -141,13 +179,14 @@ REFERENCE_COLUMNS = ("speedup", "speedup_routed", "ms_routed_fast", "ms_routed_r
                      "psnr_diff_db")  # the fast path against the release-style reference loop
 
 
-def bench(ctx: Context, hr_size: str, images: bool = False, **settings) -> Outcome:
+def bench(ctx: Context, hr_size: str, images: bool = False, hr_dir: str | None = None, **settings) -> Outcome:
     """``pcsr bench`` (interleaved rounds, paired ratios): on the photo mosaic, or with ``images`` on each
-    photo of the role (centre-cropped to ``hr_size``); one row per variant per input, with the ratios, and a
-    summary row (with the fast path against the reference loop); each input's report as ``bench-*.json``."""
+    photo of the role (or of ``hr_dir``, e.g. a crops step's), centre-cropped to ``hr_size``; one row per
+    variant per input, with the ratios, and a summary row (with the fast path against the reference loop);
+    each input's report as ``bench-*.json``."""
     inputs: list[str | None] = [None]
     if images:
-        inputs = [str(p) for p in list_images(_photos(ctx, "bench"))]
+        inputs = [str(p) for p in list_images(Path(hr_dir) if hr_dir else _photos(ctx, "bench"))]
     if "k" in settings:
         k = settings.pop("k")
         settings["ks"] = list(k) if isinstance(k, (list, tuple)) else [k]
@@ -238,7 +277,7 @@ def report(ctx: Context, tables: Sequence[Mapping] = (), plots: Sequence[Mapping
 
 
 ACTIONS: dict[str, Callable[..., Outcome]] = {
-    "import_release": import_release, "crops": crops, "eval": eval_action, "bench": bench,
+    "import_release": import_release, "crops": crops, "mosaics": mosaics, "eval": eval_action, "bench": bench,
     "bench_runtime": bench_runtime,
     "fit_fill": fit_fill, "train": train, "report": report,
     "swap": swap, "compare": compare, "subset": subset, "upsampler_fit": upsampler_fit,

@@ -20,8 +20,8 @@ CHOOSING_ROLES = ("val",)  # a selection reads results of these roles only
 # actions that learn from their photos: they may read the train and val roles, never report
 LEARNING_ACTIONS = ("train", "fit_fill", "subset")
 # the actions a step may run (``studies.actions.ACTIONS``, which needs torch; a test keeps the two equal)
-ACTION_NAMES = ("import_release", "crops", "eval", "bench", "bench_runtime", "fit_fill", "train", "report",
-                "swap", "compare", "subset", "upsampler_fit", "routing_oracle",
+ACTION_NAMES = ("import_release", "crops", "mosaics", "eval", "bench", "bench_runtime", "fit_fill", "train",
+                "report", "swap", "compare", "subset", "upsampler_fit", "routing_oracle",
                 "train_speed", "div2k_scale", "png_level", "upscale_runs", "paper_table", "demo")
 
 

@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         args.pcsr_ckpt, args.original_ckpt, parse_size(args.hr_size), args.scale, args.device, args.k, args.precision,
         args.memory_format, args.repeats, args.reference_repeats, not args.no_reference, args.tile, args.profile,
         routed_threads=args.routed_threads, skip_flat=args.skip_flat, skip_tile=args.skip_tile,
-        skip_halo=args.skip_halo, skip_gate=args.skip_gate, skip_fill=args.skip_fill, hr_image=args.hr_image,
+        skip_halo=args.skip_halo, skip_gate=args.skip_gate, skip_fill=args.skip_fill,
+        skip_budget=args.skip_budget, hr_image=args.hr_image,
         ends=not args.no_ends,
     )
     warn_slow_dtype(args.precision, args.device)

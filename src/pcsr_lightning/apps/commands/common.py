@@ -11,10 +11,12 @@ import torch
 from pcsr_lightning.inference.layout import CHOICES as MEMORY_FORMAT_CHOICES
 from pcsr_lightning.inference.router import check_k
 from pcsr_lightning.inference.spec import (
+    BUDGET_CANDIDATES,
     FILLS,
     SCORERS,
     GateSpec,
     RoutingSpec,
+    check_budget,
     check_fill,
     check_gate_tile,
     check_halo,
@@ -64,6 +66,7 @@ K_VALUE, SCALE_VALUE, PIXEL_LIMIT = checked(check_k), checked(check_scale_value)
 SKIP_THRESHOLD, SKIP_TILE, HALO, TILE = checked(check_threshold), checked(check_gate_tile), checked(halo_value), \
     checked(check_tile)
 SCORER, FILL, POSITIVE_INT = checked(check_scorer), checked(check_fill), checked(positive_int)
+SKIP_BUDGET = checked(check_budget)
 
 
 def add_image_flags(parser: argparse.ArgumentParser) -> None:
@@ -101,14 +104,21 @@ def add_routing_flags(parser: argparse.ArgumentParser, several_k: bool = False) 
 
 
 def add_skip_flags(parser: argparse.ArgumentParser, several: bool = False, several_halos: bool = False) -> None:
-    """The flat-tile gate: --skip-flat (one threshold, or several beside a k sweep), its tile and halo
+    """The flat-tile gate: --skip-budget (the dB it may lose against PCSR, the recommended form), --skip-flat
+    (one threshold, or several beside a k sweep; with a budget: the candidates' bound), its tile and halo
     (several halos: a variant each, for timing them side by side)."""
+    parser.add_argument("--skip-budget", type=SKIP_BUDGET, default=None, metavar="DB",
+                        help="the PSNR loss in dB against PCSR the flat-tile gate may spend on each image (e.g. "
+                             "0.05): it samples tiles, runs PCSR on them and skips as many flat tiles as its "
+                             "estimate allows; --skip-flat then bounds the candidates (default "
+                             f"{BUDGET_CANDIDATES:g}); 0 = none skipped")
     if several:
         parser.add_argument("--skip-flat", type=SKIP_THRESHOLD, nargs="+", default=[], metavar="THRESHOLD",
                             help="flat-tile gate thresholds: rows per (k, threshold) beside the plain k sweep")
     else:
         parser.add_argument("--skip-flat", type=SKIP_THRESHOLD, default=None, metavar="THRESHOLD",
-                            help="skip LR tiles whose max |Laplacian| is below this (bicubic there; 0 = none)")
+                            help="skip LR tiles whose max |Laplacian| is below this (the fill there; 0 = none); "
+                                 "research: its loss in dB is unbounded and differs per image, see --skip-budget")
     parser.add_argument("--skip-tile", type=SKIP_TILE, default=GateSpec.tile,
                         help=f"LR tile size of the flat-tile gate (default {GateSpec.tile})")
     parser.add_argument("--skip-halo", type=HALO, default=[None] if several_halos else None,
@@ -153,7 +163,7 @@ def routing_from(args: argparse.Namespace) -> RoutingSpec:
     """The routing spec of one-value flags (``add_routing_flags``), checked as they were parsed."""
     return RoutingSpec.build(k=args.k, adaptive=args.adaptive, refine=not args.no_refine, tile=args.tile,
                              skip_flat=args.skip_flat, skip_tile=args.skip_tile, skip_halo=args.skip_halo,
-                             skip_gate=args.skip_gate, skip_fill=args.skip_fill)
+                             skip_gate=args.skip_gate, skip_fill=args.skip_fill, skip_budget=args.skip_budget)
 
 
 def is_out_of_memory(err: BaseException) -> bool:

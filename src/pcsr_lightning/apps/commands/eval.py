@@ -59,6 +59,7 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
         bicubic=args.bicubic, max_pixels=args.max_pixels, metrics=list(args.metrics),
         memory_format=args.memory_format, skip_flat=list(args.skip_flat), skip_tile=args.skip_tile,
         skip_halo=args.skip_halo, skip_gate=args.skip_gate, skip_fill=args.skip_fill,
+        skip_budget=args.skip_budget,
     )
 
 
