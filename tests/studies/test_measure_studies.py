@@ -212,3 +212,16 @@ def test_the_demo_study_trains_measures_and_draws_like_pcsr_demo(tmp_path):
     assert (root / "demo" / "demo.png").is_file() and (root / "demo" / "demo.csv").is_file()
     assert (root / "demo" / "run" / "manifest.json").is_file()
     assert "x4 PSNR on the held-out photos" in (root / "report" / "report.md").read_text()
+
+
+def test_the_gpu_speed_study_runs_its_steps_on_any_device(tiny_release):
+    run = _study(tiny_release, "study=speed_gpu", *MODELS, "device=cpu", "families=[carn]", "sizes=[32x48]",
+                 "precisions=[fp32]", "repeats=1", "layout_size=32x48", "gate_size=64x96", "gate_thresholds=[0,1]",
+                 "gate_halos=[8]")
+    assert run.returncode == 0, run.stderr[-3000:]
+    root = tiny_release / "outputs" / "studies" / "speed_gpu"
+    layout = _result(root, "layout/family=carn,precision=fp32")["rows"]
+    assert "reference k=0" not in {r["variant"] for r in layout}
+    gate = {r["variant"] for r in _result(root, "gate/family=carn")["rows"]}
+    assert len([v for v in gate if "skip" in v]) == 2, gate
+    assert "## the flat-tile gate at 4K" in (root / "report" / "report.md").read_text()
