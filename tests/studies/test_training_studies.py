@@ -354,6 +354,7 @@ def test_the_retrain_study_runs_end_to_end(pool):
     assert len(swept) == 8  # four models on each of the two splits
     report = (root / "report" / "report.md").read_text()
     assert "report photos: gap to the released curve" in report and "retrained_U1_only" in report
+    assert "| fsrcnn | 0 | retrained | oracle, each photo alike | 0.003 |" in report
     assert (root / "compare_report" / "family=fsrcnn,seed=0" / "curves.png").is_file()
 
 
