@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "pcsr_lightning"
 BEING_PORTED = ("learned_gate.sh", "learned_gate_photos.py", "learned_gate_report.py", "skip_flat.sh",
                 "skip_flat_4k.sh", "skip_flat_fill.py", "skip_flat_photos.py", "skip_flat_pick.py",
                 "skip_flat_report.py", "skip_flat_scores.py", "skip_flat_selfcal.py", "skip_flat_tiling.py",
-                "common.sh", "skip_budget_report.py")
+                "common.sh")
 
 
 def tree(root: Path, files: dict[str, str]) -> tuple[Path, Path]:

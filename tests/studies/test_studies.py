@@ -223,3 +223,18 @@ def test_gated_rows_are_compared_with_pcsr_on_the_same_image_and_k():
     out = against_pcsr(rows)
     assert out[1]["vs_pcsr_db"] == pytest.approx(-0.04) and out[1]["gflops_vs_pcsr"] == 0.4
     assert out[3]["vs_pcsr_db"] == pytest.approx(0.01) and "vs_pcsr_db" not in out[0]
+
+
+def test_the_gate_budget_study_runs_end_to_end(gate_folders):
+    train = gate_folders / "train"
+    train.mkdir()
+    write_png(sample_photo("camera").expand(3, -1, -1)[:, :96, :128].contiguous(), train / "camera.png")
+    run = _study(gate_folders, "study=gate_budget", "photos.train=train", "photos.val=val", "photos.report=report",
+                 "models.carn.pcsr=cp.ckpt", "models.carn.original=co.ckpt", "models.fsrcnn.pcsr=fp.ckpt",
+                 "models.fsrcnn.original=fo.ckpt", "mosaic_size=64x96", "mosaic_grid=2x2", "samples=[chelsea]")
+    assert run.returncode == 0, run.stderr[-3000:]
+    root = gate_folders / "outputs" / "studies" / "gate_budget"
+    report = (root / "report" / "report.md").read_text()
+    assert "photos over the budget" in report and "| carn | eval_report | 2 |" in report
+    quantiles = json.loads((root / "calibration" / "family=carn" / "result.json").read_text())["rows"][-1]
+    assert quantiles["image"] == "quantiles" and quantiles["q0"] <= quantiles["q0.5"]

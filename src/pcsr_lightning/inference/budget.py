@@ -17,8 +17,8 @@ run time, from the LR only:
 - **the error level** (``self_error``): PCSR on the LR downscaled once more by the scale, against the LR
   itself, times ``SELF_ERROR_SHARE``: the small image is harder than the large one (more detail per pixel),
   so its error overstates the large image's; the share is a low quantile of the ratio measured on training
-  photos (``experiments/skip_budget_calibrate.py``), so the level is an under-estimate on most photos and the
-  loss an over-estimate.
+  photos (the ``calibration`` step of the ``gate_budget`` study), so the level is an under-estimate on most
+  photos and the loss an over-estimate.
 
 The gate then skips the longest run of the score order whose estimated loss stays within the budget.
 Where even skipping every candidate would save fewer backbone pixels than the calibration encodes
@@ -46,7 +46,7 @@ BUDGET_STRATA = 8  # strata of the candidates' score order, each sampled
 BUDGET_SAMPLES = 2  # tiles sampled per stratum (run by PCSR for real)
 BUDGET_SEED = 0  # the sample's seed: the same image and budget give the same plan
 # MSE of PCSR on the full image / MSE of PCSR on its x-scale downscale against the LR: a low quantile over
-# the fitting photos (the pool's train split, experiments/skip_budget_calibrate.py).
+# the fitting photos (the pool's train split; the gate_budget study's calibration step).
 SELF_ERROR_SHARE = 0.1
 
 

@@ -25,6 +25,7 @@ from pcsr_lightning.io.files import write_text
 from pcsr_lightning.io.images import list_images, read_image, write_png
 from pcsr_lightning.io.official import import_official
 from pcsr_lightning.io.weights import load_model
+from pcsr_lightning.studies.budget_studies import budget_calibration
 from pcsr_lightning.studies.context import Context, Outcome
 from pcsr_lightning.studies.driver import override_value
 from pcsr_lightning.studies.measurements import (
@@ -283,4 +284,5 @@ ACTIONS: dict[str, Callable[..., Outcome]] = {
     "swap": swap, "compare": compare, "subset": subset, "upsampler_fit": upsampler_fit,
     "routing_oracle": routing_oracle,
     "train_speed": train_speed, "div2k_scale": div2k_scale, "png_level": png_level,
-    "upscale_runs": upscale_runs, "paper_table": paper_table, "demo": demo}
+    "upscale_runs": upscale_runs, "paper_table": paper_table, "demo": demo,
+    "budget_calibration": budget_calibration}

@@ -18,11 +18,12 @@ from pcsr_lightning.io.runs import JobResult, job_folder_name
 ROLES = ("train", "val", "report")
 CHOOSING_ROLES = ("val",)  # a selection reads results of these roles only
 # actions that learn from their photos: they may read the train and val roles, never report
-LEARNING_ACTIONS = ("train", "fit_fill", "subset")
+LEARNING_ACTIONS = ("train", "fit_fill", "subset", "budget_calibration")
 # the actions a step may run (``studies.actions.ACTIONS``, which needs torch; a test keeps the two equal)
 ACTION_NAMES = ("import_release", "crops", "mosaics", "eval", "bench", "bench_runtime", "fit_fill", "train",
                 "report", "swap", "compare", "subset", "upsampler_fit", "routing_oracle",
-                "train_speed", "div2k_scale", "png_level", "upscale_runs", "paper_table", "demo")
+                "train_speed", "div2k_scale", "png_level", "upscale_runs", "paper_table", "demo",
+                "budget_calibration")
 
 
 class StudyError(ValueError):

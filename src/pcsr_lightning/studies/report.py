@@ -1,12 +1,14 @@
 """A study's report from its finished jobs: ``summary.csv``, ``report.md`` (tables) and plots.
 
 A table names the step whose rows it shows, the columns, and ``where`` (only rows with these values);
+with ``by`` and ``stats`` it shows one row per group instead (counts, means, medians, extremes);
 a plot names steps, the x and y columns and the keys that make one series each (a series' points are
 joined in x order, as a k curve is).
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,8 +22,36 @@ def _matches(row: Mapping, where: Mapping | None) -> bool:
 
 
 def step_rows(rows: Sequence[dict], steps: Sequence[str], where: Mapping | None = None) -> list[dict]:
-    """The summary rows of the jobs of ``steps`` (a job's folder starts with its step's name)."""
-    return [r for r in rows if str(r["job"]).split("/")[0] in steps and _matches(r, where)]
+    """The summary rows of the jobs of ``steps`` (a job's folder starts with its step's name), each with
+    its ``step``."""
+    picked = [{**r, "step": str(r["job"]).split("/")[0]} for r in rows]
+    return [r for r in picked if r["step"] in steps and _matches(r, where)]
+
+
+STATISTICS = {"count": len, "mean": statistics.fmean, "median": statistics.median, "min": min, "max": max}
+
+
+def aggregated(rows: Sequence[dict], by: Sequence[str], stats: Mapping[str, Sequence]) -> list[dict]:
+    """One row per value of the ``by`` keys: each ``stats`` entry ``name: [statistic, column]`` (count, mean,
+    median, min, max over the rows that have the column) or ``[above|below, column, limit]`` (how many
+    pass the limit)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in by), []).append(r)
+    out = []
+    for key, group in groups.items():
+        row = dict(zip(by, key, strict=True))
+        for name, (statistic, column, *limit) in stats.items():
+            values = [float(r[column]) for r in group if r.get(column) is not None]
+            if statistic in ("above", "below"):
+                row[name] = sum(v > float(limit[0]) if statistic == "above" else v < float(limit[0]) for v in values)
+            elif statistic not in STATISTICS:
+                raise ValueError(f"report table statistic {statistic!r} is not one of "
+                                 f"{[*STATISTICS, 'above', 'below']}")
+            else:
+                row[name] = STATISTICS[statistic](values) if values else None
+        out.append(row)
+    return out
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
@@ -55,6 +85,8 @@ def write_report(study_dir: Path, out: Path, tables: Sequence[Mapping], plots: S
     parts = [f"# Study {title}", "", f"Every job's rows: `{summary.name if summary else 'summary.csv'}`.", ""]
     for table in tables:
         chosen = step_rows(rows, list(table["steps"]), table.get("where"))
+        if table.get("by"):
+            chosen = aggregated(chosen, list(table["by"]), table.get("stats", {}))
         heading = table.get("title", ", ".join(table["steps"]))
         parts += [f"## {heading}", "", markdown_table(chosen, table["columns"]), ""]
     for plot in plots:
