@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pcsr_lightning.bench.timing import machine_info
 from pcsr_lightning.config import compose_config
-from pcsr_lightning.data.datamodule import TrainCrops
+from pcsr_lightning.data.datamodule import TrainCrops, check_scale
 from pcsr_lightning.data.sources import SamplePhotos
 from pcsr_lightning.io.checkpoint import build_model
 from pcsr_lightning.io.files import write_text
@@ -79,6 +79,10 @@ def time_stages(experiment: str, queries: int | None, batch: dict[str, torch.Ten
     """ms/step of each stage of ``experiment`` (its modules built from the composed config)."""
     cfg = compose_config([f"experiment={experiment}", "profile=paper", f"profile.batch_size={len(batch['lr'])}",
                           f"profile.queries={'null' if queries is None else queries}", *overrides])
+    low, high = check_scale(OmegaConf.to_container(cfg.data, resolve=True)["scale"])
+    if low != high or not float(low).is_integer():  # the timed batch is one_batch's x4 crops
+        raise ValueError(f"train_speed times batches of x4 crops (one_batch); data.scale={low:g}..{high:g} of "
+                         f"{experiment} is not one integer scale: drop the data.scale override")
     net = build_model(OmegaConf.to_container(cfg.model.net, resolve=True))
     rows = []
     for plan in stage_plan(cfg, net):

@@ -28,6 +28,8 @@ def test_train_speed_times_every_stage_built_from_the_config():
     routed = train_speed.time_stages("fsrcnn_pcsr", 64, batch, "cpu", steps=1, warmup=0,
                                      overrides=["model=pcsr_routed"])
     assert [r["stage"] for r in routed] == ["stage0", "stage1", "stage1_routed"]
+    with pytest.raises(ValueError, match=r"data.scale=1..4 of fsrcnn_pcsr is not one integer scale"):
+        train_speed.time_stages("fsrcnn_pcsr", 64, batch, "cpu", steps=1, warmup=0, overrides=["data.scale=[1,4]"])
 
 
 def test_div2k_like_folder_has_the_published_layout(tmp_path):

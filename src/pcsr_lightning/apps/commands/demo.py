@@ -17,10 +17,12 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from pcsr_lightning.apps.commands.common import K_VALUE, format_table
 from pcsr_lightning.apps.train_app import run_job
 from pcsr_lightning.config import compose_config, config_names
+from pcsr_lightning.data.datamodule import check_scale, stage_scale
 from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate, rows_to_csv, summarize
 from pcsr_lightning.evaluation.figure import FigureRow, comparison_figure, crop, detail_window, save_figure
 from pcsr_lightning.evaluation.protocol import bicubic_sr, load_pair
@@ -170,7 +172,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"pcsr demo: training {cfg.name} ({args.profile} profile) into {out}", flush=True)
         ckpt = Path(run_job(cfg).final_checkpoint)
     trained = time.perf_counter() - start
-    scale = int(cfg.data.scale)
+    trained_on = OmegaConf.to_container(cfg.data, resolve=True)["scale"]
+    scale = stage_scale(trained_on, cfg.data.get("val_scales"))
+    if len(set(check_scale(trained_on))) > 1:  # one model for every scale: shown at its largest validation scale
+        print(f"pcsr demo: {cfg.name} was trained on scales {trained_on}; measured and drawn at x{scale}")
     folder = held_out_folder(instantiate(cfg.data.val), out / "held_out")
     model = load(ckpt, device="cpu")
     pairs = photo_pairs(folder, scale)
