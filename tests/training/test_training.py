@@ -753,6 +753,25 @@ def test_validation_images_of_each_scale_go_under_its_own_key(monkeypatch):
             assert torch.allclose(row[:, :, 28:52], torch.full_like(row[:, :, 28:52], scale / 10))
 
 
+def test_a_range_run_records_its_scale_and_resumes(tmp_path):
+    cfg = compose_config([*SMOKE, "experiment=fsrcnn_pcsr_anyscale_cpu", "data.queries=64", "profile.steps.stage=4",
+                          "data.val_scales=[2,3]"], tmp_path / "run")
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        run_job(cfg, callbacks=[Interrupt("stage1", 2)])
+    assert Manifest.load(tmp_path / "run").scale == [1, 4]
+    other = compose_config([*SMOKE, "experiment=fsrcnn_pcsr_anyscale_cpu", "data.queries=64", "data.scale=[2,4]",
+                            "resume=true"], tmp_path / "run")
+    with pytest.raises(ValueError, match=r"its scale is \[1, 4\], this config's is \[2, 4\]"):
+        run_job(other)
+    cfg.resume = True
+    seen = FirstStep()
+    manifest = run_job(cfg, callbacks=[seen])
+    assert seen.seen == {"stage1": 2} and manifest.scale == [1, 4]
+    assert [(s.name, s.status) for s in manifest.stages] == [("stage0", "done"), ("stage1", "done")]
+    assert math.isfinite(manifest.stage("stage1").metrics["val_psnr_k0_x3"])
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["scale"] == [1, 4]
+
+
 def test_a_scale_range_needs_a_pcsr(tmp_path):
     cfg = compose_config([*SMOKE, "experiment=fsrcnn_original", "data.scale=[1,4]"], tmp_path / "run")
     with pytest.raises(ValueError, match="an original network upsamples by one integer scale"):
