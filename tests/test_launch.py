@@ -138,12 +138,16 @@ def test_local_submitit_sweep_runs_two_jobs(tmp_path):
          "profile.steps.original=1", f"hydra.sweep.dir={sweep}"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = {"0_fsrcnn_pcsr": ["stage0", "stage1"], "1_fsrcnn_original": ["original"]}
+    common = ["callbacks=none", "logger=csv", "profile.steps.original=1", "profile.steps.stage0=1",
+              "profile.steps.stage=1", "profile=smoke"]
+    pcsr_job, original_job = (",".join(sorted([*common, f"experiment={e}"]))
+                              for e in ("fsrcnn_pcsr", "fsrcnn_original"))
+    jobs = {pcsr_job: ["stage0", "stage1"], original_job: ["original"]}
     for job, stages in jobs.items():
         run = sweep / job
         data = json.loads((run / "manifest.json").read_text())
         assert [(s["name"], s["status"]) for s in data["stages"]] == [(s, "done") for s in stages]
-        assert load_checkpoint(data["final_checkpoint"]).is_pcsr == (job == "0_fsrcnn_pcsr")
+        assert load_checkpoint(data["final_checkpoint"]).is_pcsr == (job == pcsr_job)
         assert "final checkpoint:" in (run / "train_app.log").read_text()
         rows = (run / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
         assert len(rows) > 1 and "train_loss" in rows[0]   # the job logged its training
@@ -183,7 +187,8 @@ def test_preempted_job_is_requeued_and_continues_its_stage(tmp_path):
          "logger=csv", "callbacks=none", f"profile.steps.original={steps}", "resume=true",
          f"hydra.sweep.dir={sweep}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
-    run = sweep / "0_fsrcnn_original"
+    run = sweep / ",".join(sorted(["experiment=fsrcnn_original", "profile=smoke", "logger=csv", "callbacks=none",
+                                   f"profile.steps.original={steps}", "resume=true"]))
     last = run / "stages" / "original" / "lightning" / "last.ckpt"
     deadline = time.monotonic() + 240
     while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:

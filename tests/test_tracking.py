@@ -52,8 +52,13 @@ def test_sweep_gives_each_job_a_named_grouped_tagged_run(sweep):
         assert quiet not in proc.stderr + proc.stdout, quiet
     assert "stage1" in proc.stdout and "FLOPs: paper convention" in proc.stdout
     jobs = sorted(p.parent for p in folder.glob("*/manifest.json"))
-    assert [j.name for j in jobs] == ["0_fsrcnn_pcsr", "1_carn_pcsr"]
-    for job, backbone in zip(jobs, ("fsrcnn", "carn")):
+    assert [j.name for j in jobs] == [f"experiment={e},logger=wandb,profile.steps.stage0=2,profile.steps.stage=2,"
+                                      "profile=smoke" for e in ("carn_pcsr", "fsrcnn_pcsr")]
+    with open(folder / "summary.csv", newline="") as f:  # the sweep's summary: each job's stages
+        summary = list(csv.DictReader(f))
+    assert {(r["job"].split(",")[0], r["stage"]) for r in summary} == {
+        (f"experiment={e}", s) for e in ("carn_pcsr", "fsrcnn_pcsr") for s in ("stage0", "stage1")}
+    for job, backbone in zip(jobs, ("carn", "fsrcnn")):
         runs = offline_runs(job / "wandb")
         assert len(runs) == 1  # one run per job, in the job's folder
         run = read_offline_run(runs[0])
@@ -98,7 +103,8 @@ def test_sweep_gives_each_job_a_named_grouped_tagged_run(sweep):
 
 def test_eval_sweep_gives_each_job_its_run(sweep, tmp_path):
     folder, _ = sweep
-    ckpt = json.loads((folder / "0_fsrcnn_pcsr" / "manifest.json").read_text())["final_checkpoint"]
+    ckpt = json.loads((folder / "experiment=fsrcnn_pcsr,logger=wandb,profile.steps.stage0=2,profile.steps.stage=2,"
+                                "profile=smoke" / "manifest.json").read_text())["final_checkpoint"]
     hr = tmp_path / "hr"
     hr.mkdir()
     from PIL import Image
@@ -108,11 +114,12 @@ def test_eval_sweep_gives_each_job_its_run(sweep, tmp_path):
     img = (sample_photo("chelsea")[:, :64, :80] * 255).round().byte().permute(1, 2, 0).numpy()
     Image.fromarray(img).save(hr / "cat.png")
     proc = subprocess.run(
-        [str(BIN / "pcsr-eval"), "-m", f"eval.ckpt={ckpt}", f"eval.hr_dir={hr}", "eval.k=0,1", "wandb=true",
+        # a path inside a sweep folder holds '=' and ',' (the job folders' names): quoted for Hydra
+        [str(BIN / "pcsr-eval"), "-m", f"eval.ckpt='{ckpt}'", f"eval.hr_dir={hr}", "eval.k=0,1", "wandb=true",
          "eval.metrics=[psnr,psnr_y,ssim]", f"hydra.sweep.dir={tmp_path / 'eval'}"],
         capture_output=True, text=True, env=env_for(tmp_path), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for job, k in (("0", "0"), ("1", "1")):
+    for job, k in ((f"eval.k={k},eval.metrics=[psnr,psnr_y,ssim]", k) for k in ("0", "1")):
         runs = offline_runs(tmp_path / "eval" / job / "wandb")
         assert len(runs) == 1
         run = read_offline_run(runs[0])

@@ -6,6 +6,7 @@ checks the exit code, the message and that nothing was written or lost."""
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import subprocess
@@ -336,8 +337,10 @@ def test_a_failed_multirun_job_does_not_stop_the_others(ckpt, photos, tmp_path, 
                               f"hydra.sweep.dir={sweep}"], capsys, monkeypatch)
     assert code == 2 and "error: 1 of 3 job(s) failed:" in err and "Traceback" not in err
     assert "#1 (" in err and "eval.k=nan): the cost knob k must be a finite number, got nan" in err
-    assert (sweep / "0" / "summary.csv").is_file() and (sweep / "2" / "summary.csv").is_file()
-    assert not (sweep / "1" / "summary.csv").exists()
+    assert (sweep / "eval.k=0" / "summary.csv").is_file() and (sweep / "eval.k=1" / "summary.csv").is_file()
+    assert not (sweep / "eval.k=nan" / "summary.csv").exists()
+    with open(sweep / "summary.csv", newline="") as f:  # the sweep's summary covers the finished jobs only
+        assert {r["job"] for r in csv.DictReader(f)} == {"eval.k=0", "eval.k=1"}
     code, err = run_app(app, [f"eval.ckpt={ckpt}", f"eval.hr_dir={photos}", "eval.k=nan",
                               f"hydra.run.dir={tmp_path / 'new' / 'job'}"], capsys, monkeypatch)
     assert code == 2 and "k must be a finite number" in err and not (tmp_path / "new").exists()

@@ -101,9 +101,11 @@ def test_hydra_multirun_over_k(fsrcnn_pair, tmp_path, monkeypatch):
     argv = ["pcsr-eval", "-m", f"eval.ckpt={pcsr}", f"eval.hr_dir={hr}", "eval.k=0,1", f"hydra.sweep.dir={sweep}"]
     monkeypatch.setattr(sys, "argv", argv)
     app()
-    ks = sorted(next(csv.DictReader((sweep / j / "summary.csv").open()))["k"] for j in ("0", "1"))
-    assert ks == ["0.000000", "1.000000"]
-    assert (sweep / "0" / "curve.png").stat().st_size > 1000
+    ks = sorted(next(csv.DictReader((sweep / j / "summary.csv").open()))["k"] for j in ("eval.k=0", "eval.k=1"))
+    assert ks == ["0.000000", "1.000000"]  # each job's folder is named after its overrides (paths left out)
+    assert (sweep / "eval.k=0" / "curve.png").stat().st_size > 1000
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))  # the sweep's summary: every job's rows
+    assert {(r["job"], r["eval.k"], r["setting"]) for r in rows} >= {("eval.k=0", "0", "k"), ("eval.k=1", "1", "k")}
 
 
 def test_hydra_eval_sweeps_the_gate_and_its_fill(tmp_path, monkeypatch):
@@ -128,7 +130,7 @@ def test_hydra_eval_sweeps_the_gate_and_its_fill(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", argv)
     app()
     psnrs = []
-    for job in ("0", "1"):
+    for job in ("eval.skip_fill=bicubic,eval.skip_flat=100", "eval.skip_fill=linear,eval.skip_flat=100"):
         rows = [r for r in csv.DictReader((sweep / job / "summary.csv").open()) if r["skip_flat"]]
         assert rows and {r["skipped_share"] for r in rows} == {"1.000000"}, job
         psnrs.append(rows[0]["psnr"])

@@ -1,11 +1,9 @@
 """The recipes in conf/experiment/: each composes and plans its stages, and the retraining and paper
-recipes pin the values their results need; the scripts that run them pass only their overrides."""
+recipes pin the values their results need; the studies that run them (conf/study/retrain*.yaml) pass only
+their overrides."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -142,30 +140,6 @@ def test_the_gpu_retraining_recipe_is_the_cpu_one_with_the_papers_stage_1_schedu
     assert (stages["stage1_routed"].skip_hardest, stages["stage1_routed"].p_power) == (0.0, 0.5)
 
 
-@pytest.mark.parametrize("backbone", ["fsrcnn", "carn"])
-def test_the_retraining_recipe_is_what_the_script_passed_before(backbone):
-    """The settings experiments/retrain_classifier.sh carried as shell defaults, given as overrides of the
-    experiment they named, compose to the same config as the recipe."""
-    stage_steps, routed_steps, revive = RECIPE_SCHEDULES[backbone]
-    before = compose_config([
-        f"experiment={backbone}_pcsr", "data=image_folder", *RETRAIN_FILLED, "init.stages=[stage0]", "profile=quick",
-        "model=pcsr_routed", "profile.steps.stage=17000", "model.routed_steps=5000",
-        "+model.stages.stage_j.module.lr_scale={classifier: 0.3333}", "profile.queries=4096", "optimizer.lr=3e-3",
-        "logger=csv", "callbacks=none",
-        # chosen later, on a validation split (routed_sweep.sh), for the routed stage
-        "model.stages.stage_j_routed.module.skip_hardest=0", "model.stages.stage_j_routed.module.p_power=0.5",
-        # and later still: a long stage of U_1 alone, dead units revived (the steps: each backbone's own)
-        f"profile.steps.stage={stage_steps}", f"model.routed_steps={routed_steps}",
-        f"model.stages.stage_j.module.revive_every={revive}",
-        f"model.stages.stage_j_routed.module.revive_every={revive}"],
-        "/dummy/run")
-    recipe = compose_config([f"experiment=retrain_{backbone}", *RETRAIN_FILLED], "/dummy/run")
-    keys = ["data", "backbone", "model", "optimizer", "scheduler", "trainer", "profile", "init", "seed", "name",
-            "callbacks"]
-    assert resolved(recipe, *keys) == resolved(before, *keys)
-    assert recipe.logger.keys() == before.logger.keys()
-
-
 @pytest.mark.parametrize("backbone, lr", [("fsrcnn", 1e-3), ("carn", 2e-4), ("srresnet", 2e-4)])
 def test_the_paper_recipes_pin_the_papers_schedule(backbone, lr):
     cfg = compose_config([f"experiment={backbone}_pcsr_paper", "data.train.root=/data/DIV2K"], "/dummy/run")
@@ -199,118 +173,6 @@ def test_pcsr_train_prints_the_whole_pipeline_of_a_recipe(tmp_path):
     assert stages.stage_j.module.lr_scale.classifier == 0.3333 and stages.stage_j_routed.after == "stage_j"
 
 
-# ------------------------------------------------------------------ the scripts that run the recipes
-
-
-def script_env(tmp_path: Path) -> tuple[Path, dict]:
-    """A copy of experiments/ beside conf/ whose pcsr-train and pcsr record their arguments."""
-    repo = tmp_path / "repo"
-    shutil.copytree(ROOT / "experiments", repo / "experiments", ignore=shutil.ignore_patterns("*.py", "README.md"))
-    (repo / "conf").symlink_to(config_dir())
-    bin_dir = repo / ".venv" / "bin"
-    bin_dir.mkdir(parents=True)
-    for tool in ("pcsr-train", "pcsr"):  # each call's arguments in calls/<n>.<tool>; pcsr compare's line for grep
-        (bin_dir / tool).write_text(f'#!/usr/bin/env bash\nn=$(ls "$PCSR_CALLS" | wc -l)\n'
-                                    f'printf "%s\\n" "$@" > "$PCSR_CALLS/$n.{tool}"\necho "vs released"\n')
-        (bin_dir / tool).chmod(0o755)
-    (repo / "results" / "checkpoints").mkdir(parents=True)
-    for name in ("carn-x4", "carn-pcsr-phase1", "fsrcnn-x4", "fsrcnn-pcsr-phase1"):
-        (repo / "results" / "checkpoints" / f"{name}.ckpt").write_text("")
-    calls = tmp_path / "calls"
-    calls.mkdir()
-    env = {**os.environ, "PCSR_CALLS": str(calls), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    for var in ("STEPS", "ROUTED_STEPS", "QUERIES", "LR", "CLASSIFIER_LR_SCALE", "BACKBONES", "RUNS", "SKIPS"):
-        env.pop(var, None)
-    return repo, env
-
-
-def calls(tmp_path: Path) -> list[tuple[str, list[str]]]:
-    """(tool, arguments) of each call, in order."""
-    found = sorted((tmp_path / "calls").iterdir(), key=lambda p: int(p.name.split(".")[0]))
-    return [(p.name.split(".", 1)[1], p.read_text().splitlines()) for p in found]
-
-
-def train_calls(tmp_path: Path) -> list[list[str]]:
-    return [args for tool, args in calls(tmp_path) if tool == "pcsr-train"]
-
-
-def composed_call(args: list[str]):
-    """The config a recorded pcsr-train call composes (hydra.* and resume left out)."""
-    return compose_config([a for a in args if not a.startswith(("hydra.", "resume="))], "/dummy/run")
-
-
-@pytest.mark.parametrize("env_vars, steps, lr_scale", [
-    ({}, [("stage0", 6000), ("stage1", 4250), ("stage1_routed", 20000)], {"classifier": 0.3333}),
-    ({"ROUTED_STEPS": "0", "CLASSIFIER_LR_SCALE": "1"}, [("stage0", 6000), ("stage1", 4250)], None),
-    ({"STEPS": "3000", "ROUTED_STEPS": "14000", "CLASSIFIER_LR_SCALE": "0.5", "QUERIES": "null", "LR": "1e-3"},
-     [("stage0", 6000), ("stage1", 3000), ("stage1_routed", 14000)], {"classifier": 0.5}),
-])
-def test_retrain_classifier_sh_runs_the_recipe_with_its_overrides(tmp_path, env_vars, steps, lr_scale):
-    repo, env = script_env(tmp_path)
-    for folder in ("train", "val", "report"):
-        (tmp_path / folder).mkdir()
-    proc = subprocess.run(["bash", str(repo / "experiments" / "retrain_classifier.sh"), str(tmp_path / "train"),
-                           str(tmp_path / "val"), str(tmp_path / "report"), "seed=2"], env={**env, **env_vars},
-                          capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    [args] = train_calls(tmp_path)
-    assert not any(str(tmp_path / "report") in a for a in args)  # the report split takes no part in training
-    assert args[0] == "experiment=retrain_fsrcnn" and not any(a.startswith(("profile=", "model=")) for a in args)
-    assert f"init.checkpoint={repo}/results/checkpoints/fsrcnn-pcsr-phase1.ckpt" in args
-    cfg = composed_call(args)
-    assert [(name, n) for name, _, n in plan(cfg)] == steps
-    assert cfg.seed == 2 and cfg.data.train.path == str(tmp_path / "train")
-    assert cfg.optimizer.lr == float(env_vars.get("LR", 3e-3))
-    assert cfg.profile.queries == (None if env_vars.get("QUERIES") == "null" else 4096)
-    given = cfg.model.stages.stage_j.module.get("lr_scale")
-    assert (OmegaConf.to_container(given) if given is not None else None) == lr_scale
-    assert [(tool, a[0]) for tool, a in calls(tmp_path)][:4] == [("pcsr-train", args[0]), ("pcsr", "swap"),
-                                                                  ("pcsr", "swap"), ("pcsr", "eval")]
-    swept = [a[a.index("--hr-dir") + 1] for tool, a in calls(tmp_path) if a[0] == "eval"]
-    assert swept == [str(tmp_path / "val")] * 4 + [str(tmp_path / "report")] * 4  # 4 models on each split
-
-
-def test_retrain_classifier_sh_refuses_a_report_split_that_is_not_its_own(tmp_path):
-    repo, env = script_env(tmp_path)
-    for folder in ("train", "val"):
-        (tmp_path / folder).mkdir()
-    proc = subprocess.run(["bash", str(repo / "experiments" / "retrain_classifier.sh"), str(tmp_path / "train"),
-                           str(tmp_path / "val"), str(tmp_path / "val")], env=env, capture_output=True, text=True,
-                          cwd=tmp_path)
-    assert proc.returncode == 2 and "REPORT_DIR must be a folder of its own" in proc.stderr
-    assert not train_calls(tmp_path)
-
-
-def test_routed_sweep_sh_trains_the_routed_stage_of_the_recipe(tmp_path):
-    repo, env = script_env(tmp_path)
-    run = tmp_path / "run"
-    (run / "stages" / "stage1").mkdir(parents=True)
-    (run / "stages" / "stage1" / "model.ckpt").write_text("")
-    (run / "val").mkdir()
-    (run / "val" / "released.csv").write_text("")
-    (run / "manifest.json").write_text(json.dumps({"experiment": "carn_pcsr", "backbone": "carn"}))
-    for folder in ("train", "val"):
-        (tmp_path / folder).mkdir()
-    proc = subprocess.run(["bash", str(repo / "experiments" / "routed_sweep.sh"), str(tmp_path / "train"),
-                           str(tmp_path / "val"), str(run)],
-                          env={**env, "SKIPS": "0 0.1", "POWERS": "1 0", "TEACHERS": "0 300", "ROUTED_STEPS": "7"},
-                          capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    calls = train_calls(tmp_path)
-    assert len(calls) == 8 and all(args[0] == "experiment=retrain_carn" for args in calls)
-    settings = []
-    for args in calls:
-        cfg = composed_call(args)
-        assert [(name, n) for name, _, n in plan(cfg)][-1] == ("stage1_routed", 7)
-        assert list(cfg.init.stages) == ["stage0", "stage1"] and cfg.init.checkpoint.endswith("stage1/model.ckpt")
-        module = cfg.model.stages.stage_j_routed.module
-        settings.append((module.skip_hardest, module.p_power, module.teacher_weight, Path(next(
-            a for a in args if a.startswith("hydra.run.dir=")).split("=", 1)[1]).name))
-    assert settings == [(0, 1, 0, "skip0"), (0.1, 1, 0, "skip0.1"), (0, 0, 0, "skip0_p0"), (0.1, 0, 0, "skip0.1_p0"),
-                        (0, 1, 300, "skip0_t300"), (0.1, 1, 300, "skip0.1_t300"), (0, 0, 300, "skip0_p0_t300"),
-                        (0.1, 0, 300, "skip0.1_p0_t300")]
-
-
 @pytest.mark.parametrize("backbone", ["fsrcnn", "carn"])
 def test_the_gate_recipe_takes_every_paper_stage_and_trains_only_the_gate(backbone):
     cfg = compose_config([f"experiment=gate_{backbone}", *RETRAIN_FILLED], "/dummy/run")
@@ -321,65 +183,3 @@ def test_the_gate_recipe_takes_every_paper_stage_and_trains_only_the_gate(backbo
     assert type(net.gate).__name__ == "LearnedGate" and sum(p.numel() for p in net.gate.parameters()) < 1000
     assert [p.trains for p in stage_plan(cfg, net)][-1] == ["gate"]
     assert cfg.data.lr_patch == 64 and cfg.backbone.name == backbone
-
-
-def test_retrain_budget_sh_runs_the_recipe_on_fewer_photos_and_fewer_steps(tmp_path):
-    repo, env = script_env(tmp_path)
-    shutil.copy(ROOT / "experiments" / "retrain_budget_report.py", repo / "experiments")
-    for folder in ("train", "val", "report"):
-        (tmp_path / folder).mkdir()
-    names = [f"photo{i}.png" for i in range(9)]
-    for name in names:
-        (tmp_path / "train" / name).write_bytes(b"not decoded here")
-    proc = subprocess.run(["bash", str(repo / "experiments" / "retrain_budget.sh"), str(tmp_path / "train"),
-                           str(tmp_path / "val"), str(tmp_path / "report"), "seed=3"],
-                          env={**env, "VARIANTS": "photos25 photos50 steps25", "ROUTED_STEPS": "4000"},
-                          capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    cfgs = [composed_call(args) for args in train_calls(tmp_path)]
-    assert len(cfgs) == 3 and all(cfg.seed == 3 for cfg in cfgs)
-    # every 4th / every 2nd photo in name order, as links; the 25 % subset inside the 50 % one
-    subsets = [sorted(p.name for p in Path(cfg.data.train.path).iterdir()) for cfg in cfgs[:2]]
-    assert subsets == [names[::4], names[::2]] and set(subsets[0]) <= set(subsets[1])
-    assert all(p.is_symlink() for p in Path(cfgs[0].data.train.path).iterdir())
-    assert cfgs[2].data.train.path == str(tmp_path / "train")
-    steps = [[(name, n) for name, _, n in plan(cfg)][1:] for cfg in cfgs]
-    assert steps == [[("stage1", 4250), ("stage1_routed", 4000)]] * 2 + [[("stage1", 1062), ("stage1_routed", 1000)]]
-    assert all(cfg.data.val.path == str(tmp_path / "val") for cfg in cfgs)
-    assert (repo / "results" / "retrain_budget" / "budget.md").read_text().startswith("| run | backbone |")
-
-
-def test_retrain_budget_sh_refuses_an_unknown_variant(tmp_path):
-    repo, env = script_env(tmp_path)
-    for folder in ("train", "val", "report"):
-        (tmp_path / folder).mkdir()
-    for i in range(4):
-        (tmp_path / "train" / f"photo{i}.png").write_bytes(b"x")
-    proc = subprocess.run(["bash", str(repo / "experiments" / "retrain_budget.sh"), str(tmp_path / "train"),
-                           str(tmp_path / "val"), str(tmp_path / "report")], env={**env, "VARIANTS": "photos10"},
-                          capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 2 and "unknown variant 'photos10'" in proc.stderr
-    assert train_calls(tmp_path) == []
-
-
-def test_routed_report_sh_sweeps_the_chosen_routed_stage_on_the_report_split_only(tmp_path):
-    repo, env = script_env(tmp_path)
-    run = tmp_path / "run"
-    (run / "routed" / "skip0_p0.5").mkdir(parents=True)
-    (run / "report").mkdir()
-    (run / "report" / "released.csv").write_text("")
-    (run / "manifest.json").write_text(json.dumps({"experiment": "fsrcnn_pcsr", "backbone": "fsrcnn"}))
-    (tmp_path / "report").mkdir()
-    script = [str(repo / "experiments" / "routed_report.sh"), str(run), "skip0_p0.5", str(tmp_path / "report")]
-    proc = subprocess.run(["bash", *script], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 2 and "run routed_sweep.sh first" in proc.stderr  # no final.ckpt yet
-    (run / "routed" / "skip0_p0.5" / "final.ckpt").write_text("")
-    proc = subprocess.run(["bash", *script], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    made = calls(tmp_path)
-    assert [a[0] for _, a in made] == ["swap", "eval", "eval", "compare"] and train_calls(tmp_path) == []
-    swap = made[0][1]
-    assert swap[1].endswith("fsrcnn-pcsr-phase1.ckpt") and swap[2] == str(run / "routed" / "skip0_p0.5" / "final.ckpt")
-    assert swap[swap.index("--parts") + 1] == "upsamplers.1"
-    assert {a[a.index("--hr-dir") + 1] for _, a in made[1:3]} == {str(tmp_path / "report")}
-    assert made[3][1][1] == f"released={run}/report/released.csv"

@@ -13,8 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pcsr_lightning.apps.commands.eval import run_settings
-from pcsr_lightning.apps.jobs import fail
+from pcsr_lightning.apps.jobs import fail, record_result
 from pcsr_lightning.config import config_dir
+from pcsr_lightning.evaluation.compare import read_summary
 from pcsr_lightning.evaluation.evaluate import EvalSettings
 from pcsr_lightning.evaluation.wandb_log import eval_identity
 from pcsr_lightning.extras import MissingExtra
@@ -102,6 +103,7 @@ def main(cfg: DictConfig):
         return fail(2, str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__, out)
     if code:
         return fail(code, "some images could not be processed (named above)" if code == 1 else f"exit code {code}")
+    record_result(out, read_summary(out / "summary.csv"))
     return code
 
 

@@ -8,7 +8,9 @@
   sees it fail and Hydra reports it.
 
 ``JobReport`` is the Hydra callback (``hydra.callbacks`` in conf/train.yaml and conf/eval.yaml) that
-does the listing and remembers the folders.
+does the listing and remembers the folders; at a multirun's end it also writes the sweep's
+``summary.csv`` from the jobs' ``result.json`` (``record_result``; the layout ``pcsr-study`` shares,
+``io.runs``).
 """
 
 from __future__ import annotations
@@ -25,8 +27,24 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from pcsr_lightning.io.runs import JobResult, write_result, write_summary
+
 IN_PROCESS_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 _new_folders: list[Path] = []  # the run folder and the parents Hydra is about to create, deepest first
+
+
+def record_result(out: Path, rows: list[dict], values: dict | None = None) -> Path:
+    """A finished job's ``result.json`` in its folder: its overrides (those its folder is named after) as
+    settings, its result rows, the files it made."""
+    hydra = HydraConfig.get()
+    excluded = set(hydra.job.config.override_dirname.exclude_keys)
+    point = {}
+    for override in hydra.overrides.task:
+        key, _, value = str(override).partition("=")
+        if key.lstrip("+~") not in excluded:
+            point[key.lstrip("+~")] = value
+    name = Path(hydra.runtime.output_dir).name if hydra.mode == RunMode.MULTIRUN else "."
+    return write_result(out, JobResult(name, point, rows, values or {}))
 
 
 class JobFailed(Exception):
@@ -99,6 +117,9 @@ class JobReport(Callback):
             self.jobs.append((f"#{config.hydra.job.num} ({overrides})", job_return.return_value))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        summary = write_summary(Path(str(config.hydra.sweep.dir)))
+        if summary is not None:
+            print(f"sweep summary: {summary}")
         if not self.jobs:
             return
         print(f"error: {len(self.jobs)} of {self.count} job(s) failed:", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The console scripts' entry points (``pcsr``, ``pcsr-eval``, ``pcsr-train``).
+"""The console scripts' entry points (``pcsr``, ``pcsr-eval``, ``pcsr-train``, ``pcsr-study``).
 
 Each app's module is imported inside the guard, not at the top: its imports (torch, Lightning, Hydra)
 take seconds, and a Ctrl-C during them must end like one at any later moment, with one line and exit
@@ -35,5 +35,10 @@ def pcsr_train() -> int:
     return run_app("pcsr_lightning.apps.train_app", "pcsr-train")
 
 
+def pcsr_study() -> int:
+    return run_app("pcsr_lightning.apps.study_app", "pcsr-study")
+
+
 if __name__ == "__main__":
-    sys.exit({"pcsr": pcsr, "pcsr-eval": pcsr_eval, "pcsr-train": pcsr_train}[sys.argv.pop(1)]())
+    apps = {"pcsr": pcsr, "pcsr-eval": pcsr_eval, "pcsr-train": pcsr_train, "pcsr-study": pcsr_study}
+    sys.exit(apps[sys.argv.pop(1)]())

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pcsr_lightning.apps.jobs import fail
+from pcsr_lightning.apps.jobs import fail, record_result
 from pcsr_lightning.config import config_dir, register_resolvers
 from pcsr_lightning.io.files import write_text
 from pcsr_lightning.io.manifest import Manifest
@@ -143,4 +143,6 @@ def main(cfg: DictConfig):
     except NonFiniteTraining as err:
         return fail(1, str(err))
     log.info("final checkpoint: %s", manifest.final_checkpoint)
+    if is_main_process():
+        record_result(run_dir, manifest.metric_rows(), {"ckpt": manifest.final_checkpoint})
     return None

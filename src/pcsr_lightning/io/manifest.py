@@ -45,6 +45,11 @@ class Manifest:
     def stage(self, name: str) -> StageRecord | None:
         return next((s for s in self.stages if s.name == name), None)
 
+    def metric_rows(self) -> list[dict]:
+        """One row per stage: its name and the plain values of its final metrics (a job's result rows)."""
+        return [{"stage": s.name, **{k: v for k, v in s.metrics.items() if isinstance(v, (int, float, str))}}
+                for s in self.stages]
+
     def put(self, record: StageRecord) -> None:
         for i, s in enumerate(self.stages):
             if s.name == record.name:

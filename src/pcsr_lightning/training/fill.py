@@ -13,14 +13,19 @@ fitted fill keeps every photo within 0.05 dB of PCSR up to gate threshold 0.2, w
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from pcsr_lightning.data.bicubic import make_pair
 from pcsr_lightning.inference.gate import flatness_scores
+from pcsr_lightning.io.images import DEFAULT_MAX_PIXELS, read_image
+from pcsr_lightning.io.weights import load_model, save_model
 from pcsr_lightning.models.fill import RADIUS, LinearFill
 
+FILL_TARGET = "pcsr_lightning.models.LinearFill"
 FIT_BELOW = 0.2  # an LR pixel is fitted when its 5x5 neighbourhood's largest |Laplacian| is below this
 RIDGE = 1.0e-6  # added to the normal equations' diagonal: a photo set with no texture still solves
 ROWS_PER_PASS = 64  # LR rows whose neighbourhoods are unfolded at once (bounded memory on 8K photos)
@@ -123,3 +128,32 @@ def fit_fill(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], scale: int, bel
     for lr, hr in pairs:
         stats.add(lr, hr)
     return stats.solve(), stats
+
+
+def fit_fill_model(src: str | Path, photos: Sequence[Path], out: str | Path, scale: int = 4,
+                   below: float = FIT_BELOW, max_pixels: int = DEFAULT_MAX_PIXELS, format: str | None = None,
+                   on_photo: Callable[[Path, int, int], None] | None = None) -> tuple[Path, dict]:
+    """``pcsr fit-fill``: a copy of the PCSR model at ``src`` with its fill fitted on ``photos``, written to
+    ``out``; and what the fit measured. ``on_photo(path, flat, lr_pixels)`` after each photo."""
+    if scale < 2:
+        raise ValueError(f"--scale must be an integer >= 2, got {scale}")
+    if not below > 0:
+        raise ValueError(f"--below must be > 0, got {below}")
+    loaded = load_model(src)
+    if not loaded.is_pcsr:
+        raise ValueError(f"{src}: an original network has no flat-tile gate to fill for; give a PCSR model")
+    stats = FillStatistics(scale, below=below)
+    for path in photos:
+        hr, lr = make_pair(read_image(path, max_pixels), scale)
+        added = stats.add(lr[None], hr[None])
+        if on_photo is not None:
+            on_photo(path, added // 3, lr.shape[-2] * lr.shape[-1])
+    solution = stats.correction()
+    fill = stats.fill_of(solution)
+    bicubic, fitted = stats.rms_errors(solution)
+    loaded.model.fill = fill
+    config = {**loaded.config, "fill": {"_target_": FILL_TARGET, "scale": fill.scale, "radius": fill.radius}}
+    measured = {"photos": [p.name for p in photos], "flat_lr_pixels": stats.pixels // 3, "below": below,
+                "rms_bicubic": bicubic, "rms_fitted": fitted}
+    written = save_model(out, loaded.model, config, {**loaded.meta, "fill": measured}, format)
+    return Path(written), {**measured, "photos": len(photos), "fill": repr(fill)}

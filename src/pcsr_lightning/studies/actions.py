@@ -1,0 +1,224 @@
+"""What a study's job can do: each action takes the job's context and the step's ``args`` and returns
+the job's result rows and the values later steps ``use`` (files it made, e.g. a checkpoint).
+
+The actions call the package's own functions (the ones ``pcsr eval``, ``pcsr bench``, ``pcsr fit-fill``,
+``pcsr-train`` and ``pcsr import-official`` call), so a study measures exactly what the commands do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from pcsr_lightning.bench.inputs import parse_size
+from pcsr_lightning.bench.run import BenchSettings, run_bench
+from pcsr_lightning.bench.runtime import RuntimeBenchSettings, bench_runtimes
+from pcsr_lightning.config import compose_config
+from pcsr_lightning.data.bicubic import imresize
+from pcsr_lightning.data.samples import materialize_samples
+from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate, summarize, write_outputs
+from pcsr_lightning.io.images import list_images, read_image, write_png
+from pcsr_lightning.io.official import import_official
+from pcsr_lightning.io.weights import load_model
+from pcsr_lightning.studies.context import Context, Outcome
+from pcsr_lightning.studies.driver import override_value
+from pcsr_lightning.studies.report import write_report
+from pcsr_lightning.studies.training_studies import (
+    compare,
+    link_photos,
+    photos_within,
+    routing_oracle,
+    subset,
+    swap,
+    upsampler_fit,
+)
+from pcsr_lightning.training.fill import fit_fill_model
+from pcsr_lightning.training.pipeline import prepare_run, run_pipeline
+
+
+def _photos(ctx: Context, what: str) -> Path:
+    if ctx.photos is None:
+        raise ValueError(f"{what} reads photos: give the step a role (train, val or report) whose folder is set")
+    return ctx.photos
+
+
+def import_release(ctx: Context, files: Mapping[str, str]) -> Outcome:
+    """The study's models, one value per name: an authors' released ``.pth`` imported into the project's
+    format in the job folder, any other model file (``.ckpt``, ``.safetensors``, a model folder) as it is."""
+    values, rows = {}, []
+    for name, src in files.items():
+        if src is None or not Path(str(src)).exists():
+            raise FileNotFoundError(f"model {name}: {src} not found (the authors' .pth files: set release= or "
+                                    "PCSR_OFFICIAL_DIR to their folder)")
+        path = Path(str(src))
+        values[name] = str(import_official(path, ctx.out / f"{name}.ckpt") if path.suffix == ".pth" else path)
+        loaded = load_model(values[name])
+        rows.append({"name": name, "kind": loaded.kind, "source": path.name})
+    return Outcome(rows=rows, values=values)
+
+
+def crops(ctx: Context, hr_size: str | None = None, portrait: bool = False, samples: bool = False,
+          names: Sequence[str] | None = None) -> Outcome:
+    """Centre crops of the role's photos at ``hr_size`` (HxW) in ``<job>/photos``: a photo larger than twice
+    the size is first shrunk (MATLAB-style bicubic) so the crop keeps most of the scene; a smaller one is
+    left out (or, with ``portrait``, turned when it fits only so). ``samples``: scikit-image's photos
+    (``names``, default the held-out ones) at their own size instead of a folder."""
+    folder = ctx.out / "photos"
+    if samples:
+        materialize_samples(folder, names)
+        return Outcome(rows=[{"photos": len(list_images(folder))}], values={"hr_dir": str(folder)})
+    if hr_size is None:
+        raise ValueError("crops needs hr_size (HxW), or samples: true")
+    size = parse_size(hr_size)
+    kept = 0
+    for path in list_images(_photos(ctx, "crops")):
+        img = read_image(path)
+        crop = fitted_crop(img, size) if portrait is False or _fits(img, size) else None
+        if crop is None and portrait and _fits(img.transpose(-1, -2), size):
+            crop = fitted_crop(img.transpose(-1, -2).flip(-1), size)
+        if crop is None:
+            continue
+        write_png(crop, folder / f"{path.stem}.png")
+        kept += 1
+    if not kept:
+        raise ValueError(f"no photo of {ctx.photos} holds a {hr_size} crop")
+    return Outcome(rows=[{"photos": kept, "hr_size": hr_size}], values={"hr_dir": str(folder)})
+
+
+def _fits(img: torch.Tensor, size: tuple[int, int]) -> bool:
+    return img.shape[-2] >= size[0] and img.shape[-1] >= size[1]
+
+
+def fitted_crop(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None:
+    (h, w), (hh, ww) = img.shape[-2:], size
+    if h < hh or w < ww:
+        return None
+    shrink = max(hh / h, ww / w)
+    if shrink <= 0.5:
+        img = imresize(img, (max(hh, round(h * shrink)), max(ww, round(w * shrink)))).clamp(0, 1)
+        h, w = img.shape[-2:]
+    y0, x0 = (h - hh) // 2, (w - ww) // 2
+    return img[:, y0 : y0 + hh, x0 : x0 + ww].contiguous()
+
+
+def eval_action(ctx: Context, per_image: bool = False, **settings) -> Outcome:
+    """``pcsr eval`` on the role's photos (or ``hr_dir``): its CSVs and curve in the job folder; the rows are
+    the summary's (``per_image``: every image's rows, the ``mean`` rows too)."""
+    settings.setdefault("hr_dir", str(_photos(ctx, "eval")) if "hr_dir" not in settings else settings["hr_dir"])
+    if "k" in settings:
+        k = settings.pop("k")
+        settings["ks"] = list(k) if isinstance(k, (list, tuple)) else [k]
+    if isinstance(settings.get("skip_flat"), (int, float)):
+        settings["skip_flat"] = [settings["skip_flat"]]
+    chosen = EvalSettings(**settings)
+    records, failures = evaluate(chosen, log=print)
+    if failures:
+        raise ValueError(f"{failures} image(s) of {chosen.hr_dir} could not be evaluated (named above)")
+    summary = summarize(records)
+    write_outputs(records, summary, str(ctx.out / "per_image.csv"), str(ctx.out / "summary.csv"),
+                  str(ctx.out / "curve.png"), metrics=chosen.metrics)
+    rows = summary
+    if per_image:
+        rows = [dict(vars(r)) for r in records] + [dict(row, image="mean") for row in summary]
+    return Outcome(rows=rows)
+
+
+BENCH_COLUMNS = ("ms_original", "ms_backbone", "ms_pcsr", "ratio_pcsr", "psnr_original", "psnr_pcsr")
+
+
+def bench(ctx: Context, hr_size: str, images: bool = False, **settings) -> Outcome:
+    """``pcsr bench`` (interleaved rounds, paired ratios): on the photo mosaic, or with ``images`` on each
+    photo of the role (centre-cropped to ``hr_size``); one row per variant per input, with the ratios."""
+    inputs: list[str | None] = [None]
+    if images:
+        inputs = [str(p) for p in list_images(_photos(ctx, "bench"))]
+    if "k" in settings:
+        k = settings.pop("k")
+        settings["ks"] = list(k) if isinstance(k, (list, tuple)) else [k]
+    rows = []
+    for image in inputs:
+        chosen = BenchSettings(hr_size=parse_size(hr_size), hr_image=image, **settings)
+        chosen.check()
+        report = run_bench(chosen, log=print)
+        name = "mosaic" if image is None else Path(image).name
+        original, pcsr = report["ms_original"], report["ms_pcsr"]
+        for row in report["rows"]:
+            rows.append({"image": name, "variant": row["name"], "ms": row["ms"], "vs_original": row["ms"] / original,
+                         "vs_pcsr": row["ms"] / pcsr, "psnr": row["psnr"], "heavy_share": row["heavy_share"],
+                         "skipped_share": row["skipped_share"]})
+        rows.append({"image": name, "variant": "summary", **{c: report.get(c) for c in BENCH_COLUMNS}})
+    return Outcome(rows=rows)
+
+
+def bench_runtime(ctx: Context, hr_size: str, hr_dir: str | None = None, **settings) -> Outcome:
+    """``pcsr bench-runtime`` (the ONNX export in ONNX Runtime beside the PyTorch path, paired rounds) on
+    each photo of the role (or ``hr_dir``, e.g. a ``crops`` step's), centre-cropped to ``hr_size``: one row
+    per model per photo and the PCSR / original ratios in each runtime."""
+    rows = []
+    for image in list_images(hr_dir or _photos(ctx, "bench_runtime")):
+        report = bench_runtimes(RuntimeBenchSettings(hr_image=str(image), hr_size=parse_size(hr_size), **settings))
+        for m in report["models"]:
+            rows.append({"image": image.name, "variant": m["name"], "ms_pytorch": m["ms"]["pytorch"],
+                         "ms_onnxruntime": m["ms"]["onnxruntime"], "ort_vs_pytorch": m["ratio"],
+                         "within_one_level": m["agreement"]["within_one_level"], "heavy_share": m["heavy_share"]})
+        ratios = report["pcsr_vs_original"]
+        rows.append({"image": image.name, "variant": "pcsr_vs_original", "ratio_pytorch": ratios["pytorch"],
+                     "ratio_onnxruntime": ratios["onnxruntime"], "load_average": report["machine"].get("load_average")})
+    return Outcome(rows=rows)
+
+
+def fit_fill(ctx: Context, ckpt: str, scale: int = 4, **options) -> Outcome:
+    """``pcsr fit-fill`` on the role's photos: the model with its fitted fill, in the job folder."""
+    out, stats = fit_fill_model(ckpt, list_images(_photos(ctx, "fit_fill")), ctx.out / "model.ckpt", scale,
+                                **options)
+    return Outcome(rows=[stats], values={"ckpt": str(out)})
+
+
+def train(ctx: Context, overrides: Sequence[str] = (), photos: str | None = None, value: str = "ckpt") -> Outcome:
+    """``pcsr-train`` with ``overrides`` (``data=image_folder``), its run in the job folder, validated on the
+    val folder; continued (``resume=true``) when an earlier, interrupted run of the job left its checkpoints.
+    It trains on its role's photos: with ``roles: [train, val]`` on all of them (linked in ``<job>/photos``),
+    or on ``photos``, a folder an earlier step made of them (``subset``). ``value``: the name the final
+    checkpoint goes by for later steps (``ckpt``; two training steps give two names). A list among the
+    ``overrides`` (a study-wide ``${train_overrides}``) is spliced in."""
+    run_dir = ctx.out / "run"
+    folders = list(ctx.role_folders) or [_photos(ctx, "train")]
+    if photos is not None:
+        train_dir = Path(str(photos))
+        photos_within(train_dir, folders)
+    elif len(folders) > 1:
+        link_photos(ctx.out / "photos", folders)
+        train_dir = ctx.out / "photos"
+    else:
+        train_dir = folders[0]
+    val_dir = ctx.folders.get("val") or train_dir
+    # quoted: a job folder's name holds '=' and ','
+    extra = ["data=image_folder", f"data.train.path={override_value(str(train_dir))}",
+             f"data.val.path={override_value(str(val_dir))}"]
+    resume = ["resume=true"] if (run_dir / "manifest.json").is_file() else []
+    given = [str(o) for item in overrides for o in (item if isinstance(item, (list, tuple)) else [item])]
+    cfg = compose_config([*given, *extra, *resume], output_dir=run_dir)
+    start = time.perf_counter()
+    manifest = run_pipeline(cfg, [], [], prepare_run(cfg))
+    seconds = time.perf_counter() - start
+    count = len(list_images(train_dir))
+    rows = [{"photos": count, **row} for row in manifest.metric_rows()]
+    rows.append({"stage": "all", "photos": count, "train_seconds": seconds})
+    return Outcome(rows=rows, values={value: str(manifest.final_checkpoint)})
+
+
+def report(ctx: Context, tables: Sequence[Mapping] = (), plots: Sequence[Mapping] = ()) -> Outcome:
+    """The study's report from every finished job: ``summary.csv``, ``report.md`` (the tables) and plots."""
+    written = write_report(ctx.study_dir, ctx.out, tables, plots, title=ctx.study_dir.name)
+    return Outcome(rows=[{"file": str(p)} for p in written])
+
+
+ACTIONS: dict[str, Callable[..., Outcome]] = {
+    "import_release": import_release, "crops": crops, "eval": eval_action, "bench": bench,
+    "bench_runtime": bench_runtime,
+    "fit_fill": fit_fill, "train": train, "report": report,
+    "swap": swap, "compare": compare, "subset": subset, "upsampler_fit": upsampler_fit,
+    "routing_oracle": routing_oracle}
