@@ -210,23 +210,40 @@ def timed(cmd: list[str], log: Path) -> float:
     return time.perf_counter() - start
 
 
+def mean_curve(curves: dict[int, dict]) -> dict[str, tuple[float, float]]:
+    """setting -> (mean GFLOPs, mean PSNR) over the seeds."""
+    settings = list(next(iter(curves.values())))
+    return {s: (statistics.mean(c[s][0] for c in curves.values()), statistics.mean(c[s][1] for c in curves.values()))
+            for s in settings}
+
+
+def at_gflops(curve: dict[str, tuple[float, float]], gflops: float) -> float:
+    """PSNR of a curve at ``gflops``, linear between its two nearest points (its ends outside them)."""
+    points = sorted(curve.values())
+    for (g0, p0), (g1, p1) in zip(points, points[1:]):
+        if g0 <= gflops <= g1:
+            return p0 if g1 == g0 else p0 + (p1 - p0) * (gflops - g0) / (g1 - g0)
+    return points[0][1] if gflops < points[0][0] else points[-1][1]
+
+
 def report(curves: dict[str, dict[int, dict]], seconds: dict[str, list[float]]) -> str:
-    """The table: per setting, each framework's mean PSNR and seed spread (max - min), and their gap."""
-    settings = list(next(iter(curves["release"].values())))
+    """The table: per setting, each framework's mean PSNR and seed spread (max - min), their gap at the same
+    k, and ours against the release's curve at our GFLOPs (the classifiers may spend different GFLOPs at one k)."""
+    means = {side: mean_curve(c) for side, c in curves.items()}
     out = io.StringIO()
-    out.write("| setting | GFLOPs release / ours | release PSNR (spread) | ours PSNR (spread) | ours - release |\n")
-    out.write("| --- | --- | --- | --- | --- |\n")
-    for s in settings:
+    out.write("| setting | GFLOPs release / ours | release PSNR (spread) | ours PSNR (spread) | ours - release, same k "
+              "| ours - release, same GFLOPs |\n| --- | --- | --- | --- | --- | --- |\n")
+    for s in means["release"]:
         cells = []
         for side in ("release", "ours"):
             psnr = [c[s][1] for c in curves[side].values()]
-            gflops = statistics.mean(c[s][0] for c in curves[side].values())
-            cells.append((gflops, statistics.mean(psnr), max(psnr) - min(psnr)))
+            cells.append((means[side][s][0], means[side][s][1], max(psnr) - min(psnr) if len(psnr) > 1 else None))
         (g_r, p_r, d_r), (g_o, p_o, d_o) = cells
-        out.write(f"| {s} | {g_r:.3f} / {g_o:.3f} | {p_r:.3f} ({d_r:.3f}) | {p_o:.3f} ({d_o:.3f}) "
-                  f"| {p_o - p_r:+.3f} |\n")
+        spread = lambda d: "-" if d is None else f"{d:.3f}"  # noqa: E731
+        out.write(f"| {s} | {g_r:.3f} / {g_o:.3f} | {p_r:.3f} ({spread(d_r)}) | {p_o:.3f} ({spread(d_o)}) "
+                  f"| {p_o - p_r:+.3f} | {p_o - at_gflops(means['release'], g_o):+.3f} |\n")
     for side, secs in seconds.items():
-        out.write(f"\n{side}: {len(secs)} runs, {statistics.mean(secs):.0f} s of training each")
+        out.write(f"\n{side}: {len(secs)} runs (seeds), {statistics.mean(secs):.0f} s of training each")
     return out.getvalue() + "\n"
 
 
@@ -286,7 +303,7 @@ def main(argv=None) -> int:
             print(f"{side} seed {seed}: {seconds:.0f} s, {sweep}", flush=True)
     found = {side: [json.loads(p.read_text()) for p in sorted(out.glob(f"curves-{side}-seed*.json"))]
              for side in ("release", "ours")}
-    if all(len(v) >= 2 for v in found.values()):
+    if all(found.values()):
         text = report({s: dict(enumerate(d["curve"] for d in v)) for s, v in found.items()},
                       {s: [d["seconds"] for d in v] for s, v in found.items()})
         (out / "report.md").write_text(text)

@@ -30,11 +30,13 @@ def test_without_the_release_code_it_stops_naming_what_is_missing(tmp_path):
 
 
 def test_the_report_puts_the_gap_beside_each_framework_s_seed_spread():
-    curves = {"release": {1: {"k=0": (10.0, 30.0)}, 2: {"k=0": (10.0, 30.2)}},
-              "ours": {1: {"k=0": (10.0, 30.1)}, 2: {"k=0": (10.0, 30.5)}}}
+    curves = {"release": {1: {"k=0": (10.0, 30.0), "k=1": (2.0, 28.0)}, 2: {"k=0": (10.0, 30.2), "k=1": (2.0, 28.0)}},
+              "ours": {1: {"k=0": (6.0, 30.1), "k=1": (2.0, 28.1)}, 2: {"k=0": (6.0, 30.5), "k=1": (2.0, 28.1)}}}
     text = side_by_side.report(curves, {"release": [60.0, 62.0], "ours": [50.0, 50.0]})
-    assert "| k=0 | 10.000 / 10.000 | 30.100 (0.200) | 30.300 (0.400) | +0.200 |" in text
-    assert "release: 2 runs, 61 s of training each" in text
+    # same k: 30.3 - 30.1; same GFLOPs: the release's curve at 6 GFLOPs is 28 + (30.1 - 28) / 2
+    assert "| k=0 | 10.000 / 6.000 | 30.100 (0.200) | 30.300 (0.400) | +0.200 | +1.250 |" in text
+    assert "| k=1 | 2.000 / 2.000 | 28.000 (0.000) | 28.100 (0.000) | +0.100 | +0.100 |" in text
+    assert "release: 2 runs (seeds), 61 s of training each" in text
 
 
 @pytest.mark.skipif(not RELEASE, reason="the release's code is not on disk: set PCSR_RELEASE_CODE to a checkout "
