@@ -188,6 +188,17 @@ def test_demo_trains_then_measures_the_held_out_photos_with_the_eval_loop(tmp_pa
     assert "trained fsrcnn_pcsr; pass --experiment fsrcnn_pcsr" in capsys.readouterr().err
 
 
+def test_demo_of_a_model_for_every_scale_shows_its_largest_validation_scale(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--experiment", "fsrcnn_pcsr_anyscale_cpu", "--profile", "smoke", "--k", "0", "--out",
+                 str(out), "profile.steps.stage0=2", "profile.steps.stage=2", "profile.val_every=100",
+                 "data.queries=64", "data.val_scales=[2,3]"]) == 0
+    text = capsys.readouterr().out
+    assert "trained on scales [1, 4]; measured and drawn at x3" in text and "x3 PSNR (dB) on the held-out" in text
+    rows = {r["method"]: r for r in csv.DictReader((out / "demo.csv").open())}
+    assert float(rows["PCSR routed, k=0"]["psnr"]) > 10
+
+
 def test_the_console_script_starts_without_the_training_stack():
     """``pcsr`` imports only the module of the command it runs; only ``pcsr demo`` trains, so Lightning
     (seconds to import) and the stages load with no other command (``pcsr fit-fill`` fits in closed form)."""

@@ -62,4 +62,5 @@ def test_the_repository_keeps_the_rules(tmp_path):
     assert layout_violations(copy, PACKAGE) == []
     kept = sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file())
     assert kept == ["README.md", "pool/photo_pool.md", "pool/photo_pool.py", "probes/busy_bench.sh",
-                    "probes/cache_sizes_cpu.py", "probes/layout_cpu.py", "probes/matmul_isa_cpu.py", "speed_gpu.sh"]
+                    "probes/cache_sizes_cpu.py", "probes/layout_cpu.py", "probes/matmul_isa_cpu.py",
+                    "release/side_by_side.py", "speed_gpu.sh"]

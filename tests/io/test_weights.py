@@ -118,6 +118,23 @@ def test_a_training_run_loads_its_final_checkpoint(tmp_path):
         load_model(run)
 
 
+def test_a_manifest_written_before_the_scale_was_kept_still_loads_and_resumes(tmp_path):
+    from pcsr_lightning.io.manifest import open_run
+
+    run = tmp_path / "run"
+    final = save_checkpoint(run / "final.ckpt", tiny_model(seed=3), tiny_config())
+    old = Manifest("fsrcnn_pcsr", "fsrcnn", "pcsr", str(final), [StageRecord("stage0", "done", str(final))])
+    data = json.loads(old.save(run).read_text())
+    del data["scale"]
+    (run / "manifest.json").write_text(json.dumps(data))
+    assert Manifest.load(run).scale is None and same_weights(load_model(run).model, tiny_model(seed=3))
+    fresh = Manifest("fsrcnn_pcsr", "fsrcnn", "pcsr", scale=[1, 4])
+    assert open_run(run, fresh, resume=True).stages[0].name == "stage0"
+    Manifest("fsrcnn_pcsr", "fsrcnn", "pcsr", str(final), scale=4).save(run)
+    with pytest.raises(ValueError, match=r"its scale is 4, this config's is \[1, 4\]"):
+        open_run(run, fresh, resume=True)
+
+
 def test_convert_cli_round_trip(tmp_path, capsys):
     ckpt = save_tiny(tmp_path / "a.ckpt", "pcsr", "fsrcnn", 2)
     assert main(["convert", str(ckpt), "--out", str(tmp_path / "b.safetensors")]) == 0

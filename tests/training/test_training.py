@@ -724,6 +724,54 @@ def test_one_model_for_every_scale(tmp_path):
     assert rows[-1]["image"] == "mean" and math.isfinite(float(rows[-1]["psnr"]))
 
 
+def test_validation_images_of_each_scale_go_under_its_own_key(monkeypatch):
+    """Each validation scale's loader counts its batches from 0: its images are logged under its own key."""
+    from pcsr_lightning.data.datamodule import SRDataModule
+    from pcsr_lightning.data.sources import SamplePhotos
+    from pcsr_lightning.training import callbacks
+
+    logged = {}
+    monkeypatch.setattr(callbacks, "log_images", lambda trainer, key, images, captions: logged.update(
+        {key: (images, captions)}))
+    photos = SamplePhotos(["astronaut", "chelsea"])
+    loaders = SRDataModule(photos, photos, scale=[1, 4], queries=64, val_crop=60, val_scales=[2, 3]).val_dataloader()
+    trainer = SimpleNamespace(sanity_checking=False, state=SimpleNamespace(fn="fit"), is_global_zero=True,
+                              global_step=7)
+    module = SimpleNamespace(stage_name="stage1", net=SimpleNamespace(num_classes=2))
+    images = callbacks.ValidationImages(images=2, crop=24)
+    images.on_validation_epoch_start(trainer, module)
+    for index, loader in enumerate(loaders):
+        for batch_idx, batch in enumerate(loader):
+            sr = torch.full_like(batch["hr"], float(batch["scale"][0]) / 10)  # each scale's SR is its own grey
+            images.on_validation_batch_end(trainer, module, {"sr": sr, "classes": None}, batch, batch_idx, index)
+    images.on_validation_epoch_end(trainer, module)
+    assert sorted(logged) == ["stage1/val_images_x2", "stage1/val_images_x3"]
+    for scale in (2, 3):
+        rows, captions = logged[f"stage1/val_images_x{scale}"]
+        assert len(rows) == 2 and all(f"at x{scale}," in c for c in captions)
+        for row in rows:  # the middle of bicubic | SR | HR is this scale's grey
+            assert torch.allclose(row[:, :, 28:52], torch.full_like(row[:, :, 28:52], scale / 10))
+
+
+def test_a_range_run_records_its_scale_and_resumes(tmp_path):
+    cfg = compose_config([*SMOKE, "experiment=fsrcnn_pcsr_anyscale_cpu", "data.queries=64", "profile.steps.stage=4",
+                          "data.val_scales=[2,3]"], tmp_path / "run")
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        run_job(cfg, callbacks=[Interrupt("stage1", 2)])
+    assert Manifest.load(tmp_path / "run").scale == [1, 4]
+    other = compose_config([*SMOKE, "experiment=fsrcnn_pcsr_anyscale_cpu", "data.queries=64", "data.scale=[2,4]",
+                            "resume=true"], tmp_path / "run")
+    with pytest.raises(ValueError, match=r"its scale is \[1, 4\], this config's is \[2, 4\]"):
+        run_job(other)
+    cfg.resume = True
+    seen = FirstStep()
+    manifest = run_job(cfg, callbacks=[seen])
+    assert seen.seen == {"stage1": 2} and manifest.scale == [1, 4]
+    assert [(s.name, s.status) for s in manifest.stages] == [("stage0", "done"), ("stage1", "done")]
+    assert math.isfinite(manifest.stage("stage1").metrics["val_psnr_k0_x3"])
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["scale"] == [1, 4]
+
+
 def test_a_scale_range_needs_a_pcsr(tmp_path):
     cfg = compose_config([*SMOKE, "experiment=fsrcnn_original", "data.scale=[1,4]"], tmp_path / "run")
     with pytest.raises(ValueError, match="an original network upsamples by one integer scale"):

@@ -3,6 +3,7 @@
 Contract (read by ``make reproduce-table``)::
 
     {"experiment": str, "backbone": "fsrcnn" | "carn" | "srresnet", "kind": "original" | "pcsr",
+     "scale": the run's data.scale, a number or [min, max] (null in manifests written before it was kept),
      "final_checkpoint": "<absolute path of a project-format .ckpt>" or null until the last stage is done,
      "stages": [{"name": str, "status": "done" | "running", "checkpoint": str, "config": {...},
                  "metrics": {...}}]}
@@ -39,6 +40,7 @@ class Manifest:
     kind: str
     final_checkpoint: str | None = None
     stages: list[StageRecord] = field(default_factory=list)
+    scale: float | int | list | None = None  # data.scale: a number, or [min, max] for one model of every scale
 
     def stage(self, name: str) -> StageRecord | None:
         return next((s for s in self.stages if s.name == name), None)
@@ -86,7 +88,9 @@ def open_run(run_dir: str | Path, fresh: Manifest, resume: bool, main_process: b
         raise ValueError(f"{run_dir} already holds a training run ({FILENAME}); pass resume=true to continue it "
                          "or choose another folder")
     manifest = Manifest.load(run_dir)
-    for key in ("experiment", "backbone", "kind"):
+    for key in ("experiment", "backbone", "kind", "scale"):
+        if key == "scale" and None in (manifest.scale, fresh.scale):
+            continue  # a manifest from before the scale was recorded
         if getattr(manifest, key) != getattr(fresh, key):
             raise ValueError(f"cannot resume {run_dir}: its {key} is {getattr(manifest, key)!r}, "
                              f"this config's is {getattr(fresh, key)!r}")

@@ -190,15 +190,17 @@ def log_images(trainer, key: str, images: list[torch.Tensor], captions: list[str
 class ValidationImages(L.Callback):
     """At each validation of a fit: the first ``images`` validation images as a centre crop of
     ``crop`` HR pixels, bicubic | SR | HR side by side (``<stage>/val_images``), and the class map of
-    routed inference once the stage routes (``<stage>/val_class_maps``, red = heavy)."""
+    routed inference once the stage routes (``<stage>/val_class_maps``, red = heavy). With several
+    validation scales each scale's images go under its own keys (``<stage>/val_images_x3``), since each
+    scale's loader counts its batches from 0."""
 
     def __init__(self, images: int = 2, crop: int = 96):
         self.images, self.crop = int(images), int(crop)
-        self._rows: list[torch.Tensor] = []
-        self._maps: list[torch.Tensor] = []
+        self._rows: dict[str, list[torch.Tensor]] = {}
+        self._maps: dict[str, list[torch.Tensor]] = {}
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._rows, self._maps = [], []
+        self._rows, self._maps = {}, {}
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_global_zero:
@@ -206,23 +208,27 @@ class ValidationImages(L.Callback):
         if batch_idx >= self.images or not isinstance(outputs, dict):
             return
 
+        tag = batch["tag"][0] if "tag" in batch else ""
         hr, lr, sr = batch["hr"][0].cpu(), batch["lr"][0].cpu(), outputs["sr"][0].detach().float().cpu()
         bicubic = bicubic_sr(hr, lr)
-        self._rows.append(side_by_side([centre_crop(x.clamp(0, 1), self.crop) for x in (bicubic, sr, hr)]))
+        row = side_by_side([centre_crop(x.clamp(0, 1), self.crop) for x in (bicubic, sr, hr)])
+        self._rows.setdefault(tag, []).append(row)
         if outputs.get("classes") is not None:
             overlay = class_overlay(sr, outputs["classes"][0], pl_module.net.num_classes)
-            self._maps.append(centre_crop(overlay, self.crop * 2))
+            self._maps.setdefault(tag, []).append(centre_crop(overlay, self.crop * 2))
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if not self._rows:
-            return
         stage = pl_module.stage_name
-        log_images(trainer, f"{stage}/val_images", self._rows,
-                   [f"bicubic | SR | HR, image {i}, after {trainer.global_step} steps" for i in range(len(self._rows))])
-        if self._maps:
-            log_images(trainer, f"{stage}/val_class_maps", self._maps,
-                       [f"upsampler per pixel at k=0 (red = heavy), image {i}" for i in range(len(self._maps))])
-        self._rows, self._maps = [], []
+        for tag, rows in self._rows.items():
+            at = f" at x{tag[2:]}" if tag else ""
+            step = trainer.global_step
+            captions = [f"bicubic | SR | HR{at}, image {i}, after {step} steps" for i in range(len(rows))]
+            log_images(trainer, f"{stage}/val_images{tag}", rows, captions)
+        for tag, maps in self._maps.items():
+            at = f" at x{tag[2:]}" if tag else ""
+            log_images(trainer, f"{stage}/val_class_maps{tag}", maps,
+                       [f"upsampler per pixel at k=0 (red = heavy){at}, image {i}" for i in range(len(maps))])
+        self._rows, self._maps = {}, {}
 
 
 K_SWEEP_COLUMNS = ["setting", "k", "gflops_paper", "psnr", "psnr_y", "ssim", "heavy_share"]

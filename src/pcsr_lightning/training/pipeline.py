@@ -24,7 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pcsr_lightning.config import extended_widths
-from pcsr_lightning.data.datamodule import check_scale, check_val_scales, stage_scale
+from pcsr_lightning.data.datamodule import check_scale, check_val_scales, plain, stage_scale
 from pcsr_lightning.io.checkpoint import (
     CheckpointError,
     build_model,
@@ -381,7 +381,9 @@ def load_stage_weights(net: torch.nn.Module, path: str | Path) -> None:
 
 
 def open_manifest(cfg: DictConfig, run_dir: Path, kind: str) -> Manifest:
-    fresh = Manifest(experiment=str(cfg.name), backbone=str(cfg.backbone.name), kind=kind)
+    low, high = check_scale(OmegaConf.to_container(cfg.data, resolve=True)["scale"])
+    scale = plain(low) if low == high else [plain(low), plain(high)]
+    fresh = Manifest(experiment=str(cfg.name), backbone=str(cfg.backbone.name), kind=kind, scale=scale)
     return open_run(run_dir, fresh, bool(cfg.resume), is_main_process())
 
 

@@ -11,10 +11,12 @@ from datetime import datetime
 from pathlib import Path
 
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from pcsr_lightning.apps.commands.common import K_VALUE, format_table
 from pcsr_lightning.apps.train_app import run_job
 from pcsr_lightning.config import compose_config, config_names
+from pcsr_lightning.data.datamodule import check_scale, stage_scale
 from pcsr_lightning.evaluation.demo import DEMO_COLUMNS, finished_run, measure_and_draw, official_models
 
 
@@ -54,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"pcsr demo: training {cfg.name} ({args.profile} profile) into {out}", flush=True)
         ckpt = Path(run_job(cfg).final_checkpoint)
     trained = time.perf_counter() - start
-    scale = int(cfg.data.scale)
+    trained_on = OmegaConf.to_container(cfg.data, resolve=True)["scale"]
+    scale = stage_scale(trained_on, cfg.data.get("val_scales"))
+    if len(set(check_scale(trained_on))) > 1:  # one model for every scale: shown at its largest validation scale
+        print(f"pcsr demo: {cfg.name} was trained on scales {trained_on}; measured and drawn at x{scale}")
     result = measure_and_draw(ckpt, instantiate(cfg.data.val), scale, out, official, args.k)
     when = "" if args.from_run else f"trained in {trained / 60:.1f} min; "
     print(f"\n{when}x{scale} PSNR (dB) on the held-out photos {', '.join(names) or cfg.data.val}:")
