@@ -8,42 +8,25 @@ The actions call the package's own functions (the ones ``pcsr eval``, ``pcsr ben
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from pcsr_lightning.bench.inputs import parse_size
 from pcsr_lightning.bench.run import BenchSettings, run_bench
 from pcsr_lightning.config import compose_config
 from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.data.samples import materialize_samples
+from pcsr_lightning.data.sources import sample_photo
 from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate, summarize, write_outputs
 from pcsr_lightning.io.images import list_images, read_image, write_png
 from pcsr_lightning.io.official import import_official
 from pcsr_lightning.io.weights import load_model
+from pcsr_lightning.studies.context import Context, Outcome
+from pcsr_lightning.studies.gate_studies import gate_grid
 from pcsr_lightning.studies.report import write_report
 from pcsr_lightning.training.fill import fit_fill_model
 from pcsr_lightning.training.pipeline import prepare_run, run_pipeline
-
-
-@dataclass
-class Context:
-    """Where a job runs: the photo folder of its step's role (None: the step reads no photos), its own
-    folder, the study's folder, and the whole composed config (for the report)."""
-
-    photos: Path | None
-    out: Path
-    study_dir: Path
-    folders: Mapping[str, Path | None] = field(default_factory=dict)  # every role's folder
-    config: DictConfig | None = None
-
-
-@dataclass
-class Outcome:
-    rows: list[dict] = field(default_factory=list)
-    values: dict = field(default_factory=dict)
 
 
 def _photos(ctx: Context, what: str) -> Path:
@@ -68,29 +51,43 @@ def import_release(ctx: Context, files: Mapping[str, str]) -> Outcome:
 
 
 def crops(ctx: Context, hr_size: str, portrait: bool = False, samples: bool = False,
-          names: Sequence[str] | None = None) -> Outcome:
+          names: Sequence[str] | None = None, textures: Sequence[str] = ()) -> Outcome:
     """Centre crops of the role's photos at ``hr_size`` (HxW) in ``<job>/photos``: a photo larger than twice
     the size is first shrunk (MATLAB-style bicubic) so the crop keeps most of the scene; a smaller one is
-    left out (or, with ``portrait``, turned when it fits only so). ``samples``: scikit-image's photos
-    (``names``, default the held-out ones) at their own size instead of a folder."""
+    left out (or, with ``portrait``, turned a quarter turn when it fits only so). ``samples``: scikit-image's
+    photos (``names``, default the held-out ones) at their own size instead of a folder; ``textures``:
+    scikit-image's photos of these names mirror-tiled to ``hr_size`` (a deliberately textured set)."""
     folder = ctx.out / "photos"
     if samples:
         materialize_samples(folder, names)
         return Outcome(rows=[{"photos": len(list_images(folder))}], values={"hr_dir": str(folder)})
     size = parse_size(hr_size)
+    if textures:
+        for name in textures:
+            write_png(mirror_tiled(sample_photo(name), size), folder / f"texture_{name}.png")
+        return Outcome(rows=[{"photos": len(textures), "hr_size": hr_size}], values={"hr_dir": str(folder)})
     kept = 0
     for path in list_images(_photos(ctx, "crops")):
         img = read_image(path)
-        crop = fitted_crop(img, size) if portrait is False or _fits(img, size) else None
-        if crop is None and portrait and _fits(img.transpose(-1, -2), size):
-            crop = fitted_crop(img.transpose(-1, -2).flip(-1), size)
+        if not _fits(img, size) and portrait and _fits(img.transpose(-1, -2), size):
+            img = img.rot90(1, (-2, -1))  # a quarter turn counter-clockwise
+        crop = fitted_crop(img, size)
         if crop is None:
             continue
         write_png(crop, folder / f"{path.stem}.png")
         kept += 1
     if not kept:
-        raise ValueError(f"no photo of {ctx.photos} holds a {hr_size} crop")
+        raise ValueError(f"no photo of {ctx.photos} holds a {hr_size} crop"
+                         + ("" if portrait else " (portrait: true also takes photos that fit turned)"))
     return Outcome(rows=[{"photos": kept, "hr_size": hr_size}], values={"hr_dir": str(folder)})
+
+
+def mirror_tiled(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``img`` repeated by reflection (no seams: each copy mirrors its neighbour) until it covers ``size``."""
+    (h, w), (hh, ww) = img.shape[-2:], size
+    row = torch.cat([img, img.flip(-1)], -1).repeat(1, 1, -(-ww // (2 * w)))
+    full = torch.cat([row, row.flip(-2)], -2).repeat(1, -(-hh // (2 * h)), 1)
+    return full[:, :hh, :ww].contiguous()
 
 
 def _fits(img: torch.Tensor, size: tuple[int, int]) -> bool:
@@ -109,10 +106,13 @@ def fitted_crop(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None
     return img[:, y0 : y0 + hh, x0 : x0 + ww].contiguous()
 
 
-def eval_action(ctx: Context, per_image: bool = False, **settings) -> Outcome:
+def eval_action(ctx: Context, per_image: bool = False, images: Sequence[str] | None = None, **settings) -> Outcome:
     """``pcsr eval`` on the role's photos (or ``hr_dir``): its CSVs and curve in the job folder; the rows are
-    the summary's (``per_image``: every image's rows, the ``mean`` rows too)."""
+    the summary's (``per_image``: every image's rows, the ``mean`` rows too). ``images``: only these files
+    of the folder (e.g. the one photo a leave-one-out choice is for), linked into ``<job>/photos``."""
     settings.setdefault("hr_dir", str(_photos(ctx, "eval")) if "hr_dir" not in settings else settings["hr_dir"])
+    if images is not None:
+        settings["hr_dir"] = str(_only(Path(settings["hr_dir"]), images, ctx.out / "photos"))
     if "k" in settings:
         k = settings.pop("k")
         settings["ks"] = list(k) if isinstance(k, (list, tuple)) else [k]
@@ -131,14 +131,31 @@ def eval_action(ctx: Context, per_image: bool = False, **settings) -> Outcome:
     return Outcome(rows=rows)
 
 
+def _only(folder: Path, names: Sequence[str], out: Path) -> Path:
+    """A folder of links to the named files of ``folder`` (each must be there)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        source = folder / str(name)
+        if not source.is_file():
+            raise FileNotFoundError(f"images: {name} is not a file of {folder}")
+        link = out / source.name
+        if not link.exists():
+            link.symlink_to(source.resolve())
+    return out
+
+
 BENCH_COLUMNS = ("ms_original", "ms_backbone", "ms_pcsr", "ratio_pcsr", "psnr_original", "psnr_pcsr")
 
 
 def bench(ctx: Context, hr_size: str, images: bool = False, **settings) -> Outcome:
     """``pcsr bench`` (interleaved rounds, paired ratios): on the photo mosaic, or with ``images`` on each
-    photo of the role (centre-cropped to ``hr_size``); one row per variant per input, with the ratios."""
+    photo of the role (centre-cropped to ``hr_size``), or on ``hr_image`` alone; one row per variant per
+    input, with the ratios."""
     inputs: list[str | None] = [None]
-    if images:
+    hr_image = settings.pop("hr_image", None)
+    if hr_image is not None:
+        inputs = [str(hr_image)]
+    elif images:
         inputs = [str(p) for p in list_images(_photos(ctx, "bench"))]
     if "k" in settings:
         k = settings.pop("k")
@@ -187,4 +204,5 @@ def report(ctx: Context, tables: Sequence[Mapping] = (), plots: Sequence[Mapping
 
 ACTIONS: dict[str, Callable[..., Outcome]] = {
     "import_release": import_release, "crops": crops, "eval": eval_action, "bench": bench,
-    "fit_fill": fit_fill, "train": train, "report": report}
+    "fit_fill": fit_fill, "train": train, "report": report,
+    "gate_grid": gate_grid}

@@ -18,7 +18,8 @@ from pcsr_lightning.io.runs import JobResult, job_folder_name
 ROLES = ("train", "val", "report")
 CHOOSING_ROLES = ("val",)  # a selection reads results of these roles only
 # the actions a step may run (``studies.actions.ACTIONS``, which needs torch; a test keeps the two equal)
-ACTION_NAMES = ("import_release", "crops", "eval", "bench", "fit_fill", "train", "report")
+ACTION_NAMES = ("import_release", "crops", "eval", "bench", "fit_fill", "train", "report",
+                "gate_grid")
 
 
 class StudyError(ValueError):
