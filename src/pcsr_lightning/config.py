@@ -100,12 +100,22 @@ def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None 
     inference install reads single configs (``backbone_node``) with OmegaConf alone."""
     hydra = need("hydra", "composing the training config")
     errors = need("hydra.errors", "composing the training config")
+    global_hydra = need("hydra.core.global_hydra", "composing the training config").GlobalHydra.instance()
     register_resolvers()
-    with hydra.initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        try:
-            cfg = hydra.compose(config_name="train", overrides=list(overrides))
-        except errors.HydraException as err:
-            raise composition_error(err, overrides) from None
+    # inside a Hydra app (a study's job composes its training run) Hydra's own instance is set aside
+    # while this config is composed, then put back
+    outer = global_hydra.hydra if global_hydra.is_initialized() else None
+    global_hydra.clear()
+    try:
+        with hydra.initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            try:
+                cfg = hydra.compose(config_name="train", overrides=list(overrides))
+            except errors.HydraException as err:
+                raise composition_error(err, overrides) from None
+    finally:
+        if outer is not None:
+            global_hydra.clear()
+            global_hydra.initialize(outer)
     if output_dir is not None:
         cfg.paths.output_dir = str(output_dir)
     return cfg
