@@ -163,6 +163,7 @@ def test_gate_timing_benches_each_report_photo_at_the_chosen_threshold(tiny_mode
     root = tiny_models
     _photos(root, "val", ["chelsea", "coffee"])
     _photos(root, "report", ["astronaut"])
+    write_png(sample_photo("rocket")[:, :40, :40], root / "report" / "small.png")  # holds no crop: not timed
     run = _study(root, "study=gate_timing", "photos.val=val", "photos.report=report", *tiny(root), "hr_size=64x96",
                  "thresholds.carn=[0.5,1]", "report_ks=[0]", "textures=[grass]", "samples=[camera]",
                  "bench_sizes=[64x96]", "repeats=1")
@@ -170,6 +171,7 @@ def test_gate_timing_benches_each_report_photo_at_the_chosen_threshold(tiny_mode
     out = root / "outputs" / "studies" / "gate_timing"
     (pick,) = _rows(out / "pick" / "result.json")
     bench = _rows(out / "bench_report" / f"family=carn,size=64x96,skip_flat={pick['skip_flat']:g}" / "result.json")
+    assert {r["image"] for r in bench} == {"astronaut.png"}
     variants = [r["variant"] for r in bench if r["image"] == "astronaut.png"]
     assert len(variants) >= 6 and variants[-1] == "summary"  # original, k = 0, 2 thresholds x 2 halos, summary
     assert "wall clock per photo" in (out / "timing_report" / "report.md").read_text()

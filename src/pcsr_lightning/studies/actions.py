@@ -147,16 +147,16 @@ def _only(folder: Path, names: Sequence[str], out: Path) -> Path:
 BENCH_COLUMNS = ("ms_original", "ms_backbone", "ms_pcsr", "ratio_pcsr", "psnr_original", "psnr_pcsr")
 
 
-def bench(ctx: Context, hr_size: str, images: bool = False, **settings) -> Outcome:
+def bench(ctx: Context, hr_size: str, images: bool = False, hr_dir: str | None = None, **settings) -> Outcome:
     """``pcsr bench`` (interleaved rounds, paired ratios): on the photo mosaic, or with ``images`` on each
-    photo of the role (centre-cropped to ``hr_size``), or on ``hr_image`` alone; one row per variant per
-    input, with the ratios."""
+    photo of the role or of ``hr_dir`` (e.g. a ``crops`` step's; centre-cropped to ``hr_size``), or on
+    ``hr_image`` alone; one row per variant per input, with the ratios."""
     inputs: list[str | None] = [None]
     hr_image = settings.pop("hr_image", None)
     if hr_image is not None:
         inputs = [str(hr_image)]
     elif images:
-        inputs = [str(p) for p in list_images(_photos(ctx, "bench"))]
+        inputs = [str(p) for p in list_images(hr_dir if hr_dir is not None else _photos(ctx, "bench"))]
     if "k" in settings:
         k = settings.pop("k")
         settings["ks"] = list(k) if isinstance(k, (list, tuple)) else [k]
