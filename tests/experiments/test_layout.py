@@ -11,12 +11,6 @@ import pytest
 from experiment_scripts import EXPERIMENTS, layout_violations
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "pcsr_lightning"
-# Scripts other ports of experiments/ to studies delete; the check leaves them out until then, and a name
-# here that is gone fails the test, so this list only shrinks (empty: delete it).
-BEING_PORTED = ("learned_gate.sh", "learned_gate_photos.py", "learned_gate_report.py", "skip_flat.sh",
-                "skip_flat_4k.sh", "skip_flat_fill.py", "skip_flat_photos.py", "skip_flat_pick.py",
-                "skip_flat_report.py", "skip_flat_scores.py", "skip_flat_selfcal.py", "skip_flat_tiling.py",
-                "common.sh")
 
 
 def tree(root: Path, files: dict[str, str]) -> tuple[Path, Path]:
@@ -50,13 +44,9 @@ def test_each_rule_broken_is_named(tmp_path, extra, message):
 
 
 def test_the_repository_keeps_the_rules(tmp_path):
-    gone = [name for name in BEING_PORTED if not (EXPERIMENTS / name).exists()]
-    assert not gone, f"{gone} are gone: remove them from BEING_PORTED"
-    users = [p.name for p in EXPERIMENTS.glob("*.sh") if "common.sh" in p.read_text()]
-    assert users or not (EXPERIMENTS / "common.sh").exists(), "experiments/common.sh has no users left: delete it"
     copy = tmp_path / "experiments"
     for path in EXPERIMENTS.rglob("*"):
-        if path.is_file() and path.name not in BEING_PORTED and "results" not in path.relative_to(EXPERIMENTS).parts:
+        if path.is_file() and "results" not in path.relative_to(EXPERIMENTS).parts:
             (copy / path.relative_to(EXPERIMENTS)).parent.mkdir(parents=True, exist_ok=True)
             (copy / path.relative_to(EXPERIMENTS)).write_bytes(path.read_bytes())
     assert layout_violations(copy, PACKAGE) == []

@@ -92,7 +92,7 @@ def test_choose_picks_once_per_group_and_jobs_cross_on_shared_settings():
 def _study(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     cmd = [sys.executable, "-m", "pcsr_lightning.apps.launch", "pcsr-study", *overrides]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture
@@ -109,7 +109,8 @@ def gate_folders(tmp_path):
 
 GATE_ARGS = ("study=gate_pick", "photos.val=val", "photos.report=report", "models.carn.pcsr=cp.ckpt",
              "models.carn.original=co.ckpt", "models.fsrcnn.pcsr=fp.ckpt", "models.fsrcnn.original=fo.ckpt",
-             "hr_size=64x96", "thresholds.carn=[0.5,1,2]", "thresholds.fsrcnn=[0.5,1]", "report_ks=[0,1]")
+             "hr_size=64x96", "thresholds.carn=[0.5,1,2]", "thresholds.fsrcnn=[0.5,1]", "report_ks=[0,1]",
+             "textures=[grass]", "samples=[camera]")
 
 
 def test_the_gate_study_runs_end_to_end_and_resumes(gate_folders):
@@ -128,6 +129,9 @@ def test_the_gate_study_runs_end_to_end_and_resumes(gate_folders):
         jobs = {row["job"] for row in csv.DictReader(f)}
     assert {"models/family=carn", "val/family=fsrcnn", "pick", "report"} <= jobs
     assert "report crops, k = 0" in (root / "report" / "report.md").read_text()
+    for step, photos in (("textured", {"texture_grass.png", "mean"}), ("samples", {"camera.png", "mean"})):
+        with open(root / step / f"family=carn,skip_flat={carn['skip_flat']:g}" / "per_image.csv", newline="") as f:
+            assert {r["image"] for r in csv.DictReader(f)} == photos
     assert (root / "report" / "curve.png").is_file()
     before = (report / "result.json").stat().st_mtime_ns
     again = _study(gate_folders, *GATE_ARGS)

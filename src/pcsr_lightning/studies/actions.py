@@ -20,6 +20,7 @@ from pcsr_lightning.bench.runtime import RuntimeBenchSettings, bench_runtimes
 from pcsr_lightning.config import compose_config
 from pcsr_lightning.data.bicubic import imresize
 from pcsr_lightning.data.samples import materialize_samples
+from pcsr_lightning.data.sources import sample_photo
 from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate, summarize, write_outputs
 from pcsr_lightning.io.files import write_text
 from pcsr_lightning.io.images import list_images, read_image, write_png
@@ -28,6 +29,7 @@ from pcsr_lightning.io.weights import load_model
 from pcsr_lightning.studies.budget_studies import budget_calibration
 from pcsr_lightning.studies.context import Context, Outcome
 from pcsr_lightning.studies.driver import override_value
+from pcsr_lightning.studies.gate_studies import gate_grid
 from pcsr_lightning.studies.measurements import (
     demo,
     div2k_scale,
@@ -72,11 +74,12 @@ def import_release(ctx: Context, files: Mapping[str, str]) -> Outcome:
 
 
 def crops(ctx: Context, hr_size: str | None = None, portrait: bool = False, samples: bool = False,
-          names: Sequence[str] | None = None) -> Outcome:
+          names: Sequence[str] | None = None, textures: Sequence[str] = ()) -> Outcome:
     """Centre crops of the role's photos at ``hr_size`` (HxW) in ``<job>/photos``: a photo larger than twice
     the size is first shrunk (MATLAB-style bicubic) so the crop keeps most of the scene; a smaller one is
-    left out (or, with ``portrait``, turned when it fits only so). ``samples``: scikit-image's photos
-    (``names``, default the held-out ones) at their own size instead of a folder."""
+    left out (or, with ``portrait``, turned a quarter turn when it fits only so). ``samples``: scikit-image's
+    photos (``names``, default the held-out ones) at their own size instead of a folder; ``textures``:
+    scikit-image's photos of these names mirror-tiled to ``hr_size`` (a deliberately textured set)."""
     folder = ctx.out / "photos"
     if samples:
         materialize_samples(folder, names)
@@ -84,18 +87,23 @@ def crops(ctx: Context, hr_size: str | None = None, portrait: bool = False, samp
     if hr_size is None:
         raise ValueError("crops needs hr_size (HxW), or samples: true")
     size = parse_size(hr_size)
+    if textures:
+        for name in textures:
+            write_png(mirror_tiled(sample_photo(name), size), folder / f"texture_{name}.png")
+        return Outcome(rows=[{"photos": len(textures), "hr_size": hr_size}], values={"hr_dir": str(folder)})
     kept = 0
     for path in list_images(_photos(ctx, "crops")):
         img = read_image(path)
-        crop = fitted_crop(img, size) if portrait is False or _fits(img, size) else None
-        if crop is None and portrait and _fits(img.transpose(-1, -2), size):
-            crop = fitted_crop(img.transpose(-1, -2).flip(-1), size)
+        if not _fits(img, size) and portrait and _fits(img.transpose(-1, -2), size):
+            img = img.rot90(1, (-2, -1))  # a quarter turn counter-clockwise
+        crop = fitted_crop(img, size)
         if crop is None:
             continue
         write_png(crop, folder / f"{path.stem}.png")
         kept += 1
     if not kept:
-        raise ValueError(f"no photo of {ctx.photos} holds a {hr_size} crop")
+        raise ValueError(f"no photo of {ctx.photos} holds a {hr_size} crop"
+                         + ("" if portrait else " (portrait: true also takes photos that fit turned)"))
     return Outcome(rows=[{"photos": kept, "hr_size": hr_size}], values={"hr_dir": str(folder)})
 
 
@@ -125,6 +133,14 @@ def mosaics(ctx: Context, hr_size: str, grid: str = "3x3", count: int = 1) -> Ou
                    values={"hr_dir": str(folder)})
 
 
+def mirror_tiled(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``img`` repeated by reflection (no seams: each copy mirrors its neighbour) until it covers ``size``."""
+    (h, w), (hh, ww) = img.shape[-2:], size
+    row = torch.cat([img, img.flip(-1)], -1).repeat(1, 1, -(-ww // (2 * w)))
+    full = torch.cat([row, row.flip(-2)], -2).repeat(1, -(-hh // (2 * h)), 1)
+    return full[:, :hh, :ww].contiguous()
+
+
 def _fits(img: torch.Tensor, size: tuple[int, int]) -> bool:
     return img.shape[-2] >= size[0] and img.shape[-1] >= size[1]
 
@@ -141,10 +157,13 @@ def fitted_crop(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None
     return img[:, y0 : y0 + hh, x0 : x0 + ww].contiguous()
 
 
-def eval_action(ctx: Context, per_image: bool = False, **settings) -> Outcome:
+def eval_action(ctx: Context, per_image: bool = False, images: Sequence[str] | None = None, **settings) -> Outcome:
     """``pcsr eval`` on the role's photos (or ``hr_dir``): its CSVs and curve in the job folder; the rows are
-    the summary's (``per_image``: every image's rows, the ``mean`` rows too)."""
+    the summary's (``per_image``: every image's rows, the ``mean`` rows too). ``images``: only these files
+    of the folder (e.g. the one photo a leave-one-out choice is for), linked into ``<job>/photos``."""
     settings.setdefault("hr_dir", str(_photos(ctx, "eval")) if "hr_dir" not in settings else settings["hr_dir"])
+    if images is not None:
+        settings["hr_dir"] = str(_only(Path(settings["hr_dir"]), images, ctx.out / "photos"))
     if "k" in settings:
         k = settings.pop("k")
         settings["ks"] = list(k) if isinstance(k, (list, tuple)) else [k]
@@ -175,6 +194,19 @@ def against_pcsr(rows: list[dict]) -> list[dict]:
     return rows
 
 
+def _only(folder: Path, names: Sequence[str], out: Path) -> Path:
+    """A folder of links to the named files of ``folder`` (each must be there)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        source = folder / str(name)
+        if not source.is_file():
+            raise FileNotFoundError(f"images: {name} is not a file of {folder}")
+        link = out / source.name
+        if not link.exists():
+            link.symlink_to(source.resolve())
+    return out
+
+
 BENCH_COLUMNS = ("ms_original", "ms_backbone", "ms_pcsr", "ratio_pcsr", "psnr_original", "psnr_pcsr")
 REFERENCE_COLUMNS = ("speedup", "speedup_routed", "ms_routed_fast", "ms_routed_reference", "classes_identical",
                      "psnr_diff_db")  # the fast path against the release-style reference loop
@@ -182,11 +214,14 @@ REFERENCE_COLUMNS = ("speedup", "speedup_routed", "ms_routed_fast", "ms_routed_r
 
 def bench(ctx: Context, hr_size: str, images: bool = False, hr_dir: str | None = None, **settings) -> Outcome:
     """``pcsr bench`` (interleaved rounds, paired ratios): on the photo mosaic, or with ``images`` on each
-    photo of the role (or of ``hr_dir``, e.g. a crops step's), centre-cropped to ``hr_size``; one row per
-    variant per input, with the ratios, and a summary row (with the fast path against the reference loop);
-    each input's report as ``bench-*.json``."""
+    photo of the role or of ``hr_dir`` (e.g. a ``crops`` or ``mosaics`` step's; centre-cropped to ``hr_size``),
+    or on ``hr_image`` alone; one row per variant per input, with the ratios, and a summary row (with the fast
+    path against the reference loop); each input's report as ``bench-*.json``."""
     inputs: list[str | None] = [None]
-    if images:
+    hr_image = settings.pop("hr_image", None)
+    if hr_image is not None:
+        inputs = [str(hr_image)]
+    elif images:
         inputs = [str(p) for p in list_images(Path(hr_dir) if hr_dir else _photos(ctx, "bench"))]
     if "k" in settings:
         k = settings.pop("k")
@@ -285,4 +320,4 @@ ACTIONS: dict[str, Callable[..., Outcome]] = {
     "routing_oracle": routing_oracle,
     "train_speed": train_speed, "div2k_scale": div2k_scale, "png_level": png_level,
     "upscale_runs": upscale_runs, "paper_table": paper_table, "demo": demo,
-    "budget_calibration": budget_calibration}
+    "budget_calibration": budget_calibration, "gate_grid": gate_grid}

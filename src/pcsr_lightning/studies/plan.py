@@ -23,7 +23,7 @@ LEARNING_ACTIONS = ("train", "fit_fill", "subset", "budget_calibration")
 ACTION_NAMES = ("import_release", "crops", "mosaics", "eval", "bench", "bench_runtime", "fit_fill", "train",
                 "report", "swap", "compare", "subset", "upsampler_fit", "routing_oracle",
                 "train_speed", "div2k_scale", "png_level", "upscale_runs", "paper_table", "demo",
-                "budget_calibration")
+                "budget_calibration", "gate_grid")
 
 
 class StudyError(ValueError):

@@ -47,7 +47,39 @@ def best(rows: Sequence[dict], choose: str | Sequence[str], metric: str = "psnr"
     return row[choose] if isinstance(choose, str) else tuple(row.get(c) for c in choose)
 
 
-RULES: dict[str, Callable[..., object]] = {"largest_within": largest_within, "best": best}
+class PerItem(list):
+    """Several choices from one group, each a dict naming the item it is for (``leave_one_out``)."""
+
+
+def leave_one_out(rows: Sequence[dict], choose: str, metric: str = "psnr", budget: float = 0.05,
+                  over: str = "image") -> PerItem:
+    """For each value of ``over`` (each photo of a per-image sweep), ``largest_within`` on the mean over the
+    OTHER photos' rows: where photos are too few to set some aside, each is reported at a value that the
+    others chose, so no photo's number comes from a choice it took part in. The ``mean`` rows are ignored."""
+    rows = [r for r in rows if r.get(over) not in (None, "mean")]
+    items = sorted({r[over] for r in rows})
+    if len(items) < 2:
+        raise NothingChosen(f"leave_one_out needs rows of two or more {over}s, found {items}")
+    chosen = PerItem()
+    for item in items:
+        groups: dict[object, list[float]] = {}
+        for r in rows:
+            if r[over] != item:
+                groups.setdefault(r.get(choose), []).append(r[metric])
+        counts = {len(v) for v in groups.values()}
+        if counts != {len(items) - 1}:
+            raise NothingChosen(f"leave_one_out needs one row per {over} and {choose} value (narrow the rows with "
+                                f"where); without {item} the {choose} values have {sorted(counts)} rows each")
+        means = [{choose: value, metric: sum(v) / len(v)} for value, v in groups.items()]
+        try:
+            chosen.append({over: item, choose: largest_within(means, choose, metric, budget)})
+        except NothingChosen as err:
+            raise NothingChosen(f"without {over} {item}: {err}") from None
+    return chosen
+
+
+RULES: dict[str, Callable[..., object]] = {"largest_within": largest_within, "best": best,
+                                           "leave_one_out": leave_one_out}
 
 
 def _matches(row: Mapping, where: Mapping | None) -> bool:
@@ -83,7 +115,11 @@ def choose(select: Mapping, results: Sequence[JobResult]) -> list[dict]:
         except NothingChosen as err:
             label = ", ".join(f"{k}={v}" for k, v in zip(by, key, strict=True)) or "all rows"
             raise NothingChosen(f"select from {select['from']} ({label}): {err}") from None
-        picked = ({select["choose"]: value} if isinstance(select["choose"], str) else
-                  dict(zip(select["choose"], value, strict=True)))
-        chosen.append({**dict(zip(by, key, strict=True)), **picked})
+        group_values = dict(zip(by, key, strict=True))
+        if isinstance(value, PerItem):
+            chosen += [{**group_values, **item} for item in value]
+        else:
+            picked = ({select["choose"]: value} if isinstance(select["choose"], str) else
+                      dict(zip(select["choose"], value, strict=True)))
+            chosen.append({**group_values, **picked})
     return chosen

@@ -7,8 +7,9 @@ bicubic's plus that correction. Only LR pixels whose 5x5 neighbourhood is flat (
 ``FIT_BELOW``, the gate's own score at one-pixel tiles) count: those are the pixels the gate skips, and a
 filter fitted on edges would trade their error against the flat pixels'.
 
-Measured on the development photos (``experiments/skip_flat_fill.py``, leave one out): with CARN-PCSR the
-fitted fill keeps every photo within 0.05 dB of PCSR up to gate threshold 0.2, where bicubic keeps 10 of 18.
+Measured on the development photos (leave one out, ``experiments/results/skip_flat.md``): with CARN-PCSR
+the fitted fill keeps every photo within 0.05 dB of PCSR up to gate threshold 0.2, where bicubic keeps 10 of
+18; the study ``gate_fill`` fits it on train photos, chooses the threshold on val and reports on report.
 """
 
 from __future__ import annotations
