@@ -119,3 +119,15 @@ def test_readme_subcommand_exists(sub, capsys):
 def test_readme_is_short():
     lines = README.read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines, at most {README_MAX_LINES}"
+
+
+def test_readme_results_are_one_line_each_with_what_regenerates_them():
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Results at a glance"):text.index("## How PCSR works here")]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| ---")][1:]
+    assert rows
+    studies = {p.stem for p in (ROOT / "conf" / "study").glob("*.yaml")}
+    for row in rows:
+        assert len(row) <= 300, row
+        named = re.findall(r"pcsr-study study=(\w+)", row)
+        assert all(n in studies for n in named) and (named or "experiments/" in row), row
