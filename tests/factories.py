@@ -82,3 +82,13 @@ def routing_pcsr(m: int = 2, classifier_hidden: Sequence[int] = (8,)) -> PCSR:
     """``m`` upsamplers on a CARN(nf=16), U_0 [32, 32] and the others [8, 8], in eval mode: the routing tests'
     model."""
     return pcsr_net(CARN(nf=16), [[32, 32]] + [[8, 8]] * (m - 1), classifier_hidden).eval()
+
+
+def half_flat(h: int = 64, w: int = 96, seed: int = 0) -> torch.Tensor:
+    """An LR image, texture on the right, a smooth (not constant) wave on the left: the flat-tile gate's
+    candidates are the left tiles."""
+    g = torch.Generator().manual_seed(seed)
+    lr = torch.rand(1, 3, h, w, generator=g)
+    xs = torch.arange(w // 2, dtype=torch.float32)
+    lr[..., : w // 2] = 0.45 + 0.02 * torch.sin(xs / 9)[None, None, None]
+    return lr

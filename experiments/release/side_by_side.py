@@ -6,7 +6,7 @@ each trained model's k sweep (PSNR against GFLOPs, `pcsr eval`) on the report ph
 the gap between the two frameworks against the spread of the seeds within each.
 
     PCSR_RELEASE_CODE=/path/to/PCSR python experiments/release/side_by_side.py \\
-        --train /work/pool/train --val /work/pool/val --report /work/pool/report \\
+        --train POOL/train --val POOL/val --report POOL/report \\
         --released /path/to/fsrcnn-pcsr-phase1.pth --steps 1000 --out results/side_by_side
 
 The release's code is needed on disk (a checkout of github.com/3587jjh/PCSR: train_pcsr.py, models/,

@@ -12,7 +12,7 @@ from PIL import Image
 
 import pcsr_lightning
 from bad_input_kit import run_app, run_cli
-from factories import pcsr_net, save_tiny
+from factories import half_flat, pcsr_net, save_tiny
 from pcsr_lightning.apps.eval_app import main as eval_app
 from pcsr_lightning.inference import budget
 from pcsr_lightning.inference.budget import BUDGET_SAMPLES, BUDGET_STRATA, added_losses, longest_within, plan_budget
@@ -23,14 +23,6 @@ from pcsr_lightning.measure.meter import FlopsMeter
 
 TILE = 8
 
-
-def half_flat(h=96, w=192, seed=0):
-    """Texture on the right, a smooth wave on the left: the left tiles are the gate's candidates."""
-    g = torch.Generator().manual_seed(seed)
-    lr = torch.rand(1, 3, h, w, generator=g)
-    xs = torch.arange(w // 2, dtype=torch.float32)
-    lr[..., : w // 2] = 0.45 + 0.02 * torch.sin(xs / 9)[None, None, None]
-    return lr
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +49,7 @@ def test_the_envelope_and_the_prefix_by_hand():
 
 def test_the_budget_converts_db_to_skipped_tiles_as_stated(net, monkeypatch):
     """Known sample losses and error level: the number of skipped tiles follows from 10 log10(1 + D / MSE)."""
-    lr = half_flat()
+    lr = half_flat(96, 192)
     level, loss = 1e-3, 2.0  # every sampled tile loses 2.0 (summed squared difference over its HR pixels)
     monkeypatch.setattr(budget, "self_error", lambda *a, **k: ([level / budget.SELF_ERROR_SHARE], None))
     monkeypatch.setattr(budget, "sample_losses", lambda model, lr, s, tiles, *a, **k: ([loss] * len(tiles), None))
@@ -75,7 +67,7 @@ def test_the_budget_converts_db_to_skipped_tiles_as_stated(net, monkeypatch):
 
 
 def test_budget_zero_is_pcsr_exactly(net):
-    lr = half_flat()
+    lr = half_flat(96, 192)
     plain = upscale(net, lr, 4, RoutingSpec())
     gated = upscale(net, lr, 4, RoutingSpec(gate=gate(0.0)))
     assert gated.skipped_share() == 0 and torch.equal(gated.sr, plain.sr)
@@ -83,7 +75,7 @@ def test_budget_zero_is_pcsr_exactly(net):
 
 
 def test_a_huge_budget_skips_what_the_threshold_would_but_the_sample(net):
-    lr = half_flat()
+    lr = half_flat(96, 192)
     plan = plan_budget(net, lr, 4, gate(1e6))
     below = flatness_scores(lr, TILE) < 0.05
     sampled = plan.budget.sampled
@@ -108,7 +100,7 @@ def test_an_exact_fill_skips_every_candidate(net, monkeypatch):
 
     monkeypatch.setattr(budget, "render", render)
     monkeypatch.setattr(budget, "fill_of", lambda model, lr, scale, fill: outputs[-1])
-    lr = half_flat()
+    lr = half_flat(96, 192)
     plan = plan_budget(net, lr, 4, gate(1e-6))
     below = flatness_scores(lr, TILE) < 0.05
     assert torch.equal(~plan.active, below & ~plan.budget.sampled)
@@ -116,7 +108,7 @@ def test_an_exact_fill_skips_every_candidate(net, monkeypatch):
 
 def test_the_sample_runs_pcsr_as_the_gate_does(net):
     """A sampled tile's PCSR output is the gate's own on that tile: the same halo, the fill around it."""
-    lr = half_flat()
+    lr = half_flat(96, 192)
     tiles = [(3, 2), (0, 0), (11, 23)]  # inside, a corner, the far corner
     g = GateSpec(0.05, TILE, 2, fill="bicubic")
     losses, run = budget.sample_losses(net, lr, 4, tiles, g, 2, 0.0)
@@ -149,7 +141,7 @@ def test_a_texture_skips_nothing_within_a_small_budget(net):
 
 
 def test_the_calibration_is_counted_in_the_flops(net):
-    lr = half_flat()
+    lr = half_flat(96, 192)
     out = upscale(net, lr, 4, RoutingSpec(gate=gate(1e6)))
     meter = FlopsMeter(net)
     parts = out.gate.counted_parts("paper", meter)
@@ -167,7 +159,7 @@ def test_the_session_calibrates_against_the_routings_k(net, monkeypatch):
     real = budget.plan_budget
     monkeypatch.setattr("pcsr_lightning.inference.session.plan_budget",
                         lambda model, lr, scale, g, k=0.0, threads=None: ks.append(k) or real(model, lr, scale, g, k))
-    session = InferenceSession(net, half_flat(), 4)
+    session = InferenceSession(net, half_flat(96, 192), 4)
     g = gate(0.05)
     session.run(RoutingSpec(0.0, gate=g))
     session.run(RoutingSpec(0.0, gate=g))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from factories import pcsr_net, save_tiny
+from factories import half_flat, pcsr_net, save_tiny
 from pcsr_lightning.apps.cli import main
 from pcsr_lightning.evaluation.evaluate import EvalSettings, evaluate_image
 from pcsr_lightning.inference.gate import (
@@ -32,15 +32,6 @@ from pcsr_lightning.io.checkpoint import build_model, load_checkpoint, save_chec
 from pcsr_lightning.io.images import class_overlay
 from pcsr_lightning.measure.meter import FlopsMeter
 from pcsr_lightning.models import CARN, FSRCNN, PCSR
-
-
-def half_flat(h=64, w=96, seed=0):
-    """Texture on the right, a smooth (not constant) wave on the left: the gate skips the left tiles."""
-    g = torch.Generator().manual_seed(seed)
-    lr = torch.rand(1, 3, h, w, generator=g)
-    xs = torch.arange(w // 2, dtype=torch.float32)
-    lr[..., : w // 2] = 0.45 + 0.02 * torch.sin(xs / 9)[None, None, None]
-    return lr
 
 
 def hand_laplacian_scores(lr, tile, border):
