@@ -45,16 +45,19 @@ def check_tile(value) -> int:
     return _integer(value, "tile", 0, "an integer >= 0 (LR pixels; 0 = the whole image)")
 
 
+def _finite_at_least_zero(value, key: str, rule: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be {rule}, got {value}") from None
+    if isinstance(value, bool) or not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"{key} must be {rule}, got {number:g}")
+    return number
+
+
 def check_threshold(value) -> float:
     """The gate's threshold: finite and >= 0 (0 runs every tile, so the result is PCSR's)."""
-    rule = "a finite number >= 0 (0 runs every tile)"
-    try:
-        threshold = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"skip_flat must be {rule}, got {value}") from None
-    if isinstance(value, bool) or not (math.isfinite(threshold) and threshold >= 0):
-        raise ValueError(f"skip_flat must be {rule}, got {threshold:g}")
-    return threshold
+    return _finite_at_least_zero(value, "skip_flat", "a finite number >= 0 (0 runs every tile)")
 
 
 def check_budget(value) -> float | None:
@@ -62,14 +65,7 @@ def check_budget(value) -> float | None:
     and >= 0 (0 runs every tile)."""
     if value is None:
         return None
-    rule = "None or a finite number of dB >= 0 (0 runs every tile)"
-    try:
-        budget = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"skip_budget must be {rule}, got {value}") from None
-    if isinstance(value, bool) or not (math.isfinite(budget) and budget >= 0):
-        raise ValueError(f"skip_budget must be {rule}, got {budget:g}")
-    return budget
+    return _finite_at_least_zero(value, "skip_budget", "None or a finite number of dB >= 0 (0 runs every tile)")
 
 
 def check_budget_scale(budget: float | None, scale: float | None) -> None:
