@@ -157,16 +157,22 @@ def fitted_crop(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None
     return img[:, y0 : y0 + hh, x0 : x0 + ww].contiguous()
 
 
+def _k_as_ks(settings: dict) -> None:
+    """A step's ``k`` (a number or a list, as on the command line) as the settings' ``ks`` list."""
+    if "k" in settings:
+        k = settings.pop("k")
+        settings["ks"] = list(k) if isinstance(k, (list, tuple)) else [k]
+
+
 def eval_action(ctx: Context, per_image: bool = False, images: Sequence[str] | None = None, **settings) -> Outcome:
     """``pcsr eval`` on the role's photos (or ``hr_dir``): its CSVs and curve in the job folder; the rows are
     the summary's (``per_image``: every image's rows, the ``mean`` rows too). ``images``: only these files
     of the folder (e.g. the one photo a leave-one-out choice is for), linked into ``<job>/photos``."""
-    settings.setdefault("hr_dir", str(_photos(ctx, "eval")) if "hr_dir" not in settings else settings["hr_dir"])
+    if "hr_dir" not in settings:
+        settings["hr_dir"] = str(_photos(ctx, "eval"))
     if images is not None:
         settings["hr_dir"] = str(_only(Path(settings["hr_dir"]), images, ctx.out / "photos"))
-    if "k" in settings:
-        k = settings.pop("k")
-        settings["ks"] = list(k) if isinstance(k, (list, tuple)) else [k]
+    _k_as_ks(settings)
     if isinstance(settings.get("skip_flat"), (int, float)):
         settings["skip_flat"] = [settings["skip_flat"]]
     chosen = EvalSettings(**settings)
@@ -223,9 +229,7 @@ def bench(ctx: Context, hr_size: str, images: bool = False, hr_dir: str | None =
         inputs = [str(hr_image)]
     elif images:
         inputs = [str(p) for p in list_images(Path(hr_dir) if hr_dir else _photos(ctx, "bench"))]
-    if "k" in settings:
-        k = settings.pop("k")
-        settings["ks"] = list(k) if isinstance(k, (list, tuple)) else [k]
+    _k_as_ks(settings)
     rows = []
     for image in inputs:
         chosen = BenchSettings(hr_size=parse_size(hr_size), hr_image=image, **settings)
