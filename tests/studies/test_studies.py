@@ -242,3 +242,10 @@ def test_the_gate_budget_study_runs_end_to_end(gate_folders):
     assert "photos over the budget" in report and "| carn | eval_report | 2 |" in report
     quantiles = json.loads((root / "calibration" / "family=carn" / "result.json").read_text())["rows"][-1]
     assert quantiles["image"] == "quantiles" and quantiles["q0"] <= quantiles["q0.5"]
+
+
+def test_a_study_reporting_on_its_training_folder_exits_2_and_leaves_nothing(gate_folders):
+    run = _study(gate_folders, "study=gate_budget", "photos.train=report", "photos.val=val", "photos.report=report")
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "photos.report" in run.stderr and "is also the train folder" in run.stderr
+    assert "Traceback" not in run.stderr and not (gate_folders / "outputs").exists()
